@@ -1,0 +1,3 @@
+from deltajobs.cli import main
+
+main()

@@ -1,0 +1,10 @@
+"""The `deltajobs` command line: the only layer that prints errors and exits.
+
+Each module below registers its commands on the one Typer app; heavy imports (torch, submitit,
+sqlite) happen inside the commands that need them, so `--help` and `render` stay fast.
+"""
+
+from deltajobs.cli import jobs as _jobs  # noqa: F401  (registers commands)
+from deltajobs.cli.app import app, main
+
+__all__ = ["app", "main"]

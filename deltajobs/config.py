@@ -1,0 +1,94 @@
+"""User settings, layered: built-in defaults < user config file < environment variables.
+
+The job spec and command-line flags sit on top of these (see `spec.py`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import yaml
+
+from deltajobs.errors import SpecError
+from deltajobs.schema import constrained, from_dict
+
+ENV_VARS = {
+    "account": "DELTAJOBS_ACCOUNT",
+    "cluster": "DELTAJOBS_CLUSTER",
+    "data_root": "DELTAJOBS_DATA_ROOT",
+}
+
+
+@dataclass(frozen=True)
+class UserConfig:
+    """What `~/.config/deltajobs/config.yaml` may hold."""
+
+    account: str | None = None
+    cluster: str | None = None
+    runs_dir: str | None = None
+    data_root: str | None = None
+    max_su_per_job: float | None = constrained(None, minimum=0, doc="refuse bigger jobs without --yes")
+
+
+@dataclass(frozen=True)
+class Settings(UserConfig):
+    """The user config with environment variables applied, plus where state lives."""
+
+    home: str = ""  # DELTAJOBS_HOME: registry and default runs/data
+
+    @property
+    def home_path(self) -> Path:
+        return Path(self.home)
+
+    @property
+    def runs_path(self) -> Path:
+        return Path(self.runs_dir).expanduser() if self.runs_dir else self.home_path / "runs"
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_root).expanduser() if self.data_root else self.home_path / "data"
+
+
+def config_path() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "deltajobs" / "config.yaml"
+
+
+def state_home() -> Path:
+    if os.environ.get("DELTAJOBS_HOME"):
+        return Path(os.environ["DELTAJOBS_HOME"]).expanduser()
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "deltajobs"
+
+
+def read_user_config(path: Path | None = None) -> UserConfig:
+    path = path or config_path()
+    if not path.is_file():
+        return UserConfig()
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise SpecError(str(path), f"is not valid YAML ({err.__class__.__name__})") from None
+    return from_dict(UserConfig, raw, str(path))
+
+
+def load_settings() -> Settings:
+    user = read_user_config()
+    settings = Settings(**vars(user), home=str(state_home()))
+    overrides = {key: os.environ[var] for key, var in ENV_VARS.items() if os.environ.get(var)}
+    return replace(settings, **overrides)
+
+
+def write_user_config(values: dict[str, object], path: Path | None = None) -> Path:
+    """Merge `values` into the user config file (validated, written atomically)."""
+    path = path or config_path()
+    current = vars(read_user_config(path))
+    merged = {k: v for k, v in {**current, **values}.items() if v is not None}
+    from_dict(UserConfig, merged, str(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(yaml.safe_dump(merged, sort_keys=True))
+    tmp.replace(path)
+    return path

@@ -1,0 +1,98 @@
+"""Rendering is pure: a resolved job and a run directory in, the sbatch script text out.
+
+`submit` sends exactly this text to sbatch (through submitit); `render` prints it.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import sys
+from pathlib import Path
+
+import jinja2
+
+from deltajobs import __version__, assets
+from deltajobs.errors import SpecError
+from deltajobs.spec import ResolvedJob
+from deltajobs.units import format_mem, format_walltime
+
+# Paths land in #SBATCH lines, which sbatch does not parse like a shell: keep them plain.
+SAFE_PATH = re.compile(r"[A-Za-z0-9_.,/+=@%~-]+")
+SUBMITIT_DIR = "submitit"
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(assets.path("templates"))),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+    env.filters["q"] = lambda value: shlex.quote(str(value))
+    return env
+
+
+def job_python(job: ResolvedJob) -> str:
+    """The interpreter the job runs: the profile's (module/venv `python`) or this one."""
+    return job.profile.python or sys.executable
+
+
+def submitit_folder(run_dir: Path) -> Path:
+    return run_dir / SUBMITIT_DIR
+
+
+def launch_command(job: ResolvedJob, folder: Path) -> str:
+    """The line submitit runs in each task: it unpickles the trainer call and runs it."""
+    return " ".join([shlex.quote(job_python(job)), "-u -m submitit.core._submit", shlex.quote(str(folder))])
+
+
+def check_path(path: Path, field: str = "runs_dir") -> None:
+    if not SAFE_PATH.fullmatch(str(path)):
+        raise SpecError(field, f"{str(path)!r} has characters sbatch cannot take; use letters, digits and _.,/+=@-")
+
+
+def render(
+    job: ResolvedJob,
+    run_dir: Path,
+    *,
+    command: str | None = None,
+    array: str | None = None,
+) -> str:
+    """The sbatch script for `job` writing into `run_dir`. `array` is e.g. "0-63%8" for sweeps."""
+    run_dir = run_dir.expanduser().absolute()
+    check_path(run_dir)
+    folder = submitit_folder(run_dir)
+    spec, res = job.spec, job.spec.resources
+    part = job.partition
+    stem = "%A_%a" if array else "%j"  # submitit's names for job and array-task files
+    context = {
+        "version": __version__,
+        "cluster": job.profile.name,
+        "name": spec.name,
+        "account": spec.account,
+        "partition": part.name,
+        "nodes": res.nodes,
+        "ntasks_per_node": res.ntasks_per_node,
+        "gpus_per_node": res.gpus_per_node,
+        "cpus_per_task": res.cpus_per_task,
+        "mem": format_mem(res.mem),
+        "time": format_walltime(res.seconds),
+        "constraint": res.constraint,
+        "exclusive": res.exclusive,
+        "array": array,
+        "stdout": folder / f"{stem}_0_log.out",
+        "stderr": folder / f"{stem}_0_log.err",
+        "task_stdout": folder / f"{stem}_%t_log.out",
+        "task_stderr": folder / f"{stem}_%t_log.err",
+        "signal_grace": res.signal_grace,
+        "requeue": res.max_requeues > 0,
+        "module_reset": job.profile.module_reset and bool(job.modules),
+        "modules": job.modules,
+        "venv": spec.environment.venv,
+        "env": spec.environment.env,
+        "world_size": res.nodes * res.ntasks_per_node,
+        "distributed_env": job.profile.distributed_env,
+        "command": command or launch_command(job, folder),
+    }
+    return _environment().get_template("job.sh.j2").render(**context)

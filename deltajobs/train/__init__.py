@@ -1,0 +1,2 @@
+"""The packaged trainer that runs inside the job. Torch is imported only by the modules below
+this package (never by this file or `config.py`), so the login-node CLI stays light."""
