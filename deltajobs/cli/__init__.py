@@ -5,6 +5,7 @@ sqlite) happen inside the commands that need them, so `--help` and `render` stay
 """
 
 from deltajobs.cli import jobs as _jobs  # noqa: F401  (registers commands)
+from deltajobs.cli import lifecycle as _lifecycle  # noqa: F401
 from deltajobs.cli.app import app, main
 
 __all__ = ["app", "main"]

@@ -1,0 +1,158 @@
+"""Right-sizing: compare what a finished job reserved with what it used, and price a smaller request.
+
+Three comparisons, each priced with the same `estimate` the submit path shows:
+CPUs (TotalCPU / Elapsed against the cores reserved), memory (MaxRSS against --mem) and time
+(Elapsed against the time limit). Suggestions round up with headroom; advice is given only where
+it is worth acting on: it saves charge, or the job reserved at least OVERSIZED times what it needed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from deltajobs.charge_estimate import MB_PER_GB, Request, estimate, format_hours, format_su
+from deltajobs.cluster import Partition
+from deltajobs.slurm import AcctRecord
+from deltajobs.units import format_walltime
+
+MIN_ELAPSED_FOR_CPU_S = 60  # shorter jobs are mostly start-up: their CPU average says little
+CPU_HEADROOM = 2.0  # suggest twice the average busy cores, rounded up to a power of two
+MEM_HEADROOM = 1.5  # 1.5x the peak RSS, rounded up to a power of two or a multiple of 4G
+TIME_HEADROOM = 1.5  # 1.5x the elapsed time, rounded up to TIME_STEP_S
+TIME_STEP_S = 300
+MEANINGFUL_SAVING = 0.01  # a change below 1% of the charge "keeps the same SU"
+OVERSIZED = 4  # reserving 4x the suggestion is worth a word even when the charge stays the same
+USAGE_STATES = ("COMPLETED", "TIMEOUT")  # the job ran to its end: its usage is the real usage
+
+
+@dataclass(frozen=True)
+class Advice:
+    resource: str  # "cpus", "mem" or "time"
+    option: str  # the flag to pass next time: "--cpus 4", "--mem 8G", "--time 00:10:00"
+    message: str
+    su_before: float  # cpus/mem: the job's charge; time: the worst-case estimate
+    su_after: float
+
+    @property
+    def saving(self) -> float:
+        return 0.0 if self.su_before <= 0 else 1 - self.su_after / self.su_before
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "saving": self.saving}
+
+
+def advise(record: AcctRecord, partition: Partition, *, tasks_per_node: int | None = None) -> list[Advice]:
+    """Advice for one finished job; empty when it was right-sized (a pure function).
+
+    `tasks_per_node` turns cores per node into --cpus (per task); None assumes deltajobs' default
+    of one task per GPU (one on CPU partitions).
+    """
+    request = Request.from_acct(record)
+    tasks = tasks_per_node or max(1, request.gpus_per_node)
+    found = [
+        _cpu_advice(record, partition, request, tasks),
+        _mem_advice(record, partition, request, tasks),
+        _time_advice(record, partition, request),
+    ]
+    return [advice for advice in found if advice is not None]
+
+
+def _cpu_advice(record: AcctRecord, partition: Partition, request: Request, tasks: int) -> Advice | None:
+    if record.state not in USAGE_STATES or record.elapsed_s < MIN_ELAPSED_FOR_CPU_S or record.total_cpu_s <= 0:
+        return None
+    reserved = request.cpus_per_node
+    used = record.total_cpu_s / record.elapsed_s / request.nodes  # cores busy on average, per node
+    per_task = max(1, math.ceil(_power_of_two(used * CPU_HEADROOM) / tasks))
+    suggested = per_task * tasks
+    if suggested >= reserved:
+        return None
+    before, after = _charges(partition, request, dataclasses.replace(request, cpus_per_node=suggested))
+    if not _worth_it(before, after, reserved, suggested):
+        return None
+    where = " per node" if request.nodes > 1 else ""
+    return Advice(
+        resource="cpus",
+        option=f"--cpus {per_task}",
+        message=f"reserved {reserved} CPUs{where}, used {used:.1f} on average: --cpus {per_task} "
+        + _effect(before, after),
+        su_before=before,
+        su_after=after,
+    )
+
+
+def _mem_advice(record: AcctRecord, partition: Partition, request: Request, tasks: int) -> Advice | None:
+    if record.state not in USAGE_STATES or not record.max_rss_mb or request.mem_mb_per_node <= 0:
+        return None
+    peak_mb = record.max_rss_mb * tasks  # MaxRSS is the largest task's; every task may reach it
+    suggested_gb = nice_mem_gb(peak_mb * MEM_HEADROOM / MB_PER_GB)
+    reserved_mb = request.mem_mb_per_node
+    if suggested_gb * MB_PER_GB >= reserved_mb:
+        return None
+    before, after = _charges(partition, request, dataclasses.replace(request, mem_mb_per_node=suggested_gb * MB_PER_GB))
+    if not _worth_it(before, after, reserved_mb, suggested_gb * MB_PER_GB):
+        return None
+    per_task = f" per task x {tasks}" if tasks > 1 else ""
+    where = " per node" if request.nodes > 1 else ""
+    return Advice(
+        resource="mem",
+        option=f"--mem {suggested_gb}G",
+        message=f"reserved {_size(reserved_mb)}{where}, peak {_size(record.max_rss_mb)}{per_task}: "
+        f"--mem {suggested_gb}G " + _effect(before, after),
+        su_before=before,
+        su_after=after,
+    )
+
+
+def _time_advice(record: AcctRecord, partition: Partition, request: Request) -> Advice | None:
+    limit = record.timelimit_s
+    if record.state != "COMPLETED" or not limit or record.elapsed_s <= 0:
+        return None
+    suggested = max(TIME_STEP_S, math.ceil(record.elapsed_s * TIME_HEADROOM / TIME_STEP_S) * TIME_STEP_S)
+    if suggested * 2 > limit:
+        return None
+    before = estimate(dataclasses.replace(request, seconds=limit), partition).su
+    after = estimate(dataclasses.replace(request, seconds=suggested), partition).su
+    return Advice(
+        resource="time",
+        option=f"--time {format_walltime(suggested)}",
+        message=f"ran {format_hours(record.elapsed_s)} of a {format_hours(limit)} limit: "
+        f"--time {format_walltime(suggested)} (the estimate shown before submitting would drop from "
+        f"{format_su(before)} to {format_su(after)} SU)",
+        su_before=before,
+        su_after=after,
+    )
+
+
+def _charges(partition: Partition, before: Request, after: Request) -> tuple[float, float]:
+    return estimate(before, partition).su, estimate(after, partition).su
+
+
+def _worth_it(before_su: float, after_su: float, reserved: float, suggested: float) -> bool:
+    saves = before_su > 0 and (before_su - after_su) / before_su >= MEANINGFUL_SAVING
+    return saves or reserved >= OVERSIZED * suggested
+
+
+def _effect(before: float, after: float) -> str:
+    if before <= 0 or (before - after) / before < MEANINGFUL_SAVING:
+        return "keeps the same SU"
+    ratio = after / before
+    change = "would halve the charge" if 0.45 <= ratio <= 0.55 else f"would cut the charge by {1 - ratio:.0%}"
+    return f"{change} ({format_su(before)} -> {format_su(after)} SU)"
+
+
+def _power_of_two(value: float) -> int:
+    return 1 if value <= 1 else 1 << math.ceil(math.log2(value))
+
+
+def nice_mem_gb(gb: float) -> int:
+    """The smallest of 1, 2, 4, 8, 12, 16, 20, ... (powers of two, then multiples of 4G) >= gb."""
+    if gb <= 4:
+        return _power_of_two(gb)
+    return 4 * math.ceil(gb / 4)
+
+
+def _size(mb: float) -> str:
+    return f"{mb:.0f}M" if mb < MB_PER_GB else f"{mb / MB_PER_GB:.3g}G"

@@ -1,0 +1,86 @@
+"""Plain-text tables for status and results (no colour codes: pipes and NO_COLOR stay clean)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from deltajobs.registry import JobRow
+from deltajobs.units import format_duration
+
+
+def table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    for row in rows:
+        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    return "\n".join(lines)
+
+
+def status_table(rows: list[JobRow], detail: bool = False) -> str:
+    from deltajobs.cli.lifecycle import status_dict
+
+    if not rows:
+        return "no jobs (submit one with `deltajobs submit mnist`)"
+    body, notes = [], []
+    for row in rows:
+        info = status_dict(row, detail)
+        gpus = (row.nodes or 1) * (row.gpus_per_node or 0)
+        why = info["reason_words"] or (row.reason or "" if row.state == "PENDING" else "")
+        body.append(
+            [
+                row.job_id,
+                row.name,
+                row.state + (f" (restarts {info['restarts']})" if info["restarts"] else ""),
+                row.partition or "",
+                str(gpus),
+                format_duration(row.elapsed_s) if row.elapsed_s is not None else "",
+                f"{row.su:.3f}" if row.su is not None else "",
+                why,
+            ]
+        )
+        if info["advice"] and (detail or len(rows) == 1):
+            notes.append(f"{row.job_id}: {info['advice'].replace('JOBID', row.job_id)}")
+        for advice in info.get("right_sizing", []):
+            notes.append(f"{row.job_id}: {advice}")
+    text = table(["JOBID", "NAME", "STATE", "PARTITION", "GPUS", "ELAPSED", "SU", "REASON"], body)
+    return text + ("\n\n" + "\n".join(notes) if notes else "")
+
+
+def results_text(row: JobRow, data: dict[str, Any], advice: list[str]) -> str:
+    lines = [
+        f"job {row.job_id} ({row.name}) {row.state} in {Path(row.run_dir)}",
+        f"  model {data.get('model', '?')}  params {data.get('params', 0):,}  device {data.get('device', '?')}"
+        f"  world_size {data.get('world_size', 1)}",
+        f"  test_acc {data.get('test_acc', 0):.4f}  test_loss {data.get('test_loss', 0):.4f}"
+        f"  epochs {data.get('epochs', '?')}  train {data.get('train_seconds', 0):.1f}s"
+        f"  {data.get('samples_per_second', 0):,.0f} samples/s",
+    ]
+    if row.su is not None:
+        lines.append(f"  charge {row.su:.3f} SU")
+    history = data.get("history") or []
+    if history:
+        rows = [
+            [
+                str(h.get("epoch", "")),
+                _num(h.get("train_loss")),
+                _num(h.get("val_loss")),
+                _num(h.get("val_acc")),
+                _num(h.get("test_acc")),
+                f"{h.get('lr', 0):.2e}",
+                f"{h.get('elapsed_seconds', 0):.1f}",
+            ]
+            for h in history
+        ]
+        lines += ["", table(["EPOCH", "TRAIN_LOSS", "VAL_LOSS", "VAL_ACC", "TEST_ACC", "LR", "SECONDS"], rows)]
+        from deltajobs.plots import sparkline
+
+        lines += ["", f"  train_loss {sparkline([h.get('train_loss') for h in history])}"]
+        lines += [f"  test_acc   {sparkline([h.get('test_acc') for h in history])}"]
+    if advice:
+        lines += ["", "Right-sizing:"] + [f"  - {a}" for a in advice]
+    return "\n".join(lines)
+
+
+def _num(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, int | float) else ""

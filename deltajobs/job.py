@@ -1,0 +1,108 @@
+"""What runs inside the job: a picklable call of the packaged trainer, run by submitit.
+
+`TrainJob` is a `submitit.helpers.Checkpointable`. Its own signal handlers only raise a flag that
+the training loop polls at every step; the loop then writes a checkpoint at a clean step boundary
+and returns "interrupted". On a timeout warning (USR2) the job requeues itself through submitit's
+job environment (`scontrol requeue`); on SIGTERM (preemption or scancel) it just exits and SLURM
+decides (preempt partitions requeue jobs submitted with --requeue). The next start resumes from
+the checkpoint with the same model, optimizer, scheduler, RNG and data order.
+
+Importing this module must stay cheap: torch is imported inside `__call__` only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import submitit
+
+ATTEMPTS_FILE = "attempts.json"
+
+
+class StopFlag:
+    """Set by a signal handler, polled by the training loop between steps."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+
+    def __call__(self) -> bool:
+        return self.signal is not None
+
+    def handler(self, signum: int, frame: FrameType | None) -> None:
+        if self.signal is None:
+            self.signal = signum
+            print(f"deltajobs: caught {signal.Signals(signum).name}: checkpointing at the next step", flush=True)
+
+
+def global_rank() -> int:
+    for var in ("RANK", "SLURM_PROCID", "SUBMITIT_LOCAL_GLOBALID"):
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var])
+    return 0
+
+
+def record_attempt(run_dir: Path) -> int:
+    """Count this start in the run directory (rank 0 only); returns the number of restarts so far."""
+    path = run_dir / ATTEMPTS_FILE
+    data = json.loads(path.read_text()) if path.exists() else {"starts": []}
+    if global_rank() == 0:
+        data["starts"].append({"time": time.time(), "job_id": os.environ.get("SLURM_JOB_ID"), "host": os.uname().nodename})
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=1))
+        tmp.replace(path)
+    return len(data["starts"]) - 1
+
+
+def restarts(run_dir: Path) -> int:
+    path = Path(run_dir) / ATTEMPTS_FILE
+    try:
+        return max(0, len(json.loads(path.read_text())["starts"]) - 1)
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+class TrainJob(submitit.helpers.Checkpointable):
+    """Train `spec["train"]` into `run_dir`, resuming from its checkpoint when one exists."""
+
+    def __init__(self, spec: dict[str, Any], run_dir: str, max_requeues: int) -> None:
+        self.spec = spec
+        self.run_dir = run_dir
+        self.max_requeues = max_requeues
+
+    def __call__(self) -> dict[str, Any]:
+        from deltajobs.schema import from_dict
+        from deltajobs.train.api import run_training
+        from deltajobs.train.config import TrainConfig
+
+        run_dir = Path(self.run_dir)
+        restarted = record_attempt(run_dir)
+        stop = StopFlag()
+        signal.signal(signal.SIGUSR2, stop.handler)  # SLURM's timeout warning (--signal=USR2@grace)
+        signal.signal(signal.SIGTERM, stop.handler)  # preemption or scancel
+        config = from_dict(TrainConfig, self.spec["train"], "train")
+        resume = (run_dir / "checkpoint.pt").exists()
+        if resume:
+            print(f"deltajobs: resuming from {run_dir / 'checkpoint.pt'} (restart {restarted})", flush=True)
+        results = run_training(config, run_dir, resume=resume, should_stop=stop)
+        if results.get("status") != "interrupted":
+            return results
+        self._after_interrupt(stop.signal, restarted)
+        return results
+
+    def _after_interrupt(self, signum: int | None, restarted: int) -> None:
+        if global_rank() != 0 or signum != signal.SIGUSR2:
+            sys.exit(-1)  # SIGTERM: preempted (SLURM requeues --requeue jobs) or cancelled
+        if os.environ.get("SUBMITIT_EXECUTOR") != "slurm":
+            raise RuntimeError("timed out on the local backend; continue with `deltajobs train JOB --resume --run-dir ...`")
+        if restarted >= self.max_requeues:
+            raise RuntimeError(f"timed out after {restarted} requeue(s): resources.max_requeues={self.max_requeues} reached")
+        env = submitit.JobEnvironment()
+        env._requeue(self.max_requeues - restarted)  # submitit's: scontrol requeue $SLURM_JOB_ID
+        sys.exit(-1)

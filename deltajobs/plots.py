@@ -1,0 +1,55 @@
+"""Training curves: a PNG with matplotlib (the optional `plot` extra), a sparkline without it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from deltajobs.errors import DeltaJobsError
+
+_BARS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: list[Any]) -> str:
+    numbers = [float(v) for v in values if isinstance(v, int | float)]
+    if not numbers:
+        return ""
+    low, high = min(numbers), max(numbers)
+    span = (high - low) or 1.0
+    bars = "".join(_BARS[int((v - low) / span * (len(_BARS) - 1))] for v in numbers)
+    return f"{bars}  {numbers[0]:.4g} -> {numbers[-1]:.4g}"
+
+
+def plot_curves(results: dict[str, Any], path: Path, title: str = "") -> Path:
+    """Loss (train/val) and accuracy (val/test) per epoch, side by side."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise DeltaJobsError("--plot needs matplotlib: pip install 'deltajobs[plot]'") from None
+    history = results.get("history") or []
+    if not history:
+        raise DeltaJobsError("the results have no per-epoch history to plot")
+    epochs = [h["epoch"] for h in history]
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    for key, label in (("train_loss", "train"), ("val_loss", "validation")):
+        series = [h.get(key) for h in history]
+        if any(v is not None for v in series):
+            loss_ax.plot(epochs, series, marker="o", label=label)
+    loss_ax.set(xlabel="epoch", ylabel="cross-entropy loss", title="Loss")
+    loss_ax.legend()
+    loss_ax.grid(alpha=0.3)
+    for key, label in (("val_acc", "validation"), ("test_acc", "test")):
+        series = [h.get(key) for h in history]
+        if any(v is not None for v in series):
+            acc_ax.plot(epochs, [100 * v if v is not None else None for v in series], marker="o", label=label)
+    acc_ax.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy")
+    acc_ax.legend()
+    acc_ax.grid(alpha=0.3)
+    fig.suptitle(title or results.get("model", ""))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

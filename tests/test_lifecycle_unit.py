@@ -1,0 +1,135 @@
+"""Parsers on recorded SLURM output, the registry, and status merging with SLURM faked at run()."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import stat
+import time
+from pathlib import Path
+
+import pytest
+
+from deltajobs import slurm
+from deltajobs.config import load_settings
+from deltajobs.errors import NotFoundError, SlurmError
+from deltajobs.lifecycle import merge_slurm, reason_words, refresh
+from deltajobs.registry import JobRow, Registry
+
+DATA = Path(__file__).parent / "data" / "slurm"
+
+
+def test_parse_sacct_folds_steps() -> None:
+    records = {r.job_id: r for r in slurm.parse_sacct((DATA / "sacct.txt").read_text())}
+    assert sorted(records, key=int) == [str(i) for i in range(1, 9)]
+    one = records["1"]
+    assert (one.state, one.partition, one.billing, one.gpus, one.elapsed_s, one.timelimit_s) == (
+        "COMPLETED", "gpuA100x4", 1000.0, 1, 3, 600)
+    assert one.su == pytest.approx(3 * 1000 / 3.6e6)
+    assert records["4"].billing == 2000 and records["5"].billing == 500 and records["6"].billing == 8000
+    steps = records["8"]
+    assert steps.steps == ["8.batch", "8.0"]
+    assert steps.max_rss_mb == pytest.approx(218200 / 1024)
+    assert steps.total_cpu_s == pytest.approx(7.015)
+
+
+def test_parse_squeue_and_reasons() -> None:
+    records = slurm.parse_squeue((DATA / "squeue.txt").read_text())
+    assert [r.job_id for r in records] == ["29", "28", "27", "31_4"]
+    assert records[0].reason == "Priority" and records[2].state == "RUNNING"
+    assert "balance is too low" in reason_words("QOSGrpBillingMinutes")
+    assert "GPU limit" in reason_words("MaxGRESPerAccount")
+    assert reason_words("SomethingNew") == "SomethingNew"
+
+
+@pytest.mark.parametrize("text", ["garbage line", "1|2|3"])
+def test_malformed_output_is_a_clear_error(text: str) -> None:
+    with pytest.raises(SlurmError, match="unexpected line"):
+        slurm.parse_sacct(text)
+    with pytest.raises(SlurmError, match="unexpected line"):
+        slurm.parse_squeue(text)
+
+
+def test_durations_and_sizes() -> None:
+    assert slurm.parse_duration("1-02:03:04") == 93784
+    assert slurm.parse_duration("03:04.500") == 184.5
+    assert slurm.parse_duration("") == 0
+    assert slurm.parse_size_mb("2G") == 2048 and slurm.parse_size_mb("") is None
+    assert slurm.normalise_state("CANCELLED by 0") == "CANCELLED"
+
+
+def row(job_id: str, state: str = "PENDING", backend: str = "slurm", tmp: Path = Path("/tmp")) -> JobRow:
+    return JobRow(
+        job_id=job_id, name="t", cluster="minidelta", backend=backend, run_dir=str(tmp / job_id),
+        log_path=str(tmp / f"{job_id}_0_log.out"), err_path=str(tmp / f"{job_id}_0_log.err"),
+        submitted_at=time.time(), state=state,
+    )
+
+
+def _insert(home: str, start: int) -> None:
+    os.environ["DELTAJOBS_HOME"] = home
+    registry = Registry.open(load_settings())
+    for i in range(start, start + 50):
+        registry.add(row(str(i)))
+    registry.close()
+
+
+def test_registry_parallel_writers_lose_no_row() -> None:
+    home = os.environ["DELTAJOBS_HOME"]
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_insert, args=(home, k * 1000)) for k in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    registry = Registry.open(load_settings())
+    assert len(registry.query()) == 200
+    assert stat.S_IMODE(registry.path.stat().st_mode) == 0o600
+    with pytest.raises(NotFoundError, match="not in the registry"):
+        registry.get("999999")
+
+
+def test_refresh_merges_one_squeue_and_one_sacct(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[list[str]] = []
+    outputs = {"squeue": (DATA / "squeue.txt").read_text(), "sacct": (DATA / "sacct.txt").read_text()}
+
+    def fake_run(argv, timeout=30.0, input_text=None):
+        calls.append(list(argv))
+        return outputs[argv[0]]
+
+    monkeypatch.setattr(slurm, "run", fake_run)
+    registry = Registry.open(load_settings())
+    rows = [row("29"), row("27"), row("1", "RUNNING"), row("7", "COMPLETED"), row("555", "RUNNING")]
+    for r in rows:
+        registry.add(r)
+    result = refresh(registry, registry.query())
+    assert [c[0] for c in calls] == ["squeue", "sacct"]
+    assert "--jobs=1,27,29,555" in calls[1]  # final job 7 is cached, never re-queried
+    states = {r.job_id: (r.state, r.reason) for r in result.rows}
+    assert states["29"] == ("PENDING", "Priority")
+    assert states["27"][0] == "RUNNING"
+    assert states["1"][0] == "COMPLETED"
+    assert states["555"] == ("RUNNING", None)  # left squeue, not in sacct yet: keep the last state
+    assert registry.get("1").su == pytest.approx(3 * 1000 / 3.6e6)
+    calls.clear()
+    refresh(registry, [registry.get("1"), registry.get("7")])
+    assert calls == []  # nothing left to ask SLURM
+
+
+def test_refresh_when_slurm_is_down_keeps_cached_states(monkeypatch: pytest.MonkeyPatch) -> None:
+    def down(argv, timeout=30.0, input_text=None):
+        raise SlurmError(f"{argv[0]} failed: Unable to contact slurm controller (connect failure)")
+
+    monkeypatch.setattr(slurm, "run", down)
+    registry = Registry.open(load_settings())
+    registry.add(row("42", "RUNNING"))
+    result = refresh(registry, registry.query())
+    assert result.warning and "cached" in result.warning
+    assert registry.get("42").state == "RUNNING"
+
+
+def test_merge_prefers_squeue_while_queued() -> None:
+    queued = slurm.parse_squeue((DATA / "squeue.txt").read_text())[2]
+    acct = slurm.parse_sacct((DATA / "sacct.txt").read_text())[0]
+    change = merge_slurm(row("27"), queued, acct)
+    assert change["state"] == "RUNNING" and change["reason"] is None
