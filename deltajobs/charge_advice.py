@@ -48,19 +48,49 @@ def advise(record: AcctRecord, partition: Partition, *, tasks_per_node: int | No
     """Advice for one finished job; empty when it was right-sized (a pure function).
 
     `tasks_per_node` turns cores per node into --cpus (per task); None assumes deltajobs' default
-    of one task per GPU (one on CPU partitions).
+    of one task per GPU (one on CPU partitions). CPU and memory suggestions are priced alone and,
+    where only both together lower the charge (CPU partitions: max(cores, mem / 2G)), together.
     """
     request = Request.from_acct(record)
     tasks = tasks_per_node or max(1, request.gpus_per_node)
-    found = [
-        _cpu_advice(record, partition, request, tasks),
-        _mem_advice(record, partition, request, tasks),
-        _time_advice(record, partition, request),
-    ]
-    return [advice for advice in found if advice is not None]
+    found = [c for c in (_cpu_candidate(record, request, tasks), _mem_candidate(record, request, tasks)) if c]
+    now = estimate(request, partition).su
+    combined = request
+    for candidate in found:
+        combined = dataclasses.replace(combined, **candidate.change)
+    both = estimate(combined, partition).su
+    advice = []
+    for candidate in found:
+        alone = estimate(dataclasses.replace(request, **candidate.change), partition).su
+        others = [c for c in found if c is not candidate]
+        others_alone = [estimate(dataclasses.replace(request, **c.change), partition).su for c in others]
+        if _saves(now, alone):
+            after, effect = alone, _effect(now, alone)
+        elif others and all(_saves(other, both) for other in others_alone):
+            with_others = " ".join(c.option for c in others)
+            after, effect = both, f"with {with_others} " + _effect(now, both)
+        elif candidate.reserved >= OVERSIZED * candidate.suggested:
+            after, effect = alone, _effect(now, alone)
+        else:
+            continue
+        advice.append(
+            Advice(candidate.resource, candidate.option, f"{candidate.reason}: {candidate.option} {effect}", now, after)
+        )
+    time_advice = _time_advice(record, partition, request)
+    return advice + ([time_advice] if time_advice else [])
 
 
-def _cpu_advice(record: AcctRecord, partition: Partition, request: Request, tasks: int) -> Advice | None:
+@dataclass(frozen=True)
+class _Candidate:
+    resource: str
+    option: str
+    reason: str  # what was reserved and what was used
+    change: dict[str, Any]  # the Request fields the suggestion changes
+    reserved: float
+    suggested: float
+
+
+def _cpu_candidate(record: AcctRecord, request: Request, tasks: int) -> _Candidate | None:
     if record.state not in USAGE_STATES or record.elapsed_s < MIN_ELAPSED_FOR_CPU_S or record.total_cpu_s <= 0:
         return None
     reserved = request.cpus_per_node
@@ -69,40 +99,34 @@ def _cpu_advice(record: AcctRecord, partition: Partition, request: Request, task
     suggested = per_task * tasks
     if suggested >= reserved:
         return None
-    before, after = _charges(partition, request, dataclasses.replace(request, cpus_per_node=suggested))
-    if not _worth_it(before, after, reserved, suggested):
-        return None
     where = " per node" if request.nodes > 1 else ""
-    return Advice(
+    return _Candidate(
         resource="cpus",
         option=f"--cpus {per_task}",
-        message=f"reserved {reserved} CPUs{where}, used {used:.1f} on average: --cpus {per_task} "
-        + _effect(before, after),
-        su_before=before,
-        su_after=after,
+        reason=f"reserved {reserved} CPUs{where}, used {used:.1f} on average",
+        change={"cpus_per_node": suggested},
+        reserved=reserved,
+        suggested=suggested,
     )
 
 
-def _mem_advice(record: AcctRecord, partition: Partition, request: Request, tasks: int) -> Advice | None:
+def _mem_candidate(record: AcctRecord, request: Request, tasks: int) -> _Candidate | None:
     if record.state not in USAGE_STATES or not record.max_rss_mb or request.mem_mb_per_node <= 0:
         return None
     peak_mb = record.max_rss_mb * tasks  # MaxRSS is the largest task's; every task may reach it
-    suggested_gb = nice_mem_gb(peak_mb * MEM_HEADROOM / MB_PER_GB)
+    suggested_mb = nice_mem_gb(peak_mb * MEM_HEADROOM / MB_PER_GB) * MB_PER_GB
     reserved_mb = request.mem_mb_per_node
-    if suggested_gb * MB_PER_GB >= reserved_mb:
-        return None
-    before, after = _charges(partition, request, dataclasses.replace(request, mem_mb_per_node=suggested_gb * MB_PER_GB))
-    if not _worth_it(before, after, reserved_mb, suggested_gb * MB_PER_GB):
+    if suggested_mb >= reserved_mb:
         return None
     per_task = f" per task x {tasks}" if tasks > 1 else ""
     where = " per node" if request.nodes > 1 else ""
-    return Advice(
+    return _Candidate(
         resource="mem",
-        option=f"--mem {suggested_gb}G",
-        message=f"reserved {_size(reserved_mb)}{where}, peak {_size(record.max_rss_mb)}{per_task}: "
-        f"--mem {suggested_gb}G " + _effect(before, after),
-        su_before=before,
-        su_after=after,
+        option=f"--mem {suggested_mb // MB_PER_GB:.0f}G",
+        reason=f"reserved {_size(reserved_mb)}{where}, peak {_size(record.max_rss_mb)}{per_task}",
+        change={"mem_mb_per_node": suggested_mb},
+        reserved=reserved_mb,
+        suggested=suggested_mb,
     )
 
 
@@ -126,17 +150,12 @@ def _time_advice(record: AcctRecord, partition: Partition, request: Request) -> 
     )
 
 
-def _charges(partition: Partition, before: Request, after: Request) -> tuple[float, float]:
-    return estimate(before, partition).su, estimate(after, partition).su
-
-
-def _worth_it(before_su: float, after_su: float, reserved: float, suggested: float) -> bool:
-    saves = before_su > 0 and (before_su - after_su) / before_su >= MEANINGFUL_SAVING
-    return saves or reserved >= OVERSIZED * suggested
+def _saves(before: float, after: float) -> bool:
+    return before > 0 and (before - after) / before >= MEANINGFUL_SAVING
 
 
 def _effect(before: float, after: float) -> str:
-    if before <= 0 or (before - after) / before < MEANINGFUL_SAVING:
+    if not _saves(before, after):
         return "keeps the same SU"
     ratio = after / before
     change = "would halve the charge" if 0.45 <= ratio <= 0.55 else f"would cut the charge by {1 - ratio:.0%}"

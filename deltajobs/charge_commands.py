@@ -129,7 +129,11 @@ def _fit(tokens: list[str], count: int, text_column: int | None) -> list[str] | 
         return tokens
     if extra < 0 or text_column is None:
         return None
-    return [*tokens[:text_column], " ".join(tokens[text_column : text_column + extra + 1]), *tokens[text_column + extra + 1 :]]
+    return [
+        *tokens[:text_column],
+        " ".join(tokens[text_column : text_column + extra + 1]),
+        *tokens[text_column + extra + 1 :],
+    ]
 
 
 def _number(text: str, what: str, command: str) -> float:
@@ -166,6 +170,7 @@ def parse_accounts(text: str) -> list[AccountBalance]:
         raise AccountingError(f"accounts printed the header {header.strip()!r}; expected {ACCOUNTS_EXPECTED}")
     text_col = next((i for i, k in enumerate(keys) if k in ("description", "project") and i != name_col), None)
     rows: list[AccountBalance] = []
+    cells: list[str] | None
     for line in body:
         if not line.strip():
             if rows:
@@ -230,7 +235,9 @@ def _detail_row(line: str, names: list[str], has_index: bool, number: int) -> Jo
         return "" if index is None else cells[index]
 
     elapsed = cell("elapsed_s")
-    elapsed_s = int(slurm.parse_duration(elapsed)) if ":" in elapsed else int(_number(elapsed or "0", "Elapsed", "jobcharge"))
+    elapsed_s = (
+        int(slurm.parse_duration(elapsed)) if ":" in elapsed else int(_number(elapsed or "0", "Elapsed", "jobcharge"))
+    )
     billing = _number(cell("billing") or "0", f"the billing of job {cell('job_id')}", "jobcharge")
     su = cell("su")
     return JobCharge(
@@ -277,7 +284,9 @@ def parse_jobcharge(text: str) -> ChargeReport:
             elif len(tokens) == 2:
                 totals[tokens[0]] = _number(tokens[1], f"the charge of {tokens[0]}", "jobcharge")
             else:
-                raise AccountingError(f"jobcharge line {number}: {stripped!r} is not 'NAME  SU' under '{by}  Charge (SU)'")
+                raise AccountingError(
+                    f"jobcharge line {number}: {stripped!r} is not 'NAME  SU' under '{by}  Charge (SU)'"
+                )
         elif not window:
             continue  # a banner before the title
         else:

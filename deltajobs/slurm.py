@@ -295,6 +295,16 @@ def scancel(job_ids: Iterable[str], timeout: float = DEFAULT_TIMEOUT) -> None:
     run(scancel_argv(job_ids), timeout=timeout)
 
 
+def ping(timeout: float = 10.0) -> None:
+    """Raise SlurmError unless slurmctld answers (sbatch alone would retry for minutes)."""
+    try:
+        out = run(["scontrol", "ping"], timeout=timeout)
+    except SlurmError as err:
+        raise SlurmError(f"slurmctld is not answering ({err}); nothing was submitted") from None
+    if "UP" not in out:
+        raise SlurmError(f"slurmctld is not answering ({out.strip()}); nothing was submitted")
+
+
 def parse_config_value(text: str, key: str) -> str | None:
     """A value from `scontrol show config` output (`Key = value` lines)."""
     for line in text.splitlines():

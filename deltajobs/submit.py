@@ -16,6 +16,7 @@ from pathlib import Path
 import submitit
 import yaml
 
+from deltajobs import slurm
 from deltajobs.config import Settings
 from deltajobs.errors import DeltaJobsError, SlurmError
 from deltajobs.job import TrainJob
@@ -122,6 +123,7 @@ def train_job(resolved: ResolvedJob, run_dir: Path) -> TrainJob:
 
 
 def _slurm(resolved: ResolvedJob, run_dir: Path, script: str) -> Submission:
+    slurm.ping()
     folder = submitit_folder(run_dir)
     executor = DeltaSlurmExecutor(
         folder,

@@ -1,0 +1,133 @@
+"""Commands about Service Units: estimate (before submitting), accounts (balance), charge (after)."""
+
+from __future__ import annotations
+
+import typer
+
+from deltajobs.cli.app import (
+    AccountOpt,
+    ClusterOpt,
+    CpusOpt,
+    GpusOpt,
+    JsonOpt,
+    MemOpt,
+    NodesOpt,
+    PartitionOpt,
+    SetOpt,
+    TimeOpt,
+    app,
+    emit_json,
+)
+from deltajobs.cli.jobs import overrides
+from deltajobs.context import active_cluster
+
+
+@app.command()
+def estimate(
+    job: str = typer.Argument(..., help="A job name from jobs/ (e.g. mnist) or a path to a YAML spec."),
+    sets: list[str] = SetOpt,
+    account: str = AccountOpt,
+    partition: str = PartitionOpt,
+    nodes: int = NodesOpt,
+    gpus: int = GpusOpt,
+    cpus: int = CpusOpt,
+    mem: str = MemOpt,
+    time: str = TimeOpt,
+    cluster: str = ClusterOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Estimate a job's charge in SU: the worst case (full walltime) and, if it ran before, the typical case."""
+    from deltajobs.charge import describe, estimate_job, format_su, typical_elapsed
+    from deltajobs.config import load_settings
+    from deltajobs.spec import resolve_job
+    from deltajobs.units import format_duration, format_walltime
+
+    settings = load_settings()
+    resolved = resolve_job(
+        job,
+        overrides(sets, account, partition, nodes, gpus, cpus, mem, time),
+        settings,
+        active_cluster(settings, cluster),
+        require_account=False,
+    )
+    est = estimate_job(resolved)
+    elapsed = typical_elapsed(settings, resolved)
+    typical = None if elapsed is None else {"elapsed_s": elapsed, "su": est.su_for(elapsed)}
+    if as_json:
+        emit_json(
+            {
+                "job": resolved.spec.name,
+                "cluster": resolved.profile.name,
+                "account": resolved.spec.account,
+                **est.to_dict(),
+                "walltime": format_walltime(int(est.seconds)),
+                "typical": typical,
+            }
+        )
+        return
+    res = resolved.spec.resources
+    shape = f"{res.gpus_per_node} GPU, " if est.kind == "gpu" else ""
+    typer.echo(
+        f"{resolved.spec.name} on {est.partition} ({resolved.profile.name}): {res.nodes} node(s) x "
+        f"[{shape}{res.ntasks_per_node * res.cpus_per_task} CPU, {res.mem}{' exclusive' if res.exclusive else ''}] "
+        f"for {format_walltime(int(est.seconds))}"
+    )
+    typer.echo(f"  charged per node: {est.explain()}, factor {est.charge_factor:g}")
+    typer.echo(f"worst case: {describe(est)}")
+    if typical is not None:
+        typer.echo(f"typical:    {format_su(typical['su'])} SU (earlier runs took {format_duration(elapsed or 0)})")
+
+
+@app.command()
+def accounts(as_json: bool = JsonOpt) -> None:
+    """Show your accounts and their balances (Delta's `accounts` command)."""
+    from deltajobs.charge import accounts as list_accounts
+    from deltajobs.charge import format_su
+
+    rows = list_accounts()
+    if as_json:
+        emit_json([row.to_dict() for row in rows])
+        return
+    typer.echo(f"{'account':<20}{'balance SU':>14}{'deposited SU':>15}{'used':>7}  description")
+    for row in rows:
+        deposited = "-" if row.deposited_su is None else format_su(row.deposited_su)
+        used = "-" if not row.deposited_su else f"{(row.used_su or 0) / row.deposited_su:.0%}"
+        typer.echo(f"{row.account:<20}{format_su(row.balance_su):>14}{deposited:>15}{used:>7}  {row.description}")
+
+
+@app.command()
+def charge(
+    account: str = typer.Option(None, "--account", "-A", help="Account (default: DELTAJOBS_ACCOUNT / config)."),
+    since: str = typer.Option(None, "--since", help="Start date YYYY-MM-DD (default: 30 days ago)."),
+    detail: bool = typer.Option(False, "--detail", help="One row per job."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """What was charged: Delta's `jobcharge`, or computed from sacct (elapsed x billing / 3,600,000)."""
+    from deltajobs.charge import charge_report, format_su
+    from deltajobs.config import load_settings
+
+    report = charge_report(account or load_settings().account, since, detail)
+    if as_json:
+        data = report.to_dict()
+        if not detail:
+            data.pop("jobs")
+        emit_json(data)
+        return
+    source = "jobcharge" if report.source == "jobcharge" else "sacct (elapsed x billing / 3,600,000)"
+    scope = f"account {report.account}" if report.account else "all accounts"
+    typer.echo(f"Charges for {scope}, {report.window or 'jobcharge default window'}, from {source}")
+    if detail:
+        typer.echo(
+            f"{'JobID':<12}{'Partition':<24}{'Elapsed':>9}  {'User':<10}{'JobName':<20}{'Start':<21}"
+            f"{'Billing':>8}{'SU':>9}  AllocTRES"
+        )
+        for job in report.jobs:
+            typer.echo(
+                f"{job.job_id:<12}{job.partition:<24}{job.elapsed_s:>9}  {job.user:<10}{job.name[:19]:<20}"
+                f"{job.start:<21}{job.billing:>8g}{format_su(job.su):>9}  {job.alloc_tres}"
+            )
+        typer.echo("")
+    typer.echo(f"{report.by:<24}{'Charge (SU)':>12}")
+    for name, su in report.totals.items():
+        typer.echo(f"{name:<24}{format_su(su):>12}")
+    typer.echo(f"{'Total':<24}{format_su(report.total_su):>12}")

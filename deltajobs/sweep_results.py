@@ -1,0 +1,137 @@
+"""Reading a sweep back: one row per point with its parameters, state and metrics, ranked by a metric.
+
+States come from `lifecycle.refresh` (one squeue and one sacct call for the whole array); metrics
+from each point's results.json: its top-level numbers (test_acc, test_loss, params, ...) and the
+last epoch's (train_loss, ...). Accuracies rank higher-is-better, everything else lower-is-better.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from deltajobs.errors import SpecError
+from deltajobs.lifecycle import refresh
+from deltajobs.registry import Registry
+from deltajobs.sweep_local import started
+
+HIGHER_IS_BETTER = ("acc", "accuracy", "per_second")
+TABLE_METRICS = ("test_acc", "test_loss", "train_loss")
+
+
+@dataclass
+class PointRow:
+    index: int
+    job_id: str
+    state: str
+    params: dict[str, Any]
+    run_dir: str
+    elapsed_s: int | None = None
+    reason: str | None = None
+    waiting: bool = False  # local backend: alive but waiting for a --max-parallel slot
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def shown_state(self) -> str:
+        return "WAITING" if self.waiting else self.state
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "state": self.shown_state}
+
+
+@dataclass
+class SweepView:
+    sweep_id: str
+    job: str
+    backend: str
+    array_job_id: str | None
+    sweep_dir: str
+    keys: list[str]
+    log_keys: list[str]
+    random: bool
+    points: list[PointRow]
+    warning: str | None = None  # SLURM did not answer: states are the cached ones
+
+    @property
+    def counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for point in self.points:
+            counts[point.shown_state] = counts.get(point.shown_state, 0) + 1
+        return counts
+
+
+def load_sweep(registry: Registry, sweep_id: str) -> SweepView:
+    """The sweep and its points, with states refreshed and metrics read where results exist."""
+    sweep = registry.sweep(sweep_id)
+    rows = registry.query(sweep_id=sweep_id)
+    result = refresh(registry, rows)
+    params = sweep["params"]
+    values = params.get("points", [])
+    points = []
+    for row in result.rows:
+        index = row.sweep_index if row.sweep_index is not None else len(points)
+        point = PointRow(
+            index=index,
+            job_id=row.job_id,
+            state=row.state,
+            params=values[index] if index < len(values) else {},
+            run_dir=row.run_dir,
+            elapsed_s=row.elapsed_s,
+            reason=row.reason,
+            waiting=row.backend == "local" and row.state == "RUNNING" and not started(Path(row.run_dir)),
+            metrics=read_metrics(Path(row.run_dir)),
+        )
+        points.append(point)
+    return SweepView(
+        sweep_id=sweep_id,
+        job=sweep["job"],
+        backend=sweep["backend"],
+        array_job_id=sweep.get("array_job_id"),
+        sweep_dir=sweep["run_dir"],
+        keys=list(params.get("keys", [])),
+        log_keys=list(params.get("log_keys", [])),
+        random=bool(params.get("random")),
+        points=sorted(points, key=lambda p: p.index),
+        warning=result.warning,
+    )
+
+
+def read_metrics(run_dir: Path) -> dict[str, float]:
+    """The numbers in run_dir/results.json: top-level ones, then the last epoch's that are not there."""
+    try:
+        data = json.loads((run_dir / "results.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    history = data.get("history") or [{}]
+    merged = {**history[-1], **data}
+    return {k: float(v) for k, v in merged.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+
+
+def higher_is_better(metric: str) -> bool:
+    return metric.endswith(HIGHER_IS_BETTER)
+
+
+def rank(points: list[PointRow], metric: str) -> list[PointRow]:
+    """Points with the metric, best first; then the others (not finished, failed) by index."""
+    known = [p for p in points if metric in p.metrics]
+    if not known and any(p.metrics for p in points):
+        names = sorted({name for p in points for name in p.metrics})
+        raise SpecError("--metric", f"{metric!r} is not in the results; choose one of: {', '.join(names)}")
+    sign = -1.0 if higher_is_better(metric) else 1.0
+    known.sort(key=lambda p: (sign * p.metrics[metric], p.index))
+    return known + [p for p in points if metric not in p.metrics]
+
+
+def short_key(key: str) -> str:
+    """Column names: train.model_args.hidden -> model_args.hidden."""
+    return key.removeprefix("train.")
+
+
+def format_value(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, list):
+        return "[" + ",".join(format_value(v) for v in value) + "]"
+    return str(value)

@@ -1,0 +1,198 @@
+"""`run_training`: the one entry point the CLI and the job-submission code call.
+
+    results = run_training(config, run_dir, resume=True, should_stop=lambda: preempted)
+
+It sets up the device, threads and process group, builds data, model, optimizer and schedule,
+resumes from `run_dir/checkpoint.pt` when asked, trains, and writes into `run_dir` (rank 0 only):
+
+    metrics.jsonl   one JSON line per epoch
+    results.json    the returned dict
+    checkpoint.pt   every `checkpoint_every` epochs, at the end, and when `should_stop` fires
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import resource
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from deltajobs.errors import SpecError
+from deltajobs.train.checkpoint import CHECKPOINT, VERSION, check_same_config, load_checkpoint, rng_state
+from deltajobs.train.checkpoint import save_checkpoint, set_rng_state
+from deltajobs.train.config import TrainConfig
+from deltajobs.train.data import load_mnist
+from deltajobs.train.distributed import DistInfo, barrier, dist_info, init_distributed, pick_device, shutdown
+from deltajobs.train.loop import Trainer, steps_per_epoch
+from deltajobs.train.models import build_model, count_parameters
+from deltajobs.train.optim import build_optimizer, build_scheduler, check_optim
+
+RESULTS, METRICS = "results.json", "metrics.jsonl"
+
+
+def run_training(
+    config: TrainConfig,
+    run_dir: Path,
+    *,
+    resume: bool = False,
+    should_stop: Callable[[], bool] | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Train `config` into `run_dir`; return the results dict (status "completed" or "interrupted").
+
+    resume: continue from run_dir/checkpoint.pt if there is one (else start afresh, and say so).
+    should_stop: polled before every optimizer step; when it returns True the trainer checkpoints
+    at that step boundary and returns {"status": "interrupted", ...}. A later call with resume=True
+    continues exactly where it stopped.
+    """
+    check_config(config)
+    run_dir = Path(run_dir)
+    info = dist_info()
+    device = pick_device(config.device, info)
+    torch.set_num_threads(config.threads or default_threads())
+    if device.type == "cuda":  # TF32 matmuls and convolutions on Ampere and later
+        torch.backends.cuda.matmul.allow_tf32 = config.tf32
+        torch.backends.cudnn.allow_tf32 = config.tf32
+        torch.cuda.reset_peak_memory_stats(device)
+    owns_group = info.enabled and not torch.distributed.is_initialized()
+    init_distributed(info, device)
+    try:
+        return _train(config, run_dir, info, device, resume, should_stop, log if info.is_main else _quiet)
+    finally:
+        if owns_group:
+            shutdown()
+
+
+def check_config(config: TrainConfig) -> None:
+    check_optim(config)
+    if config.early_stopping_patience is not None and config.val_size == 0:
+        raise SpecError("train.early_stopping_patience", "needs a validation split; set train.val_size > 0")
+
+
+def _train(
+    config: TrainConfig,
+    run_dir: Path,
+    info: DistInfo,
+    device: torch.device,
+    resume: bool,
+    should_stop: Callable[[], bool] | None,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    torch.manual_seed(config.seed)  # the same initial weights on every rank
+    data = load_mnist(config, device)
+    if config.batch_size > len(data.train):
+        raise SpecError("train.batch_size", f"{config.batch_size} is larger than the {len(data.train)} training examples")
+    core = build_model(config).to(device)
+    optimizer = build_optimizer(core, config, device)
+    total_steps = config.epochs * steps_per_epoch(len(data.train), config.batch_size, info.world_size)
+    scheduler = build_scheduler(optimizer, total_steps, config)
+
+    model: nn.Module = core
+    if info.enabled:
+        model = nn.parallel.DistributedDataParallel(core, device_ids=[device.index] if device.type == "cuda" else None)
+    if config.compile:
+        model = torch.compile(model)  # type: ignore[assignment]
+
+    if info.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    config_dict = dataclasses.asdict(config)
+
+    def save() -> None:
+        if info.is_main:
+            state = {"version": VERSION, "config": config_dict, "rng": rng_state(device), **trainer.state_dict()}
+            save_checkpoint(run_dir / CHECKPOINT, state)
+        barrier(info)
+
+    def append_metrics(record: dict[str, Any]) -> None:
+        if info.is_main:
+            with (run_dir / METRICS).open("a") as handle:
+                handle.write(json.dumps(record) + "\n")
+
+    trainer = Trainer(
+        config, model, core, optimizer, scheduler, data, device, info,
+        should_stop=should_stop, log=log, on_epoch=append_metrics, save=save,
+    )  # fmt: skip
+    checkpoint = run_dir / CHECKPOINT
+    if resume and checkpoint.is_file():
+        state = load_checkpoint(checkpoint, device)
+        check_same_config(state["config"], config_dict)
+        trainer.load_state_dict(state)
+        set_rng_state(state["rng"], device)
+        p = trainer.progress
+        log(f"resuming {checkpoint}: epoch {p.epoch + 1} step {p.step}" if not p.done else f"{checkpoint}: already done")
+    elif resume:
+        log(f"no {CHECKPOINT} in {run_dir}; starting from scratch")
+    if info.is_main:  # the metrics file holds exactly the epochs the checkpoint knows
+        lines = [json.dumps(record) + "\n" for record in trainer.progress.history]
+        (run_dir / METRICS).write_text("".join(lines))
+
+    params = count_parameters(core)
+    log(
+        f"training {config.model} ({params:,} parameters) on {device}"
+        + (f" x {info.world_size} ranks" if info.enabled else "")
+        + f": {len(data.train)} train, {len(data.val) if data.val else 0} val, {len(data.test)} test examples"
+    )
+    status = trainer.fit()
+    results = summarize(trainer, status, params, device, info)
+    if info.is_main:
+        tmp = run_dir / (RESULTS + ".tmp")
+        tmp.write_text(json.dumps(results, indent=2) + "\n")
+        tmp.replace(run_dir / RESULTS)
+    return results
+
+
+def summarize(trainer: Trainer, status: str, params: int, device: torch.device, info: DistInfo) -> dict[str, Any]:
+    p, config = trainer.progress, trainer.config
+    last = p.history[-1] if p.history else {}
+    extras = {k: v for k, v in last.items() if k not in HISTORY_KEYS}
+    return {
+        "status": status,
+        "model": config.model,
+        "params": params,
+        "epochs": len(p.history),
+        "test_acc": last.get("test_acc"),
+        "test_loss": last.get("test_loss"),
+        "val_acc": last.get("val_acc"),
+        "val_loss": last.get("val_loss"),
+        "best_val_loss": None if math.isinf(p.best_val_loss) else p.best_val_loss,
+        "stopped_early": p.stopped_early,
+        "train_seconds": round(p.train_seconds + p.eval_seconds, 3),
+        "step_seconds": round(p.train_seconds, 3),
+        "samples_per_second": round(p.samples / p.train_seconds, 1) if p.train_seconds else None,
+        "device": str(device),
+        "world_size": info.world_size,
+        "peak_memory_mb": round(peak_memory_mb(device), 1),
+        "seed": config.seed,
+        **extras,
+        "history": p.history,
+    }
+
+
+HISTORY_KEYS = {"epoch", "train_loss", "val_loss", "val_acc", "test_loss", "test_acc", "lr", "elapsed_seconds"}
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """CUDA: the most the caching allocator handed out; CPU: the process's peak resident set."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def default_threads() -> int:
+    """The CPUs SLURM gave this task, else the CPUs this process may run on, shared by local ranks."""
+    if os.environ.get("SLURM_CPUS_PER_TASK"):
+        return max(1, int(os.environ["SLURM_CPUS_PER_TASK"]))
+    local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cpus // local_ranks)
+
+
+def _quiet(message: str) -> None:
+    pass

@@ -1,0 +1,106 @@
+"""A graph neural network over a graph built from each image, in plain torch.
+
+Nodes: the image average-pooled to grid x grid cells (14x14 = 196 by default), each with features
+(intensity, row, column). Edges: "grid" links every cell to its 8 neighbours (the same graph for
+every image); "knn" links every node to its k nearest nodes in (row, column, intensity) space (a
+graph per image, so strokes connect along the ink). Message passing is GraphSAGE-style with a mean
+over neighbours gathered by index (B, N, K), then mean+max pooling over nodes and an MLP head.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from deltajobs.errors import SpecError
+from deltajobs.schema import constrained
+
+
+@dataclass(frozen=True)
+class GNNConfig:
+    grid: int = constrained(14, minimum=1, maximum=28)  # nodes per side; must divide 28
+    edges: Literal["grid", "knn"] = "grid"
+    k: int = constrained(8, minimum=1)  # neighbours per node for knn
+    hidden: int = constrained(64, minimum=1)  # node feature width
+    layers: int = constrained(4, minimum=1, maximum=32)  # rounds of message passing
+    dropout: float = constrained(0.0, minimum=0.0, maximum=0.9)  # before the head
+
+
+def grid_neighbours(side: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices (N, 8) of each cell's 8 neighbours on a side x side grid, and a mask (N, 8) that is 0
+    where a neighbour falls off the edge (its index then points at the node itself)."""
+    rows, cols = torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij")
+    rows, cols = rows.reshape(-1, 1), cols.reshape(-1, 1)  # (N, 1)
+    dr = torch.tensor([-1, -1, -1, 0, 0, 1, 1, 1])
+    dc = torch.tensor([-1, 0, 1, -1, 1, -1, 0, 1])
+    r, c = rows + dr, cols + dc  # (N, 8)
+    inside = (r >= 0) & (r < side) & (c >= 0) & (c < side)
+    index = torch.where(inside, r * side + c, rows * side + cols)
+    return index, inside.float()
+
+
+class SageLayer(nn.Module):
+    """h <- LayerNorm(h + ReLU(W_self h + W_neigh mean_{j in N(i)} h_j))."""
+
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        self.self_linear = nn.Linear(hidden, hidden)
+        self.neigh_linear = nn.Linear(hidden, hidden, bias=False)
+        self.norm = nn.LayerNorm(hidden)
+
+    def forward(self, h: torch.Tensor, index: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        B, N, C = h.shape
+        K = index.shape[-1]
+        gathered = torch.gather(h, 1, index.expand(B, N, K).reshape(B, N * K, 1).expand(B, N * K, C))
+        gathered = gathered.view(B, N, K, C) * mask.unsqueeze(-1)  # (B, N, K, C), off-grid zeroed
+        neigh = gathered.sum(2) / mask.sum(-1, keepdim=True).clamp(min=1)  # (B, N, C) mean message
+        return self.norm(h + F.relu(self.self_linear(h) + self.neigh_linear(neigh)))
+
+
+class GNN(nn.Module):
+    def __init__(self, config: GNNConfig) -> None:
+        super().__init__()
+        if 28 % config.grid:
+            raise SpecError("train.model_args.grid", f"{config.grid} must divide 28; choose 4, 7, 14 or 28")
+        if config.edges == "knn" and config.k >= config.grid**2:
+            raise SpecError("train.model_args.k", f"{config.k} must be below the {config.grid**2} nodes")
+        self.config = config
+        side = config.grid
+        rows, cols = torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij")
+        position = torch.stack([rows, cols], -1).reshape(1, side * side, 2).float() / max(1, side - 1)
+        self.register_buffer("position", position, persistent=False)  # (1, N, 2) in [0, 1]
+        index, mask = grid_neighbours(side)
+        self.register_buffer("grid_index", index.unsqueeze(0), persistent=False)  # (1, N, 8)
+        self.register_buffer("grid_mask", mask.unsqueeze(0), persistent=False)  # (1, N, 8)
+        self.embed = nn.Linear(3, config.hidden)
+        self.layers = nn.ModuleList(SageLayer(config.hidden) for _ in range(config.layers))
+        self.head = nn.Sequential(
+            nn.Linear(2 * config.hidden, config.hidden), nn.ReLU(), nn.Dropout(config.dropout), nn.Linear(config.hidden, 10)
+        )
+
+    def knn_neighbours(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The k nearest other nodes (B, N, k) of each node in feature space, all real (mask 1)."""
+        distance = torch.cdist(features, features)  # (B, N, N)
+        distance.diagonal(dim1=1, dim2=2).fill_(float("inf"))  # not its own neighbour
+        index = distance.topk(self.config.k, dim=-1, largest=False).indices  # (B, N, k)
+        return index, torch.ones(index.shape, device=features.device)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B = x.shape[0]
+        side = self.config.grid
+        intensity = F.adaptive_avg_pool2d(x, side).reshape(B, side * side, 1)  # (B, N, 1)
+        features = torch.cat([intensity, self.position.expand(B, -1, -1)], dim=-1)  # (B, N, 3)
+        if self.config.edges == "knn":
+            with torch.no_grad():  # the graph is data, not a function to differentiate
+                index, mask = self.knn_neighbours(features)
+        else:
+            index, mask = self.grid_index, self.grid_mask
+        h = self.embed(features)  # (B, N, C)
+        for layer in self.layers:
+            h = layer(h, index, mask)
+        pooled = torch.cat([h.mean(1), h.amax(1)], dim=-1)  # (B, 2C): graph-level readout
+        return self.head(pooled)  # (B, 10)

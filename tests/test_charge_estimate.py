@@ -1,0 +1,212 @@
+"""The SU estimate: Delta's charging rules from the profile, the CLI figures, and SLURM's billing."""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+from deltajobs import slurm
+from deltajobs.charge import Request, estimate, estimate_job, format_su, typical_elapsed
+from deltajobs.cli.app import main
+from deltajobs.cluster import load_profile
+from deltajobs.config import load_settings
+from deltajobs.spec import Overrides, resolve_job
+
+DATA = Path(__file__).parent / "data" / "charge"
+DELTA = load_profile("delta")
+MINIDELTA = load_profile("minidelta")
+
+
+def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """Run the CLI in-process through its real error boundary (`main`)."""
+    monkeypatch.setattr(sys, "argv", ["deltajobs", *args])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    captured = capsys.readouterr()
+    return int(exited.value.code or 0), captured.out, captured.err
+
+
+def recorded_sacct(name: str) -> list[slurm.AcctRecord]:
+    """A recorded `sacct --parsable2` (with its header), reordered to today's SACCT_FIELDS."""
+    header, *lines = (DATA / name).read_text().splitlines()
+    names = header.split("|")
+    rows = [dict(zip(names, line.split("|"), strict=True)) for line in lines]
+    return slurm.parse_sacct("\n".join("|".join(row[f] for f in slurm.SACCT_FIELDS) for row in rows))
+
+
+def request(gpus: int = 1, cpus: int = 1, mem_gb: float = 16, hours: float = 1, nodes: int = 1, **kw: bool) -> Request:
+    return Request(nodes, gpus, cpus, mem_gb * 1024, hours * 3600, **kw)
+
+
+# -- the CLI figures on Delta ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        ([], "1.0 SU on gpuA100x4"),
+        (["--partition", "gpuA100x4-interactive"], "2.0 SU on gpuA100x4-interactive"),
+        (["--partition", "gpuA40x4"], "0.5 SU on gpuA40x4"),
+        (["--gpus", "1", "--cpus", "32"], "2.0 SU on gpuA100x4"),
+        (["--mem", "200G"], "3.2 SU on gpuA100x4"),
+    ],
+)
+def test_estimate_cli_on_delta(
+    flags: list[str], expected: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("DELTAJOBS_CLUSTER", "delta")
+    code, out, err = cli(monkeypatch, capsys, "estimate", "mnist", "--time", "01:00:00", *flags)
+    assert code == 0, err
+    assert f"worst case: {expected} " in out
+
+
+@pytest.mark.parametrize(
+    ("flags", "su", "dominant"),
+    [
+        ([], 1.0, "gpus"),
+        (["--partition", "gpuA40x4"], 0.5, "gpus"),
+        (["--cpus", "32"], 2.0, "cpus"),
+        (["--mem", "200G"], 3.2, "mem"),
+    ],
+)
+def test_estimate_json(
+    flags: list[str], su: float, dominant: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("DELTAJOBS_CLUSTER", "delta")
+    code, out, _ = cli(monkeypatch, capsys, "estimate", "mnist", "--time", "01:00:00", "--json", *flags)
+    data = json.loads(out)
+    assert code == 0
+    assert data["su"] == pytest.approx(su) and data["su_per_hour"] == pytest.approx(su)
+    assert data["dominant"] == dominant and data["typical"] is None and data["cluster"] == "delta"
+
+
+def test_estimate_needs_no_account_but_rejects_bad_input(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("DELTAJOBS_CLUSTER", "delta")
+    code, _, err = cli(monkeypatch, capsys, "estimate", "mnist", "--partition", "gpuA100")
+    assert code == 2
+    assert err.startswith("deltajobs: error: resources.partition: partition 'gpuA100' is unknown on delta")
+    assert len(err.strip().splitlines()) == 1
+
+
+def fake_registry(monkeypatch: pytest.MonkeyPatch, module: types.ModuleType | None) -> None:
+    """Stand in for the lead's `deltajobs.registry` (None: a registry that cannot be imported)."""
+    import deltajobs
+
+    monkeypatch.setitem(sys.modules, "deltajobs.registry", module)
+    if module is None:
+        monkeypatch.delattr(deltajobs, "registry", raising=False)
+    else:
+        monkeypatch.setattr(deltajobs, "registry", module, raising=False)
+
+
+def test_estimate_prints_the_typical_case_from_the_registry(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    registry = types.ModuleType("deltajobs.registry")
+    registry.spec_key = lambda resolved: f"key-{resolved.spec.name}"  # type: ignore[attr-defined]
+    registry.typical_elapsed = lambda settings, key: 290.0 if key == "key-mnist_train" else None  # type: ignore[attr-defined]
+    fake_registry(monkeypatch, registry)
+    monkeypatch.setenv("DELTAJOBS_CLUSTER", "delta")
+    code, out, _ = cli(monkeypatch, capsys, "estimate", "mnist", "--time", "01:00:00")
+    assert code == 0
+    assert "typical:    0.081 SU (earlier runs took 4m50s)" in out
+    code, out, _ = cli(monkeypatch, capsys, "estimate", "mnist", "--time", "01:00:00", "--json")
+    assert json.loads(out)["typical"] == {"elapsed_s": 290.0, "su": pytest.approx(290 / 3600)}
+
+
+def test_typical_elapsed_is_none_without_a_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = load_settings()
+    resolved = resolve_job("mnist", Overrides(), settings, "delta", require_account=False)
+    fake_registry(monkeypatch, types.ModuleType("deltajobs.registry"))  # lacks the functions
+    assert typical_elapsed(settings, resolved) is None
+    fake_registry(monkeypatch, None)  # importing it fails
+    assert typical_elapsed(settings, resolved) is None
+
+
+# -- the formulas ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("partition", "req", "su", "dominant"),
+    [
+        ("gpuA100x4", request(gpus=1, cpus=16, mem_gb=62.5), 1.0, "gpus"),  # exactly one GPU-equivalent
+        ("gpuA100x4", request(gpus=2, cpus=48, mem_gb=16), 3.0, "cpus"),
+        ("gpuA100x4-preempt", request(gpus=4, cpus=64, mem_gb=240, hours=2), 4.0, "gpus"),
+        ("gpuA40x4-interactive", request(gpus=1, cpus=1, mem_gb=125, hours=0.5), 1.0, "mem"),
+        ("gpuA100x8", request(gpus=1, cpus=32, mem_gb=16), 3.0, "cpus"),  # 8-way: 16 cores, 250 GB per GPU
+        ("gpuA100x8", request(gpus=2, cpus=16, mem_gb=1000), 6.0, "mem"),
+        ("gpuH200x8", request(gpus=1, cpus=24, mem_gb=16), 6.0, "cpus"),  # H200: 12 cores per GPU, factor 3
+        ("gpuH200x8", request(gpus=8, cpus=96, mem_gb=2000), 24.0, "gpus"),
+        ("gpuMI100x8", request(gpus=4, cpus=16, mem_gb=100), 1.0, "gpus"),
+        ("cpu", request(gpus=0, cpus=4, mem_gb=16), 8.0, "mem"),  # 2 GB per core
+        ("cpu", request(gpus=0, cpus=16, mem_gb=16), 16.0, "cpus"),
+        ("cpu-interactive", request(gpus=0, cpus=2, mem_gb=1, hours=0.5), 2.0, "cpus"),
+        ("cpu-preempt", request(gpus=0, cpus=128, mem_gb=240, hours=10), 640.0, "cpus"),
+        ("gpuA100x4", request(gpus=4, cpus=64, mem_gb=200, nodes=4, hours=12), 192.0, "gpus"),  # times nodes
+    ],
+)
+def test_estimate_formulas(partition: str, req: Request, su: float, dominant: str) -> None:
+    est = estimate(req, DELTA.partition(partition))
+    assert est.su == pytest.approx(su)
+    assert est.dominant == dominant
+    assert est.billing == pytest.approx(su / req.seconds * 3600 * 1000)
+
+
+@pytest.mark.parametrize(
+    ("partition", "su"), [("gpuA100x4", 4.0), ("gpuA100x8", 12.0), ("gpuH200x8", 24.0), ("cpu", 128.0)]
+)
+def test_exclusive_with_mem_0_is_the_whole_node(partition: str, su: float) -> None:
+    part = DELTA.partition(partition)
+    gpus = 1 if part.kind == "gpu" else 0
+    est = estimate(Request(1, gpus, 1, 0, 3600, exclusive=True), part)
+    assert est.su == pytest.approx(su)
+    assert est.reserved == {"gpus": float(part.gpus), "cpus": float(part.cpus), "mem_gb": part.mem_gb}
+
+
+def test_exclusive_job_spec_and_breakdown() -> None:
+    resolved = resolve_job(
+        "mnist",
+        Overrides(sets=["resources.exclusive=true"], mem="0", time="02:00:00"),
+        load_settings(),
+        "delta",
+        require_account=False,
+    )
+    est = estimate_job(resolved)
+    assert est.su == pytest.approx(8.0) and est.su_per_hour == pytest.approx(4.0)
+    breakdown = est.breakdown()
+    assert breakdown["terms_per_node"] == {"gpus": 4.0, "cpus": 4.0, "mem": pytest.approx(3.84)}
+    assert breakdown["divisors"] == {"cpus": 16, "mem_gb": 62.5} and breakdown["hours"] == 2
+    assert est.explain() == "max(gpus 4, cpus 64/16 = 4.00, mem 240G/62.5G = 3.84) = 4 GPU-equivalent (gpus)"
+
+
+def test_su_for_the_time_a_job_ran_is_capped_at_the_walltime() -> None:
+    est = estimate(request(gpus=2, hours=1), DELTA.partition("gpuA100x4"))
+    assert est.su_for(1800) == pytest.approx(1.0)
+    assert est.su_for(7200) == pytest.approx(est.su) == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize(
+    ("su", "text"),
+    [(1.0, "1.0"), (0.5, "0.5"), (3.2, "3.2"), (0.381111, "0.38"), (0.0047, "0.0047"), (1234.5, "1,234"), (0, "0")],
+)
+def test_format_su(su: float, text: str) -> None:
+    assert format_su(su) == text
+
+
+# -- the estimate agrees with SLURM's billing on minidelta ----------------------------------------
+
+
+def test_estimate_at_the_real_elapsed_time_matches_recorded_sacct() -> None:
+    """Recorded on minidelta (Delta's billing weights): 1 GPU; +32 CPUs; 200G; interactive; A40; cpu."""
+    records = recorded_sacct("sacct_minidelta.txt")
+    assert [r.billing for r in records] == [1000, 2000, 3200, 2000, 500, 8000, 1920, 4000, 4000, 4000, 1920]
+    for record in records:
+        est = estimate(Request.from_acct(record), MINIDELTA.partition(record.partition))
+        assert est.billing == pytest.approx(record.billing), record.job_id
+        assert est.su_for(record.elapsed_s) == pytest.approx(record.su), record.job_id
