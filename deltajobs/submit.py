@@ -7,11 +7,17 @@ A submission either fully happens (run directory, sbatch, registry row) or leave
 
 from __future__ import annotations
 
+import contextlib
+import io
+import os
 import shlex
 import shutil
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import submitit
 import yaml
@@ -39,6 +45,56 @@ class DeltaSlurmExecutor(submitit.SlurmExecutor):
         if command not in self.script:  # the launch line render() wrote must be submitit's
             raise DeltaJobsError(f"internal: rendered script does not run submitit's command {command!r}")
         return self.script
+
+
+class DetachedLocalExecutor(submitit.LocalExecutor):
+    """submitit's local executor whose job controller outlives the CLI: its own session and no
+    inherited terminal or pipes (so `deltajobs submit --local | cat` returns at once)."""
+
+    def _internal_process_submissions(self, delayed_submissions: list[Any]) -> list[Any]:
+        from submitit.local import local
+
+        original = local.start_controller
+        local.start_controller = start_detached_controller  # type: ignore[assignment]
+        try:
+            return super()._internal_process_submissions(delayed_submissions)
+        finally:
+            local.start_controller = original
+
+
+def start_detached_controller(
+    folder: Path,
+    command: str,
+    tasks_per_node: int = 1,
+    cuda_devices: str = "",
+    timeout_min: float = 5.0,
+    signal_delay_s: int = 30,
+    stderr_to_stdout: bool = False,
+    setup: Any = (),
+) -> subprocess.Popen[bytes]:
+    """submitit.local.local.start_controller, started in a new session with /dev/null stdio."""
+    env = {
+        **os.environ,
+        "SUBMITIT_LOCAL_NTASKS": str(tasks_per_node),
+        "SUBMITIT_LOCAL_COMMAND": command,
+        "SUBMITIT_LOCAL_TIMEOUT_S": str(int(60 * timeout_min)),
+        "SUBMITIT_LOCAL_SIGNAL_DELAY_S": str(int(signal_delay_s)),
+        "SUBMITIT_LOCAL_NODEID": "0",
+        "SUBMITIT_LOCAL_JOB_NUM_NODES": "1",
+        "SUBMITIT_STDERR_TO_STDOUT": "1" if stderr_to_stdout else "",
+        "SUBMITIT_EXECUTOR": "local",
+        "CUDA_VISIBLE_DEVICES": cuda_devices,
+        "SUBMITIT_LOCAL_WITH_SHELL": "",
+    }
+    devnull = subprocess.DEVNULL
+    return subprocess.Popen(
+        [sys.executable, "-m", "submitit.local._local", str(folder)],
+        env=env,
+        stdin=devnull,
+        stdout=devnull,
+        stderr=devnull,
+        start_new_session=True,
+    )
 
 
 @dataclass(frozen=True)
@@ -134,7 +190,8 @@ def _slurm(resolved: ResolvedJob, run_dir: Path, script: str) -> Submission:
     )
     assert executor._submitit_command_str == launch_command(resolved, folder)
     try:
-        job = executor.submit(train_job(resolved, run_dir))
+        with contextlib.redirect_stderr(io.StringIO()):  # submitit echoes sbatch's stderr; we say it once
+            job = executor.submit(train_job(resolved, run_dir))
     except (submitit.core.utils.FailedJobError, OSError, RuntimeError) as err:
         raise SlurmError(f"sbatch refused the job: {_last_line(err)}") from None
     return Submission(
@@ -149,7 +206,7 @@ def _slurm(resolved: ResolvedJob, run_dir: Path, script: str) -> Submission:
 
 def _local(resolved: ResolvedJob, run_dir: Path) -> Submission:
     folder = submitit_folder(run_dir)
-    executor = submitit.LocalExecutor(folder=folder, max_num_timeout=resolved.spec.resources.max_requeues)
+    executor = DetachedLocalExecutor(folder=folder, max_num_timeout=resolved.spec.resources.max_requeues)
     executor.update_parameters(timeout_min=max(1, resolved.spec.resources.seconds // 60))
     job = executor.submit(train_job(resolved, run_dir))
     pid = str(job.job_id)

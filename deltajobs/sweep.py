@@ -23,7 +23,7 @@ import math
 import random
 import types
 from dataclasses import dataclass
-from typing import Any, Union, get_args, get_origin, get_type_hints
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -141,12 +141,12 @@ def parse_sweep(
     grid: list[str], ranges: list[str], random_points: int | None, seed: int, sets: list[str] = ()
 ) -> SweepSpec:
     """Parse `--grid`, `--range`, `--random` and `--seed`; the keys must be distinct train.* keys."""
+    if random_points is not None and random_points < 1:
+        raise SpecError("--random", f"{random_points}; draw at least 1 point")
     axes = [parse_axis(text) for text in grid]
     bounds = [parse_range(text) for text in ranges]
     if bounds and not random_points:
         raise SpecError("--range", "needs --random N (how many points to draw)")
-    if random_points is not None and random_points < 1:
-        raise SpecError("--random", f"{random_points}; draw at least 1 point")
     if random_points and not bounds:
         raise SpecError("--random", "needs at least one --range KEY=LO:HI[:log] to draw from")
     if not axes and not bounds:
@@ -225,7 +225,9 @@ def field_type(key: str) -> type | None:
         if get_origin(hint) in (Union, types.UnionType):
             options = [a for a in get_args(hint) if a is not type(None)]
             hint = options[0] if len(options) == 1 else None
-    return hint if isinstance(hint, type) else None
+    if get_origin(hint) is Literal:
+        return type(get_args(hint)[0])  # e.g. train.model: str
+    return None if hint is Any else (get_origin(hint) or hint)
 
 
 def _split_key(text: str, flag: str, form: str) -> tuple[str, str]:
@@ -300,4 +302,3 @@ def sweep_points_text(plan: SweepPlan) -> str:
     """The points, one line each (for --dry-run)."""
     width = len(str(len(plan.points) - 1))
     return "\n".join(f"point {p.index:>{width}}: {p.label}" for p in plan.points)
-

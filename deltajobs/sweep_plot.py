@@ -2,7 +2,7 @@
 
 One column per swept key. Grid sweeps draw one line per combination of the other keys; random
 sweeps draw points. The x-axis is logarithmic for `--range ...:log` keys and for grid values that
-are all positive and span two decades or more (widths 2..1024, learning rates 1e-4..1e-1). When the
+are all positive and span a decade or more (widths 2..1024, learning rates 1e-3..1e-1). When the
 results carry the last epoch's train_loss a second row shows it: fit next to generalisation.
 """
 
@@ -28,7 +28,7 @@ def numeric(value: Any) -> float | None:
 
 def log_axis(view: SweepView, key: str, xs: list[float]) -> bool:
     positive = [x for x in xs if x > 0]
-    return key in view.log_keys or (len(positive) == len(xs) >= 2 and max(xs) / min(xs) >= 100)
+    return key in view.log_keys or (len(positive) == len(xs) >= 2 and max(xs) / min(xs) >= 10)
 
 
 def plot_sweep(view: SweepView, metric: str, path: Path) -> Path:
@@ -43,7 +43,9 @@ def plot_sweep(view: SweepView, metric: str, path: Path) -> Path:
     if not done:
         raise DeltaJobsError(f"no point of {view.sweep_id} has {metric} yet; nothing to plot")
     best = rank(done, metric)[0]
-    metrics = [metric] + (["train_loss"] if metric != "train_loss" and any("train_loss" in p.metrics for p in done) else [])
+    metrics = [metric] + (
+        ["train_loss"] if metric != "train_loss" and any("train_loss" in p.metrics for p in done) else []
+    )
     keys = view.keys or ["index"]
     fig, axes = plt.subplots(
         len(metrics), len(keys), figsize=(5 * len(keys), 3.6 * len(metrics)), squeeze=False, constrained_layout=True

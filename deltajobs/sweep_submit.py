@@ -223,8 +223,9 @@ def _submit_local(plan: SweepPlan, dirs: list[Path], sweep_dir: Path, slots: int
     executor.update_parameters(timeout_min=max(1, res.seconds // 60) * waves)
     points: list[Submission] = []
     try:
-        for resolved, run_dir in zip(plan.resolved, dirs, strict=True):
-            call = SlotTrainJob(resolved.spec.to_dict(), str(run_dir), res.max_requeues, str(folder / "slots"), slots)
+        for index, (resolved, run_dir) in enumerate(zip(plan.resolved, dirs, strict=True)):
+            spec = resolved.spec.to_dict()
+            call = SlotTrainJob(spec, str(run_dir), res.max_requeues, str(folder / "slots"), slots, index)
             pid = str(executor.submit(call).job_id)
             points.append(
                 Submission(

@@ -129,7 +129,7 @@ def test_accounts_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFix
     calls = fake_run(monkeypatch, {"accounts": recorded("accounts_delta.txt")})
     code, out, _ = cli(monkeypatch, capsys, "accounts")
     assert code == 0 and calls == [["accounts"]]
-    assert out.splitlines()[1].split()[:4] == ["bgvu-delta-gpu", "4,987", "5,000", "0%"]
+    assert out.splitlines()[1].split()[:4] == ["bgvu-delta-gpu", "4,987", "5,000", "0.3%"]
     code, out, _ = cli(monkeypatch, capsys, "accounts", "--json")
     assert json.loads(out)[0] == {
         "account": "bgvu-delta-gpu",

@@ -65,14 +65,16 @@ def estimate(
             }
         )
         return
-    res = resolved.spec.resources
-    shape = f"{res.gpus_per_node} GPU, " if est.kind == "gpu" else ""
+    res, reserved = resolved.spec.resources, est.reserved
+    gpu_text = f"{reserved['gpus']:g} GPU, " if est.kind == "gpu" else ""
+    node_text = f"{res.nodes} node{'s' if res.nodes != 1 else ''}"
+    mem_text = f"{reserved['mem_gb']:g}G" if res.exclusive else res.mem
     typer.echo(
-        f"{resolved.spec.name} on {est.partition} ({resolved.profile.name}): {res.nodes} node(s) x "
-        f"[{shape}{res.ntasks_per_node * res.cpus_per_task} CPU, {res.mem}{' exclusive' if res.exclusive else ''}] "
-        f"for {format_walltime(int(est.seconds))}"
+        f"{resolved.spec.name} on {est.partition} ({resolved.profile.name}): {node_text}, {gpu_text}"
+        f"{reserved['cpus']:g} CPU, {mem_text} per node{' (exclusive)' if res.exclusive else ''}, "
+        f"{format_walltime(int(est.seconds))}"
     )
-    typer.echo(f"  charged per node: {est.explain()}, factor {est.charge_factor:g}")
+    typer.echo(f"charged per node as {est.explain()}")
     typer.echo(f"worst case: {describe(est)}")
     if typical is not None:
         typer.echo(f"typical:    {format_su(typical['su'])} SU (earlier runs took {format_duration(elapsed or 0)})")
@@ -91,7 +93,7 @@ def accounts(as_json: bool = JsonOpt) -> None:
     typer.echo(f"{'account':<20}{'balance SU':>14}{'deposited SU':>15}{'used':>7}  description")
     for row in rows:
         deposited = "-" if row.deposited_su is None else format_su(row.deposited_su)
-        used = "-" if not row.deposited_su else f"{(row.used_su or 0) / row.deposited_su:.0%}"
+        used = "-" if not row.deposited_su else f"{(row.used_su or 0) / row.deposited_su:.1%}"
         typer.echo(f"{row.account:<20}{format_su(row.balance_su):>14}{deposited:>15}{used:>7}  {row.description}")
 
 

@@ -79,47 +79,46 @@ def submit(
     if dry_run:
         typer.echo(render(resolved, run_dir), nl=False)
         return
-    if backend == "slurm":
-        guard_budget(resolved, settings, yes, quiet=as_json)
+    estimate = guard_budget(resolved, settings, yes) if backend == "slurm" else None
     from deltajobs.submit import submit_job
 
     sub = submit_job(resolved, settings, run_dir, backend)
+    info = {**sub.to_dict(), "estimate_su": round(estimate, 4) if estimate is not None else None}
     if as_json and not wait:
-        emit_json(sub.to_dict())
+        emit_json(info)
         return
     if not as_json:
         typer.echo(f"submitted {sub.job_id} ({sub.backend})")
         typer.echo(f"  run dir: {sub.run_dir}")
         typer.echo(f"  log:     {sub.log_path}")
+        if estimate is not None:
+            res = resolved.spec.resources
+            typer.echo(f"  charge:  at most {estimate:.2f} SU ({res.time} on {resolved.partition.name})")
     if wait:
         state = follow(sub.job_id, quiet=as_json)
         if as_json:
-            emit_json({**sub.to_dict(), "state": state})
+            emit_json({**info, "state": state})
         raise typer.Exit(0 if state == "COMPLETED" else 1)
 
 
-def guard_budget(resolved: Any, settings: Any, yes: bool, quiet: bool) -> None:
-    """Show the estimate; refuse when it exceeds the balance or the per-job cap, unless --yes."""
-    try:
-        from deltajobs import charge
-    except ImportError:  # pragma: no cover - charge is part of the package
-        return
+def guard_budget(resolved: Any, settings: Any, yes: bool) -> float:
+    """The worst-case SU; refuse when it exceeds the balance or the per-job cap, unless --yes."""
+    from deltajobs.charge import balance, estimate_job
     from deltajobs.errors import BudgetError
 
-    estimate = charge.estimate(resolved)
-    if not quiet:
-        note(f"estimate: at most {estimate.su:.2f} SU ({resolved.spec.resources.time} on {resolved.partition.name})")
+    estimate = estimate_job(resolved)
     if yes:
-        return
+        return estimate.su
     cap = settings.max_su_per_job
     if cap is not None and estimate.su > cap:
         raise BudgetError(f"the estimate {estimate.su:.2f} SU exceeds max_su_per_job {cap:g}; pass --yes to submit anyway")
-    balance = charge.balance(resolved.spec.account)
-    if balance is not None and estimate.su > balance:
+    left = balance(resolved.spec.account)
+    if left is not None and estimate.su > left:
         raise BudgetError(
-            f"the estimate {estimate.su:.2f} SU exceeds the balance of {resolved.spec.account} ({balance:g} SU); "
+            f"the estimate {estimate.su:.2f} SU exceeds the balance of {resolved.spec.account} ({left:g} SU); "
             "pass --yes to submit anyway"
         )
+    return estimate.su
 
 
 def follow(job_id: str, quiet: bool = False, interval: float = 2.0) -> str:
@@ -208,14 +207,15 @@ def right_sizing(row: Any) -> list[str]:
     if row.backend != "slurm" or not row.final:
         return []
     try:
-        from deltajobs import charge, slurm
+        from deltajobs import slurm
+        from deltajobs.charge import advise
         from deltajobs.cluster import load_profile
 
         records = slurm.sacct([row.job_id])
         if not records:
             return []
         partition = load_profile(row.cluster).partition(records[0].partition)
-        return [str(a) for a in charge.advise(records[0], partition)]
+        return [str(a) for a in advise(records[0], partition, tasks_per_node=row.ntasks_per_node)]
     except (DeltaJobsError, ImportError, AttributeError):
         return []
 

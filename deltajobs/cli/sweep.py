@@ -103,9 +103,9 @@ def run(
         if as_json:
             emit_json({"sweep_id": sweep_id, **plan.params(), "script": script})
             return
-        typer.echo(f"# {len(plan.points)} points of {plan.job}; nothing submitted (--dry-run)")
+        typer.echo(script, nl=False)  # first, so that `> sweep.sh` keeps the #! line first
+        typer.echo(f"\n# {len(plan.points)} points of {plan.job}; nothing submitted (--dry-run)")
         typer.echo("\n".join(f"# {line}" for line in sweep_points_text(plan).splitlines()))
-        typer.echo(script, nl=False)
         return
     if backend == "slurm":
         guard_sweep_budget(plan, settings, yes, quiet=as_json)
@@ -139,7 +139,9 @@ def guard_sweep_budget(plan: Any, settings: Any, yes: bool, quiet: bool) -> None
     account = plan.resolved[0].spec.account
     balance = charge.balance(account)
     if balance is not None and total > balance:
-        raise BudgetError(f"the sweep may take {total:.2f} SU, over the balance of {account} ({balance:g} SU); pass --yes")
+        raise BudgetError(
+            f"the sweep may take {total:.2f} SU, over the balance of {account} ({balance:g} SU); pass --yes"
+        )
 
 
 @sweep_app.command("status")
@@ -168,7 +170,9 @@ def status(sweep_id: str = SweepIdArg, as_json: bool = JsonOpt) -> None:
 @sweep_app.command("results")
 def results(
     sweep_id: str = SweepIdArg,
-    metric: str = typer.Option("test_acc", "--metric", help="Rank by this result (*acc: higher is better, else lower)."),
+    metric: str = typer.Option(
+        "test_acc", "--metric", help="Rank by this result (*acc: higher is better, else lower)."
+    ),
     as_json: bool = JsonOpt,
     plot: Path = typer.Option(None, "--plot", help="Write the metric against each swept key to this PNG."),
 ) -> None:

@@ -43,12 +43,13 @@ def train(
             raise SpecError("--resume", "needs --run-dir DIR, the run directory of an earlier `deltajobs train`")
         if not (run_dir / "checkpoint.pt").is_file():
             raise NotFoundError(f"--run-dir {run_dir}: no checkpoint.pt to resume from")
+    from deltajobs.train.api import check_config, run_training  # torch from here on
+
+    check_config(resolved.spec.train)  # bad model_args fail before a run directory exists
     run_dir = (run_dir or new_run_dir(settings, resolved.spec.name)).expanduser().absolute()
     run_dir.mkdir(parents=True, exist_ok=True)
     if not resume:
         (run_dir / "spec.yaml").write_text(yaml.safe_dump(resolved.spec.to_dict(), sort_keys=False))
-
-    from deltajobs.train.api import run_training  # torch from here on
 
     stop = StopFlag()
     with stop:

@@ -31,7 +31,7 @@ from deltajobs.train.config import TrainConfig
 from deltajobs.train.data import load_mnist
 from deltajobs.train.distributed import DistInfo, barrier, dist_info, init_distributed, pick_device, shutdown
 from deltajobs.train.loop import Trainer, steps_per_epoch
-from deltajobs.train.models import build_model, count_parameters
+from deltajobs.train.models import build_model, count_parameters, model_config
 from deltajobs.train.optim import build_optimizer, build_scheduler, check_optim
 
 RESULTS, METRICS = "results.json", "metrics.jsonl"
@@ -71,7 +71,9 @@ def run_training(
 
 
 def check_config(config: TrainConfig) -> None:
+    """Every check that needs no data: optimizer settings, model_args, early stopping."""
     check_optim(config)
+    model_config(config)
     if config.early_stopping_patience is not None and config.val_size == 0:
         raise SpecError("train.early_stopping_patience", "needs a validation split; set train.val_size > 0")
 
