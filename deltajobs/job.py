@@ -92,6 +92,9 @@ class TrainJob(submitit.helpers.Checkpointable):
             print(f"deltajobs: resuming from {run_dir / 'checkpoint.pt'} (restart {restarted})", flush=True)
         results = run_training(config, run_dir, resume=resume, should_stop=stop)
         if results.get("status") != "interrupted":
+            # SLURM may send the warning up to a minute early, even as the process exits: a late
+            # USR2 must not turn a finished run into a job killed by a signal.
+            signal.signal(signal.SIGUSR2, signal.SIG_IGN)
             return results
         self._after_interrupt(stop.signal, restarted)
         return results

@@ -229,6 +229,7 @@ def parse_sacct(text: str) -> list[AcctRecord]:
             AcctRecord(
                 **{
                     **record.__dict__,
+                    "state": oom_state(record.state, peak, record.alloc_tres),
                     "max_rss_mb": peak,
                     "total_cpu_s": max(record.total_cpu_s, step_cpu),
                     "steps": [s["JobID"] for s in rows],
@@ -236,6 +237,18 @@ def parse_sacct(text: str) -> list[AcctRecord]:
             )
         )
     return result
+
+
+def oom_state(state: str, peak_mb: float | None, alloc_tres: dict[str, str]) -> str:
+    """FAILED with a peak above the reserved memory is OUT_OF_MEMORY.
+
+    With cgroups (Delta) SLURM says OUT_OF_MEMORY itself; without them (JobAcctGatherParams=
+    OverMemoryKill, as on minidelta) it kills the step and the job only shows FAILED.
+    """
+    reserved = parse_size_mb(alloc_tres.get("mem", ""))
+    if state == "FAILED" and peak_mb is not None and reserved and peak_mb > reserved:
+        return "OUT_OF_MEMORY"
+    return state
 
 
 def normalise_state(state: str) -> str:

@@ -22,6 +22,7 @@ import itertools
 import math
 import random
 import types
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
@@ -99,7 +100,7 @@ class SweepSpec:
         grid = list(itertools.product(*[list(zip(a.values, a.texts, strict=True)) for a in self.axes]))
         rng = random.Random(self.seed)
         draws = [{r.key: r.sample(rng) for r in self.ranges} for _ in range(self.random_points or 0)] or [{}]
-        points = []
+        points: list[Point] = []
         for draw in draws:
             for combo in grid:
                 params = {a.key: value for a, (value, _) in zip(self.axes, combo, strict=True)}
@@ -138,7 +139,7 @@ class SweepPlan:
 
 
 def parse_sweep(
-    grid: list[str], ranges: list[str], random_points: int | None, seed: int, sets: list[str] = ()
+    grid: list[str], ranges: list[str], random_points: int | None, seed: int, sets: Sequence[str] = ()
 ) -> SweepSpec:
     """Parse `--grid`, `--range`, `--random` and `--seed`; the keys must be distinct train.* keys."""
     if random_points is not None and random_points < 1:
@@ -194,7 +195,9 @@ def parse_range(text: str) -> Range:
 
 def split_values(text: str) -> list[str]:
     """Split `V1,V2,...` on the commas outside brackets and quotes: `[8, 8],[16]` is two values."""
-    values, depth, quote, current = [], 0, "", []
+    values: list[str] = []
+    current: list[str] = []
+    depth, quote = 0, ""
     for char in text:
         if quote:
             quote = "" if char == quote else quote

@@ -2,8 +2,9 @@
 
 One column per swept key. Grid sweeps draw one line per combination of the other keys; random
 sweeps draw points. The x-axis is logarithmic for `--range ...:log` keys and for grid values that
-are all positive and span a decade or more (widths 2..1024, learning rates 1e-3..1e-1). When the
-results carry the last epoch's train_loss a second row shows it: fit next to generalisation.
+are all positive and span a decade or more (widths 2..1024, learning rates 1e-3..1e-1). Below the
+chosen metric come the results table's others (test_acc, test_loss, last-epoch train_loss) where
+the results have them: generalisation next to fit.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from deltajobs.errors import DeltaJobsError
-from deltajobs.sweep_results import PointRow, SweepView, format_value, higher_is_better, rank, short_key
+from deltajobs.sweep_results import TABLE_METRICS, PointRow, SweepView, format_value, higher_is_better, rank, short_key
 
 MAX_LINES = 8  # more combinations of the other keys than this: scatter instead of lines
 
@@ -43,13 +44,11 @@ def plot_sweep(view: SweepView, metric: str, path: Path) -> Path:
     if not done:
         raise DeltaJobsError(f"no point of {view.sweep_id} has {metric} yet; nothing to plot")
     best = rank(done, metric)[0]
-    metrics = [metric] + (
-        ["train_loss"] if metric != "train_loss" and any("train_loss" in p.metrics for p in done) else []
-    )
+    others = [m for m in TABLE_METRICS if m != metric and any(m in p.metrics for p in done)]
+    metrics = [metric, *others]
     keys = view.keys or ["index"]
-    fig, axes = plt.subplots(
-        len(metrics), len(keys), figsize=(5 * len(keys), 3.6 * len(metrics)), squeeze=False, constrained_layout=True
-    )
+    size = (max(7.0, 5.0 * len(keys)), 2.8 * len(metrics))
+    fig, axes = plt.subplots(len(metrics), len(keys), figsize=size, squeeze=False, layout="constrained")
     for col, key in enumerate(keys):
         for row, name in enumerate(metrics):
             ax = axes[row][col]
@@ -58,7 +57,7 @@ def plot_sweep(view: SweepView, metric: str, path: Path) -> Path:
             ax.grid(alpha=0.3, which="both")
         axes[-1][col].set_xlabel(short_key(key))
     direction = "higher" if higher_is_better(metric) else "lower"
-    fig.suptitle(f"{view.sweep_id} ({view.job}): {metric} ({direction} is better), best point {best.index}")
+    fig.suptitle(f"sweep {view.sweep_id} of {view.job}: best point {best.index} by {metric} ({direction} is better)")
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -69,7 +69,7 @@ def load_sweep(registry: Registry, sweep_id: str) -> SweepView:
     result = refresh(registry, rows)
     params = sweep["params"]
     values = params.get("points", [])
-    points = []
+    points: list[PointRow] = []
     for row in result.rows:
         index = row.sweep_index if row.sweep_index is not None else len(points)
         point = PointRow(

@@ -21,7 +21,6 @@ import datetime as dt
 import json
 import math
 import os
-import re
 import secrets
 import shutil
 import uuid
@@ -41,8 +40,6 @@ from deltajobs.render import job_python, render, submitit_folder
 from deltajobs.submit import DeltaSlurmExecutor, Submission, _last_line, job_row, prepare_run_dir, train_job
 from deltajobs.sweep import SweepPlan
 from deltajobs.sweep_local import SlotTrainJob
-
-SWEEP_ID = re.compile(r"sw-[0-9a-f]{6}")
 
 
 def new_sweep_id() -> str:
@@ -158,7 +155,7 @@ def submit_sweep(
         array_id = points[0].job_id.split("_")[0] if backend == "slurm" else None
         submission = SweepSubmission(sweep_id, backend, sweep_dir, array_id, max_parallel, points)
         params = {**plan.params(), "max_parallel": max_parallel}
-        (sweep_dir / "sweep.json").write_text(json.dumps({**submission.to_dict(), **params}, indent=1) + "\n")
+        _write_record(submission, params)
         _record(registry, plan, submission, params)
     except BaseException:
         if points:
@@ -169,6 +166,14 @@ def submit_sweep(
         if registry is not None:
             registry.close()
     return submission
+
+
+def _write_record(sub: SweepSubmission, params: dict[str, Any]) -> None:
+    """sweep.json next to the points: the submission, with each point's parameters beside its job."""
+    record = {**sub.to_dict(), **{k: v for k, v in params.items() if k != "points"}}
+    for point, values in zip(record["points"], params["points"], strict=True):
+        point["params"] = values
+    (sub.sweep_dir / "sweep.json").write_text(json.dumps(record, indent=1) + "\n")
 
 
 def _record(registry: Registry, plan: SweepPlan, sub: SweepSubmission, params: dict[str, Any]) -> None:

@@ -133,3 +133,11 @@ def test_merge_prefers_squeue_while_queued() -> None:
     acct = slurm.parse_sacct((DATA / "sacct.txt").read_text())[0]
     change = merge_slurm(row("27"), queued, acct)
     assert change["state"] == "RUNNING" and change["reason"] is None
+
+
+def test_failed_above_reserved_memory_is_out_of_memory() -> None:
+    tres = {"mem": "150M", "billing": "1000"}
+    assert slurm.oom_state("FAILED", 670.6, tres) == "OUT_OF_MEMORY"
+    assert slurm.oom_state("FAILED", 100.0, tres) == "FAILED"
+    assert slurm.oom_state("FAILED", None, tres) == "FAILED"
+    assert slurm.oom_state("COMPLETED", 670.6, tres) == "COMPLETED"

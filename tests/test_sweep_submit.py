@@ -98,7 +98,9 @@ def test_a_sweep_is_one_sbatch_call_of_the_rendered_array_script(fake_slurm: Pat
     )
     assert sweep["array_job_id"] == "4242" and sweep["params"]["max_parallel"] == 2
     assert sweep["params"]["points"][1] == {"train.lr": 0.001, "train.batch_size": 64}
-    assert json.loads((sub.sweep_dir / "sweep.json").read_text())["array_job_id"] == "4242"
+    record = json.loads((sub.sweep_dir / "sweep.json").read_text())
+    assert record["array_job_id"] == "4242" and record["keys"] == ["train.lr", "train.batch_size"]
+    assert record["points"][1]["job_id"] == "4242_1" and record["points"][1]["params"]["train.batch_size"] == 64
 
 
 def test_a_refused_sbatch_leaves_nothing_behind(fake_slurm: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -10,17 +10,25 @@ from pathlib import Path
 
 import pytest
 import yaml
-
+from conftest import make_tiny_mnist
 from typer.testing import CliRunner
 
-from conftest import make_tiny_mnist
 from deltajobs.cli import app
 from deltajobs.errors import DataError, SpecError
 from deltajobs.train import fetch
 
 REPO = Path(__file__).resolve().parent.parent
 runner = CliRunner()
-TINY = ["--set", "train.epochs=1", "--set", "train.val_size=100", "--set", "train.batch_size=32", "--set", "train.threads=1"]
+TINY = [
+    "--set",
+    "train.epochs=1",
+    "--set",
+    "train.val_size=100",
+    "--set",
+    "train.batch_size=32",
+    "--set",
+    "train.threads=1",
+]
 
 
 def deltajobs(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -44,7 +52,9 @@ def one_line_error(proc: subprocess.CompletedProcess[str], code: int, message: s
 @pytest.mark.train
 def test_train_mnist_json_end_to_end(tiny_mnist: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    proc = deltajobs("train", "mnist", *TINY, "--run-dir", str(run_dir), "--json", env={"DELTAJOBS_DATA_ROOT": str(tiny_mnist)})
+    proc = deltajobs(
+        "train", "mnist", *TINY, "--run-dir", str(run_dir), "--json", env={"DELTAJOBS_DATA_ROOT": str(tiny_mnist)}
+    )
     assert proc.returncode == 0, proc.stderr
     results = json.loads(proc.stdout)
     assert results["status"] == "completed" and results["epochs"] == 1 and results["model"] == "mlp"
@@ -58,7 +68,9 @@ def test_train_mnist_json_end_to_end(tiny_mnist: Path, tmp_path: Path) -> None:
 
 def test_unknown_model_is_exit_2_with_one_line(tmp_path: Path) -> None:
     proc = deltajobs("train", "mnist", "--set", "train.model=nope", "--run-dir", str(tmp_path / "run"))
-    one_line_error(proc, 2, "train.model: 'nope' is not valid; choose one of: mlp, cnn, resnet, lstm, gru, vit, gnn, moe")
+    one_line_error(
+        proc, 2, "train.model: 'nope' is not valid; choose one of: mlp, cnn, resnet, lstm, gru, vit, gnn, moe"
+    )
     assert not (tmp_path / "run").exists()
 
 

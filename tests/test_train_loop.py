@@ -12,6 +12,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from conftest import make_tiny_mnist  # noqa: E402
+
 from deltajobs.errors import DataError, SpecError  # noqa: E402
 from deltajobs.train.api import run_training  # noqa: E402
 from deltajobs.train.config import TrainConfig  # noqa: E402
@@ -117,7 +118,9 @@ def test_resume_without_a_checkpoint_starts_afresh(tiny_mnist: Path, tmp_path: P
 
 def test_early_stopping_on_validation_loss(tiny_mnist: Path, tmp_path: Path) -> None:
     # a learning rate this high makes validation loss worse after the first epoch
-    results = run_training(tiny(tiny_mnist, epochs=10, lr=5.0, optimizer="sgd", early_stopping_patience=1), tmp_path, log=quiet)
+    results = run_training(
+        tiny(tiny_mnist, epochs=10, lr=5.0, optimizer="sgd", early_stopping_patience=1), tmp_path, log=quiet
+    )
     assert results["stopped_early"] and results["epochs"] < 10
 
 
@@ -154,7 +157,9 @@ def test_bad_settings_fail_before_training(settings: dict, field: str, tiny_mnis
 
 
 def test_missing_data_says_how_to_fetch(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match=r"MNIST not found: no train-images-idx3-ubyte in .*deltajobs data fetch mnist --root"):
+    with pytest.raises(
+        DataError, match=r"MNIST not found: no train-images-idx3-ubyte in .*deltajobs data fetch mnist --root"
+    ):
         run_training(tiny(tmp_path), tmp_path / "run", log=quiet)
 
 

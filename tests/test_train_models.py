@@ -98,7 +98,9 @@ def test_bad_model_args_name_the_key(model: str, args: dict, field: str, message
 
 
 def test_activation_checkpointing_on_a_model_without_it_is_an_error() -> None:
-    with pytest.raises(SpecError, match="train.activation_checkpointing: model mlp has no support; use one of: resnet, vit"):
+    with pytest.raises(
+        SpecError, match="train.activation_checkpointing: model mlp has no support; use one of: resnet, vit"
+    ):
         model_config(TrainConfig(model="mlp", activation_checkpointing=True))
 
 

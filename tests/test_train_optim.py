@@ -65,7 +65,12 @@ def test_scheduler_applies_lr_at_each_step() -> None:
 
 @pytest.mark.parametrize(
     ("name", "cls"),
-    [("sgd", torch.optim.SGD), ("rmsprop", torch.optim.RMSprop), ("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW)],
+    [
+        ("sgd", torch.optim.SGD),
+        ("rmsprop", torch.optim.RMSprop),
+        ("adam", torch.optim.Adam),
+        ("adamw", torch.optim.AdamW),
+    ],
 )
 def test_build_optimizer(name: str, cls: type) -> None:
     config = TrainConfig(optimizer=name, lr=0.01, weight_decay=0.1, momentum=0.8, nesterov=name == "sgd")
@@ -104,5 +109,5 @@ def test_warmup_longer_than_the_run_is_an_error() -> None:
 def test_cosine_is_monotone_and_ends_at_min_lr() -> None:
     config = TrainConfig(lr=1.0, schedule="cosine", min_lr=0.1)
     values = [lr_at(step, 50, config) for step in range(51)]
-    assert all(a >= b for a, b in zip(values, values[1:]))
+    assert all(a >= b for a, b in zip(values, values[1:], strict=False))
     assert values[-1] == pytest.approx(0.1) and not any(math.isnan(v) for v in values)

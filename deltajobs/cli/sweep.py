@@ -13,7 +13,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -40,7 +39,7 @@ from deltajobs.cli.tables import table
 class SweepGroup(TyperGroup):
     """A group whose first argument, unless it names a subcommand, is the JOB of `sweep run`."""
 
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:  # ctx: click's or typer's vendored Context
         if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
             args = ["run", *args]
         return super().parse_args(ctx, args)
@@ -53,16 +52,19 @@ sweep_app = typer.Typer(
 )
 app.add_typer(sweep_app, name="sweep")
 
+GridOpt = typer.Option(None, "--grid", help="KEY=V1,V2,...: values of a train.* key; axes multiply.")
+RangeOpt = typer.Option(None, "--range", help="KEY=LO:HI[:log]: where --random draws a key from.")
+PlotOpt = typer.Option(None, "--plot", help="Write the metric against each swept key to this PNG.")
 SweepIdArg = typer.Argument(..., help="The sweep id `deltajobs sweep JOB ...` printed, e.g. sw-1a2b3c.")
 
 
 @sweep_app.command("run")
 def run(
     job: str = typer.Argument(..., help="A job name from jobs/ (e.g. mnist) or a path to a YAML spec."),
-    grid: list[str] = typer.Option(None, "--grid", help="KEY=V1,V2,...: values of a train.* key; axes multiply."),
+    grid: list[str] = GridOpt,
     random_points: int = typer.Option(None, "--random", help="Draw N random points from the --range's."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random draws (the same seed, the same points)."),
-    ranges: list[str] = typer.Option(None, "--range", help="KEY=LO:HI[:log]: where --random draws a key from."),
+    ranges: list[str] = RangeOpt,
     max_parallel: int = typer.Option(
         None, "--max-parallel", min=1, help="Run at most P points at once (SLURM's %P; local default: the CPUs)."
     ),
@@ -174,7 +176,7 @@ def results(
         "test_acc", "--metric", help="Rank by this result (*acc: higher is better, else lower)."
     ),
     as_json: bool = JsonOpt,
-    plot: Path = typer.Option(None, "--plot", help="Write the metric against each swept key to this PNG."),
+    plot: Path = PlotOpt,
 ) -> None:
     """One row per point, best first by --metric (marked *): parameters, state and metrics."""
     from deltajobs.sweep_results import TABLE_METRICS, format_value, higher_is_better, rank, short_key

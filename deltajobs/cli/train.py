@@ -21,13 +21,22 @@ from deltajobs.spec import Overrides, resolve_job
 data_app = typer.Typer(help="Datasets for the trainer: fetch MNIST on a login node.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
+JobArg = typer.Argument(..., help="A job name from jobs/ (e.g. mnist) or a path to a YAML spec.")
+RunDirOpt = typer.Option(None, "--run-dir", help="Run directory (default: a new one under runs/).")
+ResumeOpt = typer.Option(False, "--resume", help="Continue the run in --run-dir from its checkpoint.")
+DatasetArg = typer.Argument("mnist", help="The dataset; only mnist for now.")
+RootOpt = typer.Option(
+    None, "--root", help="Data root (default: DELTAJOBS_DATA_ROOT, the config, ~/.local/state/deltajobs/data)."
+)
+FromOpt = typer.Option(None, "--from", help="Import IDX files (plain or .gz) from DIR instead of downloading.")
+
 
 @app.command()
 def train(
-    job: str = typer.Argument(..., help="A job name from jobs/ (e.g. mnist) or a path to a YAML spec."),
+    job: str = JobArg,
     sets: list[str] = SetOpt,
-    run_dir: Path = typer.Option(None, "--run-dir", help="Run directory (default: a new one under runs/)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --run-dir from its checkpoint."),
+    run_dir: Path = RunDirOpt,
+    resume: bool = ResumeOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Train a job's model here, in this process (CPU or this machine's GPU); no SLURM involved.
@@ -37,7 +46,9 @@ def train(
     from deltajobs.config import load_settings
 
     settings = load_settings()
-    resolved = resolve_job(job, Overrides(sets=list(sets or [])), settings, active_cluster(settings), require_account=False)
+    resolved = resolve_job(
+        job, Overrides(sets=list(sets or [])), settings, active_cluster(settings), require_account=False
+    )
     if resume:
         if run_dir is None:
             raise SpecError("--resume", "needs --run-dir DIR, the run directory of an earlier `deltajobs train`")
@@ -97,9 +108,9 @@ class StopFlag:
 
 @data_app.command("fetch")
 def fetch(
-    dataset: str = typer.Argument("mnist", help="The dataset; only mnist for now."),
-    root: Path = typer.Option(None, "--root", help="Data root (default: DELTAJOBS_DATA_ROOT, the config, ~/.local/state/deltajobs/data)."),
-    source: Path = typer.Option(None, "--from", help="Import IDX files (plain or .gz) from DIR instead of downloading."),
+    dataset: str = DatasetArg,
+    root: Path = RootOpt,
+    source: Path = FromOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Put MNIST into ROOT/MNIST/raw: download it, or import and check IDX files already on disk."""

@@ -25,8 +25,15 @@ import torch
 from torch import nn
 
 from deltajobs.errors import SpecError
-from deltajobs.train.checkpoint import CHECKPOINT, VERSION, check_same_config, load_checkpoint, rng_state
-from deltajobs.train.checkpoint import save_checkpoint, set_rng_state
+from deltajobs.train.checkpoint import (
+    CHECKPOINT,
+    VERSION,
+    check_same_config,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from deltajobs.train.config import TrainConfig
 from deltajobs.train.data import load_mnist
 from deltajobs.train.distributed import DistInfo, barrier, dist_info, init_distributed, pick_device, shutdown
@@ -90,7 +97,9 @@ def _train(
     torch.manual_seed(config.seed)  # the same initial weights on every rank
     data = load_mnist(config, device)
     if config.batch_size > len(data.train):
-        raise SpecError("train.batch_size", f"{config.batch_size} is larger than the {len(data.train)} training examples")
+        raise SpecError(
+            "train.batch_size", f"{config.batch_size} is larger than the {len(data.train)} training examples"
+        )
     core = build_model(config).to(device)
     optimizer = build_optimizer(core, config, device)
     total_steps = config.epochs * steps_per_epoch(len(data.train), config.batch_size, info.world_size)
@@ -128,7 +137,9 @@ def _train(
         trainer.load_state_dict(state)
         set_rng_state(state["rng"], device)
         p = trainer.progress
-        log(f"resuming {checkpoint}: epoch {p.epoch + 1} step {p.step}" if not p.done else f"{checkpoint}: already done")
+        log(
+            f"resuming {checkpoint}: epoch {p.epoch + 1} step {p.step}" if not p.done else f"{checkpoint}: already done"
+        )
     elif resume:
         log(f"no {CHECKPOINT} in {run_dir}; starting from scratch")
     if info.is_main:  # the metrics file holds exactly the epochs the checkpoint knows

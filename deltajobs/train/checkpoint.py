@@ -56,7 +56,9 @@ def load_checkpoint(path: Path, device: torch.device) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location=device, weights_only=True)
     except Exception as err:  # a truncated or foreign file: say which and what to do
-        raise DataError(f"{path} is not a readable deltajobs checkpoint ({err.__class__.__name__}); delete it to restart") from None
+        raise DataError(
+            f"{path} is not a readable deltajobs checkpoint ({err.__class__.__name__}); delete it to restart"
+        ) from None
     if not isinstance(state, dict) or state.get("version") != VERSION:
         raise DataError(f"{path} is not a deltajobs checkpoint of version {VERSION}; delete it to restart")
     return state

@@ -178,9 +178,9 @@ class Trainer:
             p.stopped_early = patience is not None and p.bad_epochs >= patience
         p.epoch, p.step, p.perm = p.epoch + 1, 0, None
         p.done = p.stopped_early or p.epoch >= config.epochs
-        self.log(format_epoch(record, config.epochs) + (" (early stop)" if p.stopped_early else ""))
         if self.on_epoch is not None:
             self.on_epoch(record)
+        self.log(format_epoch(record, config.epochs) + (" (early stop)" if p.stopped_early else ""))
         if self.save is not None and (p.done or p.epoch % config.checkpoint_every == 0):
             self.save()
 

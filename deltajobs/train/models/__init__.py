@@ -25,7 +25,7 @@ from deltajobs.train.models.gnn import GNN, GNNConfig
 from deltajobs.train.models.mlp import MLP, MLPConfig
 from deltajobs.train.models.moe import MoE, MoEConfig
 from deltajobs.train.models.resnet import ResNet, ResNetConfig
-from deltajobs.train.models.rnn import RowRNN, RNNConfig
+from deltajobs.train.models.rnn import RNNConfig, RowRNN
 from deltajobs.train.models.vit import ViT, ViTConfig
 
 REGISTRY: dict[str, tuple[type, Callable[[Any], nn.Module]]] = {
@@ -54,7 +54,8 @@ def model_config(config: TrainConfig) -> Any:
         if "activation_checkpointing" not in fields:
             supported = [name for name, (c, _) in REGISTRY.items() if _has_field(c, "activation_checkpointing")]
             raise SpecError(
-                "train.activation_checkpointing", f"model {config.model} has no support; use one of: {', '.join(supported)}"
+                "train.activation_checkpointing",
+                f"model {config.model} has no support; use one of: {', '.join(supported)}",
             )
         args.setdefault("activation_checkpointing", True)
     return from_dict(cls, args, "train.model_args")

@@ -1,0 +1,75 @@
+"""`deltajobs init`: find the user's accounts, write the user config, check the data directory."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+
+from deltajobs.cli.app import ClusterOpt, JsonOpt, app, emit_json
+from deltajobs.errors import DeltaJobsError, SpecError
+
+
+@app.command()
+def init(
+    account: str = typer.Option(None, "--account", "-A", help="Account to charge, e.g. bgvu-delta-gpu."),
+    cluster: str = ClusterOpt,
+    data_root: Path = typer.Option(None, "--data-root", help="Where datasets live (e.g. /projects/bgvu/data)."),
+    runs_dir: Path = typer.Option(None, "--runs-dir", help="Where run directories go (a shared filesystem)."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Write ~/.config/deltajobs/config.yaml: your account, cluster, data and runs directories."""
+    from deltajobs.charge import AccountingUnavailable, accounts
+    from deltajobs.cluster import load_profile
+    from deltajobs.config import load_settings, write_user_config
+    from deltajobs.context import active_cluster
+    from deltajobs.schema import check_constraints
+
+    settings = load_settings()
+    cluster_name = active_cluster(settings, cluster)
+    profile = load_profile(cluster_name)
+    try:
+        found = [row.account for row in accounts()]
+    except AccountingUnavailable:
+        found = []
+    if account is None:
+        gpu = [a for a in found if a.endswith(profile.account_suffix["gpu"])]
+        if len(gpu) == 1 or (gpu and not sys.stdin.isatty()):
+            account = gpu[0]
+        elif sys.stdin.isatty():
+            hint = f" ({', '.join(found)})" if found else ""
+            account = typer.prompt(f"Account to charge{hint}", default=gpu[0] if gpu else None)
+        else:
+            raise SpecError("account", "not found with `accounts`; pass --account CODE-delta-gpu")
+    check_constraints(account, "account", {"pattern": profile.account_pattern})
+    if found and account not in found:
+        raise SpecError("account", f"{account!r} is not one of yours; choose one of: {', '.join(found)}")
+    values: dict[str, object] = {"account": account, "cluster": cluster_name}
+    if data_root is not None:
+        values["data_root"] = str(data_root.expanduser().absolute())
+    if runs_dir is not None:
+        values["runs_dir"] = str(runs_dir.expanduser().absolute())
+    path = write_user_config(values)
+    settings = load_settings()
+    data_status = check_data(settings.data_path)
+    if as_json:
+        emit_json({"config": str(path), **values, "data_root": str(settings.data_path), "data": data_status})
+        return
+    typer.echo(f"wrote {path}")
+    typer.echo(f"  account:  {account}{' (from `accounts`)' if account in found else ''}")
+    typer.echo(f"  cluster:  {cluster_name}")
+    typer.echo(f"  runs in:  {settings.runs_path}")
+    typer.echo(f"  data in:  {settings.data_path}: {data_status}")
+    typer.echo("next: deltajobs render mnist, then deltajobs submit mnist --wait")
+
+
+def check_data(root: Path) -> str:
+    """'MNIST ok (60000 train, 10000 test)' or what to do about it."""
+    from deltajobs.train.fetch import verify
+
+    try:
+        counts = verify(root)
+    except DeltaJobsError as err:
+        return str(err)
+    return f"MNIST ok ({counts['train']} train, {counts['test']} test)"

@@ -1,0 +1,58 @@
+"""`deltajobs init`: accounts found with Delta's `accounts`, config written, data checked."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+import yaml
+from slurmutil import cli, cli_json
+
+from deltajobs.config import config_path
+
+ACCOUNTS = """Project Summary for User 'kingda':
+Project         Description                    Balance (Hours)    Deposited (Hours)
+--------------  ---------------------------  -----------------  -------------------
+bbka-delta-gpu  ncsa/delta staff allocation            5000000              5000000
+bbka-delta-cpu  ncsa/delta staff allocation              20000                20000
+"""
+
+
+@pytest.fixture
+def fake_accounts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Delta's `accounts` command, faked at the process boundary."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    tool = bin_dir / "accounts"
+    tool.write_text(f"#!/bin/sh\ncat <<'EOF'\n{ACCOUNTS}EOF\n")
+    tool.chmod(stat.S_IRWXU)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+
+
+def test_init_finds_the_gpu_account_and_checks_data(fake_accounts: None, tiny_mnist: Path) -> None:
+    data = cli_json("init", "--cluster", "delta", "--data-root", str(tiny_mnist))
+    assert data["account"] == "bbka-delta-gpu"
+    assert data["data"] == "MNIST ok (600 train, 200 test)"
+    written = yaml.safe_load(config_path().read_text())
+    assert written == {"account": "bbka-delta-gpu", "cluster": "delta", "data_root": str(tiny_mnist)}
+    render = cli("render", "mnist")
+    assert render.returncode == 0 and "#SBATCH --account=bbka-delta-gpu" in render.stdout
+
+
+def test_init_refuses_an_account_that_is_not_yours(fake_accounts: None) -> None:
+    proc = cli("init", "--cluster", "delta", "--account", "zzzz-delta-gpu")
+    assert proc.returncode == 2
+    assert "choose one of: bbka-delta-gpu, bbka-delta-cpu" in proc.stderr
+    assert not config_path().exists()
+
+
+def test_init_without_accounts_needs_the_flag(tmp_path: Path) -> None:
+    proc = cli("init", "--cluster", "delta", "--data-root", str(tmp_path))
+    assert proc.returncode == 2 and "pass --account" in proc.stderr
+    proc = cli("init", "--cluster", "delta", "--account", "bgvu-delta-gpu", "--data-root", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert "MNIST not found" in proc.stdout and "deltajobs data fetch mnist" in proc.stdout
+    proc = cli("init", "--cluster", "delta", "--account", "x; rm -rf /")
+    assert proc.returncode == 2 and "does not match" in proc.stderr
