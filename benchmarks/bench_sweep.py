@@ -75,7 +75,9 @@ def cancel(job_ids: list[str]) -> None:
 
 
 def deltajobs(*args: str) -> None:
-    subprocess.run([sys.executable, "-m", "deltajobs", *args], check=True, capture_output=True)
+    proc = subprocess.run([sys.executable, "-m", "deltajobs", *args], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"deltajobs {' '.join(args)[:60]}... exited {proc.returncode}: {proc.stderr.strip()}")
 
 
 def main() -> None:

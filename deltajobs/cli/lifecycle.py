@@ -267,6 +267,7 @@ def cancel(
     job_ids: list[str] = typer.Argument(None, help="Job ids to cancel."),
     all_: bool = typer.Option(False, "--all", help="Cancel every job that is not final."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask before --all."),
+    as_json: bool = JsonOpt,
 ) -> None:
     """Cancel jobs (one scancel for all of them)."""
     from deltajobs.config import load_settings
@@ -280,13 +281,16 @@ def cancel(
         if all_:
             rows = [r for r in registry.query(recent_since=0) if not r.final]
             if not rows:
-                typer.echo("no active jobs")
+                emit_json([]) if as_json else typer.echo("no active jobs")
                 return
             if not yes and not typer.confirm(f"cancel {len(rows)} job(s): {', '.join(r.job_id for r in rows)}?"):
                 raise typer.Exit(1)
         else:
             rows = registry.find(job_ids)
         done = cancel_rows(registry, rows)
+        if as_json:
+            emit_json([{"job_id": r.job_id, "cancelled": r.job_id in done, "state": r.state} for r in rows])
+            return
         for row in rows:
             typer.echo(f"{row.job_id}: {'cancelled' if row.job_id in done else 'already ' + row.state}")
     finally:

@@ -73,6 +73,9 @@ class Trainer:
         self.log, self.on_epoch, self.save = log, on_epoch, save
         self.shuffle = torch.Generator(device=device).manual_seed(config.seed)
         self.params = [p for p in core.parameters() if p.requires_grad]
+        # the model's optional hooks (see deltajobs.train.models)
+        self.aux_loss: Callable[[], torch.Tensor] | None = getattr(core, "aux_loss", None)
+        self.extra_metrics: Callable[[], dict[str, Any]] | None = getattr(core, "extra_metrics", None)
         self.progress = Progress(loss_sum=torch.zeros((), device=device))
         bf16 = config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda")
         self.autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
@@ -104,7 +107,6 @@ class Trainer:
             p.seen = 0
         self.model.train()
         batch_size, steps = config.batch_size, self.steps_per_epoch
-        has_aux = hasattr(self.core, "aux_loss")
         start = time.perf_counter()
         for step in range(p.step, steps):
             if self.should_stop is not None and self.stop_now(step):
@@ -116,7 +118,7 @@ class Trainer:
             x, y = train.x.index_select(0, local), train.y.index_select(0, local)  # (b, 1, 28, 28), (b,)
             with self.autocast():
                 loss = F.cross_entropy(self.model(x), y)
-                objective = loss + self.core.aux_loss() if has_aux else loss
+                objective = loss if self.aux_loss is None else loss + self.aux_loss()
             if self.info.enabled and len(local) * self.info.world_size != len(batch):
                 # DDP averages gradients over ranks; weight uneven shards so that equals the global mean
                 objective = objective * (len(local) * self.info.world_size / len(batch))
@@ -154,7 +156,7 @@ class Trainer:
         loss_sum, seen = totals.tolist()
         val_loss, val_acc = self.evaluate(self.data.val) if self.data.val is not None else (None, None)
         test_loss, test_acc = self.evaluate(self.data.test)
-        extra = self.core.extra_metrics() if hasattr(self.core, "extra_metrics") else {}
+        extra = self.extra_metrics() if self.extra_metrics is not None else {}
         p.eval_seconds += time.perf_counter() - start
         global_step = (p.epoch + 1) * self.steps_per_epoch
         record = {

@@ -56,6 +56,9 @@ class SageLayer(nn.Module):
 
 
 class GNN(nn.Module):
+    position: torch.Tensor  # (1, N, 2) buffers, registered below
+    grid: torch.Tensor  # (1, N, N)
+
     def __init__(self, config: GNNConfig) -> None:
         super().__init__()
         if 28 % config.grid:
