@@ -39,10 +39,20 @@ def bench_status(rows: int, active: int, repeat: int) -> dict[str, float]:
     now = time.time()
     registry.add_many(
         JobRow(
-            job_id=str(900000 + i), name=f"bench{i % 7}", cluster="minidelta", backend="slurm",
-            run_dir=f"/tmp/bench/{i}", log_path=f"/tmp/bench/{i}/o", err_path=f"/tmp/bench/{i}/e",
-            submitted_at=now - i, state="RUNNING" if i < active else "COMPLETED", partition="gpuA100x4",
-            nodes=1, gpus_per_node=1, elapsed_s=60 + i, su=0.01,
+            job_id=str(900000 + i),
+            name=f"bench{i % 7}",
+            cluster="minidelta",
+            backend="slurm",
+            run_dir=f"/tmp/bench/{i}",
+            log_path=f"/tmp/bench/{i}/o",
+            err_path=f"/tmp/bench/{i}/e",
+            submitted_at=now - i,
+            state="RUNNING" if i < active else "COMPLETED",
+            partition="gpuA100x4",
+            nodes=1,
+            gpus_per_node=1,
+            elapsed_s=60 + i,
+            su=0.01,
         )
         for i in range(rows)
     )

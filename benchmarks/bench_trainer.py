@@ -7,19 +7,22 @@ DataLoader (batch 64, shuffle), the MLP 784-256-128-10, AdamW 1e-3, CrossEntropy
 `loss.item()` every step. deltajobs runs jobs/mnist.yaml's recipe (the same model, optimizer and
 batch size; 5,000 training images held out for validation) through `run_training`.
 
-Every measurement runs in a fresh subprocess (so peak RSS is that run's alone) with the same
-`torch.set_num_threads`. It reports, as medians over the repetitions:
-  - training throughput (samples/s over one epoch of optimizer steps) and the ratio;
+Both sides use the same `torch.set_num_threads`. It reports medians of:
+  - training throughput (samples/s of optimizer steps), measured in one process as alternating
+    bursts of about a second of each loop, so that load from other users of a shared machine hits
+    both sides alike; the ratio is the median of the per-round ratios;
   - wall time from the end of the imports (torch, torchvision: the same on both sides) through
     dataset, model, training loop and per-epoch test evaluation to the first epoch with test
     accuracy >= 98.0%, and the ratio;
-  - peak memory (max RSS) of the time-to-98% runs.
+  - peak memory (max RSS) of the time-to-98% runs, each in a fresh subprocess (so the peak RSS is
+    that run's alone).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import resource
 import statistics
@@ -88,6 +91,89 @@ def reference(data_root: str, threads: int, epochs: int, stop_at_target: bool) -
     return {"history": history, "peak_memory_mb": peak_rss_mb(), "step_seconds": step_seconds}
 
 
+class StopAfter:
+    """A should_stop that lets `steps` optimizer steps run, then stops."""
+
+    def __init__(self, steps: int) -> None:
+        self.steps, self.calls = steps, 0
+
+    def __call__(self) -> bool:
+        self.calls += 1
+        return self.calls > self.steps
+
+
+def throughput(data_root: str, threads: int, rounds: int, seconds: float) -> dict[str, Any]:
+    """Alternate bursts of ~`seconds` of the reference loop and of deltajobs' Trainer, `rounds` times."""
+    import torch
+    from torch import nn
+    from torchvision import datasets, transforms
+
+    from deltajobs.train.api import build_trainer
+    from deltajobs.train.config import TrainConfig
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))])
+    loader = torch.utils.data.DataLoader(
+        datasets.MNIST(data_root, train=True, download=False, transform=transform), batch_size=64, shuffle=True
+    )
+    model = nn.Sequential(
+        nn.Flatten(), nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 128), nn.ReLU(), nn.Linear(128, 10)
+    )
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    criterion = nn.CrossEntropyLoss()
+    batches = iter(loader)
+
+    def reference_burst(steps: int) -> int:
+        nonlocal batches
+        samples = 0
+        for _ in range(steps):
+            try:
+                images, labels = next(batches)
+            except StopIteration:
+                batches = iter(loader)
+                images, labels = next(batches)
+            optimizer.zero_grad()
+            loss = criterion(model(images), labels)
+            loss.backward()
+            optimizer.step()
+            loss.item()
+            samples += len(labels)
+        return samples
+
+    config = TrainConfig(data_root=data_root, batch_size=64, optimizer="adamw", lr=1e-3, threads=threads, epochs=100)
+    trainer = build_trainer(config, torch.device("cpu"), log=lambda line: None)
+
+    def deltajobs_burst(steps: int) -> int:
+        p = trainer.progress
+        start_samples, left = p.samples, steps
+        while left > 0:
+            trainer.should_stop, trainer.stop_requested = StopAfter(left), False
+            before = p.step
+            finished = trainer.train_epoch()  # runs `left` steps, or to the end of the epoch
+            left -= p.step - before
+            if finished:  # start the next epoch without evaluating
+                p.epoch, p.step, p.perm = p.epoch + 1, 0, None
+        return p.samples - start_samples
+
+    def timed(burst: Any, steps: int) -> tuple[float, float]:
+        start = time.perf_counter()
+        samples = burst(steps)
+        return samples, time.perf_counter() - start
+
+    steps = {"reference": 30, "deltajobs": 200}
+    bursts = {"reference": reference_burst, "deltajobs": deltajobs_burst}
+    for name in steps:  # warm up, then size the bursts to ~`seconds` each
+        samples, took = timed(bursts[name], steps[name])
+        steps[name] = max(10, int(steps[name] * seconds / took))
+    speeds: dict[str, list[float]] = {"reference": [], "deltajobs": []}
+    for _ in range(rounds):
+        for name in ("reference", "deltajobs"):
+            samples, took = timed(bursts[name], steps[name])
+            speeds[name].append(samples / took)
+    return speeds
+
+
 def deltajobs(data_root: str, threads: int, epochs: int, stop_at_target: bool) -> dict[str, Any]:
     """jobs/mnist.yaml through run_training; the wall clock is read at each epoch's log line."""
     from deltajobs.train.api import run_training
@@ -119,66 +205,78 @@ def deltajobs(data_root: str, threads: int, epochs: int, stop_at_target: bool) -
     }
 
 
-def in_subprocess(which: str, args: argparse.Namespace, epochs: int, stop_at_target: bool) -> dict[str, Any]:
-    command = [sys.executable, __file__, "--worker", which, "--data-root", args.data_root]
-    command += ["--threads", str(args.threads), "--epochs", str(epochs)]
-    command += ["--stop-at-target"] if stop_at_target else []
-    out = subprocess.run(
-        command, capture_output=True, text=True, check=True, env={**os.environ, "PYTHONWARNINGS": "ignore"}
-    )
+def in_subprocess(worker: str, args: argparse.Namespace, *extra: str) -> dict[str, Any]:
+    command = [sys.executable, __file__, "--worker", worker, "--data-root", args.data_root]
+    command += ["--threads", str(args.threads), *extra]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    out = subprocess.run(command, capture_output=True, text=True, check=True, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def time_to_target(run: dict[str, Any]) -> tuple[float | None, int | None]:
+def time_to_target(run: dict[str, Any]) -> tuple[float, float]:
+    """(seconds, epoch) of the first epoch at or above the target; NaN if never."""
     for epoch in run["history"]:
         if epoch["test_acc"] >= TARGET:
             return epoch["wall_seconds"], epoch["epoch"]
-    return None, None
+    return math.nan, math.nan
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-root", default=os.environ.get("DELTAJOBS_DATA_ROOT", "/work/shared/data"))
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=3, help="repetitions of each measurement (medians)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs to 98%% of each loop (medians)")
+    parser.add_argument("--rounds", type=int, default=15, help="alternating throughput bursts of each loop")
     parser.add_argument("--max-epochs", type=int, default=15, help="give up on 98%% after this many epochs")
-    parser.add_argument("--worker", choices=["reference", "deltajobs"], help=argparse.SUPPRESS)
-    parser.add_argument("--epochs", type=int, default=1, help=argparse.SUPPRESS)
-    parser.add_argument("--stop-at-target", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=["reference", "deltajobs", "throughput"], help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.worker == "throughput":
+        print(json.dumps(throughput(args.data_root, args.threads, args.rounds, seconds=1.0)))
+        return
     if args.worker:
         run = {"reference": reference, "deltajobs": deltajobs}[args.worker]
-        print(json.dumps(run(args.data_root, args.threads, args.epochs, args.stop_at_target)))
+        print(json.dumps(run(args.data_root, args.threads, args.max_epochs, True)))
         return
 
     import platform
 
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch threads {args.threads}")
-    rows: dict[str, dict[str, list[float]]] = {"reference": {}, "deltajobs": {}}
+    import torch
+
+    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, threads {args.threads}")
+    speeds = in_subprocess("throughput", args, "--rounds", str(args.rounds))
+    ratios = [ours / ref for ref, ours in zip(speeds["reference"], speeds["deltajobs"], strict=True)]
+    print(f"throughput bursts (samples/s): reference {[round(v) for v in speeds['reference']]}")
+    print(f"                               deltajobs {[round(v) for v in speeds['deltajobs']]}")
+
+    runs: dict[str, list[dict[str, Any]]] = {"reference": [], "deltajobs": []}
     for repeat in range(args.repeats):
         for which in ("reference", "deltajobs"):  # interleaved, so load from other users hits both alike
-            one = in_subprocess(which, args, 1, stop_at_target=False)
-            speed = one.get("samples_per_second") or one["history"][0]["samples_per_second"]
-            rows[which].setdefault("samples_per_second", []).append(speed)
-            run = in_subprocess(which, args, args.max_epochs, stop_at_target=True)
+            run = in_subprocess(which, args, "--max-epochs", str(args.max_epochs))
+            runs[which].append(run)
             seconds, epoch = time_to_target(run)
-            rows[which].setdefault("seconds_to_98", []).append(seconds if seconds is not None else float("nan"))
-            rows[which].setdefault("epoch_of_98", []).append(epoch or float("nan"))
-            rows[which].setdefault("peak_memory_mb", []).append(run["peak_memory_mb"])
-            print(
-                f"  repeat {repeat + 1} {which:9s} {speed:9.0f} samples/s, 98% at epoch {epoch} after {seconds}s",
-                flush=True,
-            )
+            print(f"run {repeat + 1} {which:9s}: 98% at epoch {epoch:g} after {seconds:.1f}s", flush=True)
 
-    med = {which: {key: statistics.median(values) for key, values in row.items()} for which, row in rows.items()}
-    ref, ours = med["reference"], med["deltajobs"]
-    print(json.dumps({"raw": rows, "median": med}, indent=1))
-    print(f"training samples/s   reference {ref['samples_per_second']:9.0f}   deltajobs {ours['samples_per_second']:9.0f}"
-          f"   ratio {ours['samples_per_second'] / ref['samples_per_second']:5.1f}x")  # fmt: skip
-    print(f"seconds to 98% test  reference {ref['seconds_to_98']:9.1f}   deltajobs {ours['seconds_to_98']:9.1f}"
-          f"   ratio {ref['seconds_to_98'] / ours['seconds_to_98']:5.1f}x shorter"
-          f"   (epochs {ref['epoch_of_98']:g} vs {ours['epoch_of_98']:g})")  # fmt: skip
-    print(f"peak memory (MB)     reference {ref['peak_memory_mb']:9.0f}   deltajobs {ours['peak_memory_mb']:9.0f}")
+    def median(which: str, key: str) -> float:
+        if key == "peak_memory_mb":
+            return statistics.median(run[key] for run in runs[which])
+        index = 0 if key == "seconds" else 1
+        return statistics.median(time_to_target(run)[index] for run in runs[which])
+
+    ref_speed, our_speed = statistics.median(speeds["reference"]), statistics.median(speeds["deltajobs"])
+    ref_time, our_time = median("reference", "seconds"), median("deltajobs", "seconds")
+    print(
+        f"\ntraining samples/s   reference {ref_speed:8.0f}  deltajobs {our_speed:8.0f}  "
+        f"ratio {statistics.median(ratios):5.1f}x (median of {len(ratios)} paired bursts)"
+    )
+    print(
+        f"seconds to 98% test  reference {ref_time:8.1f}  deltajobs {our_time:8.1f}  "
+        f"ratio {ref_time / our_time:5.1f}x shorter (epochs {median('reference', 'epoch'):g} vs "
+        f"{median('deltajobs', 'epoch'):g}, {args.repeats} runs each)"
+    )
+    print(
+        f"peak memory (MB)     reference {median('reference', 'peak_memory_mb'):8.0f}  "
+        f"deltajobs {median('deltajobs', 'peak_memory_mb'):8.0f}"
+    )
 
 
 if __name__ == "__main__":

@@ -241,10 +241,12 @@ def results(row: JobRow) -> dict[str, Any]:
 
 
 def last_line(path: Path, max_bytes: int = 4096) -> str:
+    """The last line the job printed, skipping submitit's own bookkeeping lines."""
     try:
         with path.open("rb") as f:
             f.seek(max(0, path.stat().st_size - max_bytes))
-            lines = [ln for ln in f.read().decode(errors="replace").splitlines() if ln.strip()]
+            text = f.read().decode(errors="replace")
+            lines = [ln for ln in text.splitlines() if ln.strip() and not ln.startswith("submitit ")]
     except OSError:
         return ""
     return lines[-1] if lines else ""

@@ -85,15 +85,17 @@ def check_config(config: TrainConfig) -> None:
         raise SpecError("train.early_stopping_patience", "needs a validation split; set train.val_size > 0")
 
 
-def _train(
+def build_trainer(
     config: TrainConfig,
-    run_dir: Path,
-    info: DistInfo,
     device: torch.device,
-    resume: bool,
-    should_stop: Callable[[], bool] | None,
-    log: Callable[[str], None],
-) -> dict[str, Any]:
+    info: DistInfo | None = None,
+    *,
+    should_stop: Callable[[], bool] | None = None,
+    log: Callable[[str], None] = print,
+) -> Trainer:
+    """Data on `device`, the model (DDP-wrapped across ranks, compiled if asked), optimizer and
+    schedule, in a Trainer that writes nothing until `on_epoch`/`save` are set."""
+    info = info or DistInfo()
     torch.manual_seed(config.seed)  # the same initial weights on every rank
     data = load_mnist(config, device)
     if config.batch_size > len(data.train):
@@ -104,13 +106,24 @@ def _train(
     optimizer = build_optimizer(core, config, device)
     total_steps = config.epochs * steps_per_epoch(len(data.train), config.batch_size, info.world_size)
     scheduler = build_scheduler(optimizer, total_steps, config)
-
     model: nn.Module = core
     if info.enabled:
         model = nn.parallel.DistributedDataParallel(core, device_ids=[device.index] if device.type == "cuda" else None)
     if config.compile:
         model = torch.compile(model)  # type: ignore[assignment]
+    return Trainer(config, model, core, optimizer, scheduler, data, device, info, should_stop=should_stop, log=log)
 
+
+def _train(
+    config: TrainConfig,
+    run_dir: Path,
+    info: DistInfo,
+    device: torch.device,
+    resume: bool,
+    should_stop: Callable[[], bool] | None,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    trainer = build_trainer(config, device, info, should_stop=should_stop, log=log)
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
     config_dict = dataclasses.asdict(config)
@@ -126,10 +139,7 @@ def _train(
             with (run_dir / METRICS).open("a") as handle:
                 handle.write(json.dumps(record) + "\n")
 
-    trainer = Trainer(
-        config, model, core, optimizer, scheduler, data, device, info,
-        should_stop=should_stop, log=log, on_epoch=append_metrics, save=save,
-    )  # fmt: skip
+    trainer.save, trainer.on_epoch = save, append_metrics
     checkpoint = run_dir / CHECKPOINT
     if resume and checkpoint.is_file():
         state = load_checkpoint(checkpoint, device)
@@ -137,16 +147,15 @@ def _train(
         trainer.load_state_dict(state)
         set_rng_state(state["rng"], device)
         p = trainer.progress
-        log(
-            f"resuming {checkpoint}: epoch {p.epoch + 1} step {p.step}" if not p.done else f"{checkpoint}: already done"
-        )
+        log(f"resuming {checkpoint}: epoch {p.epoch + 1} step {p.step}" if not p.done else f"{checkpoint}: done")
     elif resume:
         log(f"no {CHECKPOINT} in {run_dir}; starting from scratch")
     if info.is_main:  # the metrics file holds exactly the epochs the checkpoint knows
         lines = [json.dumps(record) + "\n" for record in trainer.progress.history]
         (run_dir / METRICS).write_text("".join(lines))
 
-    params = count_parameters(core)
+    params = count_parameters(trainer.core)
+    data = trainer.data
     log(
         f"training {config.model} ({params:,} parameters) on {device}"
         + (f" x {info.world_size} ranks" if info.enabled else "")
