@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -77,7 +78,7 @@ def read_user_config(path: Path | None = None) -> UserConfig:
 def load_settings() -> Settings:
     user = read_user_config()
     settings = Settings(**vars(user), home=str(state_home()))
-    overrides = {key: os.environ[var] for key, var in ENV_VARS.items() if os.environ.get(var)}
+    overrides: dict[str, Any] = {key: os.environ[var] for key, var in ENV_VARS.items() if os.environ.get(var)}
     return replace(settings, **overrides)
 
 

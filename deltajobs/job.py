@@ -53,7 +53,9 @@ def record_attempt(run_dir: Path) -> int:
     path = run_dir / ATTEMPTS_FILE
     data = json.loads(path.read_text()) if path.exists() else {"starts": []}
     if global_rank() == 0:
-        data["starts"].append({"time": time.time(), "job_id": os.environ.get("SLURM_JOB_ID"), "host": os.uname().nodename})
+        data["starts"].append(
+            {"time": time.time(), "job_id": os.environ.get("SLURM_JOB_ID"), "host": os.uname().nodename}
+        )
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(data, indent=1))
         tmp.replace(path)
@@ -103,9 +105,13 @@ class TrainJob(submitit.helpers.Checkpointable):
         if global_rank() != 0 or signum != signal.SIGUSR2:
             sys.exit(-1)  # SIGTERM: preempted (SLURM requeues --requeue jobs) or cancelled
         if os.environ.get("SUBMITIT_EXECUTOR") != "slurm":
-            raise RuntimeError("timed out on the local backend; continue with `deltajobs train JOB --resume --run-dir ...`")
+            raise RuntimeError(
+                "timed out on the local backend; continue with `deltajobs train JOB --resume --run-dir ...`"
+            )
         if restarted >= self.max_requeues:
-            raise RuntimeError(f"timed out after {restarted} requeue(s): resources.max_requeues={self.max_requeues} reached")
+            raise RuntimeError(
+                f"timed out after {restarted} requeue(s): resources.max_requeues={self.max_requeues} reached"
+            )
         env = submitit.JobEnvironment()
         env._requeue(self.max_requeues - restarted)  # submitit's: scontrol requeue $SLURM_JOB_ID
         sys.exit(-1)

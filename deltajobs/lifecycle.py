@@ -152,7 +152,11 @@ def local_state(row: JobRow) -> dict[str, Any]:
     else:
         state = "FAILED"  # died without a result: killed, or crashed before submitit could write one
     end = result.stat().st_mtime if result.exists() else now
-    return {"state": state, "elapsed_s": int(end - row.submitted_at), "exit_code": "0:0" if state == "COMPLETED" else "1:0"}
+    return {
+        "state": state,
+        "elapsed_s": int(end - row.submitted_at),
+        "exit_code": "0:0" if state == "COMPLETED" else "1:0",
+    }
 
 
 def _result_tag(path: Path) -> str:

@@ -154,7 +154,9 @@ class Registry:
         row.updated_at = time.time()
         marks = ",".join("?" for _ in _COLUMNS)
         with self.transaction() as conn:
-            conn.execute(f"INSERT INTO jobs ({','.join(_COLUMNS)}) VALUES ({marks})", [getattr(row, c) for c in _COLUMNS])
+            conn.execute(
+                f"INSERT INTO jobs ({','.join(_COLUMNS)}) VALUES ({marks})", [getattr(row, c) for c in _COLUMNS]
+            )
 
     def add_many(self, rows: Iterable[JobRow]) -> None:
         marks = ",".join("?" for _ in _COLUMNS)
@@ -188,7 +190,9 @@ class Registry:
         else:
             row = self._conn.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
         if row is None:
-            raise NotFoundError(f"job {job_id} is not in the registry ({self.path}); `deltajobs status --all` lists them")
+            raise NotFoundError(
+                f"job {job_id} is not in the registry ({self.path}); `deltajobs status --all` lists them"
+            )
         return JobRow(**dict(row))
 
     def find(self, job_ids: Iterable[str]) -> list[JobRow]:
@@ -196,7 +200,7 @@ class Registry:
 
     def query(self, *, recent_since: float | None = None, sweep_id: str | None = None) -> list[JobRow]:
         """All rows; or those not final or submitted after `recent_since`; or one sweep's."""
-        sql, args = "SELECT * FROM jobs", []
+        sql, args = "SELECT * FROM jobs", list[Any]()
         if sweep_id is not None:
             sql += " WHERE sweep_id = ?"
             args.append(sweep_id)

@@ -107,11 +107,10 @@ def coerce(value: Any, hint: Any, field: str, metadata: typing.Mapping[str, Any]
         if not isinstance(value, dict):
             raise SpecError(field, f"expected a mapping, got {_show(value)}")
         return {
-            coerce(k, key_hint, f"{field}.{k}", {}): coerce(v, value_hint, f"{field}.{k}", {})
-            for k, v in value.items()
+            coerce(k, key_hint, f"{field}.{k}", {}): coerce(v, value_hint, f"{field}.{k}", {}) for k, v in value.items()
         }
     if dataclasses.is_dataclass(hint):
-        return from_dict(hint, value, field)  # type: ignore[type-var]
+        return from_dict(hint, value, field)  # type: ignore[arg-type]
     if hint is Any:
         return value
     result = _scalar(value, hint, field)

@@ -130,7 +130,13 @@ class AcctRecord:
 
 
 def squeue_argv(user: str | None = None) -> list[str]:
-    return ["squeue", "--noheader", "--array", f"--user={user or getpass.getuser()}", "--format=" + "|".join(SQUEUE_FIELDS)]
+    return [
+        "squeue",
+        "--noheader",
+        "--array",
+        f"--user={user or getpass.getuser()}",
+        "--format=" + "|".join(SQUEUE_FIELDS),
+    ]
 
 
 def sacct_argv(

@@ -189,9 +189,7 @@ def validate(job: ResolvedJob, *, require_account: bool = True) -> None:
     part = job.partition  # raises for an unknown partition
     pname = part.name
     if part.kind == "gpu" and not 1 <= res.gpus_per_node <= part.gpus:
-        raise SpecError(
-            "resources.gpus_per_node", f"{res.gpus_per_node} on {pname}; choose 1 to {part.gpus}"
-        )
+        raise SpecError("resources.gpus_per_node", f"{res.gpus_per_node} on {pname}; choose 1 to {part.gpus}")
     if part.kind == "cpu" and res.gpus_per_node != 0:
         raise SpecError(
             "resources.gpus_per_node", f"{res.gpus_per_node} on CPU partition {pname}; it must be 0 (--gpus 0)"

@@ -46,7 +46,9 @@ def cli_json(*args: str, env: dict[str, str] | None = None) -> Any:
     return json.loads(proc.stdout)
 
 
-def wait_for_state(job_id: str, states: set[str], timeout: float = 240, env: dict[str, str] | None = None) -> dict[str, Any]:
+def wait_for_state(
+    job_id: str, states: set[str], timeout: float = 240, env: dict[str, str] | None = None
+) -> dict[str, Any]:
     deadline = time.time() + timeout
     seen: list[str] = []
     while time.time() < deadline:

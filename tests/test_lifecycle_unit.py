@@ -24,7 +24,13 @@ def test_parse_sacct_folds_steps() -> None:
     assert sorted(records, key=int) == [str(i) for i in range(1, 9)]
     one = records["1"]
     assert (one.state, one.partition, one.billing, one.gpus, one.elapsed_s, one.timelimit_s) == (
-        "COMPLETED", "gpuA100x4", 1000.0, 1, 3, 600)
+        "COMPLETED",
+        "gpuA100x4",
+        1000.0,
+        1,
+        3,
+        600,
+    )
     assert one.su == pytest.approx(3 * 1000 / 3.6e6)
     assert records["4"].billing == 2000 and records["5"].billing == 500 and records["6"].billing == 8000
     steps = records["8"]
@@ -60,9 +66,15 @@ def test_durations_and_sizes() -> None:
 
 def row(job_id: str, state: str = "PENDING", backend: str = "slurm", tmp: Path = Path("/tmp")) -> JobRow:
     return JobRow(
-        job_id=job_id, name="t", cluster="minidelta", backend=backend, run_dir=str(tmp / job_id),
-        log_path=str(tmp / f"{job_id}_0_log.out"), err_path=str(tmp / f"{job_id}_0_log.err"),
-        submitted_at=time.time(), state=state,
+        job_id=job_id,
+        name="t",
+        cluster="minidelta",
+        backend=backend,
+        run_dir=str(tmp / job_id),
+        log_path=str(tmp / f"{job_id}_0_log.out"),
+        err_path=str(tmp / f"{job_id}_0_log.err"),
+        submitted_at=time.time(),
+        state=state,
     )
 
 

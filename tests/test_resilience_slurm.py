@@ -78,7 +78,11 @@ def assert_same_metrics(resumed: dict, reference: dict) -> None:
     assert resumed["test_loss"] == reference["test_loss"]
     assert resumed["test_acc"] == reference["test_acc"]
     for got, want in zip(resumed["history"], reference["history"], strict=True):
-        assert (got["epoch"], got["train_loss"], got["val_loss"]) == (want["epoch"], want["train_loss"], want["val_loss"])
+        assert (got["epoch"], got["train_loss"], got["val_loss"]) == (
+            want["epoch"],
+            want["train_loss"],
+            want["val_loss"],
+        )
 
 
 def test_timeout_checkpoints_requeues_and_resumes_exactly(env: None, medium_mnist: Path, tmp_path: Path) -> None:
@@ -87,8 +91,15 @@ def test_timeout_checkpoints_requeues_and_resumes_exactly(env: None, medium_mnis
     # ("due to the resolution of event handling", sbatch(1)): here within the first 60 s of each
     # 2-minute run, so the first run is always interrupted and each run makes progress.
     sub = cli_json(
-        "submit", "mnist", *sets, "--time", "00:02:00",
-        "--set", "resources.signal_grace=60", "--set", "resources.max_requeues=10",
+        "submit",
+        "mnist",
+        *sets,
+        "--time",
+        "00:02:00",
+        "--set",
+        "resources.signal_grace=60",
+        "--set",
+        "resources.max_requeues=10",
     )
     reference = reference_run(sets, tmp_path / "reference")
     row = drive_to_end(sub["job_id"], timeout=600)
@@ -123,8 +134,19 @@ def test_preempted_job_resumes_from_its_checkpoint(env: None, medium_mnist: Path
 def test_two_cpu_tasks_train_with_gloo_like_one_process(env: None, tiny_mnist: Path, tmp_path: Path) -> None:
     sets = train_sets(tiny_mnist, epochs=3) + ["--set", "train.batch_size=64", "--set", "train.val_size=100"]
     sub = cli_json(
-        "submit", "mnist", *sets, "--partition", "cpu", "--gpus", "0", "--account", "bgvu-delta-cpu",
-        "--set", "resources.tasks_per_node=2", "--mem", "8G",
+        "submit",
+        "mnist",
+        *sets,
+        "--partition",
+        "cpu",
+        "--gpus",
+        "0",
+        "--account",
+        "bgvu-delta-cpu",
+        "--set",
+        "resources.tasks_per_node=2",
+        "--mem",
+        "8G",
     )
     script = (Path(sub["run_dir"]) / "job.sh").read_text()
     assert "#SBATCH --ntasks-per-node=2" in script and "MASTER_ADDR" in script

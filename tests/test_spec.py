@@ -50,12 +50,17 @@ def test_layering_defaults_config_env_spec_flags(tmp_path: Path, monkeypatch: py
     job = resolve_job(str(path), None, load_settings(), "delta")
     assert (job.spec.account, job.spec.train.data_root) == ("spec-delta-gpu", "/spec/data")
     # flags beat the spec
-    job = resolve_job(str(path), Overrides(account="flag-delta-gpu", sets=["train.data_root=/flag"]), load_settings(), "delta")
+    job = resolve_job(
+        str(path), Overrides(account="flag-delta-gpu", sets=["train.data_root=/flag"]), load_settings(), "delta"
+    )
     assert (job.spec.account, job.spec.train.data_root) == ("flag-delta-gpu", "/flag")
 
 
 def test_set_is_typed_by_the_schema() -> None:
-    job = resolve(account="bgvu-delta-gpu", sets=["train.epochs=3", "train.lr=0.01", "resources.mem=32G", "resources.exclusive=true"])
+    job = resolve(
+        account="bgvu-delta-gpu",
+        sets=["train.epochs=3", "train.lr=0.01", "resources.mem=32G", "resources.exclusive=true"],
+    )
     assert job.spec.train.epochs == 3 and isinstance(job.spec.train.epochs, int)
     assert job.spec.train.lr == 0.01
     assert job.spec.resources.mem == "32G"
@@ -94,7 +99,11 @@ BAD = [
     ({"sets": ["environment.env={'A B': x}"]}, "environment.env.A B", "does not match"),
     ({"sets": ["resources.constraint=scratch;rm"]}, "resources.constraint", "does not match"),
     ({"sets": ["resources.signal_grace=600"]}, "resources.signal_grace", "shorter than the walltime"),
-    ({"sets": ["resources.tasks_per_node=3", "resources.gpus_per_node=2"]}, "resources.tasks_per_node", "choose 1 or 2"),
+    (
+        {"sets": ["resources.tasks_per_node=3", "resources.gpus_per_node=2"]},
+        "resources.tasks_per_node",
+        "choose 1 or 2",
+    ),
 ]
 
 

@@ -21,9 +21,7 @@ app = typer.Typer(
 )
 
 # Options shared by every command that takes a job spec.
-SetOpt = typer.Option(
-    None, "--set", help="Override a spec key, dotted and typed by the schema: --set train.epochs=3"
-)
+SetOpt = typer.Option(None, "--set", help="Override a spec key, dotted and typed by the schema: --set train.epochs=3")
 AccountOpt = typer.Option(None, "--account", "-A", help="Account to charge, e.g. bgvu-delta-gpu.")
 PartitionOpt = typer.Option(None, "--partition", "-p", help="Partition, e.g. gpuA100x4.")
 NodesOpt = typer.Option(None, "--nodes", "-N", help="Number of nodes.")

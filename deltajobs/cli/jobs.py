@@ -67,7 +67,10 @@ def render(
 
     settings = load_settings()
     resolved = resolve_job(
-        job, overrides(sets, account, partition, nodes, gpus, cpus, mem, time), settings, active_cluster(settings, cluster)
+        job,
+        overrides(sets, account, partition, nodes, gpus, cpus, mem, time),
+        settings,
+        active_cluster(settings, cluster),
     )
     script = render_script(resolved, run_dir or new_run_dir(settings, resolved.spec.name))
     if output is None:

@@ -111,7 +111,9 @@ def guard_budget(resolved: Any, settings: Any, yes: bool) -> float:
         return estimate.su
     cap = settings.max_su_per_job
     if cap is not None and estimate.su > cap:
-        raise BudgetError(f"the estimate {estimate.su:.2f} SU exceeds max_su_per_job {cap:g}; pass --yes to submit anyway")
+        raise BudgetError(
+            f"the estimate {estimate.su:.2f} SU exceeds max_su_per_job {cap:g}; pass --yes to submit anyway"
+        )
     left = balance(resolved.spec.account)
     if left is not None and estimate.su > left:
         raise BudgetError(
