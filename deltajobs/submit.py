@@ -27,7 +27,7 @@ from deltajobs.config import Settings
 from deltajobs.errors import DeltaJobsError, SlurmError
 from deltajobs.job import TrainJob
 from deltajobs.registry import JobRow, Registry, spec_key
-from deltajobs.render import job_python, launch_command, render, submitit_folder
+from deltajobs.render import job_python, render, submitit_folder
 from deltajobs.spec import ResolvedJob
 
 BACKENDS = ("slurm", "local")
@@ -188,12 +188,11 @@ def _slurm(resolved: ResolvedJob, run_dir: Path, script: str) -> Submission:
         timeout_min=max(1, resolved.spec.resources.seconds // 60),
         max_requeues=resolved.spec.resources.max_requeues,
     )
-    assert executor._submitit_command_str == launch_command(resolved, folder)
     try:
         with contextlib.redirect_stderr(io.StringIO()):  # submitit echoes sbatch's stderr; we say it once
             job = executor.submit(train_job(resolved, run_dir))
     except (submitit.core.utils.FailedJobError, OSError, RuntimeError) as err:
-        raise SlurmError(f"sbatch refused the job: {_last_line(err)}") from None
+        raise SlurmError(f"sbatch refused the job: {sbatch_error_line(err)}") from None
     return Submission(
         job_id=str(job.job_id),
         backend="slurm",
@@ -230,7 +229,7 @@ def cancel_submitted(sub: Submission) -> None:
         pass
 
 
-def _last_line(err: BaseException) -> str:
+def sbatch_error_line(err: BaseException) -> str:
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
     errors = [line for line in lines if "error" in line.lower()]
     return (errors or lines or [err.__class__.__name__])[-1]

@@ -37,7 +37,7 @@ from deltajobs.config import Settings
 from deltajobs.errors import DeltaJobsError, SlurmError
 from deltajobs.registry import Registry
 from deltajobs.render import job_python, render, submitit_folder
-from deltajobs.submit import DeltaSlurmExecutor, Submission, _last_line, job_row, prepare_run_dir, train_job
+from deltajobs.submit import DeltaSlurmExecutor, Submission, job_row, prepare_run_dir, sbatch_error_line, train_job
 from deltajobs.sweep import SweepPlan
 from deltajobs.sweep_local import SlotTrainJob
 
@@ -206,7 +206,7 @@ def _submit_array(plan: SweepPlan, dirs: list[Path], sweep_dir: Path, script: st
     try:
         jobs = executor.submit_array(calls)
     except (utils.FailedJobError, OSError, RuntimeError) as err:
-        raise SlurmError(f"sbatch refused the sweep: {_last_line(err)}") from None
+        raise SlurmError(f"sbatch refused the sweep: {sbatch_error_line(err)}") from None
     return [
         Submission(
             job_id=str(job.job_id),
