@@ -26,8 +26,9 @@ def rendered(job: str, cluster: str = "delta", **flags: object) -> str:
 
 def check_golden(name: str, text: str) -> None:
     path = GOLDEN / name
-    if UPDATE or not path.exists():
+    if UPDATE:
         path.write_text(text)
+    assert path.exists(), f"no golden file {name}: create it with DELTAJOBS_UPDATE_GOLDEN=1 pytest tests/test_render.py"
     assert text == path.read_text(), (
         f"{name} differs from the golden file; if the change is intended, refresh with "
         f"DELTAJOBS_UPDATE_GOLDEN=1 pytest tests/test_render.py and review the diff"
