@@ -5,6 +5,7 @@ Torch is imported inside `train` only: `--help` and `data fetch` work on a login
 
 from __future__ import annotations
 
+import shlex
 import signal
 from pathlib import Path
 from types import FrameType
@@ -75,7 +76,8 @@ def train(
             f"epoch(s), {results['train_seconds']:.1f}s; results in {run_dir / 'results.json'}"
         )
     if results["status"] == "interrupted":
-        note(f"interrupted; checkpoint in {run_dir}; continue with: deltajobs train {job} --run-dir {run_dir} --resume")
+        again = shlex.join(["deltajobs", "train", job, *(f"--set={item}" for item in sets or []), "--run-dir"])
+        note(f"interrupted; checkpoint in {run_dir}; continue with: {again} {shlex.quote(str(run_dir))} --resume")
         raise typer.Exit(130)
 
 
