@@ -46,7 +46,7 @@ def train_sets(data: Path, epochs: int) -> list[str]:
 
 
 def reference_run(sets: list[str], run_dir: Path) -> dict:
-    proc = cli("train", "mnist", *sets, "--run-dir", str(run_dir), "--json", timeout=600)
+    proc = cli("train", "mnist", *sets, "--run-dir", str(run_dir), "--json", timeout=1200)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
 
@@ -86,23 +86,23 @@ def assert_same_metrics(resumed: dict, reference: dict) -> None:
 
 
 def test_timeout_checkpoints_requeues_and_resumes_exactly(env: None, medium_mnist: Path, tmp_path: Path) -> None:
-    sets = train_sets(medium_mnist, epochs=300)  # about 90 s of work on one core
+    sets = train_sets(medium_mnist, epochs=1200)  # 2-6 minutes of work: more than a 3-minute run holds
     # SLURM sends the USR2 warning `signal_grace` seconds before the limit, or up to 60 s earlier
-    # ("due to the resolution of event handling", sbatch(1)): here within the first 60 s of each
-    # 2-minute run, so the first run is always interrupted and each run makes progress.
+    # ("due to the resolution of event handling", sbatch(1)): 60-120 s into each 3-minute run, so
+    # every run is interrupted after real progress and the job needs two or more runs.
     sub = cli_json(
         "submit",
         "mnist",
         *sets,
         "--time",
-        "00:02:00",
+        "00:03:00",
         "--set",
         "resources.signal_grace=60",
         "--set",
         "resources.max_requeues=10",
     )
     reference = reference_run(sets, tmp_path / "reference")
-    row = drive_to_end(sub["job_id"], timeout=600)
+    row = drive_to_end(sub["job_id"], timeout=1200)
     assert row["state"] == "COMPLETED", (row["seen"], cli("logs", sub["job_id"], "--err").stdout[-3000:])
     assert row["restarts"] >= 1, row["seen"]
     log = cli("logs", sub["job_id"]).stdout
