@@ -142,34 +142,41 @@ def throughput(data_root: str, threads: int, rounds: int, seconds: float) -> dic
             samples += len(labels)
         return samples
 
-    config = TrainConfig(data_root=data_root, batch_size=64, optimizer="adamw", lr=1e-3, threads=threads, epochs=100)
-    trainer = build_trainer(config, torch.device("cpu"), log=lambda line: None)
+    def trainer_burst(fused: bool) -> Any:
+        config = TrainConfig(
+            data_root=data_root, batch_size=64, optimizer="adamw", lr=1e-3, threads=threads, epochs=100,
+            fused_step=fused,
+        )  # fmt: skip
+        trainer = build_trainer(config, torch.device("cpu"), log=lambda line: None)
+        assert (trainer.fused is not None) == fused, trainer.why_autograd
 
-    def deltajobs_burst(steps: int) -> int:
-        p = trainer.progress
-        start_samples, left = p.samples, steps
-        while left > 0:
-            trainer.should_stop, trainer.stop_requested = StopAfter(left), False
-            before = p.step
-            finished = trainer.train_epoch()  # runs `left` steps, or to the end of the epoch
-            left -= p.step - before
-            if finished:  # start the next epoch without evaluating
-                p.epoch, p.step, p.perm = p.epoch + 1, 0, None
-        return p.samples - start_samples
+        def burst(steps: int) -> int:
+            p = trainer.progress
+            start_samples, left = p.samples, steps
+            while left > 0:
+                trainer.should_stop, trainer.stop_requested = StopAfter(left), False
+                before = p.step
+                finished = trainer.train_epoch()  # runs `left` steps, or to the end of the epoch
+                left -= p.step - before
+                if finished:  # start the next epoch without evaluating
+                    p.epoch, p.step, p.perm = p.epoch + 1, 0, None
+            return p.samples - start_samples
+
+        return burst
 
     def timed(burst: Any, steps: int) -> tuple[float, float]:
         start = time.perf_counter()
         samples = burst(steps)
         return samples, time.perf_counter() - start
 
-    steps = {"reference": 30, "deltajobs": 200}
-    bursts = {"reference": reference_burst, "deltajobs": deltajobs_burst}
+    bursts = {"reference": reference_burst, "deltajobs": trainer_burst(True), "autograd": trainer_burst(False)}
+    steps = {"reference": 30, "deltajobs": 200, "autograd": 200}
     for name in steps:  # warm up, then size the bursts to ~`seconds` each
         samples, took = timed(bursts[name], steps[name])
         steps[name] = max(10, int(steps[name] * seconds / took))
-    speeds: dict[str, list[float]] = {"reference": [], "deltajobs": []}
+    speeds: dict[str, list[float]] = {name: [] for name in bursts}
     for _ in range(rounds):
-        for name in ("reference", "deltajobs"):
+        for name in bursts:
             samples, took = timed(bursts[name], steps[name])
             speeds[name].append(samples / took)
     return speeds
@@ -245,9 +252,26 @@ def main() -> None:
 
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, threads {args.threads}")
     speeds = in_subprocess("throughput", args, "--rounds", str(args.rounds))
-    ratios = [ours / ref for ref, ours in zip(speeds["reference"], speeds["deltajobs"], strict=True)]
-    print(f"throughput bursts (samples/s): reference {[round(v) for v in speeds['reference']]}")
-    print(f"                               deltajobs {[round(v) for v in speeds['deltajobs']]}")
+    print("throughput bursts (samples/s):")
+    for name in speeds:
+        print(f"  {name:9s} {[round(v) for v in speeds[name]]}")
+
+    def paired(ours: str, base: str) -> float:
+        return statistics.median(a / b for a, b in zip(speeds[ours], speeds[base], strict=True))
+
+    rounds = len(speeds["reference"])
+    print(
+        f"training samples/s   reference {statistics.median(speeds['reference']):8.0f}  "
+        f"deltajobs {statistics.median(speeds['deltajobs']):8.0f}  "
+        f"ratio {paired('deltajobs', 'reference'):5.1f}x (median of {rounds} paired bursts)"
+    )
+    print(
+        f"  with train.fused_step=false (autograd) {statistics.median(speeds['autograd']):8.0f}  "
+        f"ratio {paired('autograd', 'reference'):5.1f}x; "
+        f"the hand-derived step is {paired('deltajobs', 'autograd'):.2f}x"
+    )
+    if not args.repeats:
+        return
 
     runs: dict[str, list[dict[str, Any]]] = {"reference": [], "deltajobs": []}
     for repeat in range(args.repeats):
@@ -263,12 +287,7 @@ def main() -> None:
         index = 0 if key == "seconds" else 1
         return statistics.median(time_to_target(run)[index] for run in runs[which])
 
-    ref_speed, our_speed = statistics.median(speeds["reference"]), statistics.median(speeds["deltajobs"])
     ref_time, our_time = median("reference", "seconds"), median("deltajobs", "seconds")
-    print(
-        f"\ntraining samples/s   reference {ref_speed:8.0f}  deltajobs {our_speed:8.0f}  "
-        f"ratio {statistics.median(ratios):5.1f}x (median of {len(ratios)} paired bursts)"
-    )
     print(
         f"seconds to 98% test  reference {ref_time:8.1f}  deltajobs {our_time:8.1f}  "
         f"ratio {ref_time / our_time:5.1f}x shorter (epochs {median('reference', 'epoch'):g} vs "

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.train
 
 RESULT_KEYS = {
     "status", "test_acc", "test_loss", "params", "epochs", "train_seconds", "samples_per_second", "device",
-    "world_size", "model", "history", "peak_memory_mb", "stopped_early",
+    "world_size", "model", "history", "peak_memory_mb", "stopped_early", "step",
 }  # fmt: skip
 HISTORY_KEYS = {"epoch", "train_loss", "val_loss", "val_acc", "test_acc", "lr", "elapsed_seconds"}
 
@@ -38,7 +38,7 @@ def quiet(line: str) -> None:
 
 def test_a_run_writes_metrics_results_and_a_checkpoint(tiny_mnist: Path, tmp_path: Path) -> None:
     results = run_training(tiny(tiny_mnist, epochs=3), tmp_path, log=quiet)
-    assert RESULT_KEYS <= set(results)
+    assert RESULT_KEYS <= set(results) and results["step"] == "fused"
     assert results["status"] == "completed" and results["epochs"] == 3 and results["model"] == "mlp"
     assert results["params"] == 235_146 and results["world_size"] == 1 and results["device"] == "cpu"
     assert 0.8 < results["test_acc"] <= 1.0  # the fake digits are easy
@@ -71,13 +71,16 @@ class StopAfter:
         return self.calls >= self.n
 
 
-def test_interrupt_mid_epoch_then_resume_is_exact(tiny_mnist: Path, tmp_path: Path) -> None:
-    # dropout (RNG), a warmup schedule, clipping and a step-count that does not divide the data
+@pytest.mark.parametrize("dropout", [0.2, 0.0])
+def test_interrupt_mid_epoch_then_resume_is_exact(dropout: float, tiny_mnist: Path, tmp_path: Path) -> None:
+    # a warmup schedule, clipping and a step-count that does not divide the data; with dropout (RNG,
+    # autograd) and without (the MLP's hand-derived step)
     config = tiny(
-        tiny_mnist, epochs=3, dropout=0.2, schedule="warmup_cosine", warmup_steps=5, grad_clip=1.0,
+        tiny_mnist, epochs=3, dropout=dropout, schedule="warmup_cosine", warmup_steps=5, grad_clip=1.0,
         early_stopping_patience=5, batch_size=24, checkpoint_every=2,
     )  # fmt: skip
     reference = run_training(config, tmp_path / "straight", log=quiet)
+    assert reference["step"] == ("autograd" if dropout else "fused")
 
     run_dir = tmp_path / "interrupted"
     first = run_training(config, run_dir, should_stop=StopAfter(30), log=quiet)  # epoch 2 (21 steps/epoch)

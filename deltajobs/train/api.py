@@ -155,11 +155,12 @@ def _train(
         (run_dir / METRICS).write_text("".join(lines))
 
     params = count_parameters(trainer.core)
-    data = trainer.data
+    data, is_mlp = trainer.data, config.model == "mlp"
     log(
         f"training {config.model} ({params:,} parameters) on {device}"
         + (f" x {info.world_size} ranks" if info.enabled else "")
         + f": {len(data.train)} train, {len(data.val) if data.val else 0} val, {len(data.test)} test examples"
+        + ("; hand-derived step" if trainer.fused else f"; autograd ({trainer.why_autograd})" if is_mlp else "")
     )
     status = trainer.fit()
     results = summarize(trainer, status, params, device, info)
@@ -190,6 +191,7 @@ def summarize(trainer: Trainer, status: str, params: int, device: torch.device, 
         "samples_per_second": round(p.samples / p.train_seconds, 1) if p.train_seconds else None,
         "device": str(device),
         "world_size": info.world_size,
+        "step": "fused" if trainer.fused is not None else "autograd",
         "peak_memory_mb": round(peak_memory_mb(device), 1),
         "seed": config.seed,
         **extras,

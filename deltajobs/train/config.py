@@ -52,6 +52,7 @@ class TrainConfig:
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA
     tf32: bool = True
     compile: bool = False
+    fused_step: bool = True  # mlp: the hand-derived step (deltajobs/train/fused_mlp.py) where it applies
     activation_checkpointing: bool = False
     early_stopping_patience: int | None = constrained(None, minimum=1)
     # where and how

@@ -24,7 +24,9 @@ from torch import nn
 from deltajobs.train.config import TrainConfig
 from deltajobs.train.data import MnistData, Split
 from deltajobs.train.distributed import DistInfo, all_reduce_sum, any_rank, shard
-from deltajobs.train.optim import lr_at
+from deltajobs.train.fused_mlp import FusedMLPStep, supports
+from deltajobs.train.models.mlp import MLP
+from deltajobs.train.optim import lr_at, match_state_layout
 
 STOP_SYNC_EVERY = 20  # with several ranks, agree on should_stop every this many steps
 
@@ -77,8 +79,19 @@ class Trainer:
         self.aux_loss: Callable[[], torch.Tensor] | None = getattr(core, "aux_loss", None)
         self.extra_metrics: Callable[[], dict[str, Any]] | None = getattr(core, "extra_metrics", None)
         self.progress = Progress(loss_sum=torch.zeros((), device=device))
+        # every step's batch is gathered into these: no allocation per step (on CPU each fresh
+        # 200 kB batch cost page faults, up to a fifth of a batch-64 MLP step)
+        local = -(-config.batch_size // info.world_size)
+        self.batch_x = torch.empty((local, *data.train.x.shape[1:]), dtype=data.train.x.dtype, device=device)
+        self.batch_y = torch.empty(local, dtype=data.train.y.dtype, device=device)
         bf16 = config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda")
         self.autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
+        # the MLP's hand-derived step where it applies, else autograd; `why_autograd` says why not
+        self.why_autograd = supports(config, core, info.enabled, bf16)
+        self.fused = None
+        if self.why_autograd is None:
+            assert isinstance(core, MLP)
+            self.fused = FusedMLPStep(core, optimizer, config.batch_size)
         self.bar = ProgressBar() if info.is_main and sys.stderr.isatty() else None
 
     @property
@@ -115,21 +128,16 @@ class Trainer:
                 return False
             batch = p.perm[step * batch_size : (step + 1) * batch_size]  # global batch of indices
             local = shard(batch, self.info)  # this rank's part
-            x, y = train.x.index_select(0, local), train.y.index_select(0, local)  # (b, 1, 28, 28), (b,)
-            with self.autocast():
-                loss = F.cross_entropy(self.model(x), y)
-                objective = loss if self.aux_loss is None else loss + self.aux_loss()
-            if self.info.enabled and len(local) * self.info.world_size != len(batch):
-                # DDP averages gradients over ranks; weight uneven shards so that equals the global mean
-                objective = objective * (len(local) * self.info.world_size / len(batch))
-            self.optimizer.zero_grad(set_to_none=True)
-            objective.backward()
-            if config.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(self.params, config.grad_clip, foreach=True)
-            self.optimizer.step()
+            b = len(local)
+            x = torch.index_select(train.x, 0, local, out=self.batch_x[:b])  # (b, 1, 28, 28)
+            y = torch.index_select(train.y, 0, local, out=self.batch_y[:b])  # (b,)
+            if self.fused is not None:
+                loss = self.fused.step(x, y, config.grad_clip)
+            else:
+                loss = self.autograd_step(x, y, b * self.info.world_size / len(batch))
             self.scheduler.step()
-            p.loss_sum.add_(loss.detach(), alpha=len(local))  # stays on device: no sync
-            p.seen += len(local)
+            p.loss_sum.add_(loss.detach(), alpha=b)  # stays on device: no sync
+            p.seen += b
             p.samples += len(batch)
             if self.bar is not None:
                 self.bar.update(p.epoch, config.epochs, step + 1, steps)
@@ -137,6 +145,21 @@ class Trainer:
         p.loss_sum.item()  # wait for the device, so the time below is the work's
         p.train_seconds += time.perf_counter() - start
         return True
+
+    def autograd_step(self, x: torch.Tensor, y: torch.Tensor, share: float) -> torch.Tensor:
+        """Forward, backward, (clip), optimizer step; the batch's mean loss. `share` is this rank's
+        part of the global batch times the world size (1 unless the shards are uneven)."""
+        with self.autocast():
+            loss = F.cross_entropy(self.model(x), y)
+            objective = loss if self.aux_loss is None else loss + self.aux_loss()
+        if share != 1:  # DDP averages gradients over ranks; weight uneven shards so that is the global mean
+            objective = objective * share
+        self.optimizer.zero_grad(set_to_none=True)
+        objective.backward()
+        if self.config.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.params, self.config.grad_clip, foreach=True)
+        self.optimizer.step()
+        return loss
 
     def stop_now(self, step: int) -> bool:
         assert self.should_stop is not None
@@ -216,6 +239,9 @@ class Trainer:
         self.core.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        match_state_layout(self.optimizer)  # the checkpoint may come from the other step path
+        if self.fused is not None:
+            self.fused.bind()  # the optimizer's state tensors are new ones
         names = {f.name for f in fields(Progress)}
         self.progress = Progress(**{k: v for k, v in state.items() if k in names})
         if self.progress.shuffle_state is not None:

@@ -114,3 +114,19 @@ def build_scheduler(
     if config.schedule in WARMUP_SCHEDULES and config.warmup_steps >= total_steps:
         raise SpecError("train.warmup_steps", f"{config.warmup_steps} >= the {total_steps} steps of the whole run")
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_at(step, total_steps, config) / config.lr)
+
+
+def match_state_layout(optimizer: torch.optim.Optimizer) -> None:
+    """Give every per-parameter state tensor (exp_avg, momentum_buffer, ...) its parameter's strides.
+
+    Needed after `load_state_dict` when the checkpoint's layout differs from the parameters' (the
+    MLP's hand-derived step stores weights input-major; a resume may take the autograd path, or the
+    reverse): torch's fused Adam kernels walk the raw storage and silently compute wrong updates when
+    a parameter and its moments are laid out differently (torch 2.15).
+    """
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            state = optimizer.state.get(p, {})
+            for key, value in state.items():
+                if isinstance(value, torch.Tensor) and value.shape == p.shape and value.stride() != p.stride():
+                    state[key] = torch.empty_like(p, dtype=value.dtype).copy_(value)
