@@ -2,8 +2,9 @@
 checkpoints. It knows nothing about the model beyond `forward -> logits` and two optional hooks
 (`aux_loss()`, `extra_metrics()`; see `deltajobs.train.models`).
 
-The hot path per step is: slice the epoch's permutation, `index_select` the batch, forward,
-backward, (clip), step. The loss is summed into a tensor on the device and read once per epoch, so
+The hot path per step is: slice the epoch's permutation, `index_select` the batch into fixed
+buffers, then either the MLP's hand-derived step (`fused_mlp.py`) or autograd's forward, backward,
+(clip), optimizer step. The loss is summed into a tensor on the device and read once per epoch, so
 a step never waits for the device; `should_stop` is a plain Python call.
 """
 
