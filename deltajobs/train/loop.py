@@ -240,9 +240,11 @@ class Trainer:
         self.core.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        match_state_layout(self.optimizer)  # the checkpoint may come from the other step path
+        # the checkpoint may come from the other step path: lay its state out like the parameters
         if self.fused is not None:
-            self.fused.bind()  # the optimizer's state tensors are new ones
+            self.fused.bind()  # also re-attaches the optimizer's state tensors, which are new ones
+        else:
+            match_state_layout(self.optimizer)
         names = {f.name for f in fields(Progress)}
         self.progress = Progress(**{k: v for k, v in state.items() if k in names})
         if self.progress.shuffle_state is not None:
