@@ -1,6 +1,6 @@
 """Accuracy of every model recipe in jobs/, trained here through `run_training`.
 
-    python benchmarks/bench_models.py --data-root /work/shared/data --threads 2 [--epochs cnn=3 vit=2]
+    python benchmarks/bench_models.py --data-root ../shared/data --threads 2 [--epochs cnn=3 vit=2]
         [--only mlp moe] [--out benchmarks/results/models.json]
 
 Each job spec is resolved exactly as `deltajobs train JOB` would (so the recipe is jobs/<model>.yaml);
@@ -63,7 +63,12 @@ def row(model: str, results: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-root", default=os.environ.get("DELTAJOBS_DATA_ROOT", "/work/shared/data"))
+    parser.add_argument(
+        "--data-root",
+        default=os.environ.get("DELTAJOBS_DATA_ROOT"),
+        required="DELTAJOBS_DATA_ROOT" not in os.environ,
+        help="directory holding MNIST/raw/*-ubyte (default: DELTAJOBS_DATA_ROOT)",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--only", nargs="*", choices=list(JOBS), default=list(JOBS))
     parser.add_argument("--epochs", nargs="*", default=[], help="MODEL=N: train N epochs instead of the recipe's")

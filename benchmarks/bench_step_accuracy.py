@@ -1,6 +1,6 @@
 """Does the MLP's hand-derived step train as well as autograd? The same recipe, many seeds.
 
-    python benchmarks/bench_step_accuracy.py --data-root /work/shared/data --seeds 12 --epochs 10
+    python benchmarks/bench_step_accuracy.py --data-root ../shared/data --seeds 12 --epochs 10
 
 The two steps agree to float rounding and then diverge as any two float orders do, so a single
 run says little: this trains the reference's recipe (MLP, AdamW 1e-3 at a constant rate, batch 64)
@@ -17,7 +17,12 @@ import tempfile
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-root", default=os.environ.get("DELTAJOBS_DATA_ROOT", "/work/shared/data"))
+    parser.add_argument(
+        "--data-root",
+        default=os.environ.get("DELTAJOBS_DATA_ROOT"),
+        required="DELTAJOBS_DATA_ROOT" not in os.environ,
+        help="directory holding MNIST/raw/*-ubyte (default: DELTAJOBS_DATA_ROOT)",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seeds", type=int, default=12)
     parser.add_argument("--epochs", type=int, default=10)

@@ -1,6 +1,6 @@
 """deltajobs' trainer against the course's reference MNIST loop, side by side on this machine.
 
-    python benchmarks/bench_trainer.py --data-root /work/shared/data --threads 2 --repeats 3
+    python benchmarks/bench_trainer.py --data-root ../shared/data --threads 2 --repeats 3
 
 The reference is the course's loop: torchvision MNIST with a per-sample ToTensor + Normalize, a
 DataLoader (batch 64, shuffle), the MLP 784-256-128-10, AdamW 1e-3, CrossEntropyLoss and
@@ -244,7 +244,12 @@ def time_to_target(run: dict[str, Any]) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-root", default=os.environ.get("DELTAJOBS_DATA_ROOT", "/work/shared/data"))
+    parser.add_argument(
+        "--data-root",
+        default=os.environ.get("DELTAJOBS_DATA_ROOT"),
+        required="DELTAJOBS_DATA_ROOT" not in os.environ,
+        help="directory holding MNIST/raw/*-ubyte (default: DELTAJOBS_DATA_ROOT)",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3, help="runs to 98%% of each (seeds 0, 1, ...; medians)")
     parser.add_argument("--rounds", type=int, default=15, help="alternating throughput bursts of each loop")

@@ -14,8 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from deltajobs import slurm
-from deltajobs.errors import DeltaJobsError, NotFoundError, SlurmError
+from deltajobs.charge_advice import Advice, advise
+from deltajobs.cluster import load_profile
+from deltajobs.errors import DeltaJobsError, NotFoundError, SlurmError, SpecError
 from deltajobs.registry import JobRow, Registry
+from deltajobs.units import format_duration
 
 # Pending reasons in words (squeue's %r).
 REASONS = {
@@ -225,6 +228,33 @@ def cancel(registry: Registry, rows: list[JobRow]) -> list[str]:
     return [r.job_id for r in active]
 
 
+# -- usage of finished jobs -----------------------------------------------------------------------
+
+
+def usage(rows: list[JobRow]) -> dict[str, slurm.AcctRecord]:
+    """sacct's record of every finished SLURM row (what it used, each attempt): one call for all."""
+    ids = [r.job_id for r in rows if r.backend == "slurm" and r.final]
+    return {a.job_id: a for a in slurm.sacct(ids)} if ids else {}
+
+
+def right_sizing(row: JobRow, record: slurm.AcctRecord | None) -> list[Advice]:
+    """Advice comparing what a finished job reserved with what it used (none without its record)."""
+    if record is None:
+        return []
+    try:
+        partition = load_profile(row.cluster).partition(record.partition)
+    except SpecError:  # a partition the profile does not know: nothing to price against
+        return []
+    return advise(record, partition, tasks_per_node=row.ntasks_per_node)
+
+
+def attempts_text(record: slurm.AcctRecord) -> str:
+    """`4 attempts (17s REQUEUED, 25s REQUEUED, 25s REQUEUED, 26s COMPLETED)`: each one is charged."""
+    runs = ", ".join(f"{format_duration(a.elapsed_s)} {a.state}" for a in record.attempts)
+    count = len(record.attempts)
+    return f"{count} attempt{'s' if count != 1 else ''} ({runs})"
+
+
 # -- logs and results ----------------------------------------------------------------------------
 
 
@@ -244,13 +274,25 @@ def results(row: JobRow) -> dict[str, Any]:
         raise DeltaJobsError(f"{path} is not valid JSON") from None
 
 
-def last_line(path: Path, max_bytes: int = 4096) -> str:
-    """The last line the job printed, skipping submitit's own bookkeeping lines."""
-    try:
-        with path.open("rb") as f:
-            f.seek(max(0, path.stat().st_size - max_bytes))
-            text = f.read().decode(errors="replace")
-            lines = [ln for ln in text.splitlines() if ln.strip() and not ln.startswith("submitit ")]
-    except OSError:
-        return ""
-    return lines[-1] if lines else ""
+class LogTail:
+    """The lines a job's log gained since the last look, without submitit's bookkeeping lines."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.position = 0
+        self.partial = b""
+
+    def new_lines(self, final: bool = False) -> list[str]:
+        """Complete new lines (and, once the job is `final`, an unfinished last one)."""
+        try:
+            with self.path.open("rb") as f:
+                f.seek(self.position)
+                chunk = f.read()
+                self.position = f.tell()
+        except OSError:
+            return []
+        data = self.partial + chunk
+        lines = data.split(b"\n")
+        self.partial = b"" if final else lines.pop()
+        text = [line.decode(errors="replace").rstrip("\r") for line in lines]
+        return [line for line in text if line.strip() and not line.startswith("submitit ")]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -10,13 +11,20 @@ from deltajobs.errors import DeltaJobsError
 _BARS = "▁▂▃▄▅▆▇█"
 
 
+_NOT_FINITE = "×"  # a NaN or infinite value: a diverged run, a normal outcome of a bad learning rate
+
+
 def sparkline(values: list[Any]) -> str:
+    """`█▅▃▂▁  1 -> 0.2`; NaN and infinite values show as × and do not move the scale."""
     numbers = [float(v) for v in values if isinstance(v, int | float)]
+    finite = [v for v in numbers if math.isfinite(v)]
     if not numbers:
         return ""
-    low, high = min(numbers), max(numbers)
+    low, high = (min(finite), max(finite)) if finite else (0.0, 0.0)
     span = (high - low) or 1.0
-    bars = "".join(_BARS[int((v - low) / span * (len(_BARS) - 1))] for v in numbers)
+    bars = "".join(
+        _BARS[int((v - low) / span * (len(_BARS) - 1))] if math.isfinite(v) else _NOT_FINITE for v in numbers
+    )
     return f"{bars}  {numbers[0]:.4g} -> {numbers[-1]:.4g}"
 
 

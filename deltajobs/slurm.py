@@ -52,6 +52,7 @@ SACCT_FIELDS = (
     "NCPUS",
     "NNodes",
     "ReqMem",
+    "NTasks",
 )
 
 
@@ -90,8 +91,29 @@ class QueueRecord:
 
 
 @dataclass(frozen=True)
+class Attempt:
+    """One run of a job: a job that was requeued (timeout, preemption, node failure) has several,
+    and each one is charged (`sacct --duplicates` lists them all)."""
+
+    state: str
+    start: str
+    end: str
+    elapsed_s: int
+    billing: float
+
+    @property
+    def su(self) -> float:
+        return self.elapsed_s * self.billing / 3_600_000
+
+
+@dataclass(frozen=True)
 class AcctRecord:
-    """One job from sacct, with its steps folded in (MaxRSS is the peak over steps)."""
+    """One job from sacct, with its steps and earlier attempts folded in.
+
+    `state`, `end`, `exit_code` and `alloc_tres` are the last attempt's; `submit` and `start` the
+    first attempt's; `elapsed_s`, `total_cpu_s` and the charge add up
+    every attempt; MaxRSS is the peak over all steps of all attempts.
+    """
 
     job_id: str
     name: str
@@ -111,6 +133,7 @@ class AcctRecord:
     nnodes: int
     req_mem: str
     steps: list[str] = field(default_factory=list)
+    attempts: list[Attempt] = field(default_factory=list)
 
     @property
     def billing(self) -> float:
@@ -122,8 +145,15 @@ class AcctRecord:
 
     @property
     def su(self) -> float:
-        """Charge in Service Units, as jobcharge computes it: elapsed x billing / 3,600,000."""
+        """Charge in Service Units, as jobcharge computes it: elapsed x billing / 3,600,000, summed
+        over every attempt of a requeued job."""
+        if self.attempts:
+            return sum(a.su for a in self.attempts)
         return self.elapsed_s * self.billing / 3_600_000
+
+    @property
+    def restarts(self) -> int:
+        return max(0, len(self.attempts) - 1)
 
 
 # -- argv builders --------------------------------------------------------------------------------
@@ -142,7 +172,8 @@ def squeue_argv(user: str | None = None) -> list[str]:
 def sacct_argv(
     job_ids: Iterable[str] = (), *, user: str | None = None, since: str | None = None, account: str | None = None
 ) -> list[str]:
-    argv = ["sacct", "--noheader", "--parsable2", "--format=" + ",".join(SACCT_FIELDS)]
+    # --duplicates: every attempt of a requeued job, each one charged (folded by parse_sacct).
+    argv = ["sacct", "--noheader", "--parsable2", "--duplicates", "--format=" + ",".join(SACCT_FIELDS)]
     ids = sorted(set(job_ids))
     if ids:
         argv.append("--jobs=" + ",".join(ids))
@@ -189,10 +220,13 @@ def parse_squeue(text: str) -> list[QueueRecord]:
 
 
 def parse_sacct(text: str) -> list[AcctRecord]:
-    """Parse `sacct --parsable2` output with SACCT_FIELDS; steps (123.batch, 123.0) fold into jobs."""
-    jobs: dict[str, AcctRecord] = {}
-    steps: dict[str, list[dict[str, str]]] = {}
-    order: list[str] = []
+    """Parse `sacct --parsable2 [--duplicates]` output with SACCT_FIELDS into one record per job.
+
+    Steps (123.batch, 123.0) fold into the attempt they follow; the attempts of a requeued job (the
+    same JobID listed again, oldest first) fold into one record whose elapsed time and charge are
+    their sums (see `AcctRecord`).
+    """
+    attempts: dict[str, list[tuple[dict[str, str], list[dict[str, str]]]]] = {}
     for line in text.splitlines():
         if not line.strip():
             continue
@@ -201,58 +235,79 @@ def parse_sacct(text: str) -> list[AcctRecord]:
             raise SlurmError(f"sacct printed an unexpected line: {line!r}")
         row = dict(zip(SACCT_FIELDS, parts, strict=True))
         job_id, dot, _step = row["JobID"].partition(".")
-        if dot:
-            steps.setdefault(job_id, []).append(row)
-            continue
-        order.append(job_id)
-        jobs[job_id] = AcctRecord(
-            job_id=job_id,
-            name=row["JobName"],
-            state=normalise_state(row["State"]),
-            partition=row["Partition"],
-            account=row["Account"],
-            alloc_tres=parse_tres(row["AllocTRES"]),
-            elapsed_s=_int(row["ElapsedRaw"]),
-            timelimit_s=_int(row["TimelimitRaw"]) * 60 if row["TimelimitRaw"].isdigit() else None,
-            total_cpu_s=parse_duration(row["TotalCPU"]),
-            max_rss_mb=parse_size_mb(row["MaxRSS"]),
-            exit_code=row["ExitCode"],
-            submit=row["Submit"],
-            start=row["Start"],
-            end=row["End"],
-            ncpus=_int(row["NCPUS"]),
-            nnodes=_int(row["NNodes"]),
-            req_mem=row["ReqMem"],
-        )
-    result = []
-    for job_id in order:
-        record = jobs[job_id]
-        rows = steps.get(job_id, [])
-        rss = [r for r in (parse_size_mb(s["MaxRSS"]) for s in rows) if r is not None]
-        peak = max(rss + ([record.max_rss_mb] if record.max_rss_mb is not None else []), default=None)
-        step_cpu = sum(parse_duration(s["TotalCPU"]) for s in rows)
-        result.append(
-            AcctRecord(
-                **{
-                    **record.__dict__,
-                    "state": oom_state(record.state, peak, record.alloc_tres),
-                    "max_rss_mb": peak,
-                    "total_cpu_s": max(record.total_cpu_s, step_cpu),
-                    "steps": [s["JobID"] for s in rows],
-                }
+        if not dot:
+            attempts.setdefault(job_id, []).append((row, []))
+        elif job_id in attempts:
+            attempts[job_id][-1][1].append(row)
+    return [_fold(job_id, runs) for job_id, runs in attempts.items()]
+
+
+def _fold(job_id: str, runs: list[tuple[dict[str, str], list[dict[str, str]]]]) -> AcctRecord:
+    last, _ = runs[-1]
+    alloc_tres = parse_tres(last["AllocTRES"])
+    done: list[Attempt] = []
+    peak: float | None = None
+    total_cpu = 0.0
+    step_names: list[str] = []
+    for job, steps in runs:
+        tres = parse_tres(job["AllocTRES"])
+        run_state = normalise_state(job["State"])
+        for row, tasks in [(job, 1), *((step, step_tasks(step)) for step in steps)]:
+            rss = parse_size_mb(row["MaxRSS"])
+            if rss is not None:
+                peak = max(peak or 0.0, rss)
+                run_state = oom_state(run_state, rss, tres, tasks)
+        total_cpu += max(parse_duration(job["TotalCPU"]), sum(parse_duration(s["TotalCPU"]) for s in steps))
+        step_names = [s["JobID"] for s in steps]
+        done.append(
+            Attempt(
+                state=run_state,
+                start=job["Start"],
+                end=job["End"],
+                elapsed_s=_int(job["ElapsedRaw"]),
+                billing=float(tres.get("billing", 0) or 0),
             )
         )
-    return result
+    return AcctRecord(
+        job_id=job_id,
+        name=last["JobName"],
+        state=done[-1].state,
+        partition=last["Partition"],
+        account=last["Account"],
+        alloc_tres=alloc_tres,
+        elapsed_s=sum(a.elapsed_s for a in done),
+        timelimit_s=_int(last["TimelimitRaw"]) * 60 if last["TimelimitRaw"].isdigit() else None,
+        total_cpu_s=total_cpu,
+        max_rss_mb=peak,
+        exit_code=last["ExitCode"],
+        submit=runs[0][0]["Submit"],
+        start=runs[0][0]["Start"],
+        end=last["End"],
+        ncpus=_int(last["NCPUS"]),
+        nnodes=_int(last["NNodes"]),
+        req_mem=last["ReqMem"],
+        steps=step_names,
+        attempts=done,
+    )
 
 
-def oom_state(state: str, peak_mb: float | None, alloc_tres: dict[str, str]) -> str:
-    """FAILED with a peak above the reserved memory is OUT_OF_MEMORY.
+def step_tasks(step: dict[str, str]) -> int:
+    """Tasks per node of a step (the batch step runs one)."""
+    tasks, nodes = _int(step.get("NTasks", "")), _int(step.get("NNodes", ""))
+    return max(1, tasks // max(1, nodes))
+
+
+def oom_state(state: str, peak_mb: float | None, alloc_tres: dict[str, str], tasks_per_node: int = 1) -> str:
+    """FAILED with a step's tasks above the memory reserved per node is OUT_OF_MEMORY.
 
     With cgroups (Delta) SLURM says OUT_OF_MEMORY itself; without them (JobAcctGatherParams=
-    OverMemoryKill, as on minidelta) it kills the step and the job only shows FAILED.
+    OverMemoryKill, as on minidelta) it kills the step and the job only shows FAILED. MaxRSS is
+    the largest task's, and `mem` in AllocTRES is the whole job's: the tasks on one node share that
+    node's part, so the peak counts once per task on a node (DDP ranks are alike).
     """
     reserved = parse_size_mb(alloc_tres.get("mem", ""))
-    if state == "FAILED" and peak_mb is not None and reserved and peak_mb > reserved:
+    nodes = max(1, _int(alloc_tres.get("node", "1")))
+    if state == "FAILED" and peak_mb is not None and reserved and peak_mb * tasks_per_node > reserved / nodes:
         return "OUT_OF_MEMORY"
     return state
 

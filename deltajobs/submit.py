@@ -129,20 +129,20 @@ def submit_job(resolved: ResolvedJob, settings: Settings, run_dir: Path, backend
     """Submit one job; on any failure remove the run directory and record nothing."""
     run_dir = run_dir.expanduser().absolute()
     script = render(resolved, run_dir) if backend == "slurm" else None
-    prepare_run_dir(resolved, run_dir, script)
-    registry = Registry.open(settings)
+    registry = Registry.open(settings)  # an unreadable registry fails here, before anything exists
     try:
-        submission = _slurm(resolved, run_dir, script or "") if backend == "slurm" else _local(resolved, run_dir)
-    except BaseException:
-        shutil.rmtree(run_dir, ignore_errors=True)
-        registry.close()
-        raise
-    try:
-        registry.add(job_row(resolved, submission))
-    except BaseException:
-        cancel_submitted(submission)
-        shutil.rmtree(run_dir, ignore_errors=True)
-        raise
+        prepare_run_dir(resolved, run_dir, script)
+        try:
+            submission = _slurm(resolved, run_dir, script or "") if backend == "slurm" else _local(resolved, run_dir)
+        except BaseException:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            raise
+        try:
+            registry.add(job_row(resolved, submission))
+        except BaseException:
+            cancel_submitted(submission)
+            shutil.rmtree(run_dir, ignore_errors=True)
+            raise
     finally:
         registry.close()
     return submission

@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import Any
 
 from deltajobs.errors import DeltaJobsError
-from deltajobs.sweep_results import TABLE_METRICS, PointRow, SweepView, format_value, higher_is_better, rank, short_key
+from deltajobs.sweep_results import (
+    TABLE_METRICS,
+    PointRow,
+    SweepView,
+    best_point,
+    format_value,
+    higher_is_better,
+    short_key,
+)
 
 MAX_LINES = 8  # more combinations of the other keys than this: scatter instead of lines
 
@@ -43,7 +51,7 @@ def plot_sweep(view: SweepView, metric: str, path: Path) -> Path:
     done = [p for p in view.points if metric in p.metrics]
     if not done:
         raise DeltaJobsError(f"no point of {view.sweep_id} has {metric} yet; nothing to plot")
-    best = rank(done, metric)[0]
+    best = best_point(done, metric)
     others = [m for m in TABLE_METRICS if m != metric and any(m in p.metrics for p in done)]
     metrics = [metric, *others]
     keys = view.keys or ["index"]
@@ -57,7 +65,8 @@ def plot_sweep(view: SweepView, metric: str, path: Path) -> Path:
             ax.grid(alpha=0.3, which="both")
         axes[-1][col].set_xlabel(short_key(key))
     direction = "higher" if higher_is_better(metric) else "lower"
-    fig.suptitle(f"sweep {view.sweep_id} of {view.job}: best point {best.index} by {metric} ({direction} is better)")
+    which = f"best point {best.index}" if best else "no finite value"
+    fig.suptitle(f"sweep {view.sweep_id} of {view.job}: {which} by {metric} ({direction} is better)")
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -8,6 +8,7 @@ last epoch's (train_loss, ...). Accuracies rank higher-is-better, everything els
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -114,14 +115,23 @@ def higher_is_better(metric: str) -> bool:
 
 
 def rank(points: list[PointRow], metric: str) -> list[PointRow]:
-    """Points with the metric, best first; then the others (not finished, failed) by index."""
+    """Points with a finite metric, best first; then those whose metric is NaN or infinite (diverged),
+    then the others (not finished, failed), each by index."""
     known = [p for p in points if metric in p.metrics]
     if not known and any(p.metrics for p in points):
         names = sorted({name for p in points for name in p.metrics})
         raise SpecError("--metric", f"{metric!r} is not in the results; choose one of: {', '.join(names)}")
+    finite = [p for p in known if math.isfinite(p.metrics[metric])]
     sign = -1.0 if higher_is_better(metric) else 1.0
-    known.sort(key=lambda p: (sign * p.metrics[metric], p.index))
-    return known + [p for p in points if metric not in p.metrics]
+    finite.sort(key=lambda p: (sign * p.metrics[metric], p.index))
+    return finite + [p for p in known if p not in finite] + [p for p in points if metric not in p.metrics]
+
+
+def best_point(points: list[PointRow], metric: str) -> PointRow | None:
+    """The best point by a finite value of `metric`, if any point has one."""
+    ranked = rank(points, metric)
+    top = ranked[0] if ranked else None
+    return top if top is not None and math.isfinite(top.metrics.get(metric, math.nan)) else None
 
 
 def short_key(key: str) -> str:

@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import submitit
 from submitit.core import core, utils
 from submitit.slurm.slurm import SlurmJob
 
@@ -37,7 +36,15 @@ from deltajobs.config import Settings
 from deltajobs.errors import DeltaJobsError, SlurmError
 from deltajobs.registry import Registry
 from deltajobs.render import job_python, render, submitit_folder
-from deltajobs.submit import DeltaSlurmExecutor, Submission, job_row, prepare_run_dir, sbatch_error_line, train_job
+from deltajobs.submit import (
+    DeltaSlurmExecutor,
+    DetachedLocalExecutor,
+    Submission,
+    job_row,
+    prepare_run_dir,
+    sbatch_error_line,
+    train_job,
+)
 from deltajobs.sweep import SweepPlan
 from deltajobs.sweep_local import SlotTrainJob
 
@@ -224,7 +231,7 @@ def _submit_local(plan: SweepPlan, dirs: list[Path], sweep_dir: Path, slots: int
     folder = submitit_folder(sweep_dir)
     res = plan.resolved[0].spec.resources
     waves = math.ceil(len(dirs) / slots)  # a point's walltime includes its wait for a slot
-    executor = submitit.LocalExecutor(folder=folder, max_num_timeout=res.max_requeues)
+    executor = DetachedLocalExecutor(folder=folder, max_num_timeout=res.max_requeues)
     executor.update_parameters(timeout_min=max(1, res.seconds // 60) * waves)
     points: list[Submission] = []
     try:

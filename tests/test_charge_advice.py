@@ -151,7 +151,7 @@ def recorded(name: str) -> slurm.AcctRecord:
     """A job from sacct on minidelta (recorded with its header, reordered to today's SACCT_FIELDS)."""
     header, *lines = (DATA / "sacct_minidelta.txt").read_text().splitlines()
     rows = [dict(zip(header.split("|"), line.split("|"), strict=True)) for line in lines]
-    text = "\n".join("|".join(row[f] for f in slurm.SACCT_FIELDS) for row in rows)
+    text = "\n".join("|".join(row.get(f, "") for f in slurm.SACCT_FIELDS) for row in rows)
     return next(r for r in slurm.parse_sacct(text) if r.name == name)
 
 

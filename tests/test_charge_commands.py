@@ -35,7 +35,7 @@ def recorded_sacct(name: str) -> str:
     """A recorded `sacct --parsable2` (with its header) as deltajobs asks for it: no header, SACCT_FIELDS."""
     header, *lines = recorded(name).splitlines()
     rows = [dict(zip(header.split("|"), line.split("|"), strict=True)) for line in lines]
-    return "\n".join("|".join(row[f] for f in slurm.SACCT_FIELDS) for row in rows) + "\n"
+    return "\n".join("|".join(row.get(f, "") for f in slurm.SACCT_FIELDS) for row in rows) + "\n"
 
 
 def fake_run(monkeypatch: pytest.MonkeyPatch, outputs: dict[str, str | None]) -> list[list[str]]:
@@ -271,9 +271,9 @@ def test_charge_without_account_skips_jobcharge(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_charge_from_acct_skips_jobs_that_never_started() -> None:
-    line = "9|pending|PENDING|gpuA100x4|bgvu-delta-gpu||0|10|00:00:00||0:0|2026-11-22T10:00:00|Unknown|Unknown|1|1|16G"
+    line = "9|pending|PENDING|gpuA100x4|bgvu-delta-gpu||0|10|00:00:00||0:0|2026-11-22T10:00:00|Unknown|Unknown|1|1|16G|"
     fields = line.split("|")
-    assert len(fields) == 17 == len(slurm.SACCT_FIELDS)
+    assert len(fields) == 18 == len(slurm.SACCT_FIELDS)
     report = charge_from_acct(slurm.parse_sacct(line), account=None, window="w")
     assert report.jobs == [] and report.total_su == 0
 

@@ -35,7 +35,7 @@ def recorded_sacct(name: str) -> list[slurm.AcctRecord]:
     header, *lines = (DATA / name).read_text().splitlines()
     names = header.split("|")
     rows = [dict(zip(names, line.split("|"), strict=True)) for line in lines]
-    return slurm.parse_sacct("\n".join("|".join(row[f] for f in slurm.SACCT_FIELDS) for row in rows))
+    return slurm.parse_sacct("\n".join("|".join(row.get(f, "") for f in slurm.SACCT_FIELDS) for row in rows))
 
 
 def request(gpus: int = 1, cpus: int = 1, mem_gb: float = 16, hours: float = 1, nodes: int = 1, **kw: bool) -> Request:

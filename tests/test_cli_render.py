@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import sysconfig
 import venv
 from pathlib import Path
 
@@ -89,24 +90,55 @@ def test_cli_never_imports_torch(args: list[str]) -> None:
 
 
 def test_wheel_ships_templates_and_jobs(tmp_path: Path) -> None:
-    """A non-editable install, used from another directory, finds its templates and job specs."""
-    env_dir = tmp_path / "venv"
-    venv.create(env_dir, system_site_packages=True, with_pip=True)
-    python = env_dir / "bin" / "python"
+    """The wheel, built with the project's own environment and installed where nothing else provides
+    deltajobs, finds its templates and job specs from another directory.
+
+    The wheel is built by this interpreter (.venv: hatchling comes with the dev extra); it goes into
+    a fresh venv that cannot see the base interpreter's packages. Its dependencies (typer, jinja2,
+    ...) come from .venv's site-packages, named as a plain path: the editable install's .pth file
+    there is not processed, so the checkout itself stays invisible.
+    """
+    wheels = tmp_path / "wheels"
     subprocess.run(
-        [python, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", str(REPO)],
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", wheels, REPO],
         check=True,
         capture_output=True,
     )
+    (wheel,) = wheels.glob("deltajobs-*.whl")
+    env_dir = tmp_path / "venv"
+    venv.create(env_dir, system_site_packages=False, with_pip=False)
+    python = env_dir / "bin" / "python"
+    site_dir = Path(
+        subprocess.run(
+            [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    )
+    deps = sysconfig.get_paths()["purelib"]  # .venv's
+    (site_dir / "deltajobs_deps.pth").write_text(deps + "\n")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "--python", python, "install", "-q", "--no-deps", "--no-index", wheel],
+        check=True,
+        capture_output=True,
+    )
+    clean_env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     proc = subprocess.run(
         [env_dir / "bin" / "deltajobs", "render", "mnist", "--cluster", "delta", "-A", "bgvu-delta-gpu"],
         capture_output=True,
         text=True,
         cwd=tmp_path,
+        env=clean_env,
     )
     assert proc.returncode == 0, proc.stderr
     assert "#SBATCH --job-name=mnist_train" in proc.stdout
     where = subprocess.run(
-        [python, "-c", "import deltajobs, sys; print(deltajobs.__file__)"], capture_output=True, text=True, cwd=tmp_path
-    ).stdout
-    assert str(env_dir) in where
+        [python, "-c", "import deltajobs; print(deltajobs.__file__)"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=clean_env,
+    )
+    assert where.returncode == 0, where.stderr
+    assert where.stdout.startswith(str(site_dir))

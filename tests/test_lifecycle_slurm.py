@@ -135,3 +135,13 @@ def test_local_cancel(tiny_env: dict[str, str]) -> None:
     assert wait_for_state(sub["job_id"], {"CANCELLED", "FAILED", "COMPLETED"}, timeout=30)["state"] == "CANCELLED"
     pid = int(sub["job_id"].split("-")[1])
     assert not os.path.exists(f"/proc/{pid}/cmdline") or b"submitit" not in Path(f"/proc/{pid}/cmdline").read_bytes()
+
+
+def test_an_unreadable_registry_leaves_no_run_directory(tiny_env: dict[str, str]) -> None:
+    path = load_settings().home_path / "registry.sqlite"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"this is not a SQLite database" * 100)
+    proc = cli("submit", "mnist", *TINY, "--local")
+    assert proc.returncode == 1 and "registry" in proc.stderr and "unreadable" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert runs() == []

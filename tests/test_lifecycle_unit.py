@@ -153,3 +153,56 @@ def test_failed_above_reserved_memory_is_out_of_memory() -> None:
     assert slurm.oom_state("FAILED", 100.0, tres) == "FAILED"
     assert slurm.oom_state("FAILED", None, tres) == "FAILED"
     assert slurm.oom_state("COMPLETED", 670.6, tres) == "COMPLETED"
+
+
+def test_oom_of_a_multi_task_job_counts_every_task_on_a_node() -> None:
+    """4 tasks on a node, each peaking at 5G, with --mem 16G for the node: the node needed 20G."""
+    tres = {"mem": "16G", "node": "1", "billing": "4000"}
+    assert slurm.oom_state("FAILED", 5 * 1024, tres, tasks_per_node=4) == "OUT_OF_MEMORY"
+    assert slurm.oom_state("FAILED", 3 * 1024, tres, tasks_per_node=4) == "FAILED"
+    two_nodes = {"mem": "32G", "node": "2"}  # AllocTRES mem is the whole job's: 16G on each node
+    assert slurm.oom_state("FAILED", 5 * 1024, two_nodes, tasks_per_node=4) == "OUT_OF_MEMORY"
+    step = "12.0|python|FAILED||acct|cpu=8,mem=32G,node=2|9||00:09||9:0|t|t|t|8|2||8"
+    job = "12|ddp|FAILED|gpuA100x4|acct|billing=4000,cpu=8,gres/gpu=8,mem=32G,node=2|9|10|00:09||1:0|t|t|t|8|2|16G|"
+    rss = step.replace("||9:0", "|5242880K|9:0")  # MaxRSS of the largest task: 5G
+    assert slurm.parse_sacct(f"{job}\n{rss}")[0].state == "OUT_OF_MEMORY"
+    assert slurm.parse_sacct(f"{job}\n{rss.replace('5242880K', '3145728K')}")[0].state == "FAILED"
+
+
+def test_sacct_duplicates_fold_into_one_record_per_job() -> None:
+    records = {r.job_id: r for r in slurm.parse_sacct((DATA / "sacct_duplicates.txt").read_text())}
+    requeued = records["7"]
+    assert [a.state for a in requeued.attempts] == ["REQUEUED", "REQUEUED", "COMPLETED"]
+    assert requeued.state == "COMPLETED" and requeued.restarts == 2
+    assert requeued.elapsed_s == sum(a.elapsed_s for a in requeued.attempts) == 9
+    assert requeued.su == pytest.approx(9 * 1000 / 3.6e6)
+    assert requeued.start == requeued.attempts[0].start and requeued.end == requeued.attempts[-1].end
+    assert "--duplicates" in slurm.sacct_argv(["7"])
+
+
+def test_follow_prints_every_new_log_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from deltajobs.cli.lifecycle import follow
+
+    done = row("local-1", "COMPLETED", backend="local", tmp=tmp_path)
+    lines = [f"epoch {e}/5 train_loss 0.{e}" for e in range(1, 6)]
+    Path(done.log_path).write_text("submitit INFO (2026) - Starting\n" + "\n".join(lines) + "\n")
+    registry = Registry.open(load_settings())
+    registry.add(done)
+    registry.close()
+    assert follow("local-1", interval=0) == "COMPLETED"
+    out = capsys.readouterr().out.splitlines()
+    assert [line.strip() for line in out[1:]] == lines
+
+
+def test_log_tail_returns_each_line_once(tmp_path: Path) -> None:
+    from deltajobs.lifecycle import LogTail
+
+    path = tmp_path / "log.out"
+    tail = LogTail(path)
+    assert tail.new_lines() == []
+    path.write_text("epoch 1\nepoch 2\nepo")
+    assert tail.new_lines() == ["epoch 1", "epoch 2"]
+    with path.open("a") as f:
+        f.write("ch 3\nsubmitit INFO done\nepoch 4")
+    assert tail.new_lines() == ["epoch 3"]
+    assert tail.new_lines(final=True) == ["epoch 4"]

@@ -35,3 +35,9 @@ def test_sparkline() -> None:
     line = sparkline([h["train_loss"] for h in RESULTS["history"]])
     assert line.startswith("█") and line.split()[0].endswith("▁") and "1 -> 0.2" in line
     assert sparkline([None, "x"]) == ""
+
+
+def test_sparkline_of_a_diverged_run() -> None:
+    line = sparkline([2.3, 0.5, float("nan"), float("inf")])
+    assert line == "█▁××  2.3 -> inf"
+    assert sparkline([float("nan")]) == "×  nan -> nan"

@@ -158,3 +158,30 @@ def test_the_plot_uses_a_log_axis_for_values_spanning_decades(values: list[float
 
     view = SweepView("sw-1", "mnist", "local", None, "", ["train.x"], [], False, [])
     assert log_axis(view, "train.x", [float(v) for v in values]) is log
+
+
+def test_a_diverged_point_ranks_last_and_is_never_best(tmp_path: Path) -> None:
+    from deltajobs.sweep_results import best_point
+
+    points = [PointRow(index=i, job_id=str(i), state="COMPLETED", params={}, run_dir="") for i in range(4)]
+    for point, loss in zip(points, [0.5, float("nan"), 0.2, float("inf")], strict=True):
+        point.metrics = {"test_loss": loss, "test_acc": 0.1 if loss != 0.2 else float("nan")}
+    assert [p.index for p in rank(points, "test_loss")] == [2, 0, 1, 3]
+    assert [p.index for p in rank(points, "test_acc")] == [0, 1, 3, 2]
+    assert best_point(points, "test_loss") is points[2]
+    for point in points:
+        point.metrics = {"test_loss": float("nan")}
+    assert best_point(points, "test_loss") is None
+
+
+def test_sweep_results_show_nan_and_rank_it_last() -> None:
+    sweep_dir = fake_sweep()
+    point = sweep_dir / "point-002"  # lr=0.01, bs=32 diverged: NaN loss and chance accuracy
+    history = [{"epoch": 1, "train_loss": float("nan"), "test_acc": 0.098}]
+    (point / "results.json").write_text(json.dumps({"test_acc": 0.098, "test_loss": float("nan"), "history": history}))
+    proc = cli("sweep", "results", "sw-c0ffee", "--metric", "test_loss")
+    assert proc.returncode == 0, proc.stderr
+    rows = [line.split() for line in proc.stdout.splitlines() if line.split()[:1] in (["*"], ["0"], ["1"], ["2"])]
+    assert [r[0] for r in rows] == ["*", "0", "2"] and rows[0][1] == "1"  # point 1 best, diverged point 2 last
+    assert rows[2][4] == "nan"
+    assert "best by test_loss: point 1 " in proc.stdout

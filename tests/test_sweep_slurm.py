@@ -78,3 +78,21 @@ def test_a_local_sweep_runs_one_point_at_a_time_with_max_parallel_1(tiny_mnist: 
         spans.append((start, (run_dir / "results.json").stat().st_mtime))
     (first_start, first_end), (second_start, second_end) = sorted(spans)
     assert first_end <= second_start  # never both training at once
+
+
+@pytest.mark.train
+def test_a_local_sweep_into_a_pipe_returns_at_once(tiny_mnist: Path) -> None:
+    """`sweep --local | cat`: the points run detached, so the command returns while they train."""
+    pytest.importorskip("torch")
+    env = {"DELTAJOBS_DATA_ROOT": str(tiny_mnist)}
+    long = ["--set", "train.epochs=2000", "--set", "train.val_size=100"]
+    started = time.time()
+    proc = cli("sweep", "mnist", "--local", "--grid", "train.lr=1e-3,1e-2", *long, "--json", env=env, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    sweep_id = json.loads(proc.stdout)["sweep_id"]
+    try:
+        assert time.time() - started < 30
+        states = [p["state"] for p in cli_json("sweep", "status", sweep_id)["points"]]
+        assert all(state not in FINAL_STATES for state in states), states
+    finally:
+        assert cli("sweep", "cancel", sweep_id).returncode == 0

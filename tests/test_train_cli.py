@@ -128,3 +128,12 @@ def test_the_cli_does_not_import_torch() -> None:
     code = "import sys, deltajobs.cli, deltajobs.cli.train, deltajobs.train.fetch; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_fetch_prints_the_resolved_root(tmp_path: Path) -> None:
+    source = make_tiny_mnist(tmp_path / "src", n_train=30, n_test=10) / "MNIST" / "raw"
+    (tmp_path / "sub").mkdir()
+    root = tmp_path / "sub" / ".." / "root"
+    proc = deltajobs("data", "fetch", "mnist", "--root", str(root), "--from", str(source))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == f"MNIST ready in {tmp_path / 'root' / 'MNIST' / 'raw'}: 30 train, 10 test images\n"

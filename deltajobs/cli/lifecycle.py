@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import sys
 import time
@@ -124,16 +125,17 @@ def guard_budget(resolved: Any, settings: Any, yes: bool) -> float:
 
 
 def follow(job_id: str, quiet: bool = False, interval: float = 2.0) -> str:
-    """Poll one job until it is final, printing state changes and the last log line."""
+    """Poll one job until it is final, printing state changes and every new line of its log."""
     from deltajobs.config import load_settings
-    from deltajobs.lifecycle import last_line, log_file, reason_words, refresh
+    from deltajobs.lifecycle import LogTail, log_file, reason_words, refresh
     from deltajobs.registry import Registry
 
     registry = Registry.open(load_settings())
-    seen_state, seen_line = "", ""
+    seen_state = ""
     try:
+        row = registry.get(job_id)
+        tail = LogTail(log_file(row))
         while True:
-            row = registry.get(job_id)
             result = refresh(registry, [row])
             if result.warning and not quiet:
                 note(result.warning)
@@ -141,10 +143,9 @@ def follow(job_id: str, quiet: bool = False, interval: float = 2.0) -> str:
                 words = reason_words(row.reason) if row.state == "PENDING" else ""
                 typer.echo(f"[{time.strftime('%H:%M:%S')}] {job_id} {row.state}{': ' + words if words else ''}")
                 seen_state = row.state
-            line = last_line(log_file(row))
-            if line and line != seen_line and not quiet:
-                typer.echo(f"    {line}")
-                seen_line = line
+            for line in tail.new_lines(final=row.final):
+                if not quiet:
+                    typer.echo(f"    {line}")
             if row.final:
                 return row.state
             time.sleep(interval)
@@ -175,14 +176,16 @@ def status(
             else:
                 rows = registry.query(recent_since=None if all_ else time.time() - 7 * 86400)
             result = refresh(registry, rows)
+            records, warning = finished_usage(result.rows) if detail else ({}, None)
+            warning = result.warning or warning
             if watch and not as_json and sys.stdout.isatty():
                 typer.echo("\033[2J\033[H", nl=False)
             if as_json:
-                emit_json([status_dict(r, detail) for r in result.rows])
+                emit_json([status_dict(r, detail, records.get(r.job_id)) for r in result.rows])
             else:
-                typer.echo(status_table(result.rows, detail))
-            if result.warning:
-                note(result.warning)
+                typer.echo(status_table(result.rows, detail, records))
+            if warning:
+                note(warning)
                 raise typer.Exit(3)
             if not watch or all(r.final for r in result.rows):
                 return
@@ -191,35 +194,29 @@ def status(
         registry.close()
 
 
-def status_dict(row: Any, detail: bool = False) -> dict[str, Any]:
+def finished_usage(rows: list[Any]) -> tuple[dict[str, Any], str | None]:
+    """sacct's records of the finished SLURM jobs (one call), or a warning if SLURM does not answer."""
+    from deltajobs.errors import SlurmError
+    from deltajobs.lifecycle import usage
+
+    try:
+        return usage(rows), None
+    except SlurmError as err:
+        return {}, f"SLURM is not answering ({err}); no usage or advice for finished jobs"
+
+
+def status_dict(row: Any, detail: bool = False, record: Any = None) -> dict[str, Any]:
     from deltajobs.job import restarts
-    from deltajobs.lifecycle import STATE_ADVICE, reason_words
+    from deltajobs.lifecycle import STATE_ADVICE, reason_words, right_sizing
 
     data = row.to_dict()
     data["reason_words"] = reason_words(row.reason) if row.state == "PENDING" else ""
     data["restarts"] = restarts(Path(row.run_dir))
     data["advice"] = STATE_ADVICE.get(row.state, "")
     if detail:
-        data["right_sizing"] = right_sizing(row)
+        data["right_sizing"] = [a.to_dict() for a in right_sizing(row, record)]
+        data["attempts"] = [dataclasses.asdict(a) for a in record.attempts] if record is not None else []
     return data
-
-
-def right_sizing(row: Any) -> list[str]:
-    """Advice comparing what a finished SLURM job reserved with what it used."""
-    if row.backend != "slurm" or not row.final:
-        return []
-    try:
-        from deltajobs import slurm
-        from deltajobs.charge import advise
-        from deltajobs.cluster import load_profile
-
-        records = slurm.sacct([row.job_id])
-        if not records:
-            return []
-        partition = load_profile(row.cluster).partition(records[0].partition)
-        return [str(a) for a in advise(records[0], partition, tasks_per_node=row.ntasks_per_node)]
-    except (DeltaJobsError, ImportError, AttributeError):
-        return []
 
 
 @app.command()
@@ -308,7 +305,7 @@ def results(
     """The trainer's results: test accuracy, timings and a per-epoch table."""
     from deltajobs.cli.tables import results_text
     from deltajobs.config import load_settings
-    from deltajobs.lifecycle import refresh
+    from deltajobs.lifecycle import refresh, right_sizing
     from deltajobs.lifecycle import results as read_results
     from deltajobs.registry import Registry
 
@@ -319,14 +316,27 @@ def results(
         data = read_results(row)
     finally:
         registry.close()
-    advice = right_sizing(row)
+    records, warning = finished_usage([row])
+    record = records.get(row.job_id)
+    advice = right_sizing(row, record)
+    if warning:
+        note(warning)
     if plot is not None:
         from deltajobs.plots import plot_curves
 
         plot_curves(data, plot, title=f"{row.name} ({row.job_id})")
     if as_json:
-        emit_json({"job_id": row.job_id, "state": row.state, "su": row.su, **data, "right_sizing": advice})
+        emit_json(
+            {
+                "job_id": row.job_id,
+                "state": row.state,
+                "su": record.su if record is not None else row.su,
+                **data,
+                "attempts": [dataclasses.asdict(a) for a in record.attempts] if record is not None else [],
+                "right_sizing": [a.to_dict() for a in advice],
+            }
+        )
         return
-    typer.echo(results_text(row, data, advice))
+    typer.echo(results_text(row, data, advice, record))
     if plot is not None:
         typer.echo(f"wrote {plot}")

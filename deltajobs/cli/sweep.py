@@ -179,11 +179,11 @@ def results(
     plot: Path = PlotOpt,
 ) -> None:
     """One row per point, best first by --metric (marked *): parameters, state and metrics."""
-    from deltajobs.sweep_results import TABLE_METRICS, format_value, higher_is_better, rank, short_key
+    from deltajobs.sweep_results import TABLE_METRICS, best_point, format_value, higher_is_better, rank, short_key
 
     view = _load(sweep_id)
     ranked = rank(view.points, metric)
-    best = ranked[0] if ranked and metric in ranked[0].metrics else None
+    best = best_point(view.points, metric)
     if plot is not None:
         from deltajobs.sweep_plot import plot_sweep
 

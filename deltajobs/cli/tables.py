@@ -5,7 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from deltajobs.charge_advice import Advice
+from deltajobs.job import restarts
+from deltajobs.lifecycle import STATE_ADVICE, attempts_text, reason_words, right_sizing
 from deltajobs.registry import JobRow
+from deltajobs.slurm import AcctRecord
 from deltajobs.units import format_duration
 
 
@@ -17,21 +21,23 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def status_table(rows: list[JobRow], detail: bool = False) -> str:
-    from deltajobs.cli.lifecycle import status_dict
-
+def status_table(rows: list[JobRow], detail: bool = False, records: dict[str, AcctRecord] | None = None) -> str:
+    """The status table; with `detail`, each finished job's attempts and right-sizing advice below it
+    (`records`: sacct's, from `lifecycle.usage`)."""
     if not rows:
         return "no jobs (submit one with `deltajobs submit mnist`)"
     body, notes = [], []
     for row in rows:
-        info = status_dict(row, detail)
+        record = (records or {}).get(row.job_id)
+        why = reason_words(row.reason) if row.state == "PENDING" else ""
+        why = why or (row.reason or "" if row.state == "PENDING" else "")
+        count = restarts(Path(row.run_dir))
         gpus = (row.nodes or 1) * (row.gpus_per_node or 0)
-        why = info["reason_words"] or (row.reason or "" if row.state == "PENDING" else "")
         body.append(
             [
                 row.job_id,
                 row.name,
-                row.state + (f" (restarts {info['restarts']})" if info["restarts"] else ""),
+                row.state + (f" (restarts {count})" if count else ""),
                 row.partition or "",
                 str(gpus),
                 format_duration(row.elapsed_s) if row.elapsed_s is not None else "",
@@ -39,15 +45,18 @@ def status_table(rows: list[JobRow], detail: bool = False) -> str:
                 why,
             ]
         )
-        if info["advice"] and (detail or len(rows) == 1):
-            notes.append(f"{row.job_id}: {info['advice'].replace('JOBID', row.job_id)}")
-        for advice in info.get("right_sizing", []):
-            notes.append(f"{row.job_id}: {advice}")
+        advice = STATE_ADVICE.get(row.state, "")
+        if advice and (detail or len(rows) == 1):
+            notes.append(f"{row.job_id}: {advice.replace('JOBID', row.job_id)}")
+        if detail and record is not None and len(record.attempts) > 1:
+            notes.append(f"{row.job_id}: charged for {attempts_text(record)} ({record.su:.3f} SU)")
+        if detail:
+            notes += [f"{row.job_id}: {a.message}" for a in right_sizing(row, record)]
     text = table(["JOBID", "NAME", "STATE", "PARTITION", "GPUS", "ELAPSED", "SU", "REASON"], body)
     return text + ("\n\n" + "\n".join(notes) if notes else "")
 
 
-def results_text(row: JobRow, data: dict[str, Any], advice: list[str]) -> str:
+def results_text(row: JobRow, data: dict[str, Any], advice: list[Advice], record: AcctRecord | None = None) -> str:
     lines = [
         f"job {row.job_id} ({row.name}) {row.state} in {Path(row.run_dir)}",
         f"  model {data.get('model', '?')}  params {data.get('params', 0):,}  device {data.get('device', '?')}"
@@ -56,7 +65,9 @@ def results_text(row: JobRow, data: dict[str, Any], advice: list[str]) -> str:
         f"  epochs {data.get('epochs', '?')}  train {data.get('train_seconds', 0):.1f}s"
         f"  {data.get('samples_per_second', 0):,.0f} samples/s",
     ]
-    if row.su is not None:
+    if record is not None and len(record.attempts) > 1:
+        lines.append(f"  charge {record.su:.3f} SU for {attempts_text(record)}")
+    elif row.su is not None:
         lines.append(f"  charge {row.su:.3f} SU")
     history = data.get("history") or []
     if history:
@@ -78,7 +89,7 @@ def results_text(row: JobRow, data: dict[str, Any], advice: list[str]) -> str:
         lines += ["", f"  train_loss {sparkline([h.get('train_loss') for h in history])}"]
         lines += [f"  test_acc   {sparkline([h.get('test_acc') for h in history])}"]
     if advice:
-        lines += ["", "Right-sizing:"] + [f"  - {a}" for a in advice]
+        lines += ["", "Right-sizing:"] + [f"  - {a.message}" for a in advice]
     return "\n".join(lines)
 
 

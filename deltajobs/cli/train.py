@@ -121,7 +121,7 @@ def fetch(
 
     if dataset != "mnist":
         raise SpecError("DATASET", f"{dataset!r} is unknown; choose one of: mnist")
-    root = (root or load_settings().data_path).expanduser().absolute()
+    root = (root or load_settings().data_path).expanduser().resolve()
     counts = mnist.import_idx(source, root) if source is not None else mnist.download(root)
     if as_json:
         emit_json({"dataset": dataset, "root": str(root), "raw": str(mnist.raw_dir(root)), **counts})
