@@ -30,7 +30,7 @@ def wall(argv: list[str], repeat: int, env: dict[str, str]) -> float:
 
 def bench_status(rows: int, active: int, repeat: int) -> dict[str, float]:
     from deltajobs import slurm
-    from deltajobs.cli.tables import status_table
+    from deltajobs.cli.views import status_table
     from deltajobs.config import load_settings
     from deltajobs.lifecycle import refresh
     from deltajobs.registry import JobRow, Registry

@@ -88,25 +88,26 @@ def main() -> None:
     n = args.points
     with tempfile.TemporaryDirectory(prefix="bench-sweep-") as tmp:
         log = setup(Path(tmp))
+        from deltajobs import backends
         from deltajobs.config import load_settings
         from deltajobs.context import new_run_dir
+        from deltajobs.lifecycle import submit_job
         from deltajobs.spec import Overrides, resolve_job
-        from deltajobs.submit import submit_job
-        from deltajobs.sweep import parse_sweep, plan_sweep
-        from deltajobs.sweep_submit import submit_sweep
+        from deltajobs.sweep.plan import parse_sweep, plan_sweep
+        from deltajobs.sweep.submit import submit_sweep
 
         grid = "train.seed=" + ",".join(str(i) for i in range(n))
 
         def sweep_in_process() -> None:
             settings = load_settings()
             plan = plan_sweep("mnist", parse_sweep([grid], [], None, 0), Overrides(), settings, "minidelta")
-            submit_sweep(plan, settings, "slurm")
+            submit_sweep(plan, settings, backends.get("slurm"))
 
         def submits_in_process() -> None:
             settings = load_settings()
             for i in range(n):
                 resolved = resolve_job("mnist", Overrides(sets=[f"train.seed={i}"]), settings, "minidelta")
-                submit_job(resolved, settings, new_run_dir(settings, resolved.spec.name), "slurm")
+                submit_job(resolved, settings, new_run_dir(settings, resolved.spec.name), backends.get("slurm"))
 
         def submits_cli() -> None:
             for i in range(n):

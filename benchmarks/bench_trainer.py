@@ -151,7 +151,7 @@ def throughput(data_root: str, threads: int, rounds: int, seconds: float) -> dic
             fused_step=fused,
         )  # fmt: skip
         trainer = build_trainer(config, torch.device("cpu"), log=lambda line: None)
-        assert (trainer.fused is not None) == fused, trainer.why_autograd
+        assert (trainer.train_step.name == "fused") == fused, trainer.train_step.describe()
 
         def burst(steps: int) -> int:
             p = trainer.progress

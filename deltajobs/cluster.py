@@ -62,7 +62,6 @@ class ClusterProfile:
     modules: list[str] = field(default_factory=list)
     module_reset: bool = True
     python: str | None = None
-    default_time: str = "00:30:00"
     default_mem_per_cpu_mb: int = 1000
     distributed_env: dict[str, str] = field(default_factory=dict)
 

@@ -23,22 +23,45 @@ from typing import Any
 
 import submitit
 
+from deltajobs.backends import submitit_private
+
 ATTEMPTS_FILE = "attempts.json"
 
 
 class StopFlag:
-    """Set by a signal handler, polled by the training loop between steps."""
+    """A `should_stop` for the training loop: turns True on one of `signals`, and the loop then
+    checkpoints at its next step. Used as a context manager, it installs its handlers and puts the
+    previous ones back on exit. A second Ctrl-C (SIGINT) aborts at once."""
 
-    def __init__(self) -> None:
+    def __init__(self, signals: tuple[signal.Signals, ...], stream: Any = None) -> None:
+        self.signals = signals
+        self.stream = stream  # where to say it (default: stdout, which is the job's log)
         self.signal: int | None = None
+        self.previous: dict[int, Any] = {}
 
     def __call__(self) -> bool:
         return self.signal is not None
 
     def handler(self, signum: int, frame: FrameType | None) -> None:
-        if self.signal is None:
-            self.signal = signum
-            print(f"deltajobs: caught {signal.Signals(signum).name}: checkpointing at the next step", flush=True)
+        if self.signal is not None:
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            return
+        self.signal = signum
+        again = " (Ctrl-C again to abort)" if signal.SIGINT in self.signals else ""
+        name = signal.Signals(signum).name
+        print(f"deltajobs: caught {name}: checkpointing at the next step{again}", file=self.stream, flush=True)
+
+    def install(self) -> StopFlag:
+        self.previous = {sig: signal.signal(sig, self.handler) for sig in self.signals}
+        return self
+
+    def __enter__(self) -> StopFlag:
+        return self.install()
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
 
 
 def global_rank() -> int:
@@ -78,6 +101,11 @@ class TrainJob(submitit.helpers.Checkpointable):
         self.run_dir = run_dir
         self.max_requeues = max_requeues
 
+    @classmethod
+    def of(cls, resolved: Any, run_dir: Path) -> TrainJob:
+        """The job that trains a resolved job spec into `run_dir`."""
+        return cls(resolved.spec.to_dict(), str(run_dir), resolved.spec.resources.max_requeues)
+
     def __call__(self) -> dict[str, Any]:
         from deltajobs.schema import from_dict
         from deltajobs.train.api import run_training
@@ -85,9 +113,8 @@ class TrainJob(submitit.helpers.Checkpointable):
 
         run_dir = Path(self.run_dir)
         restarted = record_attempt(run_dir)
-        stop = StopFlag()
-        signal.signal(signal.SIGUSR2, stop.handler)  # SLURM's timeout warning (--signal=USR2@grace)
-        signal.signal(signal.SIGTERM, stop.handler)  # preemption or scancel
+        # SIGUSR2: SLURM's timeout warning (--signal=USR2@grace); SIGTERM: preemption or scancel.
+        stop = StopFlag((signal.SIGUSR2, signal.SIGTERM)).install()  # for the rest of this process
         config = from_dict(TrainConfig, self.spec["train"], "train")
         resume = (run_dir / "checkpoint.pt").exists()
         if resume:
@@ -104,7 +131,7 @@ class TrainJob(submitit.helpers.Checkpointable):
     def _after_interrupt(self, signum: int | None, restarted: int) -> None:
         if global_rank() != 0 or signum != signal.SIGUSR2:
             sys.exit(-1)  # SIGTERM: preempted (SLURM requeues --requeue jobs) or cancelled
-        if os.environ.get("SUBMITIT_EXECUTOR") != "slurm":
+        if not submitit_private.running_on_slurm():
             raise RuntimeError(
                 "timed out on the local backend; continue with `deltajobs train JOB --resume --run-dir ...`"
             )
@@ -112,6 +139,5 @@ class TrainJob(submitit.helpers.Checkpointable):
             raise RuntimeError(
                 f"timed out after {restarted} requeue(s): resources.max_requeues={self.max_requeues} reached"
             )
-        env = submitit.JobEnvironment()
-        env._requeue(self.max_requeues - restarted)  # submitit's: scontrol requeue $SLURM_JOB_ID
+        submitit_private.requeue(self.max_requeues - restarted)  # scontrol requeue $SLURM_JOB_ID
         sys.exit(-1)

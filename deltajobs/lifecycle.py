@@ -1,24 +1,32 @@
-"""Live state of submitted jobs: refresh from squeue + sacct (one call each) or local processes,
-cancel, and read logs and results. Final states are cached in the registry and never re-queried.
+"""The job lifecycle above the backends: submit a job, bring rows up to date, cancel them, and what
+finished jobs used. Every call goes through the backend a row names (`deltajobs.backends`);
+final states are cached in the registry and never asked for again.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import pickle
-import signal
+import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from deltajobs import slurm
-from deltajobs.charge_advice import Advice, advise
+import yaml
+
+from deltajobs import backends
+from deltajobs.backends.base import Backend, Submission
+from deltajobs.charge.advice import Advice, advise
 from deltajobs.cluster import load_profile
-from deltajobs.errors import DeltaJobsError, NotFoundError, SlurmError, SpecError
-from deltajobs.registry import JobRow, Registry
+from deltajobs.config import Settings
+from deltajobs.errors import SlurmError, SpecError
+from deltajobs.registry import JobRow, Registry, spec_key
+from deltajobs.slurm import AcctRecord
+from deltajobs.spec import ResolvedJob
 from deltajobs.units import format_duration
+
+RECENT_S = 7 * 86400  # `status` without ids shows active jobs and those submitted this recently
+
 
 # Pending reasons in words (squeue's %r).
 REASONS = {
@@ -57,36 +65,90 @@ def reason_words(reason: str | None) -> str:
     return REASONS.get(reason, reason)
 
 
+# -- submitting ------------------------------------------------------------------------------------
+
+
+def prepare_run_dir(resolved: ResolvedJob, run_dir: Path) -> None:
+    """Create the run directory with the resolved spec; fails if it exists."""
+    run_dir.mkdir(parents=True, exist_ok=False)
+    (run_dir / "spec.yaml").write_text(yaml.safe_dump(resolved.spec.to_dict(), sort_keys=False))
+
+
+def submit_job(resolved: ResolvedJob, settings: Settings, run_dir: Path, backend: Backend) -> Submission:
+    """Submit one job: run directory, submission, registry row. On any failure none of them is left."""
+    run_dir = run_dir.expanduser().absolute()
+    with Registry.open(settings) as registry:  # an unreadable registry fails here, before anything exists
+        prepare_run_dir(resolved, run_dir)
+        try:
+            submission = backend.submit(resolved, run_dir)
+        except BaseException:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            raise
+        try:
+            registry.add(job_row(resolved, submission, backend))
+        except BaseException:
+            backend.undo([submission.job_id])
+            shutil.rmtree(run_dir, ignore_errors=True)
+            raise
+    return submission
+
+
+def job_row(
+    resolved: ResolvedJob, sub: Submission, backend: Backend, sweep_id: str | None = None, index: int | None = None
+) -> JobRow:
+    res = resolved.spec.resources
+    return JobRow(
+        job_id=sub.job_id,
+        name=resolved.spec.name,
+        cluster=resolved.profile.name,
+        backend=backend.name,
+        account=resolved.spec.account,
+        partition=backend.partition(resolved),
+        nodes=res.nodes,
+        gpus_per_node=res.gpus_per_node,
+        ntasks_per_node=res.ntasks_per_node,
+        cpus_per_task=res.cpus_per_task,
+        mem=res.mem,
+        time_limit=res.time,
+        run_dir=str(sub.run_dir),
+        log_path=str(sub.log_path),
+        err_path=str(sub.err_path),
+        spec_key=spec_key(resolved),
+        sweep_id=sweep_id,
+        sweep_index=index,
+        submitted_at=time.time(),
+        state=backend.first_state,
+    )
+
+
+# -- following -------------------------------------------------------------------------------------
+
+
 @dataclass
 class Refresh:
     rows: list[JobRow]
     warning: str | None = None
-    calls: list[str] = field(default_factory=list)  # which SLURM commands ran (for tests/benchmarks)
+    calls: list[str] = field(default_factory=list)  # which scheduler commands ran (for tests/benchmarks)
+
+
+def by_backend(rows: list[JobRow]) -> Iterator[tuple[Backend, list[JobRow]]]:
+    """The rows grouped by the backend each was submitted with, in order of first appearance."""
+    groups: dict[str, list[JobRow]] = {}
+    for row in rows:
+        groups.setdefault(row.backend, []).append(row)
+    for name, group in groups.items():
+        yield backends.get(name), group
 
 
 def refresh(registry: Registry, rows: list[JobRow]) -> Refresh:
-    """Bring the non-final rows up to date; at most one squeue and one sacct call for all of them."""
+    """Bring the rows that are not final up to date (on SLURM: one squeue and one sacct for all)."""
     result = Refresh(rows=rows)
     changes: dict[str, dict[str, Any]] = {}
-    active_slurm = [r for r in rows if r.backend == "slurm" and not r.final]
-    if active_slurm:
-        try:
-            queue = {q.job_id: q for q in slurm.squeue()}
-            result.calls.append("squeue")
-            acct = {a.job_id: a for a in slurm.sacct([r.job_id for r in active_slurm])}
-            result.calls.append("sacct")
-        except SlurmError as err:
-            result.warning = f"SLURM is not answering ({err}); showing cached states"
-        else:
-            for row in active_slurm:
-                change = merge_slurm(row, queue.get(row.job_id), acct.get(row.job_id))
-                if change:
-                    changes[row.job_id] = change
-    for row in rows:
-        if row.backend == "local" and not row.final:
-            change = local_state(row)
-            if change:
-                changes[row.job_id] = change
+    for backend, group in by_backend([r for r in rows if not r.final]):
+        found = backend.refresh(group)
+        changes.update(found.changes)
+        result.calls += found.calls
+        result.warning = result.warning or found.warning
     registry.update_many(changes)
     for row in rows:
         for key, value in changes.get(row.job_id, {}).items():
@@ -94,150 +156,68 @@ def refresh(registry: Registry, rows: list[JobRow]) -> Refresh:
     return result
 
 
-def merge_slurm(row: JobRow, queued: slurm.QueueRecord | None, acct: slurm.AcctRecord | None) -> dict[str, Any]:
-    """squeue is authoritative while a job is queued or running; sacct after it leaves the queue."""
-    change: dict[str, Any] = {}
-    if acct is not None:
-        change.update(
-            state=acct.state,
-            started_at=acct.start if acct.start not in ("Unknown", "None") else None,
-            ended_at=acct.end if acct.end not in ("Unknown", "None") else None,
-            elapsed_s=acct.elapsed_s,
-            exit_code=acct.exit_code,
-            billing=acct.billing or None,
-            su=acct.su if acct.billing else None,
-        )
-    if queued is not None:
-        change.update(state=queued.state, reason=queued.reason)
-        if queued.state == "RUNNING":
-            change["reason"] = None
-    elif acct is None:
-        return {}  # left squeue, not yet in sacct: keep the last known state, look again next time
-    if change.get("state") == row.state and all(getattr(row, k) == v for k, v in change.items()):
-        return {}
-    return change
+@dataclass
+class StatusView:
+    """What `status` shows: the rows, fresh; with `detail`, what the finished ones used."""
+
+    rows: list[JobRow]
+    records: dict[str, AcctRecord]
+    warning: str | None
 
 
-# -- the local backend ---------------------------------------------------------------------------
+def status(settings: Settings, job_ids: list[str] | None, every: bool = False, detail: bool = False) -> StatusView:
+    """The ids given, else every job (`every`), else the active and recent ones, brought up to date."""
+    with Registry.open(settings) as registry:
+        if job_ids:
+            rows = registry.find(job_ids)
+        else:
+            rows = registry.query(recent_since=None if every else time.time() - RECENT_S)
+        result = refresh(registry, rows)
+    records, warning = finished_usage(result.rows) if detail else ({}, None)
+    return StatusView(result.rows, records, result.warning or warning)
 
 
-def local_pid(job_id: str) -> int:
-    return int(job_id.split("-")[1])
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie or a recycled pid is not our job
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        if stat.rsplit(")", 1)[1].split()[0] == "Z":
-            return False
-        return b"submitit" in Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return True
-
-
-def local_state(row: JobRow) -> dict[str, Any]:
-    pid = local_pid(row.job_id)
-    result = Path(row.log_path).with_name(f"{pid}_0_result.pkl")
-    cancelled = Path(row.run_dir) / "CANCELLED"
-    now = time.time()
-    if cancelled.exists():
-        state = "CANCELLED"
-    elif result.exists():
-        state = "COMPLETED" if _result_tag(result) == "success" else "FAILED"
-    elif _alive(pid):
-        return {"elapsed_s": int(now - row.submitted_at)} if row.state == "RUNNING" else {"state": "RUNNING"}
-    else:
-        state = "FAILED"  # died without a result: killed, or crashed before submitit could write one
-    end = result.stat().st_mtime if result.exists() else now
-    return {
-        "state": state,
-        "elapsed_s": int(end - row.submitted_at),
-        "exit_code": "0:0" if state == "COMPLETED" else "1:0",
-    }
-
-
-def _result_tag(path: Path) -> str:
-    try:
-        with path.open("rb") as f:
-            return str(pickle.load(f)[0])
-    except Exception:  # noqa: BLE001 - a half-written or foreign pickle counts as failure
-        return "error"
-
-
-def _local_children(pid: int) -> list[int]:
-    children = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            if ppid == pid:
-                children.append(int(entry.name))
-    return children
-
-
-def cancel_local(row: JobRow) -> None:
-    pid = local_pid(row.job_id)
-    (Path(row.run_dir) / "CANCELLED").touch()
-    tasks = _local_children(pid)
-    for target, sig in [(t, signal.SIGINT) for t in tasks] + [(pid, signal.SIGKILL)]:
-        try:
-            os.kill(target, sig)
-        except ProcessLookupError:
-            pass
-    deadline = time.time() + 5
-    while time.time() < deadline and any(_alive(t) for t in tasks):
-        time.sleep(0.1)
-    for task in tasks:
-        try:
-            os.kill(task, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-
-def cancel_backend(backend: str, job_ids: list[str]) -> None:
-    if backend == "slurm":
-        slurm.scancel(job_ids)
-        return
-    for job_id in job_ids:
-        pid = local_pid(job_id)
-        for target in [*_local_children(pid), pid]:
-            try:
-                os.kill(target, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+def active_jobs(settings: Settings) -> list[JobRow]:
+    """Every job that is not final, as the registry last saw it."""
+    with Registry.open(settings) as registry:
+        return [r for r in registry.query(recent_since=0) if not r.final]
 
 
 def cancel(registry: Registry, rows: list[JobRow]) -> list[str]:
     """Cancel the rows that are not final; returns the ids cancelled (one scancel for all SLURM ones)."""
     active = [r for r in rows if not r.final]
-    slurm_ids = [r.job_id for r in active if r.backend == "slurm"]
-    if slurm_ids:
-        slurm.scancel(slurm_ids)
-    for row in active:
-        if row.backend == "local":
-            cancel_local(row)
-    registry.update_many({r.job_id: {"state": "CANCELLED"} for r in active if r.backend == "local"})
+    for backend, group in by_backend(active):
+        registry.update_many(backend.cancel(group))
     return [r.job_id for r in active]
 
 
-# -- usage of finished jobs -----------------------------------------------------------------------
+def cancel_jobs(settings: Settings, job_ids: list[str]) -> tuple[list[JobRow], list[str]]:
+    """Cancel jobs by id: their rows and the ids that were cancelled (the others were final)."""
+    with Registry.open(settings) as registry:
+        rows = registry.find(job_ids)
+        return rows, cancel(registry, rows)
 
 
-def usage(rows: list[JobRow]) -> dict[str, slurm.AcctRecord]:
-    """sacct's record of every finished SLURM row (what it used, each attempt): one call for all."""
-    ids = [r.job_id for r in rows if r.backend == "slurm" and r.final]
-    return {a.job_id: a for a in slurm.sacct(ids)} if ids else {}
+# -- what finished jobs used -----------------------------------------------------------------------
 
 
-def right_sizing(row: JobRow, record: slurm.AcctRecord | None) -> list[Advice]:
+def usage(rows: list[JobRow]) -> dict[str, AcctRecord]:
+    """The accounting record of every finished row (what it used, each attempt): one call per backend."""
+    records: dict[str, AcctRecord] = {}
+    for backend, group in by_backend([r for r in rows if r.final]):
+        records.update(backend.usage(group))
+    return records
+
+
+def finished_usage(rows: list[JobRow]) -> tuple[dict[str, AcctRecord], str | None]:
+    """`usage`, or nothing and a warning when the scheduler does not answer."""
+    try:
+        return usage(rows), None
+    except SlurmError as err:
+        return {}, f"SLURM is not answering ({err}); no usage or advice for finished jobs"
+
+
+def right_sizing(row: JobRow, record: AcctRecord | None) -> list[Advice]:
     """Advice comparing what a finished job reserved with what it used (none without its record)."""
     if record is None:
         return []
@@ -248,51 +228,8 @@ def right_sizing(row: JobRow, record: slurm.AcctRecord | None) -> list[Advice]:
     return advise(record, partition, tasks_per_node=row.ntasks_per_node)
 
 
-def attempts_text(record: slurm.AcctRecord) -> str:
+def attempts_text(record: AcctRecord) -> str:
     """`4 attempts (17s REQUEUED, 25s REQUEUED, 25s REQUEUED, 26s COMPLETED)`: each one is charged."""
     runs = ", ".join(f"{format_duration(a.elapsed_s)} {a.state}" for a in record.attempts)
     count = len(record.attempts)
     return f"{count} attempt{'s' if count != 1 else ''} ({runs})"
-
-
-# -- logs and results ----------------------------------------------------------------------------
-
-
-def log_file(row: JobRow, err: bool = False, task: int = 0) -> Path:
-    path = Path(row.err_path if err else row.log_path)
-    return path.with_name(path.name.replace("_0_log.", f"_{task}_log.")) if task else path
-
-
-def results(row: JobRow) -> dict[str, Any]:
-    path = Path(row.run_dir) / "results.json"
-    if not path.exists():
-        hint = "it has not finished" if not row.final else f"it ended {row.state} without results"
-        raise NotFoundError(f"job {row.job_id} has no results.json yet ({hint}); see `deltajobs logs {row.job_id}`")
-    try:
-        return json.loads(path.read_text())
-    except ValueError:
-        raise DeltaJobsError(f"{path} is not valid JSON") from None
-
-
-class LogTail:
-    """The lines a job's log gained since the last look, without submitit's bookkeeping lines."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.position = 0
-        self.partial = b""
-
-    def new_lines(self, final: bool = False) -> list[str]:
-        """Complete new lines (and, once the job is `final`, an unfinished last one)."""
-        try:
-            with self.path.open("rb") as f:
-                f.seek(self.position)
-                chunk = f.read()
-                self.position = f.tell()
-        except OSError:
-            return []
-        data = self.partial + chunk
-        lines = data.split(b"\n")
-        self.partial = b"" if final else lines.pop()
-        text = [line.decode(errors="replace").rstrip("\r") for line in lines]
-        return [line for line in text if line.strip() and not line.startswith("submitit ")]

@@ -135,10 +135,17 @@ class Registry:
 
     @classmethod
     def open(cls, settings: Settings) -> Registry:
+        """The registry under DELTAJOBS_HOME; use it as `with Registry.open(settings) as registry:`."""
         return cls(db_path(settings))
 
     def close(self) -> None:
         self._conn.close()
+
+    def __enter__(self) -> Registry:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -250,16 +257,13 @@ def spec_key(resolved: Any) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def typical_elapsed(settings: Settings, key: str) -> float | None:
-    """Median elapsed seconds of completed jobs with this spec key, if any ran."""
+def typical_elapsed(settings: Settings, resolved: Any) -> float | None:
+    """Median elapsed seconds of the completed jobs with the same spec key as `resolved`, if any ran."""
     path = db_path(settings)
     if not path.exists():
         return None
-    registry = Registry(path)
-    try:
-        values = sorted(registry.history_elapsed(key))
-    finally:
-        registry.close()
+    with Registry(path) as registry:
+        values = sorted(registry.history_elapsed(spec_key(resolved)))
     if not values:
         return None
     mid = len(values) // 2

@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 
 from deltajobs import slurm
-from deltajobs.charge import Advice, advise
-from deltajobs.charge_advice import nice_mem_gb
+from deltajobs.charge.advice import Advice, advise, nice_mem_gb
 from deltajobs.cluster import load_profile
 
 DATA = Path(__file__).parent / "data" / "charge"

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import json
 import sys
-import types
+import time
 from pathlib import Path
 
 import pytest
 
 from deltajobs import slurm
-from deltajobs.charge import Request, estimate, estimate_job, format_su, typical_elapsed
+from deltajobs.charge.estimate import Request, estimate, estimate_job, format_su
 from deltajobs.cli.app import main
 from deltajobs.cluster import load_profile
 from deltajobs.config import load_settings
+from deltajobs.registry import JobRow, Registry, db_path, spec_key, typical_elapsed
 from deltajobs.spec import Overrides, resolve_job
 
 DATA = Path(__file__).parent / "data" / "charge"
@@ -94,39 +95,49 @@ def test_estimate_needs_no_account_but_rejects_bad_input(
     assert len(err.strip().splitlines()) == 1
 
 
-def fake_registry(monkeypatch: pytest.MonkeyPatch, module: types.ModuleType | None) -> None:
-    """Stand in for the lead's `deltajobs.registry` (None: a registry that cannot be imported)."""
-    import deltajobs
-
-    monkeypatch.setitem(sys.modules, "deltajobs.registry", module)
-    if module is None:
-        monkeypatch.delattr(deltajobs, "registry", raising=False)
-    else:
-        monkeypatch.setattr(deltajobs, "registry", module, raising=False)
+def add_completed(resolved: object, elapsed: list[int]) -> None:
+    """Completed runs of `resolved` in the registry, taking `elapsed` seconds each."""
+    with Registry.open(load_settings()) as registry:
+        for i, seconds in enumerate(elapsed):
+            registry.add(
+                JobRow(
+                    job_id=str(100 + i),
+                    name="mnist_train",
+                    cluster="delta",
+                    backend="slurm",
+                    run_dir="/r",
+                    log_path="/r/l",
+                    err_path="/r/e",
+                    submitted_at=time.time(),
+                    state="COMPLETED",
+                    elapsed_s=seconds,
+                    spec_key=spec_key(resolved),
+                )
+            )
 
 
 def test_estimate_prints_the_typical_case_from_the_registry(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    registry = types.ModuleType("deltajobs.registry")
-    registry.spec_key = lambda resolved: f"key-{resolved.spec.name}"  # type: ignore[attr-defined]
-    registry.typical_elapsed = lambda settings, key: 290.0 if key == "key-mnist_train" else None  # type: ignore[attr-defined]
-    fake_registry(monkeypatch, registry)
+    settings = load_settings()
     monkeypatch.setenv("DELTAJOBS_CLUSTER", "delta")
+    resolved = resolve_job("mnist", Overrides(time="01:00:00"), settings, "delta", require_account=False)
+    add_completed(resolved, [250, 290, 400])
     code, out, _ = cli(monkeypatch, capsys, "estimate", "mnist", "--time", "01:00:00")
     assert code == 0
     assert "typical:    0.081 SU (earlier runs took 4m50s)" in out
     code, out, _ = cli(monkeypatch, capsys, "estimate", "mnist", "--time", "01:00:00", "--json")
     assert json.loads(out)["typical"] == {"elapsed_s": 290.0, "su": pytest.approx(290 / 3600)}
+    code, out, _ = cli(monkeypatch, capsys, "estimate", "mnist", "--time", "01:00:00", "--gpus", "2")
+    assert "typical" not in out  # another request: no history
 
 
-def test_typical_elapsed_is_none_without_a_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_typical_elapsed_is_none_without_a_registry() -> None:
     settings = load_settings()
     resolved = resolve_job("mnist", Overrides(), settings, "delta", require_account=False)
-    fake_registry(monkeypatch, types.ModuleType("deltajobs.registry"))  # lacks the functions
+    assert not db_path(settings).exists()
     assert typical_elapsed(settings, resolved) is None
-    fake_registry(monkeypatch, None)  # importing it fails
-    assert typical_elapsed(settings, resolved) is None
+    assert not db_path(settings).exists()  # asking does not create one
 
 
 # -- the formulas ---------------------------------------------------------------------------------

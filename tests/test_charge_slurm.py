@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from deltajobs.charge import estimate_job
+from deltajobs.charge.estimate import estimate_job
 from deltajobs.config import load_settings
 from deltajobs.spec import Overrides, resolve_job
 

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 from deltajobs import slurm
+from deltajobs.backends.slurm import merge_slurm
 from deltajobs.config import load_settings
 from deltajobs.errors import NotFoundError, SlurmError
-from deltajobs.lifecycle import merge_slurm, reason_words, refresh
+from deltajobs.lifecycle import reason_words, refresh
 from deltajobs.registry import JobRow, Registry
 
 DATA = Path(__file__).parent / "data" / "slurm"
@@ -181,7 +182,7 @@ def test_sacct_duplicates_fold_into_one_record_per_job() -> None:
 
 
 def test_follow_prints_every_new_log_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from deltajobs.cli.lifecycle import follow
+    from deltajobs.cli.runs import follow
 
     done = row("local-1", "COMPLETED", backend="local", tmp=tmp_path)
     lines = [f"epoch {e}/5 train_loss 0.{e}" for e in range(1, 6)]
@@ -195,7 +196,7 @@ def test_follow_prints_every_new_log_line(tmp_path: Path, capsys: pytest.Capture
 
 
 def test_log_tail_returns_each_line_once(tmp_path: Path) -> None:
-    from deltajobs.lifecycle import LogTail
+    from deltajobs.logs import LogTail
 
     path = tmp_path / "log.out"
     tail = LogTail(path)

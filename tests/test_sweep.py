@@ -9,7 +9,7 @@ import pytest
 from deltajobs.config import load_settings
 from deltajobs.errors import SpecError
 from deltajobs.spec import Overrides
-from deltajobs.sweep import field_type, parse_range, parse_sweep, plan_sweep, split_values, typed_params
+from deltajobs.sweep.plan import field_type, parse_range, parse_sweep, plan_sweep, split_values, typed_params
 
 
 def points(*grid: str, ranges: tuple[str, ...] = (), random: int | None = None, seed: int = 0) -> list[dict]:

@@ -13,7 +13,7 @@ import pytest
 
 from deltajobs.config import load_settings
 from deltajobs.registry import JobRow, Registry
-from deltajobs.sweep_results import PointRow, SweepView, higher_is_better, rank, read_metrics
+from deltajobs.sweep.results import PointRow, SweepView, higher_is_better, rank, read_metrics
 
 REPO = Path(__file__).resolve().parent.parent
 ENV = {"DELTAJOBS_ACCOUNT": "bgvu-delta-gpu", "DELTAJOBS_CLUSTER": "delta"}
@@ -154,14 +154,14 @@ def test_ranking_direction_follows_the_metric_name(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("values", "log"), [([2, 64, 1024], True), ([1e-3, 1e-2], True), ([32, 64], False)])
 def test_the_plot_uses_a_log_axis_for_values_spanning_decades(values: list[float], log: bool) -> None:
-    from deltajobs.sweep_plot import log_axis
+    from deltajobs.sweep.plot import log_axis
 
     view = SweepView("sw-1", "mnist", "local", None, "", ["train.x"], [], False, [])
     assert log_axis(view, "train.x", [float(v) for v in values]) is log
 
 
 def test_a_diverged_point_ranks_last_and_is_never_best(tmp_path: Path) -> None:
-    from deltajobs.sweep_results import best_point
+    from deltajobs.sweep.results import best_point
 
     points = [PointRow(index=i, job_id=str(i), state="COMPLETED", params={}, run_dir="") for i in range(4)]
     for point, loss in zip(points, [0.5, float("nan"), 0.2, float("inf")], strict=True):

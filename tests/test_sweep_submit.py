@@ -12,15 +12,17 @@ from pathlib import Path
 import pytest
 from submitit.core.utils import DelayedSubmission
 
+from deltajobs import backends
+from deltajobs.backends.slots import take_slot
+from deltajobs.backends.slurm import array_spec
 from deltajobs.config import load_settings
 from deltajobs.errors import NotFoundError, SlurmError
 from deltajobs.job import TrainJob
 from deltajobs.registry import Registry
 from deltajobs.render import submitit_folder
 from deltajobs.spec import Overrides
-from deltajobs.sweep import SweepPlan, parse_sweep, plan_sweep
-from deltajobs.sweep_local import take_slot
-from deltajobs.sweep_submit import array_spec, point_dir, render_sweep, submit_sweep
+from deltajobs.sweep.plan import SweepPlan, parse_sweep, plan_sweep
+from deltajobs.sweep.submit import point_dir, render_sweep, submit_sweep
 
 FAKE_SLURM = {
     "sbatch": """#!/bin/bash
@@ -73,7 +75,7 @@ def test_array_spec_throttles_only_below_the_point_count() -> None:
 
 def test_a_sweep_is_one_sbatch_call_of_the_rendered_array_script(fake_slurm: Path) -> None:
     plan = grid_plan()
-    sub = submit_sweep(plan, load_settings(), "slurm", max_parallel=2, sweep_id="sw-abcdef")
+    sub = submit_sweep(plan, load_settings(), backends.get("slurm"), max_parallel=2, sweep_id="sw-abcdef")
     assert len(calls(fake_slurm, "sbatch")) == 1
     assert sub.array_job_id == "4242" and [p.job_id for p in sub.points] == ["4242_0", "4242_1", "4242_2", "4242_3"]
     folder = submitit_folder(sub.sweep_dir)
@@ -106,7 +108,7 @@ def test_a_sweep_is_one_sbatch_call_of_the_rendered_array_script(fake_slurm: Pat
 def test_a_refused_sbatch_leaves_nothing_behind(fake_slurm: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FAKE_SBATCH_FAIL", "1")
     with pytest.raises(SlurmError, match="sbatch refused the sweep: .*Invalid account"):
-        submit_sweep(grid_plan(), load_settings(), "slurm", sweep_id="sw-000001")
+        submit_sweep(grid_plan(), load_settings(), backends.get("slurm"), sweep_id="sw-000001")
     runs = load_settings().runs_path
     assert not runs.exists() or not list(runs.iterdir())
     registry = Registry.open(load_settings())
@@ -122,7 +124,7 @@ def test_a_registry_failure_cancels_the_array(fake_slurm: Path, monkeypatch: pyt
 
     monkeypatch.setattr(Registry, "add_many", broken)
     with pytest.raises(sqlite3.OperationalError):
-        submit_sweep(grid_plan(), load_settings(), "slurm", sweep_id="sw-000002")
+        submit_sweep(grid_plan(), load_settings(), backends.get("slurm"), sweep_id="sw-000002")
     assert calls(fake_slurm, "scancel") == ["4242"]
     assert not list(load_settings().runs_path.iterdir())
     registry = Registry.open(load_settings())

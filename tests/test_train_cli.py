@@ -125,7 +125,7 @@ def test_download_failure_says_how_to_import(tmp_path: Path, monkeypatch: pytest
 
 
 def test_the_cli_does_not_import_torch() -> None:
-    code = "import sys, deltajobs.cli, deltajobs.cli.train, deltajobs.train.fetch; print('torch' in sys.modules)"
+    code = "import sys, deltajobs.cli, deltajobs.cli.training, deltajobs.train.fetch; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True).stdout
     assert out.strip() == "False"
 

@@ -74,11 +74,11 @@ def test_optimizer_steps_track_autograd(settings: dict[str, Any]) -> None:
     model = build_model(config)
     twin = copy.deepcopy(model)
     optimizer, twin_optimizer = build_optimizer(model, config, CPU), build_optimizer(twin, config, CPU)
-    step = FusedMLPStep(model, optimizer, max_batch=32)
+    step = FusedMLPStep(model, optimizer, max_batch=32, grad_clip=config.grad_clip)
     direct = config.optimizer in ("adam", "adamw")
     assert (step.update != optimizer.step) == direct  # Adam(W) calls the fused kernel itself
     for x, y in batches(25, 32) + batches(1, 9, seed=1):  # a short last batch too
-        loss = step.step(x, y, config.grad_clip).item()
+        loss = step.step(x, y).item()
         assert loss == pytest.approx(autograd_step(twin, twin_optimizer, x, y, config.grad_clip), rel=1e-4)
     # float rounding differs (summation order), and the adaptive optimizers' g / sqrt(mean g^2)
     # turns it into a whole step of lr where a gradient is ~0: rare elements may differ by ~lr
@@ -87,10 +87,10 @@ def test_optimizer_steps_track_autograd(settings: dict[str, Any]) -> None:
         assert diff.mean() < 1e-5 and (diff > 1e-4).float().mean() < 0.01 and diff.max() < 20 * config.lr
     # the optimizer's state is torch's own: it loads into the autograd side and the two go on alike
     twin_optimizer.load_state_dict(copy.deepcopy(optimizer.state_dict()))  # not the same tensors
-    match_state_layout(twin_optimizer)  # as Trainer.load_state_dict does: ours are input-major
+    match_state_layout(twin_optimizer)  # as AutogradStep.after_load does: ours are input-major
     twin.load_state_dict(model.state_dict())
     (x, y) = batches(1, 32, seed=2)[0]
-    step.step(x, y, config.grad_clip)
+    step.step(x, y)
     autograd_step(twin, twin_optimizer, x, y, config.grad_clip)
     for ours, theirs in zip(model.parameters(), twin.parameters(), strict=True):
         torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
@@ -106,7 +106,7 @@ def test_rebinding_after_loading_optimizer_state() -> None:
         step.step(x, y)
     saved = copy.deepcopy(optimizer.state_dict())
     optimizer.load_state_dict(saved)  # new state tensors: the closure must follow them
-    step.bind()
+    step.after_load()
     step.step(*batches(1, 16)[0])
     assert all(optimizer.state[p]["step"].item() == 4 for p in model.parameters())
 

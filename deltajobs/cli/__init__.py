@@ -1,15 +1,17 @@
 """The `deltajobs` command line: the only layer that prints errors and exits.
 
-Each module below registers its commands on the one Typer app; heavy imports (torch, submitit,
-sqlite) happen inside the commands that need them, so `--help` and `render` stay fast.
+Each module below registers its commands on the one Typer app (`app.py`); options shared by
+commands are declared once in `options.py`, text views in `views.py`. Commands parse options, make
+one call into the domain and format its answer; heavy imports (torch, submitit, sqlite) happen
+inside the commands that need them, so `--help` and `render` stay fast.
 """
 
-from deltajobs.cli import charge as _charge  # noqa: F401
-from deltajobs.cli import jobs as _jobs  # noqa: F401  (registers commands)
-from deltajobs.cli import lifecycle as _lifecycle  # noqa: F401
+from deltajobs.cli import accounting as _accounting  # noqa: F401  (registers commands)
+from deltajobs.cli import runs as _runs  # noqa: F401
 from deltajobs.cli import setup as _setup  # noqa: F401
-from deltajobs.cli import sweep as _sweep  # noqa: F401
-from deltajobs.cli import train as _train  # noqa: F401
+from deltajobs.cli import specs as _specs  # noqa: F401
+from deltajobs.cli import sweeps as _sweeps  # noqa: F401
+from deltajobs.cli import training as _training  # noqa: F401
 from deltajobs.cli.app import app, main
 
 __all__ = ["app", "main"]

@@ -1,11 +1,11 @@
-"""The Typer app, shared options, output helpers and the error boundary."""
+"""The Typer app, output helpers and the error boundary."""
 
 from __future__ import annotations
 
 import json
 import os
 import sys
-from typing import Any, NoReturn
+from typing import Any
 
 import typer
 
@@ -20,26 +20,9 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-# Options shared by every command that takes a job spec.
-SetOpt = typer.Option(None, "--set", help="Override a spec key, dotted and typed by the schema: --set train.epochs=3")
-AccountOpt = typer.Option(None, "--account", "-A", help="Account to charge, e.g. bgvu-delta-gpu.")
-PartitionOpt = typer.Option(None, "--partition", "-p", help="Partition, e.g. gpuA100x4.")
-NodesOpt = typer.Option(None, "--nodes", "-N", help="Number of nodes.")
-GpusOpt = typer.Option(None, "--gpus", help="GPUs per node.")
-CpusOpt = typer.Option(None, "--cpus", help="CPUs per task.")
-MemOpt = typer.Option(None, "--mem", help="Memory per node, e.g. 16G.")
-TimeOpt = typer.Option(None, "--time", "-t", help="Walltime HH:MM:SS.")
-JsonOpt = typer.Option(False, "--json", help="Print one JSON document instead of text.")
-ClusterOpt = typer.Option(None, "--cluster", help="Cluster profile (delta, minidelta); default: detected.")
-
 
 def emit_json(data: Any) -> None:
     typer.echo(json.dumps(data, indent=2, sort_keys=False, default=str))
-
-
-def fail(message: str, code: int = 1) -> NoReturn:
-    typer.echo(f"deltajobs: error: {message}", err=True)
-    raise typer.Exit(code)
 
 
 def note(message: str) -> None:

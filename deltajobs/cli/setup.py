@@ -4,23 +4,31 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
-from deltajobs.cli.app import ClusterOpt, JsonOpt, app, emit_json
+from deltajobs.cli.app import app, emit_json
+from deltajobs.cli.options import ClusterOpt, JsonOpt
 from deltajobs.errors import DeltaJobsError, SpecError
 
 
-@app.command()
-def init(
-    account: str = typer.Option(None, "--account", "-A", help="Account to charge, e.g. bgvu-delta-gpu."),
-    cluster: str = ClusterOpt,
-    data_root: Path = typer.Option(None, "--data-root", help="Where datasets live (e.g. /projects/bgvu/data)."),
-    runs_dir: Path = typer.Option(None, "--runs-dir", help="Where run directories go (a shared filesystem)."),
-    as_json: bool = JsonOpt,
+@app.command("init")
+def init_command(
+    account: Annotated[
+        str | None, typer.Option("--account", "-A", help="Account to charge, e.g. bgvu-delta-gpu.")
+    ] = None,
+    cluster: ClusterOpt = None,
+    data_root: Annotated[
+        Path | None, typer.Option("--data-root", help="Where datasets live (e.g. /projects/bgvu/data).")
+    ] = None,
+    runs_dir: Annotated[
+        Path | None, typer.Option("--runs-dir", help="Where run directories go (a shared filesystem).")
+    ] = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Write ~/.config/deltajobs/config.yaml: your account, cluster, data and runs directories."""
-    from deltajobs.charge import AccountingUnavailable, accounts
+    from deltajobs.charge.accounting import AccountingUnavailable, accounts
     from deltajobs.cluster import load_profile
     from deltajobs.config import load_settings, write_user_config
     from deltajobs.context import active_cluster

@@ -40,6 +40,7 @@ from deltajobs.train.distributed import DistInfo, barrier, dist_info, init_distr
 from deltajobs.train.loop import Trainer, steps_per_epoch
 from deltajobs.train.models import build_model, count_parameters, model_config
 from deltajobs.train.optim import build_optimizer, build_scheduler, check_optim
+from deltajobs.train.steps import make_step
 
 RESULTS, METRICS = "results.json", "metrics.jsonl"
 
@@ -93,8 +94,8 @@ def build_trainer(
     should_stop: Callable[[], bool] | None = None,
     log: Callable[[str], None] = print,
 ) -> Trainer:
-    """Data on `device`, the model (DDP-wrapped across ranks, compiled if asked), optimizer and
-    schedule, in a Trainer that writes nothing until `on_epoch`/`save` are set."""
+    """Data on `device`, the model (DDP-wrapped across ranks, compiled if asked), optimizer,
+    schedule and step, in a Trainer that writes nothing until `on_epoch`/`save` are set."""
     info = info or DistInfo()
     torch.manual_seed(config.seed)  # the same initial weights on every rank
     data = load_mnist(config, device)
@@ -111,7 +112,8 @@ def build_trainer(
         model = nn.parallel.DistributedDataParallel(core, device_ids=[device.index] if device.type == "cuda" else None)
     if config.compile:
         model = torch.compile(model)  # type: ignore[assignment]
-    return Trainer(config, model, core, optimizer, scheduler, data, device, info, should_stop=should_stop, log=log)
+    step, _ = make_step(config, model, core, optimizer, info, device)  # its describe() says why not fused
+    return Trainer(config, step, core, optimizer, scheduler, data, device, info, should_stop=should_stop, log=log)
 
 
 def _train(
@@ -155,12 +157,12 @@ def _train(
         (run_dir / METRICS).write_text("".join(lines))
 
     params = count_parameters(trainer.core)
-    data, is_mlp = trainer.data, config.model == "mlp"
+    data, step_note = trainer.data, trainer.train_step.describe()
     log(
         f"training {config.model} ({params:,} parameters) on {device}"
         + (f" x {info.world_size} ranks" if info.enabled else "")
         + f": {len(data.train)} train, {len(data.val) if data.val else 0} val, {len(data.test)} test examples"
-        + ("; hand-derived step" if trainer.fused else f"; autograd ({trainer.why_autograd})" if is_mlp else "")
+        + (f"; {step_note}" if step_note else "")
     )
     status = trainer.fit()
     results = summarize(trainer, status, params, device, info)
@@ -191,7 +193,7 @@ def summarize(trainer: Trainer, status: str, params: int, device: torch.device, 
         "samples_per_second": round(p.samples / p.train_seconds, 1) if p.train_seconds else None,
         "device": str(device),
         "world_size": info.world_size,
-        "step": "fused" if trainer.fused is not None else "autograd",
+        "step": trainer.train_step.name,
         "peak_memory_mb": round(peak_memory_mb(device), 1),
         "seed": config.seed,
         **extras,

@@ -59,3 +59,8 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int | None = constrained(None, minimum=1, doc="torch intra-op threads; None: cpus of the job")
     checkpoint_every: int = constrained(1, minimum=1, doc="epochs between checkpoints")
+
+
+def uses_bf16(config: TrainConfig, device_type: str) -> bool:
+    """Whether training and evaluation run in bf16 autocast on a device of this type ("cpu", "cuda")."""
+    return config.precision == "bf16" or (config.precision == "auto" and device_type == "cuda")

@@ -1,5 +1,6 @@
 """The MLP's training step derived by hand: forward, cross-entropy, backward and the optimizer
-on buffers allocated once, with no autograd graph.
+on buffers allocated once, with no autograd graph. A `deltajobs.train.steps.Step`, chosen by
+`make_step` there; `train.fused_step=false` turns it off.
 
 Why: at batch 64 on two CPU cores the MLP's matrix products take ~0.5 ms a step, and autograd plus
 `torch.optim` add ~0.4 ms of bookkeeping around them (a graph of ~20 nodes, fresh gradient tensors
@@ -7,7 +8,8 @@ every step, the optimizer's Python). This step does the same mathematics in ~25 
 the steps per second (BENCHMARKS.md). Gradients land in each parameter's `.grad`, as after
 `backward()`, so clipping and any torch optimizer work unchanged; Adam/AdamW with the fused kernel
 are called directly (the kernel `torch.optim` itself calls, minus ~40 us of Python per step), and
-the optimizer's state stays torch's own, so checkpoints are interchangeable with the autograd path.
+the optimizer's state stays torch's own, so checkpoints are interchangeable with the autograd step.
+The private torch APIs this needs are reached through `torch_private.py` only.
 
 For hidden layers h_i = relu(h_{i-1} W_i^T + b_i) and logits z, with p = softmax(z) and the batch
 mean of -log p[y] as the loss, the backward pass is
@@ -23,6 +25,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from deltajobs.train import torch_private
 from deltajobs.train.config import TrainConfig
 from deltajobs.train.models.mlp import MLP
 from deltajobs.train.optim import match_state_layout
@@ -42,7 +45,7 @@ def supports(config: TrainConfig, core: nn.Module, distributed: bool, bf16: bool
         return "several ranks (DDP)"
     if bf16:
         return "bf16 autocast"
-    return None
+    return torch_private.schema_problem("threshold_backward.grad_input")
 
 
 class FusedMLPStep:
@@ -50,24 +53,34 @@ class FusedMLPStep:
 
     It stores each weight input-major (`weight.t()` contiguous; the values and `state_dict()` keys
     are unchanged): the weight gradient x^T d then lands straight in `weight.grad.t()`, a product
-    MKL runs faster than d^T x; steps are 1.2x faster than with row-major weights. Call `bind()`
-    after loading optimizer state.
+    MKL runs faster than d^T x; steps are 1.2x faster than with row-major weights. `after_load()`
+    re-binds the optimizer's state, which loading a checkpoint replaces.
     """
 
-    def __init__(self, mlp: MLP, optimizer: torch.optim.Optimizer, max_batch: int) -> None:
+    name = "fused"  # results.json's "step"
+
+    def __init__(
+        self, mlp: MLP, optimizer: torch.optim.Optimizer, max_batch: int, grad_clip: float | None = None
+    ) -> None:
         self.linears = [module for module in mlp.modules() if isinstance(module, nn.Linear)]
-        self.optimizer, self.max_batch = optimizer, max_batch
+        self.optimizer, self.max_batch, self.grad_clip = optimizer, max_batch, grad_clip
         for linear in self.linears:
             linear.weight.data = linear.weight.data.t().contiguous().t()  # input-major, same Parameter
         device = self.linears[0].weight.device
         widths = [linear.out_features for linear in self.linears]
         # activations after each layer (post-ReLU for hidden ones, log-probabilities for the last)
-        self.acts = [torch.empty(max_batch, width, device=device) for width in widths]
+        self.acts = [torch.empty(max_batch, width, device=device) for width in widths]  # (B, width_i)
         self.deltas = [torch.empty(max_batch, width, device=device) for width in widths]  # dLoss/d(pre-activation)
-        self.picked = torch.empty(max_batch, 1, device=device)  # log p[y]
+        self.picked = torch.empty(max_batch, 1, device=device)  # (B, 1) log p[y]
         self.minus_one = torch.full((max_batch, 1), -1.0, device=device)
         self.params = [p for linear in self.linears for p in (linear.weight, linear.bias)]
         self.update: Callable[[], None] = optimizer.step
+        self.bind()
+
+    def describe(self) -> str:
+        return "hand-derived step"
+
+    def after_load(self) -> None:
         self.bind()
 
     def bind(self) -> None:
@@ -76,10 +89,10 @@ class FusedMLPStep:
         for p in self.params:
             if p.grad is None or p.grad.stride() != p.stride():
                 p.grad = torch.zeros_like(p)  # zeros_like keeps p's strides
-        match_state_layout(self.optimizer)
+        match_state_layout(self.optimizer)  # the checkpoint may come from the autograd step
         direct = fused_adam_update(self.optimizer, self.params)
         if direct is not None:  # what optimizer.step() marks, else the LR scheduler warns it never ran
-            self.optimizer._opt_called = True  # type: ignore[attr-defined]
+            torch_private.mark_stepped(self.optimizer)
         self.update = direct or self.optimizer.step
         # per layer: bias, weight^T (in, out) and weight (out, in) to multiply by, grad^T and bias grad to write
         self.layers = [
@@ -88,8 +101,9 @@ class FusedMLPStep:
         ]
 
     @torch.no_grad()
-    def step(self, x: torch.Tensor, y: torch.Tensor, clip: float | None = None) -> torch.Tensor:
-        """Forward, backward, (clip), update on x (B, 1, 28, 28) and y (B,); the mean loss, 0-dim."""
+    def step(self, x: torch.Tensor, y: torch.Tensor, *, share: float = 1.0) -> torch.Tensor:
+        """Forward, backward, (clip), update on x (B, 1, 28, 28) and y (B,); the mean loss, 0-dim.
+        `share` is always 1: this step trains on one rank only (see `supports`)."""
         b = x.shape[0]
         inputs = x.reshape(b, -1)  # (B, 784)
         acts, deltas, picked, minus_one = self.acts, self.deltas, self.picked, self.minus_one
@@ -112,9 +126,9 @@ class FusedMLPStep:
             torch.sum(deltas[i], dim=0, out=bias_grad)
             if i > 0:
                 torch.mm(deltas[i], weight, out=deltas[i - 1])
-                torch.ops.aten.threshold_backward.grad_input(deltas[i - 1], previous, 0, grad_input=deltas[i - 1])
-        if clip is not None:
-            torch.nn.utils.clip_grad_norm_(self.params, clip, foreach=True)
+                torch_private.relu_backward_(deltas[i - 1], previous)
+        if self.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip, foreach=True)
         self.update()
         return loss
 
@@ -134,36 +148,17 @@ def fused_adam_update(optimizer: torch.optim.Optimizer, params: list[torch.Tenso
     if [id(p) for p in group["params"]] != [id(p) for p in params]:
         return None
     decoupled = isinstance(optimizer, torch.optim.AdamW) or bool(group.get("decoupled_weight_decay"))
-    kernel = getattr(torch, "_fused_adamw_" if decoupled else "_fused_adam_", None)
-    if kernel is None:
+    if not torch_private.has_fused_adam(decoupled) or any(p.grad is None for p in params):
         return None
-    for p in params:
-        state = optimizer.state[p]
-        if not state:
-            state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
-            state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+    torch_private.init_adam_state(optimizer, params)
     states = [optimizer.state[p] for p in params]
-    if any(p.grad is None for p in params):
-        return None
     quads = [(p, p.grad, state["exp_avg"], state["exp_avg_sq"]) for p, state in zip(params, states, strict=True)]
     if not all(same_layout(*quad) for quad in quads):  # type: ignore[arg-type]  # (no grad is None)
         return None
     # the kernel walks raw storage: hand it the contiguous view of each (maybe input-major) tensor
     values, grads, exp_avgs, exp_avg_sqs = ([flat(t) for t in column] for column in zip(*quads, strict=True))
     steps = [state["step"] for state in states]
-    one = torch.ones((), device=params[0].device)
-    beta1, beta2 = (float(beta) for beta in group["betas"])
-
-    def update() -> None:
-        for step in steps:
-            step.add_(one)
-        kernel(
-            values, grads, exp_avgs, exp_avg_sqs, [], steps, amsgrad=False, lr=group["lr"], beta1=beta1, beta2=beta2,
-            weight_decay=group["weight_decay"], eps=group["eps"], maximize=False, grad_scale=None, found_inf=None,
-        )  # fmt: skip
-
-    return update
+    return torch_private.fused_adam_closure(group, decoupled, values, grads, exp_avgs, exp_avg_sqs, steps)
 
 
 def same_layout(*tensors: torch.Tensor) -> bool:

@@ -1,11 +1,11 @@
 """The training loop: epochs of optimizer steps over on-device tensors, evaluation, early stopping,
-checkpoints. It knows nothing about the model beyond `forward -> logits` and two optional hooks
-(`aux_loss()`, `extra_metrics()`; see `deltajobs.train.models`).
+checkpoints. It knows nothing about the model beyond `forward -> logits` for evaluation and the
+optional `extra_metrics()` hook (see `deltajobs.train.models`), and nothing about how a step is
+computed: it calls the `Step` it is given (`deltajobs.train.steps`).
 
 The hot path per step is: slice the epoch's permutation, `index_select` the batch into fixed
-buffers, then either the MLP's hand-derived step (`fused_mlp.py`) or autograd's forward, backward,
-(clip), optimizer step. The loss is summed into a tensor on the device and read once per epoch, so
-a step never waits for the device; `should_stop` is a plain Python call.
+buffers, `step.step(x, y, share=...)`, the scheduler. The loss is summed into a tensor on the device
+and read once per epoch, so a step never waits for the device; `should_stop` is a plain Python call.
 """
 
 from __future__ import annotations
@@ -16,18 +16,19 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from deltajobs.train.config import TrainConfig
+from deltajobs.train.config import TrainConfig, uses_bf16
 from deltajobs.train.data import MnistData, Split
 from deltajobs.train.distributed import DistInfo, all_reduce_sum, any_rank, shard
-from deltajobs.train.fused_mlp import FusedMLPStep, supports
-from deltajobs.train.models.mlp import MLP
-from deltajobs.train.optim import lr_at, match_state_layout
+from deltajobs.train.optim import lr_at
+
+if TYPE_CHECKING:  # the loop only calls the step it is given; it imports no step
+    from deltajobs.train.steps import Step
 
 STOP_SYNC_EVERY = 20  # with several ranks, agree on should_stop every this many steps
 
@@ -56,8 +57,8 @@ class Trainer:
     def __init__(
         self,
         config: TrainConfig,
-        model: nn.Module,  # what the steps call: maybe DDP-wrapped or compiled
-        core: nn.Module,  # the plain model: evaluation, hooks, state_dict
+        step: Step,  # one optimizer step on a batch (steps.make_step chooses it)
+        core: nn.Module,  # the plain model: evaluation, extra_metrics hook, state_dict
         optimizer: torch.optim.Optimizer,
         scheduler: torch.optim.lr_scheduler.LRScheduler,
         data: MnistData,
@@ -69,15 +70,13 @@ class Trainer:
         on_epoch: Callable[[dict[str, Any]], None] | None = None,
         save: Callable[[], None] | None = None,
     ) -> None:
-        self.config, self.model, self.core = config, model, core
+        self.config, self.train_step, self.core = config, step, core
         self.optimizer, self.scheduler = optimizer, scheduler
         self.data, self.device, self.info = data, device, info
         self.should_stop, self.stop_requested = should_stop, False
         self.log, self.on_epoch, self.save = log, on_epoch, save
         self.shuffle = torch.Generator(device=device).manual_seed(config.seed)
-        self.params = [p for p in core.parameters() if p.requires_grad]
-        # the model's optional hooks (see deltajobs.train.models)
-        self.aux_loss: Callable[[], torch.Tensor] | None = getattr(core, "aux_loss", None)
+        # the model's optional hook (see deltajobs.train.models)
         self.extra_metrics: Callable[[], dict[str, Any]] | None = getattr(core, "extra_metrics", None)
         self.progress = Progress(loss_sum=torch.zeros((), device=device))
         # every step's batch is gathered into these: no allocation per step (on CPU each fresh
@@ -85,14 +84,8 @@ class Trainer:
         local = -(-config.batch_size // info.world_size)
         self.batch_x = torch.empty((local, *data.train.x.shape[1:]), dtype=data.train.x.dtype, device=device)
         self.batch_y = torch.empty(local, dtype=data.train.y.dtype, device=device)
-        bf16 = config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda")
+        bf16 = uses_bf16(config, device.type)  # for evaluation; the step autocasts itself
         self.autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
-        # the MLP's hand-derived step where it applies, else autograd; `why_autograd` says why not
-        self.why_autograd = supports(config, core, info.enabled, bf16)
-        self.fused = None
-        if self.why_autograd is None:
-            assert isinstance(core, MLP)
-            self.fused = FusedMLPStep(core, optimizer, config.batch_size)
         self.bar = ProgressBar() if info.is_main and sys.stderr.isatty() else None
 
     @property
@@ -119,7 +112,7 @@ class Trainer:
             p.shuffle_state = self.shuffle.get_state()
             p.loss_sum.zero_()
             p.seen = 0
-        self.model.train()
+        self.core.train()
         batch_size, steps = config.batch_size, self.steps_per_epoch
         start = time.perf_counter()
         for step in range(p.step, steps):
@@ -132,10 +125,7 @@ class Trainer:
             b = len(local)
             x = torch.index_select(train.x, 0, local, out=self.batch_x[:b])  # (b, 1, 28, 28)
             y = torch.index_select(train.y, 0, local, out=self.batch_y[:b])  # (b,)
-            if self.fused is not None:
-                loss = self.fused.step(x, y, config.grad_clip)
-            else:
-                loss = self.autograd_step(x, y, b * self.info.world_size / len(batch))
+            loss = self.train_step.step(x, y, share=b * self.info.world_size / len(batch))
             self.scheduler.step()
             p.loss_sum.add_(loss.detach(), alpha=b)  # stays on device: no sync
             p.seen += b
@@ -146,21 +136,6 @@ class Trainer:
         p.loss_sum.item()  # wait for the device, so the time below is the work's
         p.train_seconds += time.perf_counter() - start
         return True
-
-    def autograd_step(self, x: torch.Tensor, y: torch.Tensor, share: float) -> torch.Tensor:
-        """Forward, backward, (clip), optimizer step; the batch's mean loss. `share` is this rank's
-        part of the global batch times the world size (1 unless the shards are uneven)."""
-        with self.autocast():
-            loss = F.cross_entropy(self.model(x), y)
-            objective = loss if self.aux_loss is None else loss + self.aux_loss()
-        if share != 1:  # DDP averages gradients over ranks; weight uneven shards so that is the global mean
-            objective = objective * share
-        self.optimizer.zero_grad(set_to_none=True)
-        objective.backward()
-        if self.config.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(self.params, self.config.grad_clip, foreach=True)
-        self.optimizer.step()
-        return loss
 
     def stop_now(self, step: int) -> bool:
         assert self.should_stop is not None
@@ -240,11 +215,7 @@ class Trainer:
         self.core.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        # the checkpoint may come from the other step path: lay its state out like the parameters
-        if self.fused is not None:
-            self.fused.bind()  # also re-attaches the optimizer's state tensors, which are new ones
-        else:
-            match_state_layout(self.optimizer)
+        self.train_step.after_load()  # the checkpoint may come from the other step
         names = {f.name for f in fields(Progress)}
         self.progress = Progress(**{k: v for k, v in state.items() if k in names})
         if self.progress.shuffle_state is not None:

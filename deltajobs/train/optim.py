@@ -122,7 +122,7 @@ def match_state_layout(optimizer: torch.optim.Optimizer) -> None:
     Needed after `load_state_dict` when the checkpoint's layout differs from the parameters' (the
     MLP's hand-derived step stores weights input-major; a resume may take the autograd path, or the
     reverse): torch's fused Adam kernels walk the raw storage and silently compute wrong updates when
-    a parameter and its moments are laid out differently (torch 2.15).
+    a parameter and its moments are laid out differently (seen on torch 2.13 and 2.14).
     """
     for group in optimizer.param_groups:
         for p in group["params"]:

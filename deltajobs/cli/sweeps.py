@@ -10,30 +10,13 @@ reads anything that is not a subcommand's name as `sweep run JOB ...`.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from typer.core import TyperGroup
 
-from deltajobs.cli.app import (
-    AccountOpt,
-    ClusterOpt,
-    CpusOpt,
-    GpusOpt,
-    JsonOpt,
-    MemOpt,
-    NodesOpt,
-    PartitionOpt,
-    SetOpt,
-    TimeOpt,
-    app,
-    emit_json,
-    note,
-)
-from deltajobs.cli.jobs import overrides
-from deltajobs.cli.lifecycle import choose_backend
-from deltajobs.cli.tables import table
+from deltajobs.cli.app import app, emit_json, note
+from deltajobs.cli.options import JobArg, JobFlags, JsonOpt, LocalOpt, PlotOpt, SweepIdArg, YesOpt, job_flags
 
 
 class SweepGroup(TyperGroup):
@@ -52,52 +35,50 @@ sweep_app = typer.Typer(
 )
 app.add_typer(sweep_app, name="sweep")
 
-GridOpt = typer.Option(None, "--grid", help="KEY=V1,V2,...: values of a train.* key; axes multiply.")
-RangeOpt = typer.Option(None, "--range", help="KEY=LO:HI[:log]: where --random draws a key from.")
-PlotOpt = typer.Option(None, "--plot", help="Write the metric against each swept key to this PNG.")
-SweepIdArg = typer.Argument(..., help="The sweep id `deltajobs sweep JOB ...` printed, e.g. sw-1a2b3c.")
-
 
 @sweep_app.command("run")
-def run(
-    job: str = typer.Argument(..., help="A job name from jobs/ (e.g. mnist) or a path to a YAML spec."),
-    grid: list[str] = GridOpt,
-    random_points: int = typer.Option(None, "--random", help="Draw N random points from the --range's."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the random draws (the same seed, the same points)."),
-    ranges: list[str] = RangeOpt,
-    max_parallel: int = typer.Option(
-        None, "--max-parallel", min=1, help="Run at most P points at once (SLURM's %P; local default: the CPUs)."
-    ),
-    sets: list[str] = SetOpt,
-    account: str = AccountOpt,
-    partition: str = PartitionOpt,
-    nodes: int = NodesOpt,
-    gpus: int = GpusOpt,
-    cpus: int = CpusOpt,
-    mem: str = MemOpt,
-    time_: str = TimeOpt,
-    cluster: str = ClusterOpt,
-    local: bool = typer.Option(False, "--local", help="Run the points on this machine (submitit's local executor)."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Validate, print the points and the array script."),
-    yes: bool = typer.Option(False, "--yes", "-y", help="Submit even if the estimate exceeds balance or cap."),
-    as_json: bool = JsonOpt,
+@job_flags
+def run_command(
+    job: JobArg,
+    flags: JobFlags,
+    grid: Annotated[
+        list[str] | None, typer.Option("--grid", help="KEY=V1,V2,...: values of a train.* key; axes multiply.")
+    ] = None,
+    random_points: Annotated[
+        int | None, typer.Option("--random", help="Draw N random points from the --range's.")
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the random draws (the same seed, the same points).")] = 0,
+    ranges: Annotated[
+        list[str] | None, typer.Option("--range", help="KEY=LO:HI[:log]: where --random draws a key from.")
+    ] = None,
+    max_parallel: Annotated[
+        int | None,
+        typer.Option(
+            "--max-parallel", min=1, help="Run at most P points at once (SLURM's %P; local default: the CPUs)."
+        ),
+    ] = None,
+    local: LocalOpt = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Validate, print the points and the array script.")
+    ] = False,
+    yes: YesOpt = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Sweep JOB (`deltajobs sweep JOB ...` for short): every point is validated, then all are submitted."""
+    from deltajobs import backends
+    from deltajobs.charge.budget import check_budget
+    from deltajobs.charge.estimate import estimate_job, format_su
     from deltajobs.config import load_settings
-    from deltajobs.context import active_cluster
-    from deltajobs.sweep import parse_sweep, plan_sweep, sweep_points_text
-    from deltajobs.sweep_submit import new_sweep_id, render_sweep, submit_sweep, sweep_dir_for
+    from deltajobs.sweep.plan import parse_sweep, plan_sweep, sweep_points_text
+    from deltajobs.sweep.submit import new_sweep_id, render_sweep, submit_sweep, sweep_dir_for
 
     settings = load_settings()
-    backend = choose_backend(local, settings)
-    spec = parse_sweep(grid or [], ranges or [], random_points, seed, sets or [])
+    backend, fallback = backends.choose(local, settings)
+    if fallback:
+        note(fallback)
+    spec = parse_sweep(grid or [], ranges or [], random_points, seed, flags.sets or [])
     plan = plan_sweep(
-        job,
-        spec,
-        overrides(sets, account, partition, nodes, gpus, cpus, mem, time_),
-        settings,
-        active_cluster(settings, cluster),
-        require_account=backend == "slurm",
+        job, spec, flags.overrides, settings, flags.cluster_name(settings), require_account=backend.needs_account
     )
     if dry_run:
         sweep_id = new_sweep_id()
@@ -109,8 +90,12 @@ def run(
         typer.echo(f"\n# {len(plan.points)} points of {plan.job}; nothing submitted (--dry-run)")
         typer.echo("\n".join(f"# {line}" for line in sweep_points_text(plan).splitlines()))
         return
-    if backend == "slurm":
-        guard_sweep_budget(plan, settings, yes, quiet=as_json)
+    if backend.charges:
+        count = len(plan.points)
+        per_point = estimate_job(plan.resolved[0]).su
+        if not as_json:
+            note(f"estimate: at most {format_su(per_point * count)} SU ({count} points x {format_su(per_point)} SU)")
+        check_budget(plan.resolved[0], settings, yes, count=count)
     sub = submit_sweep(plan, settings, backend, max_parallel)
     if as_json:
         emit_json(sub.to_dict())
@@ -123,33 +108,11 @@ def run(
     typer.echo(f"  follow:    deltajobs sweep status {sub.sweep_id}")
 
 
-def guard_sweep_budget(plan: Any, settings: Any, yes: bool, quiet: bool) -> None:
-    """Show the worst-case charge of all points; refuse a point over the cap or a total over the balance."""
-    from deltajobs import charge
-    from deltajobs.errors import BudgetError
-
-    count = len(plan.points)
-    per_point = charge.estimate_job(plan.resolved[0]).su
-    total = per_point * count
-    if not quiet:
-        note(f"estimate: at most {charge.format_su(total)} SU ({count} points x {charge.format_su(per_point)} SU)")
-    if yes:
-        return
-    cap = settings.max_su_per_job
-    if cap is not None and per_point > cap:
-        raise BudgetError(f"each point may take {per_point:.2f} SU, over max_su_per_job {cap:g}; pass --yes")
-    account = plan.resolved[0].spec.account
-    balance = charge.balance(account)
-    if balance is not None and total > balance:
-        raise BudgetError(
-            f"the sweep may take {total:.2f} SU, over the balance of {account} ({balance:g} SU); pass --yes"
-        )
-
-
 @sweep_app.command("status")
-def status(sweep_id: str = SweepIdArg, as_json: bool = JsonOpt) -> None:
+def status_command(sweep_id: SweepIdArg, as_json: JsonOpt = False) -> None:
     """Each point's parameters and state (one squeue and one sacct call for the whole sweep)."""
-    from deltajobs.sweep_results import format_value, short_key
+    from deltajobs.cli.views import table
+    from deltajobs.sweep.results import format_value, short_key
     from deltajobs.units import format_duration
 
     view = _load(sweep_id)
@@ -170,22 +133,23 @@ def status(sweep_id: str = SweepIdArg, as_json: bool = JsonOpt) -> None:
 
 
 @sweep_app.command("results")
-def results(
-    sweep_id: str = SweepIdArg,
-    metric: str = typer.Option(
-        "test_acc", "--metric", help="Rank by this result (*acc: higher is better, else lower)."
-    ),
-    as_json: bool = JsonOpt,
-    plot: Path = PlotOpt,
+def results_command(
+    sweep_id: SweepIdArg,
+    metric: Annotated[
+        str, typer.Option("--metric", help="Rank by this result (*acc: higher is better, else lower).")
+    ] = "test_acc",
+    as_json: JsonOpt = False,
+    plot: PlotOpt = None,
 ) -> None:
     """One row per point, best first by --metric (marked *): parameters, state and metrics."""
-    from deltajobs.sweep_results import TABLE_METRICS, best_point, format_value, higher_is_better, rank, short_key
+    from deltajobs.cli.views import table
+    from deltajobs.sweep.results import TABLE_METRICS, best_point, format_value, higher_is_better, rank, short_key
 
     view = _load(sweep_id)
     ranked = rank(view.points, metric)
     best = best_point(view.points, metric)
     if plot is not None:
-        from deltajobs.sweep_plot import plot_sweep
+        from deltajobs.sweep.plot import plot_sweep
 
         plot_sweep(view, metric, plot)
     if as_json:
@@ -218,31 +182,20 @@ def results(
 
 
 @sweep_app.command("cancel")
-def cancel(sweep_id: str = SweepIdArg) -> None:
+def cancel_command(sweep_id: SweepIdArg) -> None:
     """Cancel every point of a sweep that is not final (one scancel for the array)."""
     from deltajobs.config import load_settings
-    from deltajobs.lifecycle import cancel as cancel_rows
-    from deltajobs.registry import Registry
+    from deltajobs.sweep.submit import cancel_sweep
 
-    registry = Registry.open(load_settings())
-    try:
-        registry.sweep(sweep_id)
-        done = cancel_rows(registry, registry.query(sweep_id=sweep_id))
-    finally:
-        registry.close()
+    done = cancel_sweep(load_settings(), sweep_id)
     typer.echo(f"{sweep_id}: cancelled {len(done)} point(s)")
 
 
 def _load(sweep_id: str) -> Any:
     from deltajobs.config import load_settings
-    from deltajobs.registry import Registry
-    from deltajobs.sweep_results import load_sweep
+    from deltajobs.sweep.results import load_sweep
 
-    registry = Registry.open(load_settings())
-    try:
-        return load_sweep(registry, sweep_id)
-    finally:
-        registry.close()
+    return load_sweep(load_settings(), sweep_id)
 
 
 def _header(view: Any) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from deltajobs.errors import DeltaJobsError
-from deltajobs.sweep_results import (
+from deltajobs.sweep.results import (
     TABLE_METRICS,
     PointRow,
     SweepView,

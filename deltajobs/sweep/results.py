@@ -13,10 +13,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from deltajobs import backends
+from deltajobs.config import Settings
 from deltajobs.errors import SpecError
 from deltajobs.lifecycle import refresh
 from deltajobs.registry import Registry
-from deltajobs.sweep_local import started
 
 HIGHER_IS_BETTER = ("acc", "accuracy", "per_second")
 TABLE_METRICS = ("test_acc", "test_loss", "train_loss")
@@ -31,7 +32,7 @@ class PointRow:
     run_dir: str
     elapsed_s: int | None = None
     reason: str | None = None
-    waiting: bool = False  # local backend: alive but waiting for a --max-parallel slot
+    waiting: bool = False  # alive but waiting for a --max-parallel slot (a local sweep)
     metrics: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -63,11 +64,11 @@ class SweepView:
         return counts
 
 
-def load_sweep(registry: Registry, sweep_id: str) -> SweepView:
+def load_sweep(settings: Settings, sweep_id: str) -> SweepView:
     """The sweep and its points, with states refreshed and metrics read where results exist."""
-    sweep = registry.sweep(sweep_id)
-    rows = registry.query(sweep_id=sweep_id)
-    result = refresh(registry, rows)
+    with Registry.open(settings) as registry:
+        sweep = registry.sweep(sweep_id)
+        result = refresh(registry, registry.query(sweep_id=sweep_id))
     params = sweep["params"]
     values = params.get("points", [])
     points: list[PointRow] = []
@@ -81,7 +82,7 @@ def load_sweep(registry: Registry, sweep_id: str) -> SweepView:
             run_dir=row.run_dir,
             elapsed_s=row.elapsed_s,
             reason=row.reason,
-            waiting=row.backend == "local" and row.state == "RUNNING" and not started(Path(row.run_dir)),
+            waiting=backends.get(row.backend).waiting(row),
             metrics=read_metrics(Path(row.run_dir)),
         )
         points.append(point)

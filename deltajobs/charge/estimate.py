@@ -188,3 +188,12 @@ def format_hours(seconds: float) -> str:
     if seconds < 3600:
         return f"{round(seconds / 60):.0f} min"
     return f"{seconds / 3600:.3g} h"
+
+
+def describe(est: Estimate) -> str:
+    """One line for humans: `1.0 SU on gpuA100x4 (1 node x 1 GPU-equivalent x factor 1 x 1 h)`."""
+    nodes = f"{est.nodes} node{'s' if est.nodes != 1 else ''}"
+    return (
+        f"{format_su(est.su)} SU on {est.partition} ({nodes} x {est.units_per_node:.3g} {est.unit} "
+        f"x factor {est.charge_factor:g} x {est.hours:.3g} h)"
+    )

@@ -2,54 +2,25 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
-from deltajobs.cli.app import (
-    AccountOpt,
-    ClusterOpt,
-    CpusOpt,
-    GpusOpt,
-    JsonOpt,
-    MemOpt,
-    NodesOpt,
-    PartitionOpt,
-    SetOpt,
-    TimeOpt,
-    app,
-    emit_json,
-)
-from deltajobs.cli.jobs import overrides
-from deltajobs.context import active_cluster
+from deltajobs.cli.app import app, emit_json
+from deltajobs.cli.options import JobArg, JobFlags, JsonOpt, job_flags
 
 
-@app.command()
-def estimate(
-    job: str = typer.Argument(..., help="A job name from jobs/ (e.g. mnist) or a path to a YAML spec."),
-    sets: list[str] = SetOpt,
-    account: str = AccountOpt,
-    partition: str = PartitionOpt,
-    nodes: int = NodesOpt,
-    gpus: int = GpusOpt,
-    cpus: int = CpusOpt,
-    mem: str = MemOpt,
-    time: str = TimeOpt,
-    cluster: str = ClusterOpt,
-    as_json: bool = JsonOpt,
-) -> None:
+@app.command("estimate")
+@job_flags
+def estimate_command(job: JobArg, flags: JobFlags, as_json: JsonOpt = False) -> None:
     """Estimate a job's charge in SU: the worst case (full walltime) and, if it ran before, the typical case."""
-    from deltajobs.charge import describe, estimate_job, format_su, typical_elapsed
+    from deltajobs.charge.estimate import describe, estimate_job, format_su
     from deltajobs.config import load_settings
-    from deltajobs.spec import resolve_job
+    from deltajobs.registry import typical_elapsed
     from deltajobs.units import format_duration, format_walltime
 
     settings = load_settings()
-    resolved = resolve_job(
-        job,
-        overrides(sets, account, partition, nodes, gpus, cpus, mem, time),
-        settings,
-        active_cluster(settings, cluster),
-        require_account=False,
-    )
+    resolved = flags.resolve(job, settings, require_account=False)
     est = estimate_job(resolved)
     elapsed = typical_elapsed(settings, resolved)
     typical = None if elapsed is None else {"elapsed_s": elapsed, "su": est.su_for(elapsed)}
@@ -80,13 +51,13 @@ def estimate(
         typer.echo(f"typical:    {format_su(typical['su'])} SU (earlier runs took {format_duration(elapsed or 0)})")
 
 
-@app.command()
-def accounts(as_json: bool = JsonOpt) -> None:
+@app.command("accounts")
+def accounts_command(as_json: JsonOpt = False) -> None:
     """Show your accounts and their balances (Delta's `accounts` command)."""
-    from deltajobs.charge import accounts as list_accounts
-    from deltajobs.charge import format_su
+    from deltajobs.charge.accounting import accounts
+    from deltajobs.charge.estimate import format_su
 
-    rows = list_accounts()
+    rows = accounts()
     if as_json:
         emit_json([row.to_dict() for row in rows])
         return
@@ -97,15 +68,18 @@ def accounts(as_json: bool = JsonOpt) -> None:
         typer.echo(f"{row.account:<20}{format_su(row.balance_su):>14}{deposited:>15}{used:>7}  {row.description}")
 
 
-@app.command()
-def charge(
-    account: str = typer.Option(None, "--account", "-A", help="Account (default: DELTAJOBS_ACCOUNT / config)."),
-    since: str = typer.Option(None, "--since", help="Start date YYYY-MM-DD (default: 30 days ago)."),
-    detail: bool = typer.Option(False, "--detail", help="One row per job."),
-    as_json: bool = JsonOpt,
+@app.command("charge")
+def charge_command(
+    account: Annotated[
+        str | None, typer.Option("--account", "-A", help="Account (default: DELTAJOBS_ACCOUNT / config).")
+    ] = None,
+    since: Annotated[str | None, typer.Option("--since", help="Start date YYYY-MM-DD (default: 30 days ago).")] = None,
+    detail: Annotated[bool, typer.Option("--detail", help="One row per job.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """What was charged: Delta's `jobcharge`, or computed from sacct (elapsed x billing / 3,600,000)."""
-    from deltajobs.charge import charge_report, format_su
+    from deltajobs.charge.estimate import format_su
+    from deltajobs.charge.report import charge_report
     from deltajobs.config import load_settings
 
     report = charge_report(account or load_settings().account, since, detail)

@@ -1,8 +1,5 @@
-"""Service Units: the estimate before submitting, the balance, and what jobs were charged after.
-
-The pieces live in `charge_estimate` (the pure estimate), `charge_commands` (Delta's `accounts`
-and `jobcharge`), and `charge_advice` (right-sizing); this module is their front door and computes
-charges from sacct where `jobcharge` does not exist (`elapsed_seconds x billing / 3,600,000`).
+"""What jobs were charged: from Delta's `jobcharge` where it exists, else computed from sacct as
+jobcharge computes it (`elapsed_seconds x billing / 3,600,000`, every attempt of a requeued job).
 """
 
 from __future__ import annotations
@@ -13,56 +10,12 @@ import re
 from collections.abc import Iterable
 
 from deltajobs import slurm
-from deltajobs.charge_advice import Advice, advise
-from deltajobs.charge_commands import (
-    AccountBalance,
-    AccountingError,
-    AccountingUnavailable,
-    ChargeReport,
-    JobCharge,
-    accounts,
-    balance,
-    jobcharge,
-)
-from deltajobs.charge_estimate import Estimate, Request, estimate, estimate_job, format_su
-from deltajobs.config import Settings
+from deltajobs.charge.accounting import AccountingUnavailable, ChargeReport, JobCharge, jobcharge
 from deltajobs.errors import SpecError
 from deltajobs.slurm import AcctRecord
-from deltajobs.spec import ResolvedJob
-
-__all__ = [
-    "AccountBalance",
-    "AccountingError",
-    "AccountingUnavailable",
-    "Advice",
-    "ChargeReport",
-    "Estimate",
-    "JobCharge",
-    "Request",
-    "accounts",
-    "advise",
-    "balance",
-    "charge_from_acct",
-    "charge_report",
-    "default_since",
-    "estimate",
-    "estimate_job",
-    "format_su",
-    "typical_elapsed",
-]
 
 DEFAULT_DAYS = 30
 _SINCE = re.compile(r"\d{4}-\d\d-\d\d(?:T\d\d:\d\d(?::\d\d)?)?")
-
-
-def typical_elapsed(settings: Settings, resolved: ResolvedJob) -> float | None:
-    """Typical seconds that earlier runs of this spec took, from the job registry, if it knows."""
-    try:
-        from deltajobs import registry
-
-        return registry.typical_elapsed(settings, registry.spec_key(resolved))
-    except (ImportError, AttributeError):
-        return None
 
 
 def default_since(today: dt.date | None = None) -> str:
@@ -134,12 +87,3 @@ def charge_report(
     who = user or getpass.getuser()
     records = slurm.sacct(user=who, since=start, account=account)
     return charge_from_acct(records, account=account, window=f"{who}'s jobs since {start}", user=who)
-
-
-def describe(est: Estimate) -> str:
-    """One line for humans: `1.0 SU on gpuA100x4 (1 node x 1 GPU-equivalent x factor 1 x 1 h)`."""
-    nodes = f"{est.nodes} node{'s' if est.nodes != 1 else ''}"
-    return (
-        f"{format_su(est.su)} SU on {est.partition} ({nodes} x {est.units_per_node:.3g} {est.unit} "
-        f"x factor {est.charge_factor:g} x {est.hours:.3g} h)"
-    )

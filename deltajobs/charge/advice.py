@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from deltajobs.charge_estimate import MB_PER_GB, Request, estimate, format_hours, format_su
+from deltajobs.charge.estimate import MB_PER_GB, Request, estimate, format_hours, format_su
 from deltajobs.cluster import Partition
 from deltajobs.slurm import AcctRecord
 from deltajobs.units import format_walltime

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
-from deltajobs.charge_advice import Advice
+from deltajobs.charge.advice import Advice
 from deltajobs.job import restarts
 from deltajobs.lifecycle import STATE_ADVICE, attempts_text, reason_words, right_sizing
 from deltajobs.registry import JobRow
@@ -19,6 +20,18 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
     for row in rows:
         lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
     return "\n".join(lines)
+
+
+def status_dict(row: JobRow, detail: bool = False, record: AcctRecord | None = None) -> dict[str, Any]:
+    """One job of `status --json`: the registry row, the pending reason in words, restarts, advice."""
+    data = row.to_dict()
+    data["reason_words"] = reason_words(row.reason) if row.state == "PENDING" else ""
+    data["restarts"] = restarts(Path(row.run_dir))
+    data["advice"] = STATE_ADVICE.get(row.state, "")
+    if detail:
+        data["right_sizing"] = [a.to_dict() for a in right_sizing(row, record)]
+        data["attempts"] = [dataclasses.asdict(a) for a in record.attempts] if record is not None else []
+    return data
 
 
 def status_table(rows: list[JobRow], detail: bool = False, records: dict[str, AcctRecord] | None = None) -> str:

@@ -10,8 +10,8 @@ random draw is crossed with every grid point. Values are YAML-typed (like `--set
 schema-typed by `resolve_job`, which every point goes through before anything is created.
 
 Only `train.*` keys can be swept: the points of one SLURM job array share one script, hence its
-resources, environment and account. Submission lives in `sweep_submit.py`, reading results in
-`sweep_results.py`.
+resources, environment and account. Submission lives in `submit.py`, reading results in
+`results.py`.
 """
 
 from __future__ import annotations

@@ -7,49 +7,47 @@ from __future__ import annotations
 
 import shlex
 import signal
+import sys
 from pathlib import Path
-from types import FrameType
-from typing import Any
+from typing import Annotated
 
 import typer
 import yaml
 
-from deltajobs.cli.app import JsonOpt, SetOpt, app, emit_json, note
-from deltajobs.context import active_cluster, new_run_dir
+from deltajobs.cli.app import app, emit_json, note
+from deltajobs.cli.options import JobArg, JsonOpt
 from deltajobs.errors import NotFoundError, SpecError
-from deltajobs.spec import Overrides, resolve_job
 
 data_app = typer.Typer(help="Datasets for the trainer: fetch MNIST on a login node.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
-JobArg = typer.Argument(..., help="A job name from jobs/ (e.g. mnist) or a path to a YAML spec.")
-RunDirOpt = typer.Option(None, "--run-dir", help="Run directory (default: a new one under runs/).")
-ResumeOpt = typer.Option(False, "--resume", help="Continue the run in --run-dir from its checkpoint.")
-DatasetArg = typer.Argument("mnist", help="The dataset; only mnist for now.")
-RootOpt = typer.Option(
-    None, "--root", help="Data root (default: DELTAJOBS_DATA_ROOT, the config, ~/.local/state/deltajobs/data)."
-)
-FromOpt = typer.Option(None, "--from", help="Import IDX files (plain or .gz) from DIR instead of downloading.")
 
-
-@app.command()
-def train(
-    job: str = JobArg,
-    sets: list[str] = SetOpt,
-    run_dir: Path = RunDirOpt,
-    resume: bool = ResumeOpt,
-    as_json: bool = JsonOpt,
+@app.command("train")
+def train_command(
+    job: JobArg,
+    sets: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a spec key, dotted and typed by the schema: --set train.epochs=3"),
+    ] = None,
+    run_dir: Annotated[
+        Path | None, typer.Option("--run-dir", help="Run directory (default: a new one under runs/).")
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the run in --run-dir from its checkpoint.")
+    ] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Train a job's model here, in this process (CPU or this machine's GPU); no SLURM involved.
 
     Ctrl-C (or SIGTERM/SIGUSR2) stops at the next step with a checkpoint; --resume continues it.
     """
+    from deltajobs.cli.options import JobFlags
     from deltajobs.config import load_settings
+    from deltajobs.context import new_run_dir
+    from deltajobs.job import StopFlag
 
     settings = load_settings()
-    resolved = resolve_job(
-        job, Overrides(sets=list(sets or [])), settings, active_cluster(settings), require_account=False
-    )
+    resolved = JobFlags(sets=sets).resolve(job, settings, require_account=False)
     if resume:
         if run_dir is None:
             raise SpecError("--resume", "needs --run-dir DIR, the run directory of an earlier `deltajobs train`")
@@ -63,8 +61,7 @@ def train(
     if not resume:
         (run_dir / "spec.yaml").write_text(yaml.safe_dump(resolved.spec.to_dict(), sort_keys=False))
 
-    stop = StopFlag()
-    with stop:
+    with StopFlag((signal.SIGINT, signal.SIGTERM, signal.SIGUSR2), stream=sys.stderr) as stop:
         results = run_training(
             resolved.spec.train, run_dir, resume=resume, should_stop=stop, log=lambda line: typer.echo(line, err=True)
         )
@@ -81,39 +78,19 @@ def train(
         raise typer.Exit(130)
 
 
-class StopFlag:
-    """A `should_stop` that turns True on SIGINT, SIGTERM or SIGUSR2 (SLURM's warning signal)."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)
-
-    def __init__(self) -> None:
-        self.stopped = False
-        self.previous: dict[int, Any] = {}
-
-    def __call__(self) -> bool:
-        return self.stopped
-
-    def handle(self, signum: int, frame: FrameType | None) -> None:
-        if self.stopped and signum == signal.SIGINT:  # a second Ctrl-C: stop right now
-            raise KeyboardInterrupt
-        self.stopped = True
-        note(f"got {signal.Signals(signum).name}; checkpointing at the next step (Ctrl-C again to abort)")
-
-    def __enter__(self) -> StopFlag:
-        self.previous = {sig: signal.signal(sig, self.handle) for sig in self.SIGNALS}
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
-
-
 @data_app.command("fetch")
-def fetch(
-    dataset: str = DatasetArg,
-    root: Path = RootOpt,
-    source: Path = FromOpt,
-    as_json: bool = JsonOpt,
+def fetch_command(
+    dataset: Annotated[str, typer.Argument(help="The dataset; only mnist for now.")] = "mnist",
+    root: Annotated[
+        Path | None,
+        typer.Option(
+            "--root", help="Data root (default: DELTAJOBS_DATA_ROOT, the config, ~/.local/state/deltajobs/data)."
+        ),
+    ] = None,
+    source: Annotated[
+        Path | None, typer.Option("--from", help="Import IDX files (plain or .gz) from DIR instead of downloading.")
+    ] = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Put MNIST into ROOT/MNIST/raw: download it, or import and check IDX files already on disk."""
     from deltajobs.config import load_settings

@@ -3,76 +3,34 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
-from deltajobs.cli.app import (
-    AccountOpt,
-    ClusterOpt,
-    CpusOpt,
-    GpusOpt,
-    JsonOpt,
-    MemOpt,
-    NodesOpt,
-    PartitionOpt,
-    SetOpt,
-    TimeOpt,
-    app,
-    emit_json,
-)
-from deltajobs.context import active_cluster, new_run_dir
-from deltajobs.spec import Overrides, resolve_job
+from deltajobs.cli.app import app, emit_json
+from deltajobs.cli.options import ClusterOpt, JobArg, JobFlags, JsonOpt, job_flags
 
 
-def overrides(
-    sets: list[str] | None,
-    account: str | None,
-    partition: str | None,
-    nodes: int | None,
-    gpus: int | None,
-    cpus: int | None,
-    mem: str | None,
-    time: str | None,
-) -> Overrides:
-    return Overrides(
-        sets=list(sets or []),
-        account=account,
-        partition=partition,
-        nodes=nodes,
-        gpus=gpus,
-        cpus=cpus,
-        mem=mem,
-        time=time,
-    )
-
-
-@app.command()
-def render(
-    job: str = typer.Argument(..., help="A job name from jobs/ (e.g. mnist) or a path to a YAML spec."),
-    sets: list[str] = SetOpt,
-    account: str = AccountOpt,
-    partition: str = PartitionOpt,
-    nodes: int = NodesOpt,
-    gpus: int = GpusOpt,
-    cpus: int = CpusOpt,
-    mem: str = MemOpt,
-    time: str = TimeOpt,
-    cluster: str = ClusterOpt,
-    run_dir: Path = typer.Option(None, "--run-dir", help="Run directory to render for (default: a new one)."),
-    output: Path = typer.Option(None, "--output", "-o", help="Write the script to FILE instead of stdout."),
+@app.command("render")
+@job_flags
+def render_command(
+    job: JobArg,
+    flags: JobFlags,
+    run_dir: Annotated[
+        Path | None, typer.Option("--run-dir", help="Run directory to render for (default: a new one).")
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write the script to FILE instead of stdout.")
+    ] = None,
 ) -> None:
     """Print the exact sbatch script a job would be submitted with (a dry run: nothing is submitted)."""
     from deltajobs.config import load_settings
-    from deltajobs.render import render as render_script
+    from deltajobs.context import new_run_dir
+    from deltajobs.render import render
 
     settings = load_settings()
-    resolved = resolve_job(
-        job,
-        overrides(sets, account, partition, nodes, gpus, cpus, mem, time),
-        settings,
-        active_cluster(settings, cluster),
-    )
-    script = render_script(resolved, run_dir or new_run_dir(settings, resolved.spec.name))
+    resolved = flags.resolve(job, settings)
+    script = render(resolved, run_dir or new_run_dir(settings, resolved.spec.name))
     if output is None:
         typer.echo(script, nl=False)
         return
@@ -83,13 +41,11 @@ def render(
 
 
 @app.command("list")
-def list_(
-    cluster: str = ClusterOpt,
-    as_json: bool = JsonOpt,
-) -> None:
+def list_command(cluster: ClusterOpt = None, as_json: JsonOpt = False) -> None:
     """List job specs, models and the active cluster's partitions."""
     from deltajobs.cluster import load_profile
     from deltajobs.config import load_settings
+    from deltajobs.context import active_cluster
     from deltajobs.spec import find_job, job_names, read_job
     from deltajobs.train.config import MODEL_NAMES
 
@@ -109,6 +65,9 @@ def list_(
             "mem_gb": p.mem_gb,
             "max_time": p.max_time,
             "charge_factor": p.charge_factor,
+            "gpu_type": p.gpu_type,
+            "interactive": p.interactive,
+            "preempt": p.preempt,
             "default": p.name == profile.default_partition,
         }
         for p in profile.partitions.values()
@@ -121,9 +80,11 @@ def list_(
         typer.echo(f"  {j['job']:<16} {j['model']:<7} {j['description']}")
     typer.echo(f"\nModels: {', '.join(MODEL_NAMES)}")
     typer.echo(f"\nPartitions on {profile.name}:")
-    typer.echo(f"  {'partition':<24}{'GPUs':>5}{'CPUs':>6}{'mem':>7}{'max time':>10}{'factor':>8}")
+    typer.echo(f"  {'partition':<24}{'GPUs':>5}{'CPUs':>6}{'mem':>7}{'max time':>10}{'factor':>8}  notes")
     for p in partitions:
-        mark = " (default)" if p["default"] else ""
+        flags = [("interactive", p["interactive"]), ("preemptible", p["preempt"]), ("default", p["default"])]
+        notes = [str(p["gpu_type"] or ""), *(word for word, on in flags if on)]
+        mark = "  " + ", ".join(n for n in notes if n) if any(notes) else ""
         typer.echo(
             f"  {p['partition']:<24}{p['gpus']:>5}{p['cpus']:>6}{p['mem_gb']:>6g}G{p['max_time']:>10}"
             f"{p['charge_factor']:>8g}{mark}"

@@ -1,0 +1,46 @@
+"""Where jobs run, behind one interface (`base.Backend`): SLURM (`slurm.py`) or this machine
+(`local.py`). A backend's name is stored with each job; `get` is the one place a name becomes a
+backend, and `choose` the one place the command line's choice is made.
+"""
+
+from __future__ import annotations
+
+import shutil
+from typing import TYPE_CHECKING
+
+from deltajobs.errors import DeltaJobsError
+
+if TYPE_CHECKING:
+    from deltajobs.backends.base import Backend
+    from deltajobs.config import Settings
+
+NAMES = ("slurm", "local")
+NOTED_LOCAL = ".noted-local-backend"  # in DELTAJOBS_HOME once the user was told about the fallback
+
+
+def get(name: str) -> Backend:
+    """The backend a job was submitted with (imported only when asked: each pulls in submitit)."""
+    if name == "slurm":
+        from deltajobs.backends.slurm import SlurmBackend
+
+        return SlurmBackend()
+    if name == "local":
+        from deltajobs.backends.local import LocalBackend
+
+        return LocalBackend()
+    raise DeltaJobsError(f"unknown backend {name!r}; choose one of: {', '.join(NAMES)}")
+
+
+def choose(local: bool, settings: Settings) -> tuple[Backend, str | None]:
+    """--local, else SLURM where sbatch is on PATH, else local; with the note to show the user
+    (once per DELTAJOBS_HOME) when it fell back to local."""
+    if local:
+        return get("local"), None
+    if shutil.which("sbatch"):
+        return get("slurm"), None
+    marker = settings.home_path / NOTED_LOCAL
+    if marker.exists():
+        return get("local"), None
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.touch()
+    return get("local"), "no sbatch on PATH: running on this machine with the local backend (--local)"

@@ -1,0 +1,104 @@
+"""The one interface every backend implements (submitit's executors are the model): submit a job or
+an array of them, bring their states up to date, cancel them, find their logs. Code above this
+package never asks which backend it holds: it calls the one `deltajobs.backends.get` gave it.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from deltajobs.registry import JobRow
+from deltajobs.slurm import AcctRecord
+from deltajobs.spec import ResolvedJob
+
+
+@dataclass(frozen=True)
+class Submission:
+    """One submitted job: its id, where it runs and where its logs go."""
+
+    job_id: str
+    backend: str
+    run_dir: Path
+    log_path: Path
+    err_path: Path
+    script_path: Path | None
+
+    def to_dict(self) -> dict[str, str | None]:
+        return {
+            "job_id": self.job_id,
+            "backend": self.backend,
+            "run_dir": str(self.run_dir),
+            "log": str(self.log_path),
+            "err": str(self.err_path),
+            "script": str(self.script_path) if self.script_path else None,
+        }
+
+
+@dataclass(frozen=True)
+class ArraySubmission:
+    """The points of a sweep, submitted together: one SLURM job array, or one local job each."""
+
+    points: list[Submission]
+    array_job_id: str | None
+    max_parallel: int | None
+    log_pattern: Path
+
+
+@dataclass
+class StateChanges:
+    """What a refresh learnt: registry column changes per job id, and a warning if it could not ask."""
+
+    changes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    warning: str | None = None
+    calls: list[str] = field(default_factory=list)  # which commands ran (for tests and benchmarks)
+
+
+class Backend(ABC):
+    """Where jobs run. Subclasses set the class attributes and implement the abstract methods."""
+
+    name: ClassVar[str]
+    needs_account: ClassVar[bool]  # jobs must name an account to charge
+    charges: ClassVar[bool]  # jobs spend Service Units: the budget guard applies
+    first_state: ClassVar[str]  # a job's state right after submission
+
+    @abstractmethod
+    def submit(self, resolved: ResolvedJob, run_dir: Path) -> Submission:
+        """Submit one job training into `run_dir` (which exists and holds spec.yaml)."""
+
+    @abstractmethod
+    def submit_array(
+        self, resolved: list[ResolvedJob], run_dirs: list[Path], sweep_dir: Path, max_parallel: int | None
+    ) -> ArraySubmission:
+        """Submit one job per point; at most `max_parallel` run at once."""
+
+    @abstractmethod
+    def refresh(self, rows: list[JobRow]) -> StateChanges:
+        """The changes to rows that are not final (never raises for an unreachable scheduler: warns)."""
+
+    @abstractmethod
+    def cancel(self, rows: list[JobRow]) -> dict[str, dict[str, Any]]:
+        """Cancel rows that are not final; returns registry changes to record (may be empty)."""
+
+    @abstractmethod
+    def undo(self, job_ids: list[str]) -> None:
+        """Best effort: remove jobs just submitted whose bookkeeping failed."""
+
+    def partition(self, resolved: ResolvedJob) -> str:
+        """What the registry and `status` show as the job's partition."""
+        return resolved.partition.name
+
+    def usage(self, rows: list[JobRow]) -> dict[str, AcctRecord]:
+        """What finished rows used, per job id, where the backend keeps accounts."""
+        return {}
+
+    def waiting(self, row: JobRow) -> bool:
+        """Whether a running row is only waiting for a slot (a local sweep's --max-parallel)."""
+        return False
+
+    def log_file(self, row: JobRow, err: bool = False, task: int = 0) -> Path:
+        """A task's stdout (or stderr) log: submitit names them `<id>_<task>_log.out|err`."""
+        path = Path(row.err_path if err else row.log_path)
+        return path.with_name(path.name.replace("_0_log.", f"_{task}_log.")) if task else path

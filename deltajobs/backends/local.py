@@ -1,0 +1,184 @@
+"""The local backend: each job is a detached submitit LocalExecutor job on this machine, known by the
+pid of its controller (`local-<pid>`); its state comes from that process and submitit's result
+pickle. A local sweep runs one such job per point, at most `slots` training at once (`slots.py`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import pickle
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from deltajobs.backends.base import ArraySubmission, Backend, StateChanges, Submission
+from deltajobs.backends.slots import SlotTrainJob, started
+from deltajobs.backends.submitit_private import DetachedLocalExecutor
+from deltajobs.job import TrainJob
+from deltajobs.registry import JobRow
+from deltajobs.render import submitit_folder
+from deltajobs.spec import ResolvedJob
+
+PREFIX = "local-"  # job ids are local-<pid of the submitit controller>
+CANCELLED_FILE = "CANCELLED"  # in the run directory of a job cancelled by deltajobs
+TERM_WAIT_S = 5  # how long a cancelled task gets to write its checkpoint before SIGKILL
+
+
+class LocalBackend(Backend):
+    name = "local"
+    needs_account = False
+    charges = False
+    first_state = "RUNNING"
+
+    def partition(self, resolved: ResolvedJob) -> str:
+        return "local"
+
+    def submit(self, resolved: ResolvedJob, run_dir: Path) -> Submission:
+        folder = submitit_folder(run_dir)
+        executor = DetachedLocalExecutor(folder=folder, max_num_timeout=resolved.spec.resources.max_requeues)
+        executor.update_parameters(timeout_min=max(1, resolved.spec.resources.seconds // 60))
+        job = executor.submit(TrainJob.of(resolved, run_dir))
+        return _submission(str(job.job_id), run_dir, folder)
+
+    def submit_array(
+        self, resolved: list[ResolvedJob], run_dirs: list[Path], sweep_dir: Path, max_parallel: int | None
+    ) -> ArraySubmission:
+        """One detached job per point; each waits for one of `max_parallel` slots (default: as many
+        points as this machine's CPUs hold at cpus_per_task each) before it trains."""
+        res = resolved[0].spec.resources
+        slots = max_parallel or max(1, (os.cpu_count() or 1) // res.cpus_per_task)
+        folder = submitit_folder(sweep_dir)
+        waves = math.ceil(len(run_dirs) / slots)  # a point's walltime includes its wait for a slot
+        executor = DetachedLocalExecutor(folder=folder, max_num_timeout=res.max_requeues)
+        executor.update_parameters(timeout_min=max(1, res.seconds // 60) * waves)
+        points: list[Submission] = []
+        try:
+            for index, (one, run_dir) in enumerate(zip(resolved, run_dirs, strict=True)):
+                call = SlotTrainJob(
+                    one.spec.to_dict(), str(run_dir), res.max_requeues, str(folder / "slots"), slots, index
+                )
+                points.append(_submission(str(executor.submit(call).job_id), run_dir, folder))
+        except BaseException:
+            self.undo([p.job_id for p in points])
+            raise
+        return ArraySubmission(points, None, slots, folder / "%j_0_log.out")
+
+    def refresh(self, rows: list[JobRow]) -> StateChanges:
+        result = StateChanges()
+        for row in rows:
+            if not row.final:
+                change = local_state(row)
+                if change:
+                    result.changes[row.job_id] = change
+        return result
+
+    def cancel(self, rows: list[JobRow]) -> dict[str, dict[str, Any]]:
+        for row in rows:
+            (Path(row.run_dir) / CANCELLED_FILE).touch()
+            _stop(pid_of(row.job_id), gently=True)
+        return {r.job_id: {"state": "CANCELLED"} for r in rows}
+
+    def undo(self, job_ids: list[str]) -> None:
+        for job_id in job_ids:
+            _stop(pid_of(job_id), gently=False)
+
+    def waiting(self, row: JobRow) -> bool:
+        return row.state == "RUNNING" and not started(Path(row.run_dir))
+
+
+def pid_of(job_id: str) -> int:
+    return int(job_id.removeprefix(PREFIX))
+
+
+def local_state(row: JobRow) -> dict[str, Any]:
+    """A local job's state from its controller process, its result pickle and the CANCELLED mark."""
+    pid = pid_of(row.job_id)
+    result = Path(row.log_path).with_name(f"{pid}_0_result.pkl")
+    now = time.time()
+    if (Path(row.run_dir) / CANCELLED_FILE).exists():
+        state = "CANCELLED"
+    elif result.exists():
+        state = "COMPLETED" if _result_tag(result) == "success" else "FAILED"
+    elif _alive(pid):
+        return {"elapsed_s": int(now - row.submitted_at)} if row.state == "RUNNING" else {"state": "RUNNING"}
+    else:
+        state = "FAILED"  # died without a result: killed, or crashed before submitit could write one
+    end = result.stat().st_mtime if result.exists() else now
+    return {
+        "state": state,
+        "elapsed_s": int(end - row.submitted_at),
+        "exit_code": "0:0" if state == "COMPLETED" else "1:0",
+    }
+
+
+def _submission(pid: str, run_dir: Path, folder: Path) -> Submission:
+    return Submission(
+        job_id=f"{PREFIX}{pid}",
+        backend=LocalBackend.name,
+        run_dir=run_dir,
+        log_path=folder / f"{pid}_0_log.out",
+        err_path=folder / f"{pid}_0_log.err",
+        script_path=None,
+    )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie or a recycled pid is not our job
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        if stat.rsplit(")", 1)[1].split()[0] == "Z":
+            return False
+        return b"submitit" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True
+
+
+def _result_tag(path: Path) -> str:
+    try:
+        with path.open("rb") as f:
+            return str(pickle.load(f)[0])
+    except Exception:  # noqa: BLE001 - a half-written or foreign pickle counts as failure
+        return "error"
+
+
+def _children(pid: int) -> list[int]:
+    children = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            if ppid == pid:
+                children.append(int(entry.name))
+    return children
+
+
+def _kill(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+
+
+def _stop(pid: int, gently: bool) -> None:
+    """Kill a local job: its tasks first get SIGINT to checkpoint (`gently`), then everything SIGKILL."""
+    tasks = _children(pid)
+    if not gently:
+        for target in [*tasks, pid]:
+            _kill(target, signal.SIGKILL)
+        return
+    for task in tasks:
+        _kill(task, signal.SIGINT)
+    _kill(pid, signal.SIGKILL)
+    deadline = time.time() + TERM_WAIT_S
+    while time.time() < deadline and any(_alive(t) for t in tasks):
+        time.sleep(0.1)
+    for task in tasks:
+        _kill(task, signal.SIGKILL)

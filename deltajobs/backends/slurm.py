@@ -1,0 +1,157 @@
+"""The SLURM backend: sbatch (through submitit, with the script `render.py` produced), one squeue and
+one sacct call to refresh any number of jobs, one scancel to cancel them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from pathlib import Path
+from typing import Any
+
+from deltajobs import slurm
+from deltajobs.backends.base import ArraySubmission, Backend, StateChanges, Submission
+from deltajobs.backends.submitit_private import DeltaSlurmArrayExecutor, DeltaSlurmExecutor, FailedJobError
+from deltajobs.errors import SlurmError
+from deltajobs.job import TrainJob
+from deltajobs.registry import JobRow
+from deltajobs.render import job_python, render, submitit_folder
+from deltajobs.spec import ResolvedJob
+
+
+class SlurmBackend(Backend):
+    name = "slurm"
+    needs_account = True
+    charges = True
+    first_state = "PENDING"
+
+    def submit(self, resolved: ResolvedJob, run_dir: Path) -> Submission:
+        script = render(resolved, run_dir)
+        (run_dir / "job.sh").write_text(script)
+        slurm.ping()
+        folder = submitit_folder(run_dir)
+        executor = _executor(DeltaSlurmExecutor, resolved, folder, script)
+        try:
+            with contextlib.redirect_stderr(io.StringIO()):  # submitit echoes sbatch's stderr; we say it once
+                job = executor.submit(TrainJob.of(resolved, run_dir))
+        except (FailedJobError, OSError, RuntimeError) as err:
+            raise SlurmError(f"sbatch refused the job: {sbatch_error_line(err)}") from None
+        return _submission(str(job.job_id), run_dir, folder, run_dir / "job.sh")
+
+    def submit_array(
+        self, resolved: list[ResolvedJob], run_dirs: list[Path], sweep_dir: Path, max_parallel: int | None
+    ) -> ArraySubmission:
+        """ONE sbatch call of the array script: task i unpickles point i's TrainJob."""
+        script = render_array(resolved[0], sweep_dir, len(resolved), max_parallel)
+        (sweep_dir / "job.sh").write_text(script)
+        slurm.ping()
+        folder = submitit_folder(sweep_dir)
+        executor = _executor(DeltaSlurmArrayExecutor, resolved[0], folder, script)
+        calls = [TrainJob.of(one, run_dir) for one, run_dir in zip(resolved, run_dirs, strict=True)]
+        try:
+            jobs = executor.submit_array(calls)
+        except (FailedJobError, OSError, RuntimeError) as err:
+            raise SlurmError(f"sbatch refused the sweep: {sbatch_error_line(err)}") from None
+        points = [
+            _submission(str(job.job_id), run_dir, folder, sweep_dir / "job.sh")
+            for job, run_dir in zip(jobs, run_dirs, strict=True)
+        ]
+        array_id = points[0].job_id.split("_")[0]
+        return ArraySubmission(points, array_id, max_parallel, folder / f"{array_id}_%a_0_log.out")
+
+    def refresh(self, rows: list[JobRow]) -> StateChanges:
+        """At most one squeue and one sacct call for all the rows that are not final."""
+        result = StateChanges()
+        active = [r for r in rows if not r.final]
+        if not active:
+            return result
+        try:
+            queue = {q.job_id: q for q in slurm.squeue()}
+            result.calls.append("squeue")
+            acct = {a.job_id: a for a in slurm.sacct([r.job_id for r in active])}
+            result.calls.append("sacct")
+        except SlurmError as err:
+            result.warning = f"SLURM is not answering ({err}); showing cached states"
+            return result
+        for row in active:
+            change = merge_slurm(row, queue.get(row.job_id), acct.get(row.job_id))
+            if change:
+                result.changes[row.job_id] = change
+        return result
+
+    def cancel(self, rows: list[JobRow]) -> dict[str, dict[str, Any]]:
+        slurm.scancel([r.job_id for r in rows])
+        return {}  # SLURM says CANCELLED itself; the next refresh records it
+
+    def undo(self, job_ids: list[str]) -> None:
+        with contextlib.suppress(SlurmError):
+            slurm.scancel(sorted({j.split("_")[0] for j in job_ids}))  # one scancel for a whole array
+
+    def usage(self, rows: list[JobRow]) -> dict[str, slurm.AcctRecord]:
+        """One sacct call for every finished row: what each used, and each attempt."""
+        ids = [r.job_id for r in rows if r.final]
+        return {a.job_id: a for a in slurm.sacct(ids)} if ids else {}
+
+
+def merge_slurm(row: JobRow, queued: slurm.QueueRecord | None, acct: slurm.AcctRecord | None) -> dict[str, Any]:
+    """squeue is authoritative while a job is queued or running; sacct after it leaves the queue."""
+    change: dict[str, Any] = {}
+    if acct is not None:
+        change.update(
+            state=acct.state,
+            started_at=acct.start if acct.start not in ("Unknown", "None") else None,
+            ended_at=acct.end if acct.end not in ("Unknown", "None") else None,
+            elapsed_s=acct.elapsed_s,
+            exit_code=acct.exit_code,
+            billing=acct.billing or None,
+            su=acct.su if acct.billing else None,
+        )
+    if queued is not None:
+        change.update(state=queued.state, reason=queued.reason)
+        if queued.state == "RUNNING":
+            change["reason"] = None
+    elif acct is None:
+        return {}  # left squeue, not yet in sacct: keep the last known state, look again next time
+    if change.get("state") == row.state and all(getattr(row, k) == v for k, v in change.items()):
+        return {}
+    return change
+
+
+def array_spec(count: int, max_parallel: int | None) -> str:
+    """sbatch's --array value: task ids 0..count-1, `%P` to run at most P at once."""
+    throttle = f"%{max_parallel}" if max_parallel and max_parallel < count else ""
+    return f"0-{count - 1}{throttle}"
+
+
+def render_array(resolved: ResolvedJob, sweep_dir: Path, count: int, max_parallel: int | None) -> str:
+    """The array script. One script serves every point: only train.* keys vary, and those travel in
+    each task's pickle, not in the script."""
+    return render(resolved, sweep_dir, array=array_spec(count, max_parallel))
+
+
+def sbatch_error_line(err: BaseException) -> str:
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    errors = [line for line in lines if "error" in line.lower()]
+    return (errors or lines or [err.__class__.__name__])[-1]
+
+
+def _executor(cls: type[DeltaSlurmExecutor], resolved: ResolvedJob, folder: Path, script: str) -> DeltaSlurmExecutor:
+    res = resolved.spec.resources
+    return cls(
+        folder,
+        script,
+        python=job_python(resolved),
+        timeout_min=max(1, res.seconds // 60),
+        max_requeues=res.max_requeues,
+    )
+
+
+def _submission(job_id: str, run_dir: Path, folder: Path, script: Path) -> Submission:
+    return Submission(
+        job_id=job_id,
+        backend=SlurmBackend.name,
+        run_dir=run_dir,
+        log_path=folder / f"{job_id}_0_log.out",
+        err_path=folder / f"{job_id}_0_log.err",
+        script_path=script,
+    )

@@ -1,0 +1,109 @@
+"""Every option and argument the commands share, declared once with `Annotated` types, and the one
+helper that turns a command's job flags into a resolved job.
+
+Commands that take a job spec declare `flags: JobFlags` and decorate themselves with
+`@job_flags`: the decorator adds the nine job options (--set, -A, -p, -N, --gpus, --cpus, --mem,
+-t, --cluster) to the command's signature, where Typer sees them, and hands them to the command
+as one `JobFlags`.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from deltajobs.config import Settings
+from deltajobs.spec import Overrides, ResolvedJob
+
+JobArg = Annotated[str, typer.Argument(help="A job name from jobs/ (e.g. mnist) or a path to a YAML spec.")]
+JobIdArg = Annotated[str, typer.Argument(help="Job id (or `last`).")]
+SweepIdArg = Annotated[str, typer.Argument(help="The sweep id `deltajobs sweep JOB ...` printed, e.g. sw-1a2b3c.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document instead of text.")]
+ClusterOpt = Annotated[
+    str | None, typer.Option("--cluster", help="Cluster profile (delta, minidelta); default: detected.")
+]
+YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Submit even if the estimate exceeds balance or cap.")]
+LocalOpt = Annotated[bool, typer.Option("--local", help="Run on this machine (submitit's local executor).")]
+PlotOpt = Annotated[
+    Path | None,
+    typer.Option("--plot", help="Write a PNG (needs matplotlib): a job's curves, a sweep's metric per swept key."),
+]
+
+
+@dataclass
+class JobFlags:
+    """The command line's say about a job: `--set` overrides, the resource flags and the cluster."""
+
+    sets: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a spec key, dotted and typed by the schema: --set train.epochs=3"),
+    ] = None
+    account: Annotated[str | None, typer.Option("--account", "-A", help="Account to charge, e.g. bgvu-delta-gpu.")] = (
+        None
+    )
+    partition: Annotated[str | None, typer.Option("--partition", "-p", help="Partition, e.g. gpuA100x4.")] = None
+    nodes: Annotated[int | None, typer.Option("--nodes", "-N", help="Number of nodes.")] = None
+    gpus: Annotated[int | None, typer.Option("--gpus", help="GPUs per node.")] = None
+    cpus: Annotated[int | None, typer.Option("--cpus", help="CPUs per task.")] = None
+    mem: Annotated[str | None, typer.Option("--mem", help="Memory per node, e.g. 16G.")] = None
+    time: Annotated[str | None, typer.Option("--time", "-t", help="Walltime HH:MM:SS.")] = None
+    cluster: ClusterOpt = None
+
+    @property
+    def overrides(self) -> Overrides:
+        return Overrides(
+            sets=list(self.sets or []),
+            account=self.account,
+            partition=self.partition,
+            nodes=self.nodes,
+            gpus=self.gpus,
+            cpus=self.cpus,
+            mem=self.mem,
+            time=self.time,
+        )
+
+    def cluster_name(self, settings: Settings) -> str:
+        from deltajobs.context import active_cluster
+
+        return active_cluster(settings, self.cluster)
+
+    def resolve(self, job: str, settings: Settings, *, require_account: bool = True) -> ResolvedJob:
+        """The job spec, layered with the config and these flags, validated against the cluster."""
+        from deltajobs.spec import resolve_job
+
+        return resolve_job(job, self.overrides, settings, self.cluster_name(settings), require_account=require_account)
+
+
+_FLAG_NAMES = [f.name for f in fields(JobFlags)]
+_FLAG_PARAMS = [
+    inspect.Parameter(
+        name,
+        inspect.Parameter.KEYWORD_ONLY,
+        default=None,
+        annotation=inspect.get_annotations(JobFlags, eval_str=True)[name],
+    )
+    for name in _FLAG_NAMES
+]
+
+Command = TypeVar("Command", bound=Callable[..., Any])
+
+
+def job_flags(command: Command) -> Command:
+    """Give a command the job options; it receives them as `flags: JobFlags`."""
+    signature = inspect.signature(command, eval_str=True)
+    own = [p for p in signature.parameters.values() if p.name != "flags"]
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        flags = JobFlags(**{name: kwargs.pop(name, None) for name in _FLAG_NAMES})
+        return command(*args, flags=flags, **kwargs)
+
+    wrapper.__signature__ = signature.replace(parameters=[*own, *_FLAG_PARAMS])  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in [*own, *_FLAG_PARAMS]}
+    return wrapper  # type: ignore[return-value]

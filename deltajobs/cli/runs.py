@@ -1,0 +1,197 @@
+"""Commands of a job's life: submit, status, logs, cancel, results."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from typing import Annotated
+
+import typer
+
+from deltajobs.cli.app import app, emit_json, note
+from deltajobs.cli.options import JobArg, JobFlags, JobIdArg, JsonOpt, LocalOpt, PlotOpt, YesOpt, job_flags
+from deltajobs.errors import DeltaJobsError
+
+
+@app.command("submit")
+@job_flags
+def submit_command(
+    job: JobArg,
+    flags: JobFlags,
+    local: LocalOpt = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and print the script; submit nothing.")] = False,
+    wait: Annotated[bool, typer.Option("--wait", help="Follow the job to its end.")] = False,
+    yes: YesOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Validate, render and submit a job; prints its id, run directory and log."""
+    from deltajobs import backends
+    from deltajobs.charge.budget import check_budget
+    from deltajobs.config import load_settings
+    from deltajobs.context import new_run_dir
+    from deltajobs.lifecycle import submit_job
+    from deltajobs.render import render
+
+    settings = load_settings()
+    backend, fallback = backends.choose(local, settings)
+    if fallback:
+        note(fallback)
+    resolved = flags.resolve(job, settings, require_account=backend.needs_account)
+    run_dir = new_run_dir(settings, resolved.spec.name)
+    if dry_run:
+        typer.echo(render(resolved, run_dir), nl=False)
+        return
+    estimate = check_budget(resolved, settings, yes) if backend.charges else None
+    sub = submit_job(resolved, settings, run_dir, backend)
+    info = {**sub.to_dict(), "estimate_su": round(estimate, 4) if estimate is not None else None}
+    if as_json and not wait:
+        emit_json(info)
+        return
+    if not as_json:
+        typer.echo(f"submitted {sub.job_id} ({sub.backend})")
+        typer.echo(f"  run dir: {sub.run_dir}")
+        typer.echo(f"  log:     {sub.log_path}")
+        if estimate is not None:
+            res = resolved.spec.resources
+            typer.echo(f"  charge:  at most {estimate:.2f} SU ({res.time} on {resolved.partition.name})")
+    if wait:
+        state = follow(sub.job_id, quiet=as_json)
+        if as_json:
+            emit_json({**info, "state": state})
+        raise typer.Exit(0 if state == "COMPLETED" else 1)
+
+
+def follow(job_id: str, quiet: bool = False, interval: float = 2.0) -> str:
+    """Print a job's state changes and every new log line until it is final; returns its final state."""
+    from deltajobs.config import load_settings
+    from deltajobs.logs import follow as events
+
+    for event in events(load_settings(), job_id, interval):
+        if event.kind == "end":
+            return event.text
+        if quiet:
+            continue
+        if event.kind == "warning":
+            note(event.text)
+        elif event.kind == "state":
+            typer.echo(f"[{time.strftime('%H:%M:%S')}] {job_id} {event.text}")
+        else:
+            typer.echo(f"    {event.text}")
+    raise DeltaJobsError(f"internal: following {job_id} ended without its final state")
+
+
+@app.command("status")
+def status_command(
+    job_ids: Annotated[list[str] | None, typer.Argument(help="Job ids (default: active and recent jobs).")] = None,
+    every: Annotated[bool, typer.Option("--all", "-a", help="Every job in the registry.")] = False,
+    detail: Annotated[bool, typer.Option("--detail", "-d", help="Right-sizing advice for finished jobs.")] = False,
+    watch: Annotated[
+        bool, typer.Option("--watch", "-w", help="Refresh every few seconds until all are final.")
+    ] = False,
+    interval: Annotated[float, typer.Option("--interval", help="Seconds between refreshes with --watch.")] = 5.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Live state of your jobs: one squeue and one sacct call for all that are not final."""
+    from deltajobs.cli.views import status_dict, status_table
+    from deltajobs.config import load_settings
+    from deltajobs.lifecycle import status
+
+    settings = load_settings()
+    while True:
+        view = status(settings, job_ids, every, detail)
+        if watch and not as_json and sys.stdout.isatty():
+            typer.echo("\033[2J\033[H", nl=False)
+        if as_json:
+            emit_json([status_dict(r, detail, view.records.get(r.job_id)) for r in view.rows])
+        else:
+            typer.echo(status_table(view.rows, detail, view.records))
+        if view.warning:
+            note(view.warning)
+            raise typer.Exit(3)
+        if not watch or all(r.final for r in view.rows):
+            return
+        time.sleep(interval)
+
+
+@app.command("logs")
+def logs_command(
+    job_id: JobIdArg,
+    err: Annotated[bool, typer.Option("--err", help="Show stderr (tracebacks) instead of stdout.")] = False,
+    keep_following: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing as the log grows, until the job ends.")
+    ] = False,
+    task: Annotated[int, typer.Option("--task", help="Task (rank) whose log to show.")] = 0,
+    lines: Annotated[int, typer.Option("--tail", "-n", help="Only the last N lines (0: all).")] = 0,
+) -> None:
+    """Print a job's log (stdout of rank 0 by default)."""
+    from deltajobs.config import load_settings
+    from deltajobs.logs import read_log
+
+    for text in read_log(load_settings(), job_id, err=err, task=task, keep_following=keep_following):
+        if lines and not keep_following:
+            text = "\n".join(text.splitlines()[-lines:]) + "\n"
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+
+@app.command("cancel")
+def cancel_command(
+    job_ids: Annotated[list[str] | None, typer.Argument(help="Job ids to cancel.")] = None,
+    every: Annotated[bool, typer.Option("--all", help="Cancel every job that is not final.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before --all.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Cancel jobs (one scancel for all of them)."""
+    from deltajobs.config import load_settings
+    from deltajobs.lifecycle import active_jobs, cancel_jobs
+
+    if not job_ids and not every:
+        raise DeltaJobsError("name the job ids to cancel, or pass --all")
+    settings = load_settings()
+    if every:
+        active = active_jobs(settings)
+        if not active:
+            emit_json([]) if as_json else typer.echo("no active jobs")
+            return
+        if not yes and not typer.confirm(f"cancel {len(active)} job(s): {', '.join(r.job_id for r in active)}?"):
+            raise typer.Exit(1)
+        job_ids = [r.job_id for r in active]
+    rows, done = cancel_jobs(settings, job_ids or [])
+    if as_json:
+        emit_json([{"job_id": r.job_id, "cancelled": r.job_id in done, "state": r.state} for r in rows])
+        return
+    for row in rows:
+        typer.echo(f"{row.job_id}: {'cancelled' if row.job_id in done else 'already ' + row.state}")
+
+
+@app.command("results")
+def results_command(job_id: JobIdArg, as_json: JsonOpt = False, plot: PlotOpt = None) -> None:
+    """The trainer's results: test accuracy, timings, a per-epoch table and right-sizing advice."""
+    from deltajobs.cli.views import results_text
+    from deltajobs.config import load_settings
+    from deltajobs.logs import job_results
+
+    found = job_results(load_settings(), job_id)
+    row, data, record, advice = found.row, found.data, found.record, found.advice
+    if found.warning:
+        note(found.warning)
+    if plot is not None:
+        from deltajobs.plots import plot_curves
+
+        plot_curves(data, plot, title=f"{row.name} ({row.job_id})")
+    if as_json:
+        emit_json(
+            {
+                "job_id": row.job_id,
+                "state": row.state,
+                "su": record.su if record is not None else row.su,
+                **data,
+                "attempts": [dataclasses.asdict(a) for a in record.attempts] if record is not None else [],
+                "right_sizing": [a.to_dict() for a in advice],
+            }
+        )
+        return
+    typer.echo(results_text(row, data, advice, record))
+    if plot is not None:
+        typer.echo(f"wrote {plot}")

@@ -1,0 +1,135 @@
+"""Submitting a validated sweep: one SLURM job array (ONE sbatch call of our rendered script), or
+one local job per point. All or nothing: on any failure the sweep directory, the jobs and the
+registry rows are removed again.
+
+A sweep directory:
+
+    <runs>/<name>-<stamp>-<sweep_id>/
+        job.sh         the array script, exactly what sbatch got (SLURM only)
+        sweep.json     the sweep id, array job id and every point's parameters
+        submitit/      shared by the points: %A_%a_0_log.out, %A_%a_submitted.pkl, result pickles
+        point-000/     one run directory per point: spec.yaml, checkpoint.pt, results.json
+        point-001/ ...
+
+Task i of the array runs point i: the pickle at submitit's `%A_%a_submitted.pkl` path for task i
+is point i's `TrainJob`, which trains into point i's run directory.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import secrets
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from deltajobs.backends.base import Backend, Submission
+from deltajobs.config import Settings
+from deltajobs.lifecycle import cancel, job_row, prepare_run_dir
+from deltajobs.registry import Registry
+from deltajobs.sweep.plan import SweepPlan
+
+
+def new_sweep_id() -> str:
+    return f"sw-{secrets.token_hex(3)}"
+
+
+def sweep_dir_for(settings: Settings, name: str, sweep_id: str) -> Path:
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return (settings.runs_path / f"{name}-{stamp}-{sweep_id}").absolute()
+
+
+def point_dir(sweep_dir: Path, index: int, count: int) -> Path:
+    return sweep_dir / f"point-{index:0{max(3, len(str(count - 1)))}d}"
+
+
+def render_sweep(plan: SweepPlan, sweep_dir: Path, max_parallel: int | None) -> str:
+    """The array script SLURM would get (for --dry-run)."""
+    from deltajobs.backends.slurm import render_array
+
+    return render_array(plan.resolved[0], sweep_dir, len(plan.points), max_parallel)
+
+
+@dataclass(frozen=True)
+class SweepSubmission:
+    sweep_id: str
+    backend: str
+    sweep_dir: Path
+    array_job_id: str | None
+    max_parallel: int | None
+    log_pattern: Path
+    points: list[Submission] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "sweep_id": self.sweep_id,
+            "backend": self.backend,
+            "sweep_dir": str(self.sweep_dir),
+            "array_job_id": self.array_job_id,
+            "max_parallel": self.max_parallel,
+            "logs": str(self.log_pattern),
+            "points": [{"index": i, **p.to_dict()} for i, p in enumerate(self.points)],
+        }
+
+
+def submit_sweep(
+    plan: SweepPlan, settings: Settings, backend: Backend, max_parallel: int | None = None, sweep_id: str | None = None
+) -> SweepSubmission:
+    """Create the sweep directory, submit every point, record the sweep; undo all of it on failure."""
+    sweep_id = sweep_id or new_sweep_id()
+    sweep_dir = sweep_dir_for(settings, plan.name, sweep_id)
+    dirs = [point_dir(sweep_dir, p.index, len(plan.points)) for p in plan.points]
+    with Registry.open(settings) as registry:  # an unreadable registry fails here, before anything exists
+        sweep_dir.mkdir(parents=True, exist_ok=False)
+        points: list[Submission] = []
+        try:
+            for resolved, run_dir in zip(plan.resolved, dirs, strict=True):
+                prepare_run_dir(resolved, run_dir)
+            array = backend.submit_array(plan.resolved, dirs, sweep_dir, max_parallel)
+            points = array.points
+            submission = SweepSubmission(
+                sweep_id, backend.name, sweep_dir, array.array_job_id, array.max_parallel, array.log_pattern, points
+            )
+            params = {**plan.params(), "max_parallel": array.max_parallel}
+            _write_record(submission, params)
+            _record(registry, plan, submission, params, backend)
+        except BaseException:
+            if points:
+                backend.undo([p.job_id for p in points])
+            shutil.rmtree(sweep_dir, ignore_errors=True)
+            raise
+    return submission
+
+
+def _write_record(sub: SweepSubmission, params: dict[str, Any]) -> None:
+    """sweep.json next to the points: the submission, with each point's parameters beside its job."""
+    record = {**sub.to_dict(), **{k: v for k, v in params.items() if k != "points"}}
+    for point, values in zip(record["points"], params["points"], strict=True):
+        point["params"] = values
+    (sub.sweep_dir / "sweep.json").write_text(json.dumps(record, indent=1) + "\n")
+
+
+def _record(
+    registry: Registry, plan: SweepPlan, sub: SweepSubmission, params: dict[str, Any], backend: Backend
+) -> None:
+    registry.add_sweep(sub.sweep_id, plan.job, sub.backend, params, str(sub.sweep_dir))
+    try:
+        rows = [
+            job_row(resolved, point, backend, sub.sweep_id, index)
+            for index, (resolved, point) in enumerate(zip(plan.resolved, sub.points, strict=True))
+        ]
+        registry.add_many(rows)
+        if sub.array_job_id:
+            registry.set_sweep_array(sub.sweep_id, sub.array_job_id)
+    except BaseException:
+        registry.delete_sweep(sub.sweep_id)
+        raise
+
+
+def cancel_sweep(settings: Settings, sweep_id: str) -> list[str]:
+    """Cancel every point of a sweep that is not final (one scancel for a SLURM array's points)."""
+    with Registry.open(settings) as registry:
+        registry.sweep(sweep_id)  # an unknown sweep is an error, not nothing to cancel
+        return cancel(registry, registry.query(sweep_id=sweep_id))
