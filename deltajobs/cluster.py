@@ -2,6 +2,8 @@
 
 Cluster facts live in those files, never in code. `load_profile` reads one; `detect_cluster`
 asks a reachable SLURM for its ClusterName so that the matching profile is picked by default.
+User profiles (`deltajobs cluster discover` writes them) live in ~/.config/deltajobs/clusters/
+and are used exactly like built-in ones; one named like a built-in profile replaces it.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Literal
 
 import yaml
 
+from deltajobs.config import config_path
 from deltajobs.errors import SpecError
 from deltajobs.schema import constrained, from_dict
 from deltajobs.units import parse_walltime
@@ -43,11 +46,21 @@ class Partition:
     mem_gb_per_cpu: float | None = None  # cpu partitions: memory billed as one core
     interactive: bool = False
     preempt: bool = False
+    unsupported: str | None = None  # why deltajobs cannot run jobs here (e.g. ROCm GPUs); None: it can
     name: str = ""
+    charge_mem_unit_bytes: float = 2**30  # copied from the profile by load_profile
 
     @property
     def max_seconds(self) -> int:
         return parse_walltime(self.max_time, f"partitions.{self.name}.max_time")
+
+
+@dataclass(frozen=True)
+class MultiNode:
+    """What jobs on more than one node load and export on top of the profile's modules."""
+
+    modules: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -64,6 +77,10 @@ class ClusterProfile:
     python: str | None = None
     default_mem_per_cpu_mb: int = 1000
     distributed_env: dict[str, str] = field(default_factory=dict)
+    # Bytes in the "GB" of the charge formula (NCSA: 1e9); SLURM's G suffix is 2**30.
+    charge_mem_unit_bytes: float = constrained(2**30, exclusive_minimum=0)
+    multi_node: MultiNode = field(default_factory=lambda: MultiNode())
+    constraints: list[str] = field(default_factory=list)  # --constraint labels; empty: any label
 
     def partition(self, name: str, field_name: str = "resources.partition") -> Partition:
         try:
@@ -75,26 +92,50 @@ class ClusterProfile:
             ) from None
 
 
+def user_profile_dir() -> Path:
+    """Where `deltajobs cluster discover` writes profiles: ~/.config/deltajobs/clusters/."""
+    return config_path().parent / "clusters"
+
+
+def profile_paths() -> dict[str, Path]:
+    """Every profile by name; a user profile replaces a built-in one of the same name."""
+    paths = {p.stem: p for p in sorted(PROFILE_DIR.glob("*.yaml"))}
+    paths.update({p.stem: p for p in sorted(user_profile_dir().glob("*.yaml"))})
+    return dict(sorted(paths.items()))
+
+
 def profile_names() -> list[str]:
-    return sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
+    return list(profile_paths())
+
+
+def load_profile(name: str) -> ClusterProfile:
+    path = profile_paths().get(name)
+    if path is None:
+        raise SpecError("cluster", f"{name!r} is unknown; choose one of: {', '.join(profile_names())}")
+    return _load_profile_file(path, path.stat().st_mtime_ns)
 
 
 @functools.cache
-def load_profile(name: str) -> ClusterProfile:
-    path = PROFILE_DIR / f"{name}.yaml"
-    if not path.is_file():
-        raise SpecError("cluster", f"{name!r} is unknown; choose one of: {', '.join(profile_names())}")
+def _load_profile_file(path: Path, _mtime_ns: int) -> ClusterProfile:
+    """Cached per file version, so a profile written in this process is read afresh."""
     raw = yaml.safe_load(path.read_text())
-    profile = from_dict(ClusterProfile, raw, f"clusters/{name}.yaml")
-    named = {n: dataclasses.replace(p, name=n) for n, p in profile.partitions.items()}
+    return parse_profile(raw, f"clusters/{path.name}" if path.parent == PROFILE_DIR else str(path))
+
+
+def parse_profile(raw: object, where: str) -> ClusterProfile:
+    """A profile from the parsed YAML of a clusters/*.yaml file; `where` names it in errors."""
+    profile = from_dict(ClusterProfile, raw, where)
+    unit = profile.charge_mem_unit_bytes
+    named = {n: dataclasses.replace(p, name=n, charge_mem_unit_bytes=unit) for n, p in profile.partitions.items()}
     if profile.default_partition not in named:
-        raise SpecError(f"clusters/{name}.yaml.default_partition", "names no partition of the profile")
+        raise SpecError(f"{where}.default_partition", "names no partition of the profile")
     return dataclasses.replace(profile, partitions=named)
 
 
 def profile_for_cluster_name(cluster_name: str) -> str | None:
-    """The profile whose `slurm_cluster_name` is `cluster_name`, if any."""
-    for name in profile_names():
+    """The profile whose `slurm_cluster_name` is `cluster_name`, if any; user profiles first."""
+    users = {p.stem for p in user_profile_dir().glob("*.yaml")}
+    for name in sorted(profile_names(), key=lambda n: n not in users):
         if load_profile(name).slurm_cluster_name == cluster_name:
             return name
     return None

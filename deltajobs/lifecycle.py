@@ -16,10 +16,12 @@ import yaml
 
 from deltajobs import backends
 from deltajobs.backends.base import Backend, Submission
-from deltajobs.charge.advice import Advice, advise
+from deltajobs.charge.advice import Advice, advise, gpu_advice
+from deltajobs.charge.estimate import Request
 from deltajobs.cluster import load_profile
 from deltajobs.config import Settings
 from deltajobs.errors import SlurmError, SpecError
+from deltajobs.gpu_usage import run_gpu_summary
 from deltajobs.registry import JobRow, Registry, spec_key
 from deltajobs.slurm import AcctRecord
 from deltajobs.spec import ResolvedJob
@@ -218,14 +220,17 @@ def finished_usage(rows: list[JobRow]) -> tuple[dict[str, AcctRecord], str | Non
 
 
 def right_sizing(row: JobRow, record: AcctRecord | None) -> list[Advice]:
-    """Advice comparing what a finished job reserved with what it used (none without its record)."""
+    """Advice comparing what a finished job reserved with what it used: sacct's record (none
+    without it) and the GPU utilisation sampled in its run directory (priced where sacct is)."""
+    gpu = run_gpu_summary(Path(row.run_dir)) if row.final else None
     if record is None:
-        return []
+        return gpu_advice(gpu, row.gpus_per_node or 0)
     try:
         partition = load_profile(row.cluster).partition(record.partition)
     except SpecError:  # a partition the profile does not know: nothing to price against
-        return []
-    return advise(record, partition, tasks_per_node=row.ntasks_per_node)
+        return gpu_advice(gpu, row.gpus_per_node or 0)
+    gpus = Request.from_acct(record).gpus_per_node or row.gpus_per_node or 0
+    return advise(record, partition, tasks_per_node=row.ntasks_per_node) + gpu_advice(gpu, gpus, record, partition)
 
 
 def attempts_text(record: AcctRecord) -> str:

@@ -91,10 +91,11 @@ def read_log(
     job is final and the log stops growing. A job with no log yet is an error unless followed."""
     with Registry.open(settings) as registry:
         row = registry.get(job_id)
-        yield from _read_log(registry, row, log_file(row, err=err, task=task), keep_following, poll)
+        yield from read_log_file(registry, row, log_file(row, err=err, task=task), keep_following, poll)
 
 
-def _read_log(registry: Registry, row: JobRow, path: Path, keep_following: bool, poll: float) -> Iterator[str]:
+def read_log_file(registry: Registry, row: JobRow, path: Path, keep_following: bool, poll: float) -> Iterator[str]:
+    """`read_log` of one log file of `row`, with the registry already open."""
     position = 0
     while True:
         if path.exists():

@@ -54,6 +54,7 @@ class PartitionConf:
     account: str
     default: bool
     max_time: str
+    max_nodes: int | None
     preempt: bool
     billing_weights: str
 
@@ -70,16 +71,19 @@ def billing_weights(partition: Partition, field: str) -> str:
     weight is the charge unit's billing divided by how much of that TRES makes one unit. A G
     suffix makes Mem per GB (a plain number would be per MB). gpuA100x4: 1 GPU = 1000 =
     16 cores (62.5/core) = 62.5 GB (16/GB); a CPU partition: 1 core = 1000 = 2 GB (500/GB).
+    SLURM's G is 2^30 bytes; a profile whose charge GB is another size (charge_mem_unit_bytes)
+    gets its Mem weight scaled to match.
     """
     unit = BILLING_PER_SU * partition.charge_factor  # billing of one GPU (gpu) or one core (cpu)
+    per_slurm_gb = 2**30 / partition.charge_mem_unit_bytes  # the profile's GB in one SLURM G
     if partition.kind == "gpu":
         if partition.gpu_equiv is None:
             raise SpecError(f"{field}.gpu_equiv", "a gpu partition needs gpu_equiv: {cpus: N, mem_gb: N}")
-        cpu, mem = unit / partition.gpu_equiv.cpus, unit / partition.gpu_equiv.mem_gb
+        cpu, mem = unit / partition.gpu_equiv.cpus, unit / partition.gpu_equiv.mem_gb * per_slurm_gb
         return f"CPU={number(cpu)},Mem={number(mem)}G,GRES/gpu={number(unit)}"
     if partition.mem_gb_per_cpu is None:
         raise SpecError(f"{field}.mem_gb_per_cpu", "a cpu partition needs mem_gb_per_cpu (GB billed as one core)")
-    return f"CPU={number(unit)},Mem={number(unit / partition.mem_gb_per_cpu)}G"
+    return f"CPU={number(unit)},Mem={number(unit / partition.mem_gb_per_cpu * per_slurm_gb)}G"
 
 
 def node_shape(profile: ClusterProfile) -> NodeShape:
@@ -100,6 +104,7 @@ def partition_confs(profile: ClusterProfile, accounts: Mapping[str, str]) -> lis
             account=accounts[p.kind],
             default=name == profile.default_partition,
             max_time=p.max_time,
+            max_nodes=p.max_nodes,
             preempt=p.preempt,
             billing_weights=billing_weights(p, f"clusters/{profile.name}.yaml.partitions.{name}"),
         )

@@ -237,6 +237,10 @@ class Registry:
             raise NotFoundError(f"sweep {sweep_id} is not in the registry")
         return {**dict(row), "params": json.loads(row["params"])}
 
+    def set_sweep_params(self, sweep_id: str, params: dict[str, Any]) -> None:
+        with self.transaction() as conn:
+            conn.execute("UPDATE sweeps SET params = ? WHERE sweep_id = ?", (json.dumps(params), sweep_id))
+
     def set_sweep_array(self, sweep_id: str, array_job_id: str) -> None:
         with self.transaction() as conn:
             conn.execute("UPDATE sweeps SET array_job_id = ? WHERE sweep_id = ?", (array_job_id, sweep_id))

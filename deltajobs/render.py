@@ -19,7 +19,10 @@ from deltajobs.units import format_mem, format_walltime
 
 # Paths land in #SBATCH lines, which sbatch does not parse like a shell: keep them plain.
 SAFE_PATH = re.compile(r"[A-Za-z0-9_.,/+=@%~-]+")
+BIND_PATH = re.compile(r"[A-Za-z0-9_./+=@%~-]+")  # apptainer --bind splits on , and :
 SUBMITIT_DIR = "submitit"
+CONTAINER_PYTHON = "python3"  # in an image, where the profile names no interpreter
+APPTAINER_CACHE = ".apptainer-cache"  # under the runs directory: off $HOME, seen by every node
 
 
 def _environment() -> jinja2.Environment:
@@ -34,7 +37,10 @@ def _environment() -> jinja2.Environment:
 
 
 def job_python(job: ResolvedJob) -> str:
-    """The interpreter the job runs: the profile's (module/venv `python`) or this one."""
+    """The interpreter the job runs: the profile's (module/venv `python`), or this one (the
+    image's `python3` when the job runs in a container)."""
+    if job.spec.environment.container:
+        return job.profile.python or CONTAINER_PYTHON
     return job.profile.python or sys.executable
 
 
@@ -43,8 +49,24 @@ def submitit_folder(run_dir: Path) -> Path:
 
 
 def launch_command(job: ResolvedJob, folder: Path) -> str:
-    """The line submitit runs in each task: it unpickles the trainer call and runs it."""
-    return " ".join([shlex.quote(job_python(job)), "-u -m submitit.core._submit", shlex.quote(str(folder))])
+    """The line submitit runs in each task: it unpickles the trainer call and runs it (inside
+    `apptainer exec --nv` when the spec names a container; the script sets $DELTAJOBS_BINDS)."""
+    python = " ".join([shlex.quote(job_python(job)), "-u -m submitit.core._submit", shlex.quote(str(folder))])
+    image = job.spec.environment.container
+    if not image:
+        return python
+    return f'apptainer exec --nv --bind "$DELTAJOBS_BINDS" {shlex.quote(image)} {python}'
+
+
+def container_binds(job: ResolvedJob, run_dir: Path) -> str:
+    """What the container sees besides $HOME: the run directory and the data root."""
+    paths = (
+        [str(run_dir), str(Path(job.spec.train.data_root).expanduser())] if job.spec.train.data_root else [str(run_dir)]
+    )
+    for path in paths:
+        if not BIND_PATH.fullmatch(path):
+            raise SpecError("environment.container", f"cannot bind {path!r} into it; use a path without , : or spaces")
+    return ",".join(dict.fromkeys(paths))
 
 
 def check_path(path: Path, field: str = "runs_dir") -> None:
@@ -64,14 +86,13 @@ def render(
     check_path(run_dir)
     folder = submitit_folder(run_dir)
     spec, res = job.spec, job.spec.resources
-    part = job.partition
     stem = "%A_%a" if array else "%j"  # submitit's names for job and array-task files
     context = {
         "version": __version__,
         "cluster": job.profile.name,
         "name": spec.name,
         "account": spec.account,
-        "partition": part.name,
+        "partition": ",".join(p.name for p in job.partitions),
         "nodes": res.nodes,
         "ntasks_per_node": res.ntasks_per_node,
         "gpus_per_node": res.gpus_per_node,
@@ -80,6 +101,8 @@ def render(
         "time": format_walltime(res.seconds),
         "constraint": res.constraint,
         "exclusive": res.exclusive,
+        "schedule": spec.schedule,
+        "mail_type": ",".join(t.strip().upper() for t in (spec.schedule.mail_type or "").split(",") if t.strip()),
         "array": array,
         "stdout": folder / f"{stem}_0_log.out",
         "stderr": folder / f"{stem}_0_log.err",
@@ -93,6 +116,10 @@ def render(
         "env": spec.environment.env,
         "world_size": res.nodes * res.ntasks_per_node,
         "distributed_env": job.profile.distributed_env,
+        "multi_node_env": job.profile.multi_node.env if res.nodes > 1 else {},
+        "container": spec.environment.container,
+        "container_binds": container_binds(job, run_dir) if spec.environment.container else "",
+        "container_cache": run_dir.parent / APPTAINER_CACHE,
         "command": command or launch_command(job, folder),
     }
     return _environment().get_template("job.sh.j2").render(**context)

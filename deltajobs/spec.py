@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from deltajobs import assets
+from deltajobs import assets, directives
 from deltajobs.cluster import ClusterProfile, Partition, load_profile
 from deltajobs.config import Settings
 from deltajobs.errors import SpecError
@@ -30,7 +30,7 @@ CONSTRAINT_PATTERN = r"[A-Za-z0-9_]+([&|,][A-Za-z0-9_]+)*"
 
 @dataclass(frozen=True)
 class Resources:
-    partition: str | None = None  # None: the profile's default partition
+    partition: str | None = None  # None: the profile's default; "a,b": whichever SLURM starts first
     nodes: int = constrained(1, minimum=1, maximum=1024)
     gpus_per_node: int = constrained(1, minimum=0)
     tasks_per_node: int | None = constrained(None, minimum=1, doc="None: one per GPU, else 1")
@@ -58,10 +58,23 @@ class Resources:
 
 
 @dataclass(frozen=True)
+class Schedule:
+    """When and how SLURM starts the job; each value is checked by `directives.schedule`."""
+
+    dependency: str | None = None  # afterok:1234[:1235], after:1234+5, singleton, ... (sbatch -d)
+    qos: str | None = None
+    reservation: str | None = None
+    exclude: str | None = None  # nodes never to run on: gpua001,gpub[010-012]
+    mail_type: str | None = None  # BEGIN,END,FAIL, ...
+    mail_user: str | None = None
+
+
+@dataclass(frozen=True)
 class Environment:
     modules: list[str] | None = constrained(None, pattern=MODULE_PATTERN)  # None: the profile's
     venv: str | None = None  # a virtualenv to activate after the modules
     env: dict[str, str] = field(default_factory=dict)
+    container: str | None = None  # an Apptainer image (.sif or docker://) the trainer runs in
 
 
 @dataclass(frozen=True)
@@ -70,6 +83,7 @@ class JobSpec:
     description: str = ""
     account: str | None = None
     resources: Resources = field(default_factory=Resources)
+    schedule: Schedule = field(default_factory=Schedule)
     environment: Environment = field(default_factory=Environment)
     train: TrainConfig = field(default_factory=TrainConfig)
 
@@ -86,13 +100,26 @@ class ResolvedJob:
     source: str  # the YAML file it came from
 
     @property
+    def partitions(self) -> list[Partition]:
+        """Every partition the job may run on (`--partition a,b`), in the order given."""
+        text = self.spec.resources.partition or self.profile.default_partition
+        return [self.profile.partition(name) for name in directives.partition_names(text)]
+
+    @property
     def partition(self) -> Partition:
-        return self.profile.partition(self.spec.resources.partition or self.profile.default_partition)
+        """The first partition listed: the one limits are reported against."""
+        return self.partitions[0]
 
     @property
     def modules(self) -> list[str]:
+        """The profile's modules (none in a container) unless the spec names its own; multi-node
+        jobs add the profile's `multi_node.modules` (Delta: the NCCL plugin for Slingshot)."""
         env = self.spec.environment
-        return list(self.profile.modules if env.modules is None else env.modules)
+        default = [] if env.container else self.profile.modules
+        modules = list(default if env.modules is None else env.modules)
+        if self.spec.resources.nodes > 1:
+            modules += [m for m in self.profile.multi_node.modules if m not in modules]
+        return modules
 
 
 @dataclass
@@ -107,6 +134,14 @@ class Overrides:
     cpus: int | None = None
     mem: str | None = None
     time: str | None = None
+    constraint: str | None = None
+    after: str | None = None  # --after 12,13: afterok on those jobs
+    dependency: str | None = None  # --dependency KIND:ID[:ID][+MIN]
+    exclude: str | None = None
+    qos: str | None = None
+    reservation: str | None = None
+    mail_type: str | None = None
+    mail_user: str | None = None
 
     def as_sets(self) -> list[tuple[list[str], Any]]:
         pairs = [parse_override(text) for text in self.sets]
@@ -118,9 +153,22 @@ class Overrides:
             ("resources", "cpus_per_task"): self.cpus,
             ("resources", "mem"): self.mem,
             ("resources", "time"): self.time,
+            ("resources", "constraint"): self.constraint,
+            ("schedule", "dependency"): self.dependency_text(),
+            ("schedule", "exclude"): self.exclude,
+            ("schedule", "qos"): self.qos,
+            ("schedule", "reservation"): self.reservation,
+            ("schedule", "mail_type"): self.mail_type,
+            ("schedule", "mail_user"): self.mail_user,
         }
         pairs += [(list(key), value) for key, value in named.items() if value is not None]
         return pairs
+
+    def dependency_text(self) -> str | None:
+        """`--after` and `--dependency` as one sbatch value (both must hold)."""
+        parts = [directives.after_dependency(self.after)] if self.after else []
+        parts += [self.dependency] if self.dependency else []
+        return ",".join(parts) or None
 
 
 def job_names() -> list[str]:
@@ -186,8 +234,34 @@ def validate(job: ResolvedJob, *, require_account: bool = True) -> None:
     """Check the spec against the profile's partitions and limits; raise SpecError on the first fault."""
     spec, profile = job.spec, job.profile
     res = spec.resources
-    part = job.partition  # raises for an unknown partition
-    pname = part.name
+    parts = job.partitions  # raises for an unknown partition
+    if len({part.kind for part in parts}) > 1:
+        raise SpecError("resources.partition", f"{res.partition!r} mixes GPU and CPU partitions; list one kind")
+    for part in parts:
+        validate_partition(job, part)
+    seconds = res.seconds
+    if res.signal_grace >= seconds:
+        raise SpecError("resources.signal_grace", f"{res.signal_grace}s must be shorter than the walltime ({res.time})")
+    for key in spec.environment.env:
+        check_constraints(key, f"environment.env.{key}", {"pattern": ENV_KEY_PATTERN})
+    if res.constraint:
+        directives.constraint(res.constraint, profile)
+    directives.schedule(dataclasses.asdict(spec.schedule))
+    if spec.environment.container:
+        directives.container(spec.environment.container)
+    if require_account:
+        validate_account(spec.account, parts[0], profile)
+
+
+def validate_partition(job: ResolvedJob, part: Partition) -> None:
+    """Check the request against one partition's node shape and limits."""
+    res, pname = job.spec.resources, part.name
+    if part.unsupported:
+        usable = [p.name for p in job.profile.partitions.values() if p.kind == part.kind and not p.unsupported]
+        raise SpecError(
+            "resources.partition",
+            f"{pname} cannot run deltajobs jobs: {part.unsupported}; choose one of: {', '.join(usable)}",
+        )
     if part.kind == "gpu" and not 1 <= res.gpus_per_node <= part.gpus:
         raise SpecError("resources.gpus_per_node", f"{res.gpus_per_node} on {pname}; choose 1 to {part.gpus}")
     if part.kind == "cpu" and res.gpus_per_node != 0:
@@ -216,12 +290,6 @@ def validate(job: ResolvedJob, *, require_account: bool = True) -> None:
     seconds = res.seconds
     if seconds <= 0 or seconds > part.max_seconds:
         raise SpecError("resources.time", f"{res.time} on {pname}; choose 00:00:01 to {part.max_time}")
-    if res.signal_grace >= seconds:
-        raise SpecError("resources.signal_grace", f"{res.signal_grace}s must be shorter than the walltime ({res.time})")
-    for key in spec.environment.env:
-        check_constraints(key, f"environment.env.{key}", {"pattern": ENV_KEY_PATTERN})
-    if require_account:
-        validate_account(spec.account, part, profile)
 
 
 def validate_account(account: str | None, part: Partition, profile: ClusterProfile) -> None:

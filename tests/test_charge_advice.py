@@ -77,8 +77,9 @@ def test_idle_cpus_that_cost() -> None:
 
 def test_memory_that_halves_the_charge() -> None:
     advice = advise(job(mem="120G", rss_mb=3.2 * 1024), DELTA.partition("gpuA100x4"))
-    assert messages(advice) == ["reserved 120G, peak 3.2G: --mem 8G would halve the charge (1.92 -> 1.0 SU)"]
-    assert advice[0].su_before == pytest.approx(1.92) and advice[0].su_after == pytest.approx(1.0)
+    # Delta's GB is 1e9 bytes: 120G = 128.8 GB = 2.06 GPU-equivalents of 62.5 GB.
+    assert messages(advice) == ["reserved 120G, peak 3.2G: --mem 8G would halve the charge (2.06 -> 1.0 SU)"]
+    assert advice[0].su_before == pytest.approx(2.0616, abs=1e-4) and advice[0].su_after == pytest.approx(1.0)
 
 
 def test_walltime_far_above_the_run() -> None:
@@ -96,24 +97,25 @@ def test_all_three_on_the_courses_oversized_job() -> None:
     )
     assert [a.resource for a in advice] == ["cpus", "mem", "time"]
     assert advice[0].message == "reserved 16 CPUs, used 1.1 on average: --cpus 4 keeps the same SU"
-    assert advice[2].message.endswith("would drop from 3.84 to 0.32 SU)")
+    assert advice[2].message.endswith("would drop from 4.12 to 0.34 SU)")
 
 
 def test_cpu_partition_prices_cpus_and_memory_together() -> None:
-    """max(cores, mem / 2G): cutting either alone changes nothing; both together cut 75%."""
+    """max(cores, mem / 2 GB): 16G is 17.2 GB (Delta's GB is 1e9 bytes) = 8.59 core-equivalents, so
+    memory alone sets the charge a little above the 8 cores; cutting both cuts 77%."""
     advice = advise(job(partition="cpu", gpus=0, cpus=8, mem="16G", busy_cpus=1.0, rss_mb=1024), DELTA.partition("cpu"))
     assert messages(advice) == [
-        "reserved 8 CPUs, used 1.0 on average: --cpus 2 with --mem 2G would cut the charge by 75% (8.0 -> 2.0 SU)",
-        "reserved 16G, peak 1G: --mem 2G with --cpus 2 would cut the charge by 75% (8.0 -> 2.0 SU)",
+        "reserved 8 CPUs, used 1.0 on average: --cpus 2 with --mem 2G would cut the charge by 77% (8.59 -> 2.0 SU)",
+        "reserved 16G, peak 1G: --mem 2G would cut the charge by 7% (8.59 -> 8.0 SU)",
     ]
 
 
 def test_multi_task_jobs_scale_per_task() -> None:
     """4 GPUs, one task each: --cpus is per task and MaxRSS (the largest task's) counts four times."""
-    record = job(gpus=4, cpus=64, mem="240G", busy_cpus=4.0, rss_mb=6 * 1024)
+    record = job(gpus=4, cpus=64, mem="230G", busy_cpus=4.0, rss_mb=6 * 1024)  # 230G: a 4-way node's most
     advice = advise(record, DELTA.partition("gpuA100x4"))
     assert [a.option for a in advice] == ["--cpus 2", "--mem 36G"]
-    assert advice[1].message == "reserved 240G, peak 6G per task x 4: --mem 36G keeps the same SU"
+    assert advice[1].message == "reserved 230G, peak 6G per task x 4: --mem 36G keeps the same SU"
     assert [a.option for a in advise(record, DELTA.partition("gpuA100x4"), tasks_per_node=1)] == [
         "--cpus 8",
         "--mem 12G",

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from deltajobs import slurm
-from deltajobs.charge.accounting import AccountingError, balance, jobcharge_argv, parse_accounts, parse_jobcharge
+from deltajobs.charge.accounting import AccountingError, balance, parse_accounts
+from deltajobs.charge.jobcharge import jobcharge_argv, parse_jobcharge
 from deltajobs.charge.report import charge_from_acct, charge_report, default_since
 from deltajobs.cli.app import main
 from deltajobs.errors import NotFoundError, SlurmError

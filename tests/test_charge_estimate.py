@@ -40,7 +40,13 @@ def recorded_sacct(name: str) -> list[slurm.AcctRecord]:
 
 
 def request(gpus: int = 1, cpus: int = 1, mem_gb: float = 16, hours: float = 1, nodes: int = 1, **kw: bool) -> Request:
+    """`mem_gb` in SLURM's G (2^30 bytes), as --mem counts it."""
     return Request(nodes, gpus, cpus, mem_gb * 1024, hours * 3600, **kw)
+
+
+def ncsa_gb(gb: float) -> float:
+    """NCSA's GB (1e9 bytes, job_accounting.rst) in SLURM's G: what --mem must say to reserve `gb`."""
+    return gb * 1e9 / 2**30
 
 
 # -- the CLI figures on Delta ---------------------------------------------------------------------
@@ -53,7 +59,9 @@ def request(gpus: int = 1, cpus: int = 1, mem_gb: float = 16, hours: float = 1, 
         (["--partition", "gpuA100x4-interactive"], "2.0 SU on gpuA100x4-interactive"),
         (["--partition", "gpuA40x4"], "0.5 SU on gpuA40x4"),
         (["--gpus", "1", "--cpus", "32"], "2.0 SU on gpuA100x4"),
-        (["--mem", "200G"], "3.2 SU on gpuA100x4"),
+        (["--mem", "200G"], "3.44 SU on gpuA100x4"),  # 200 x 2^30 B = 214.7 GB = 3.44 x 62.5 GB
+        (["--cpus", "8", "--mem", "64G"], "1.10 SU on gpuA100x4"),  # the issue's figure: 68.72 GB / 62.5 GB
+        (["--partition", "gpuA40x4,gpuA100x4"], "1.0 SU on gpuA100x4"),  # a list: the dearest partition
     ],
 )
 def test_estimate_cli_on_delta(
@@ -71,7 +79,8 @@ def test_estimate_cli_on_delta(
         ([], 1.0, "gpus"),
         (["--partition", "gpuA40x4"], 0.5, "gpus"),
         (["--cpus", "32"], 2.0, "cpus"),
-        (["--mem", "200G"], 3.2, "mem"),
+        (["--mem", "200G"], 200 * 2**30 / 1e9 / 62.5, "mem"),
+        (["--cpus", "8", "--mem", "64G"], 1.099511627776, "mem"),
     ],
 )
 def test_estimate_json(
@@ -146,19 +155,23 @@ def test_typical_elapsed_is_none_without_a_registry() -> None:
 @pytest.mark.parametrize(
     ("partition", "req", "su", "dominant"),
     [
-        ("gpuA100x4", request(gpus=1, cpus=16, mem_gb=62.5), 1.0, "gpus"),  # exactly one GPU-equivalent
+        ("gpuA100x4", request(gpus=1, cpus=16, mem_gb=ncsa_gb(62.5)), 1.0, "gpus"),  # exactly one GPU-equivalent
+        ("gpuA100x4", request(gpus=1, cpus=16, mem_gb=62.5), 62.5 * 2**30 / 1e9 / 62.5, "mem"),  # 62.5G > 62.5 GB
+        ("gpuA100x4", request(gpus=1, cpus=8, mem_gb=64), 1.099511627776, "mem"),  # 64G = 68.72 GB
         ("gpuA100x4", request(gpus=2, cpus=48, mem_gb=16), 3.0, "cpus"),
-        ("gpuA100x4-preempt", request(gpus=4, cpus=64, mem_gb=240, hours=2), 4.0, "gpus"),
-        ("gpuA40x4-interactive", request(gpus=1, cpus=1, mem_gb=125, hours=0.5), 1.0, "mem"),
+        ("gpuA100x4-preempt", request(gpus=4, cpus=64, mem_gb=230, hours=2), 4.0, "gpus"),
+        ("gpuA40x4-interactive", request(gpus=1, cpus=1, mem_gb=ncsa_gb(125), hours=0.5), 1.0, "mem"),
         ("gpuA100x8", request(gpus=1, cpus=32, mem_gb=16), 3.0, "cpus"),  # 8-way: 16 cores, 250 GB per GPU
-        ("gpuA100x8", request(gpus=2, cpus=16, mem_gb=1000), 6.0, "mem"),
+        ("gpuA100x8", request(gpus=2, cpus=16, mem_gb=ncsa_gb(1000)), 6.0, "mem"),
+        ("gpuA100x8-interactive", request(gpus=1, cpus=16, mem_gb=16), 3.0, "gpus"),  # factor 3
+        ("gpuH200x8-interactive", request(gpus=1, cpus=12, mem_gb=16), 6.0, "gpus"),  # factor 6
         ("gpuH200x8", request(gpus=1, cpus=24, mem_gb=16), 6.0, "cpus"),  # H200: 12 cores per GPU, factor 3
-        ("gpuH200x8", request(gpus=8, cpus=96, mem_gb=2000), 24.0, "gpus"),
+        ("gpuH200x8", request(gpus=8, cpus=96, mem_gb=1843), 24.0, "gpus"),
         ("gpuMI100x8", request(gpus=4, cpus=16, mem_gb=100), 1.0, "gpus"),
-        ("cpu", request(gpus=0, cpus=4, mem_gb=16), 8.0, "mem"),  # 2 GB per core
+        ("cpu", request(gpus=0, cpus=4, mem_gb=ncsa_gb(16)), 8.0, "mem"),  # 2 GB per core
         ("cpu", request(gpus=0, cpus=16, mem_gb=16), 16.0, "cpus"),
         ("cpu-interactive", request(gpus=0, cpus=2, mem_gb=1, hours=0.5), 2.0, "cpus"),
-        ("cpu-preempt", request(gpus=0, cpus=128, mem_gb=240, hours=10), 640.0, "cpus"),
+        ("cpu-preempt", request(gpus=0, cpus=128, mem_gb=230, hours=10), 640.0, "cpus"),
         ("gpuA100x4", request(gpus=4, cpus=64, mem_gb=200, nodes=4, hours=12), 192.0, "gpus"),  # times nodes
     ],
 )
@@ -191,9 +204,13 @@ def test_exclusive_job_spec_and_breakdown() -> None:
     est = estimate_job(resolved)
     assert est.su == pytest.approx(8.0) and est.su_per_hour == pytest.approx(4.0)
     breakdown = est.breakdown()
-    assert breakdown["terms_per_node"] == {"gpus": 4.0, "cpus": 4.0, "mem": pytest.approx(3.84)}
+    # 230G (a 4-way node's --mem, clusters/delta.yaml) = 246.96 GB: under 4 x 62.5 GB, so an exclusive
+    # node costs 4 SU per hour, as job_accounting.rst says.
+    assert breakdown["terms_per_node"] == {"gpus": 4.0, "cpus": 4.0, "mem": pytest.approx(3.9513, abs=1e-4)}
     assert breakdown["divisors"] == {"cpus": 16, "mem_gb": 62.5} and breakdown["hours"] == 2
-    assert est.explain() == "max(gpus 4, cpus 64/16 = 4.00, mem 240G/62.5G = 3.84) = 4 GPU-equivalent (gpus)"
+    assert est.explain() == (
+        "max(gpus 4, cpus 64/16 = 4.00, mem 230G = 246.96 GB/62.5 GB = 3.95) = 4 GPU-equivalent (gpus)"
+    )
 
 
 def test_su_for_the_time_a_job_ran_is_capped_at_the_walltime() -> None:

@@ -108,13 +108,18 @@ def test_sbatch_refusal_leaves_nothing_behind(tiny_env: dict[str, str]) -> None:
 
 
 def test_unknown_job_id_is_one_line() -> None:
-    for command in (["status", "424242"], ["logs", "424242"], ["results", "424242"], ["cancel", "424242"]):
+    registry = load_settings().home_path / "registry.sqlite"
+    for command in (["status", "424242"], ["results", "424242"], ["cancel", "424242"]):
         proc = cli(*command)
         assert proc.returncode == 5, command
         assert proc.stderr.strip().splitlines() == [
-            f"deltajobs: error: job 424242 is not in the registry ({load_settings().home_path / 'registry.sqlite'}); "
-            "`deltajobs status --all` lists them"
+            f"deltajobs: error: job 424242 is not in the registry ({registry}); `deltajobs status --all` lists them"
         ]
+    proc = cli("logs", "424242")  # logs also takes a sweep or an array job id
+    assert proc.returncode == 5 and proc.stderr.strip().splitlines() == [
+        f"deltajobs: error: 424242 is neither a job, a sweep nor an array job in the registry ({registry}); "
+        "`deltajobs status --all` lists jobs"
+    ]
 
 
 def test_local_backend_runs_the_same_flow(tiny_env: dict[str, str]) -> None:

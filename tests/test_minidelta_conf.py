@@ -63,6 +63,7 @@ def test_every_partition_has_its_limits_and_billing(tmp_path: Path) -> None:
     for name, partition in profile.partitions.items():
         fields = lines[name].split()
         assert f"MaxTime={partition.max_time}" in fields
+        assert (f"MaxNodes={partition.max_nodes}" in fields) == (partition.max_nodes is not None)
         assert f'TRESBillingWeights="{BILLING[name]}"' in fields
         account = VARIABLES["gpu_account"] if partition.kind == "gpu" else VARIABLES["cpu_account"]
         assert f"AllowAccounts={account}" in fields
@@ -77,7 +78,7 @@ def test_preempt_and_interactive_partitions(tmp_path: Path) -> None:
     )
     assert lines["gpuA100x4-interactive"] == (
         "PartitionName=gpuA100x4-interactive Nodes=vm State=UP AllowAccounts=bgvu-delta-gpu MaxTime=01:00:00 "
-        'PriorityTier=10 PreemptMode=OFF TRESBillingWeights="CPU=125,Mem=32G,GRES/gpu=2000"'
+        'MaxNodes=4 PriorityTier=10 PreemptMode=OFF TRESBillingWeights="CPU=125,Mem=32G,GRES/gpu=2000"'
     )
     for name in ("gpuA100x4", "gpuA40x4", "cpu", "cpu-interactive"):
         assert "PriorityTier=10 PreemptMode=OFF " in lines[name]

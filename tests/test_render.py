@@ -44,7 +44,8 @@ def test_multi_node_launch_golden() -> None:
     script = rendered("mnist", nodes=2, gpus=4, cpus=16)
     check_golden("mnist-2x4.delta.sh", script)
     assert "#SBATCH --ntasks-per-node=4" in script and "#SBATCH --gpus-per-node=4" in script
-    assert "MASTER_ADDR" in script and "#SBATCH --gpu-bind=closest" in script
+    assert "MASTER_ADDR" in script and "#SBATCH --gpu-bind=none" in script
+    assert "module load nccl" in script and "export NCCL_SOCKET_IFNAME=hsn" in script
 
 
 def test_mnist_is_the_course_script() -> None:

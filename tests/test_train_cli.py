@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -63,7 +64,9 @@ def test_train_mnist_json_end_to_end(tiny_mnist: Path, tmp_path: Path) -> None:
     assert "epoch 1/1 train_loss " in proc.stderr  # the log goes to stderr, stdout stays JSON
     spec = yaml.safe_load((run_dir / "spec.yaml").read_text())
     assert spec["train"]["epochs"] == 1 and spec["train"]["data_root"] == str(tiny_mnist)
-    assert {p.name for p in run_dir.iterdir()} == {"spec.yaml", "metrics.jsonl", "results.json", "checkpoint.pt"}
+    written = {"spec.yaml", "metrics.jsonl", "results.json", "checkpoint.pt"}
+    written |= {"tb"} if importlib.util.find_spec("tensorboard") else set()  # TensorBoard's event files
+    assert {p.name for p in run_dir.iterdir()} == written
 
 
 def test_unknown_model_is_exit_2_with_one_line(tmp_path: Path) -> None:

@@ -70,9 +70,15 @@ class Backend(ABC):
 
     @abstractmethod
     def submit_array(
-        self, resolved: list[ResolvedJob], run_dirs: list[Path], sweep_dir: Path, max_parallel: int | None
+        self,
+        resolved: list[ResolvedJob],
+        run_dirs: list[Path],
+        sweep_dir: Path,
+        max_parallel: int | None,
+        calls: list[Any] | None = None,
     ) -> ArraySubmission:
-        """Submit one job per point; at most `max_parallel` run at once."""
+        """Submit one job per point; at most `max_parallel` run at once. Each runs `calls[i]` if given
+        (a search's workers), else trains `resolved[i]` into `run_dirs[i]`."""
 
     @abstractmethod
     def refresh(self, rows: list[JobRow]) -> StateChanges:
@@ -87,8 +93,9 @@ class Backend(ABC):
         """Best effort: remove jobs just submitted whose bookkeeping failed."""
 
     def partition(self, resolved: ResolvedJob) -> str:
-        """What the registry and `status` show as the job's partition."""
-        return resolved.partition.name
+        """What the registry and `status` show as the job's partition until it starts: the list
+        it may run on (the SLURM backend then records the one sacct says it ran on)."""
+        return ",".join(p.name for p in resolved.partitions)
 
     def usage(self, rows: list[JobRow]) -> dict[str, AcctRecord]:
         """What finished rows used, per job id, where the backend keeps accounts."""

@@ -44,12 +44,18 @@ class LocalBackend(Backend):
         return _submission(str(job.job_id), run_dir, folder)
 
     def submit_array(
-        self, resolved: list[ResolvedJob], run_dirs: list[Path], sweep_dir: Path, max_parallel: int | None
+        self,
+        resolved: list[ResolvedJob],
+        run_dirs: list[Path],
+        sweep_dir: Path,
+        max_parallel: int | None,
+        calls: list[Any] | None = None,
     ) -> ArraySubmission:
         """One detached job per point; each waits for one of `max_parallel` slots (default: as many
-        points as this machine's CPUs hold at cpus_per_task each) before it trains."""
+        points as this machine's CPUs hold at cpus_per_task each) before it trains. `calls` (a
+        search's workers) all run at once: there are as many as may run in parallel."""
         res = resolved[0].spec.resources
-        slots = max_parallel or max(1, (os.cpu_count() or 1) // res.cpus_per_task)
+        slots = len(calls) if calls else max_parallel or max(1, (os.cpu_count() or 1) // res.cpus_per_task)
         folder = submitit_folder(sweep_dir)
         waves = math.ceil(len(run_dirs) / slots)  # a point's walltime includes its wait for a slot
         executor = DetachedLocalExecutor(folder=folder, max_num_timeout=res.max_requeues)
@@ -57,8 +63,12 @@ class LocalBackend(Backend):
         points: list[Submission] = []
         try:
             for index, (one, run_dir) in enumerate(zip(resolved, run_dirs, strict=True)):
-                call = SlotTrainJob(
-                    one.spec.to_dict(), str(run_dir), res.max_requeues, str(folder / "slots"), slots, index
+                call = (
+                    calls[index]
+                    if calls
+                    else SlotTrainJob(
+                        one.spec.to_dict(), str(run_dir), res.max_requeues, str(folder / "slots"), slots, index
+                    )
                 )
                 points.append(_submission(str(executor.submit(call).job_id), run_dir, folder))
         except BaseException:

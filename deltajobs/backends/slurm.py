@@ -39,15 +39,20 @@ class SlurmBackend(Backend):
         return _submission(str(job.job_id), run_dir, folder, run_dir / "job.sh")
 
     def submit_array(
-        self, resolved: list[ResolvedJob], run_dirs: list[Path], sweep_dir: Path, max_parallel: int | None
+        self,
+        resolved: list[ResolvedJob],
+        run_dirs: list[Path],
+        sweep_dir: Path,
+        max_parallel: int | None,
+        calls: list[Any] | None = None,
     ) -> ArraySubmission:
-        """ONE sbatch call of the array script: task i unpickles point i's TrainJob."""
+        """ONE sbatch call of the array script: task i unpickles point i's TrainJob (or calls[i])."""
         script = render_array(resolved[0], sweep_dir, len(resolved), max_parallel)
         (sweep_dir / "job.sh").write_text(script)
         slurm.ping()
         folder = submitit_folder(sweep_dir)
         executor = _executor(DeltaSlurmArrayExecutor, resolved[0], folder, script)
-        calls = [TrainJob.of(one, run_dir) for one, run_dir in zip(resolved, run_dirs, strict=True)]
+        calls = calls or [TrainJob.of(one, run_dir) for one, run_dir in zip(resolved, run_dirs, strict=True)]
         try:
             jobs = executor.submit_array(calls)
         except (FailedJobError, OSError, RuntimeError) as err:
@@ -106,10 +111,14 @@ def merge_slurm(row: JobRow, queued: slurm.QueueRecord | None, acct: slurm.AcctR
             billing=acct.billing or None,
             su=acct.su if acct.billing else None,
         )
+        if change["started_at"] and acct.partition and "," not in acct.partition:
+            change["partition"] = acct.partition  # where it ran, of those `--partition a,b` listed
     if queued is not None:
         change.update(state=queued.state, reason=queued.reason)
         if queued.state == "RUNNING":
             change["reason"] = None
+            if queued.partition and "," not in queued.partition:
+                change["partition"] = queued.partition
     elif acct is None:
         return {}  # left squeue, not yet in sacct: keep the last known state, look again next time
     if change.get("state") == row.state and all(getattr(row, k) == v for k, v in change.items()):

@@ -1,4 +1,5 @@
-"""NCSA's accounting commands, `accounts` and `jobcharge`: argv builders, pure parsers, calls.
+"""NCSA's accounting commands, `accounts` and `jobcharge`: their records, the `accounts` argv,
+parser and call, and the table helpers both parsers use (`jobcharge` itself: charge/jobcharge.py).
 
 Both exist only on Delta's login nodes. They print tables for people, so the parsers find columns
 by their header names (never by position) and fail with a line naming what they expected. Both
@@ -16,9 +17,7 @@ from deltajobs import slurm
 from deltajobs.errors import NotFoundError, SlurmError
 
 ACCOUNTS_TIMEOUT = 60.0
-JOBCHARGE_TIMEOUT = 120.0
 ACCOUNTS_EXPECTED = "a header such as 'Project  Description  Balance (Hours)  Deposited (Hours)'"
-JOBCHARGE_EXPECTED = "a 'User  Charge (SU)' (or 'Account  Charge (SU)') table, or --detail rows under a JobID header"
 
 
 class AccountingError(SlurmError):
@@ -74,6 +73,7 @@ class ChargeReport:
     totals: dict[str, float]
     total_su: float
     jobs: list[JobCharge] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # lines the parser skipped, for stderr
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -84,6 +84,7 @@ class ChargeReport:
             "totals": [{self.by.lower(): name, "su": su} for name, su in self.totals.items()],
             "total_su": self.total_su,
             "jobs": [asdict(job) for job in self.jobs],
+            "warnings": list(self.warnings),
         }
 
 
@@ -94,35 +95,26 @@ def accounts_argv() -> list[str]:
     return ["accounts"]
 
 
-def jobcharge_argv(account: str, since: str | None = None, detail: bool = False) -> list[str]:
-    argv = ["jobcharge"]
-    if since:
-        argv += ["-s", since]
-    if detail:
-        argv.append("--detail")
-    return [*argv, account]
-
-
 # -- parsers --------------------------------------------------------------------------------------
 
 
-def _key(name: str) -> str:
+def header_key(name: str) -> str:
     """`Balance (Hours)` -> `balancehours`: header names compared without case, spaces, brackets."""
     return re.sub(r"[^a-z0-9]", "", name.lower())
 
 
-def _header_names(header: str) -> list[str]:
+def header_names(header: str) -> list[str]:
     """Names in a header line; `Balance (Hours)` stays one name."""
     if re.search(r"\S {2,}\S", header.strip()):
         return re.split(r"\s{2,}", header.strip())
     return re.findall(r"\S+(?: \([^)]*\))?", header)
 
 
-def _is_rule(line: str) -> bool:
+def is_rule(line: str) -> bool:
     return "-" in line and re.fullmatch(r"[\s\-=+|]+", line) is not None
 
 
-def _fit(tokens: list[str], count: int, text_column: int | None) -> list[str] | None:
+def fit_cells(tokens: list[str], count: int, text_column: int | None) -> list[str] | None:
     """Cells for `count` columns from whitespace `tokens`; a free-text column absorbs extra tokens."""
     extra = len(tokens) - count
     if extra == 0:
@@ -136,7 +128,7 @@ def _fit(tokens: list[str], count: int, text_column: int | None) -> list[str] | 
     ]
 
 
-def _number(text: str, what: str, command: str) -> float:
+def parse_number(text: str, what: str, command: str) -> float:
     try:
         return float(text.replace(",", ""))
     except ValueError:
@@ -147,7 +139,11 @@ def parse_accounts(text: str) -> list[AccountBalance]:
     """`accounts` output -> balances, by header names (Delta's and the course's layouts)."""
     lines = text.splitlines()
     header_at = next(
-        (i for i, line in enumerate(lines) if "balance" in _key(line) and re.search(r"account|project", _key(line))),
+        (
+            i
+            for i, line in enumerate(lines)
+            if "balance" in header_key(line) and re.search(r"account|project", header_key(line))
+        ),
         None,
     )
     if header_at is None:
@@ -155,14 +151,14 @@ def parse_accounts(text: str) -> list[AccountBalance]:
         raise AccountingError(f"accounts printed no balance table (expected {ACCOUNTS_EXPECTED}); got {first!r}")
     header, body = lines[header_at], lines[header_at + 1 :]
     starts: list[int] | None = None
-    if body and _is_rule(body[0]):
+    if body and is_rule(body[0]):
         starts = [m.start() for m in re.finditer(r"-+", body[0])]
         bounds = [*starts[1:], None]
         names = [header[a:b].strip() for a, b in zip(starts, bounds, strict=True)]
         body = body[1:]
     else:
-        names = _header_names(header)
-    keys = [_key(name) for name in names]
+        names = header_names(header)
+    keys = [header_key(name) for name in names]
     name_col = keys.index("account") if "account" in keys else keys.index("project") if "project" in keys else None
     balance_col = next((i for i, k in enumerate(keys) if k.startswith("balance")), None)
     deposit_col = next((i for i, k in enumerate(keys) if k.startswith("deposit")), None)
@@ -176,137 +172,27 @@ def parse_accounts(text: str) -> list[AccountBalance]:
             if rows:
                 break
             continue
-        if _is_rule(line):
+        if is_rule(line):
             continue
         if starts is not None:
             cells = [line[a:b].strip() for a, b in zip(starts, [*starts[1:], None], strict=True)]
         else:
             split = re.split(r"\s{2,}", line.strip())
-            cells = split if len(split) == len(names) else _fit(line.split(), len(names), text_col)
+            cells = split if len(split) == len(names) else fit_cells(line.split(), len(names), text_col)
         if cells is None or not cells[name_col] or " " in cells[name_col]:
             raise AccountingError(f"accounts printed an unexpected row {line.strip()!r} under {header.strip()!r}")
         account = cells[name_col]
         rows.append(
             AccountBalance(
                 account=account,
-                balance_su=_number(cells[balance_col], f"the balance of {account}", "accounts"),
+                balance_su=parse_number(cells[balance_col], f"the balance of {account}", "accounts"),
                 deposited_su=None
                 if deposit_col is None
-                else _number(cells[deposit_col], f"the deposit of {account}", "accounts"),
+                else parse_number(cells[deposit_col], f"the deposit of {account}", "accounts"),
                 description="" if text_col is None else cells[text_col],
             )
         )
     return rows
-
-
-_TITLE = re.compile(r"^\s*Charges for (?P<who>.*?) from (?P<start>\S+) through (?P<end>\S+?)\.?\s*$", re.I)
-_SUMMARY = re.compile(r"^\s*(?P<by>User|Account)\s+Charge\s*\(SU\)\s*$", re.I)
-_DATETIME = re.compile(r"(\d{4}-\d\d-\d\d) (\d\d:\d\d(?::\d\d)?)")
-_DETAIL_ROLES = {
-    "job_id": ("jobid",),
-    "partition": ("partition",),
-    "elapsed_s": ("elapsedraw", "elapsed", "elapsedseconds", "elapseds"),
-    "alloc_tres": ("alloctres",),
-    "user": ("user",),
-    "name": ("jobname", "name"),
-    "start": ("start", "starttime"),
-    "billing": ("billing",),
-    "su": ("su", "chargesu", "charge"),
-}
-
-
-def _detail_row(line: str, names: list[str], has_index: bool, number: int) -> JobCharge:
-    keys = [_key(name) for name in names]
-    col = {role: next((i for i, k in enumerate(keys) if k in options), None) for role, options in _DETAIL_ROLES.items()}
-    tokens = _DATETIME.sub(r"\1T\2", line).split()
-    if has_index:
-        if not tokens or not tokens[0].isdigit():
-            raise AccountingError(f"jobcharge --detail line {number}: {line.strip()!r} does not start with a row index")
-        tokens = tokens[1:]
-    cells = _fit(tokens, len(names), col["name"])
-    if cells is None:
-        raise AccountingError(
-            f"jobcharge --detail line {number}: {line.strip()!r} does not have the {len(names)} columns "
-            f"{' '.join(names)}"
-        )
-
-    def cell(role: str) -> str:
-        index = col[role]
-        return "" if index is None else cells[index]
-
-    elapsed = cell("elapsed_s")
-    elapsed_s = (
-        int(slurm.parse_duration(elapsed)) if ":" in elapsed else int(_number(elapsed or "0", "Elapsed", "jobcharge"))
-    )
-    billing = _number(cell("billing") or "0", f"the billing of job {cell('job_id')}", "jobcharge")
-    su = cell("su")
-    return JobCharge(
-        job_id=cell("job_id"),
-        partition=cell("partition"),
-        elapsed_s=elapsed_s,
-        alloc_tres=cell("alloc_tres"),
-        user=cell("user"),
-        name=cell("name"),
-        start=cell("start"),
-        billing=billing,
-        su=_number(su, f"the SU of job {cell('job_id')}", "jobcharge") if su else elapsed_s * billing / 3_600_000,
-    )
-
-
-def parse_jobcharge(text: str) -> ChargeReport:
-    """`jobcharge [--detail] ACCOUNT` output -> totals per user (or account) and the detail rows."""
-    window, account, by = "", None, ""
-    totals: dict[str, float] = {}
-    total: float | None = None
-    jobs: list[JobCharge] = []
-    detail: tuple[list[str], bool] | None = None  # the detail header's names, and whether rows are indexed
-    section = ""
-    for number, line in enumerate(text.splitlines(), start=1):
-        stripped = line.strip()
-        if not stripped or _is_rule(line):
-            if section == "detail" and not stripped:
-                section = ""
-            continue
-        if title := _TITLE.match(line):
-            window = f"{title['start']} through {title['end']}"
-            who = re.search(r"\baccount (\S+)", title["who"])
-            account = who[1] if who and who[1] != "all" else account
-        elif summary := _SUMMARY.match(line):
-            section, by = "summary", summary["by"].capitalize()
-        elif "jobid" in [_key(name) for name in stripped.split()]:
-            section, detail = "detail", (_header_names(stripped), line[:1].isspace())
-        elif section == "detail" and detail is not None:
-            jobs.append(_detail_row(line, *detail, number))
-        elif section == "summary":
-            tokens = stripped.replace(":", " ").split()
-            if tokens[0].lower() == "total":
-                total = _number(tokens[-1], "the total", "jobcharge")
-            elif len(tokens) == 2:
-                totals[tokens[0]] = _number(tokens[1], f"the charge of {tokens[0]}", "jobcharge")
-            else:
-                raise AccountingError(
-                    f"jobcharge line {number}: {stripped!r} is not 'NAME  SU' under '{by}  Charge (SU)'"
-                )
-        elif not window:
-            continue  # a banner before the title
-        else:
-            raise AccountingError(f"jobcharge line {number}: unexpected {stripped!r} (expected {JOBCHARGE_EXPECTED})")
-    if not by and detail is None:
-        first = next((line.strip() for line in text.splitlines() if line.strip()), "")
-        raise AccountingError(f"jobcharge printed no charges table (expected {JOBCHARGE_EXPECTED}); got {first!r}")
-    if not by:  # detail rows only: total them per user
-        by = "User"
-        for job in jobs:
-            totals[job.user] = totals.get(job.user, 0.0) + job.su
-    return ChargeReport(
-        source="jobcharge",
-        account=account,
-        window=window,
-        by=by,
-        totals=totals,
-        total_su=sum(totals.values()) if total is None else total,
-        jobs=jobs,
-    )
 
 
 # -- calls ----------------------------------------------------------------------------------------
@@ -343,8 +229,3 @@ def balance(account: str) -> float | None:
             return row.balance_su
     yours = ", ".join(row.account for row in rows) or "none"
     raise NotFoundError(f"account {account!r} is not one of yours according to `accounts`; choose one of: {yours}")
-
-
-def jobcharge(account: str, since: str | None = None, detail: bool = False) -> ChargeReport:
-    report = parse_jobcharge(run_accounting(jobcharge_argv(account, since, detail), JOBCHARGE_TIMEOUT))
-    return report if report.account else ChargeReport(**{**report.__dict__, "account": account})

@@ -2,8 +2,10 @@
 
 Three comparisons, each priced with the same `estimate` the submit path shows:
 CPUs (TotalCPU / Elapsed against the cores reserved), memory (MaxRSS against --mem) and time
-(Elapsed against the time limit). Suggestions round up with headroom; advice is given only where
-it is worth acting on: it saves charge, or the job reserved at least OVERSIZED times what it needed.
+(Elapsed against the time limit); and, from the GPU utilisation sampled inside the job
+(`gpu_advice`), GPUs reserved but idle and GPUs starved of work. Suggestions round up with
+headroom; advice is given only where it is worth acting on: it saves charge, or the job reserved
+at least OVERSIZED times what it needed.
 """
 
 from __future__ import annotations
@@ -30,8 +32,8 @@ USAGE_STATES = ("COMPLETED", "TIMEOUT")  # the job ran to its end: its usage is 
 
 @dataclass(frozen=True)
 class Advice:
-    resource: str  # "cpus", "mem" or "time"
-    option: str  # the flag to pass next time: "--cpus 4", "--mem 8G", "--time 00:10:00"
+    resource: str  # "cpus", "mem", "time", "gpus" or "gpu_util"
+    option: str  # the flag to pass next time: "--cpus 4", "--mem 8G", "--time 00:10:00" ("" if none)
     message: str
     su_before: float  # cpus/mem: the job's charge; time: the worst-case estimate
     su_after: float
@@ -175,3 +177,48 @@ def nice_mem_gb(gb: float) -> int:
 
 def _size(mb: float) -> str:
     return f"{mb:.0f}M" if mb < MB_PER_GB else f"{mb / MB_PER_GB:.3g}G"
+
+
+# -- GPUs: what nvidia-smi saw inside the job (deltajobs.gpu_usage) -------------------------------
+
+LOW_GPU_UTIL = 30.0  # % busy: below this the GPUs mostly wait for data or for the host
+
+
+def gpu_advice(
+    gpu: dict[str, Any] | None,
+    gpus_per_node: int,
+    record: AcctRecord | None = None,
+    partition: Partition | None = None,
+) -> list[Advice]:
+    """Advice from a run's GPU summary (`gpu_usage.summarize`; None: never sampled, no advice):
+    GPUs reserved but idle (priced when sacct's `record` and the `partition` are known), and GPUs
+    busy only a small part of the time. The samples come from the job's first node."""
+    if not gpu or not gpus_per_node or not gpu.get("samples"):
+        return []
+    reserved, busy, util = gpus_per_node, int(gpu.get("busy_gpus", 0)), float(gpu.get("mean_util", 0.0))
+    request = Request.from_acct(record) if record is not None else None
+    now = estimate(request, partition).su if request is not None and partition is not None else 0.0
+    advice = []
+    if busy < reserved:
+        used = max(1, busy)
+        after = now
+        if request is not None and partition is not None:
+            after = estimate(dataclasses.replace(request, gpus_per_node=used), partition).su
+        plural = "s" if reserved > 1 else ""
+        reason = f"{reserved} GPU{plural} reserved, {busy} used" + (
+            " (the job trained on the CPU? see train.device)" if busy == 0 else ""
+        )
+        effect = f" {_effect(now, after)}" if request is not None and partition is not None else ""
+        advice.append(Advice("gpus", f"--gpus {used}", f"{reason}: --gpus {used}{effect}", now, after))
+    if busy and util < LOW_GPU_UTIL:
+        advice.append(
+            Advice(
+                "gpu_util",
+                "",
+                f"GPU busy {util:.0f}% of the time: the input pipeline or the host is the bottleneck, not the "
+                "GPU (try a larger train.batch_size, fewer host syncs, or a smaller GPU)",
+                now,
+                now,
+            )
+        )
+    return advice

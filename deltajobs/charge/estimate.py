@@ -7,7 +7,8 @@ partition counts the larger of cores and memory / mem_gb_per_cpu (in core-equiva
     SU = hours x max(terms) x charge_factor x nodes
 
 which is what SLURM's `billing` TRES carries (billing / 1000 = SU per hour). The ratios and factors
-come from the profile (`clusters/*.yaml`), never from this file.
+come from the profile (`clusters/*.yaml`), never from this file, and so does the size of the "GB" in
+the memory term (`charge_mem_unit_bytes`: NCSA's is 1e9 bytes, while `--mem 64G` is 64 x 2^30).
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from deltajobs.errors import SpecError
 from deltajobs.slurm import AcctRecord, parse_size_mb
 from deltajobs.spec import ResolvedJob, Resources
 
-MB_PER_GB = 1024  # SLURM's G: mem_mb / 1024 GB, as sbatch --mem and the billing weights count it
+MB_PER_GB = 1024  # SLURM's G: mem_mb / 1024 GB, as sbatch --mem counts it
+BYTES_PER_SLURM_GB = 2**30
 TERM_ORDER = ("gpus", "cpus", "mem")  # ties go to the first: GPUs, then cores, then memory
 
 
@@ -74,6 +76,12 @@ class Estimate:
     dominant: str  # the term that sets the charge: "gpus", "cpus" or "mem"
     reserved: dict[str, float]  # per node: gpus, cpus, mem_gb (after exclusive / mem 0)
     divisors: dict[str, float]  # cpus and mem_gb per charge unit, from the profile
+    mem_unit_bytes: float = BYTES_PER_SLURM_GB  # the charge formula's GB (reserved mem_gb is SLURM's G)
+
+    @property
+    def mem_charged_gb(self) -> float:
+        """The reserved memory in the charge formula's GB (68.7 for --mem 64G on Delta)."""
+        return self.reserved["mem_gb"] * BYTES_PER_SLURM_GB / self.mem_unit_bytes
 
     @property
     def units_per_node(self) -> float:
@@ -129,7 +137,10 @@ class Estimate:
         cpus, mem = self.reserved["cpus"], self.reserved["mem_gb"]
         cpu_div, mem_div = self.divisors["cpus"], self.divisors["mem_gb"]
         parts.append(f"cpus {cpus:g}" if cpu_div == 1 else f"cpus {cpus:g}/{cpu_div:g} = {self.terms['cpus']:.2f}")
-        parts.append(f"mem {mem:g}G/{mem_div:g}G = {self.terms['mem']:.2f}")
+        if self.mem_unit_bytes == BYTES_PER_SLURM_GB:
+            parts.append(f"mem {mem:g}G/{mem_div:g}G = {self.terms['mem']:.2f}")
+        else:  # `mem 64G = 68.72 GB/62.5 GB = 1.10`: SLURM's G converted to the formula's GB
+            parts.append(f"mem {mem:g}G = {self.mem_charged_gb:.2f} GB/{mem_div:g} GB = {self.terms['mem']:.2f}")
         return f"max({', '.join(parts)}) = {self.units_per_node:.3g} {self.unit} ({self.dominant})"
 
 
@@ -139,17 +150,18 @@ def estimate(request: Request, partition: Partition) -> Estimate:
     cpus = float(partition.cpus if exclusive else request.cpus_per_node)
     gpus = float(partition.gpus if exclusive and partition.kind == "gpu" else request.gpus_per_node)
     mem_gb = partition.mem_gb if request.mem_mb_per_node == 0 and exclusive else request.mem_mb_per_node / MB_PER_GB
+    mem_charged = mem_gb * BYTES_PER_SLURM_GB / partition.charge_mem_unit_bytes  # in the formula's GB
     where = f"partitions.{partition.name or partition.kind}"
     if partition.kind == "gpu":
         if partition.gpu_equiv is None:
             raise SpecError(f"{where}.gpu_equiv", "is needed to estimate charges on a GPU partition")
         divisors = {"cpus": partition.gpu_equiv.cpus, "mem_gb": partition.gpu_equiv.mem_gb}
-        terms = {"gpus": gpus, "cpus": cpus / divisors["cpus"], "mem": mem_gb / divisors["mem_gb"]}
+        terms = {"gpus": gpus, "cpus": cpus / divisors["cpus"], "mem": mem_charged / divisors["mem_gb"]}
     else:
         if partition.mem_gb_per_cpu is None:
             raise SpecError(f"{where}.mem_gb_per_cpu", "is needed to estimate charges on a CPU partition")
         divisors = {"cpus": 1.0, "mem_gb": partition.mem_gb_per_cpu}
-        terms = {"gpus": 0.0, "cpus": cpus, "mem": mem_gb / divisors["mem_gb"]}
+        terms = {"gpus": 0.0, "cpus": cpus, "mem": mem_charged / divisors["mem_gb"]}
     dominant = max(TERM_ORDER, key=lambda name: (terms[name], -TERM_ORDER.index(name)))
     return Estimate(
         partition=partition.name,
@@ -161,22 +173,30 @@ def estimate(request: Request, partition: Partition) -> Estimate:
         dominant=dominant,
         reserved={"gpus": gpus, "cpus": cpus, "mem_gb": mem_gb},
         divisors=divisors,
+        mem_unit_bytes=partition.charge_mem_unit_bytes,
     )
 
 
 def estimate_job(resolved: ResolvedJob) -> Estimate:
-    """The worst-case charge of a resolved job spec (its full walltime)."""
-    return estimate(Request.from_resources(resolved.spec.resources), resolved.partition)
+    """The worst-case charge of a resolved job spec: its full walltime, on the most expensive of its
+    partitions (`--partition gpuA100x4,gpuA40x4` may run on either)."""
+    request = Request.from_resources(resolved.spec.resources)
+    estimates = [estimate(request, partition) for partition in resolved.partitions]
+    return max(estimates, key=lambda est: est.su)  # the first listed wins a tie
 
 
 def format_su(su: float) -> str:
-    """`1.0`, `0.38`, `3.2`, `0.0047`, `1,235`: enough digits to compare jobs, no more."""
+    """`1.0`, `0.38`, `3.2`, `1.10`, `0.0047`, `1,235`: enough digits to compare jobs, no more.
+    Trailing zeros are dropped only where nothing was rounded away: 1.0995 is `1.10`, 1.1 is `1.1`."""
     if su == 0:
         return "0"
     if abs(su) >= 100:
         return f"{su:,.0f}"
     if abs(su) >= 0.1:
-        text = f"{su:.2f}".rstrip("0")
+        text = f"{su:.2f}"
+        if float(text) != su:
+            return text
+        text = text.rstrip("0")
         return text + "0" if text.endswith(".") else text
     return f"{su:.2g}"
 

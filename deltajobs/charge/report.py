@@ -10,7 +10,8 @@ import re
 from collections.abc import Iterable
 
 from deltajobs import slurm
-from deltajobs.charge.accounting import AccountingUnavailable, ChargeReport, JobCharge, jobcharge
+from deltajobs.charge.accounting import AccountingUnavailable, ChargeReport, JobCharge
+from deltajobs.charge.jobcharge import jobcharge
 from deltajobs.errors import SpecError
 from deltajobs.slurm import AcctRecord
 

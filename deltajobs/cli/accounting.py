@@ -83,6 +83,8 @@ def charge_command(
     from deltajobs.config import load_settings
 
     report = charge_report(account or load_settings().account, since, detail)
+    for warning in report.warnings:
+        typer.echo(f"warning: {warning}", err=True)
     if as_json:
         data = report.to_dict()
         if not detail:

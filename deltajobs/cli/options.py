@@ -2,9 +2,10 @@
 helper that turns a command's job flags into a resolved job.
 
 Commands that take a job spec declare `flags: JobFlags` and decorate themselves with
-`@job_flags`: the decorator adds the nine job options (--set, -A, -p, -N, --gpus, --cpus, --mem,
--t, --cluster) to the command's signature, where Typer sees them, and hands them to the command
-as one `JobFlags`.
+`@job_flags`: the decorator adds the job options (--set, -A, -p, -N, --gpus, --cpus, --mem, -t,
+--constraint, --after, --dependency, --exclude, --qos, --reservation, --mail-type, --mail-user,
+--cluster) to the command's signature, where Typer sees them, and hands them to the command as one
+`JobFlags`.
 """
 
 from __future__ import annotations
@@ -47,12 +48,34 @@ class JobFlags:
     account: Annotated[str | None, typer.Option("--account", "-A", help="Account to charge, e.g. bgvu-delta-gpu.")] = (
         None
     )
-    partition: Annotated[str | None, typer.Option("--partition", "-p", help="Partition, e.g. gpuA100x4.")] = None
+    partition: Annotated[
+        str | None,
+        typer.Option("--partition", "-p", help="Partition, or several: gpuA100x4,gpuA40x4 (the first to start wins)."),
+    ] = None
     nodes: Annotated[int | None, typer.Option("--nodes", "-N", help="Number of nodes.")] = None
     gpus: Annotated[int | None, typer.Option("--gpus", help="GPUs per node.")] = None
     cpus: Annotated[int | None, typer.Option("--cpus", help="CPUs per task.")] = None
     mem: Annotated[str | None, typer.Option("--mem", help="Memory per node, e.g. 16G.")] = None
     time: Annotated[str | None, typer.Option("--time", "-t", help="Walltime HH:MM:SS.")] = None
+    constraint: Annotated[
+        str | None, typer.Option("--constraint", help="File systems the job uses, e.g. projects&work.")
+    ] = None
+    after: Annotated[
+        str | None, typer.Option("--after", help="Start after these jobs succeed: ID[,ID...] (afterok).")
+    ] = None
+    dependency: Annotated[
+        str | None,
+        typer.Option(
+            "--dependency",
+            help="SLURM dependency: KIND:ID[:ID] (after, afterany, afternotok, afterok), "
+            "after:ID+MIN to stagger, or singleton.",
+        ),
+    ] = None
+    exclude: Annotated[str | None, typer.Option("--exclude", help="Nodes not to run on: gpua001,gpub[010-012].")] = None
+    qos: Annotated[str | None, typer.Option("--qos", help="Quality of service.")] = None
+    reservation: Annotated[str | None, typer.Option("--reservation", help="Run in this reservation.")] = None
+    mail_type: Annotated[str | None, typer.Option("--mail-type", help="E-mail on: BEGIN,END,FAIL, ...")] = None
+    mail_user: Annotated[str | None, typer.Option("--mail-user", help="E-mail address for --mail-type.")] = None
     cluster: ClusterOpt = None
 
     @property
@@ -66,6 +89,14 @@ class JobFlags:
             cpus=self.cpus,
             mem=self.mem,
             time=self.time,
+            constraint=self.constraint,
+            after=self.after,
+            dependency=self.dependency,
+            exclude=self.exclude,
+            qos=self.qos,
+            reservation=self.reservation,
+            mail_type=self.mail_type,
+            mail_user=self.mail_user,
         )
 
     def cluster_name(self, settings: Settings) -> str:

@@ -63,22 +63,42 @@ def submit_command(
 
 
 def follow(job_id: str, quiet: bool = False, interval: float = 2.0) -> str:
-    """Print a job's state changes and every new log line until it is final; returns its final state."""
+    """Print a job's state changes and every new log line until it is final; returns its final state.
+
+    On a terminal a progress line (epoch x/N, time left, last metrics) stays below the log lines.
+    """
     from deltajobs.config import load_settings
     from deltajobs.logs import follow as events
+    from deltajobs.progress import LiveLine, bar_text, parse_epoch_line
 
-    for event in events(load_settings(), job_id, interval):
-        if event.kind == "end":
-            return event.text
-        if quiet:
-            continue
-        if event.kind == "warning":
-            note(event.text)
-        elif event.kind == "state":
-            typer.echo(f"[{time.strftime('%H:%M:%S')}] {job_id} {event.text}")
-        else:
-            typer.echo(f"    {event.text}")
+    live = LiveLine(_terminal_write) if sys.stdout.isatty() and not quiet else None
+    try:
+        for event in events(load_settings(), job_id, interval):
+            if event.kind == "end":
+                return event.text
+            if quiet:
+                continue
+            if event.kind == "warning":
+                note(event.text)
+                continue
+            stamp = f"[{time.strftime('%H:%M:%S')}] {job_id} "
+            line = stamp + event.text if event.kind == "state" else f"    {event.text}"
+            if live is None:
+                typer.echo(line)
+                continue
+            live.print(line)
+            progress = parse_epoch_line(event.text) if event.kind == "line" else None
+            if progress is not None:
+                live.show(bar_text(progress))
+    finally:
+        if live is not None:
+            live.clear()
     raise DeltaJobsError(f"internal: following {job_id} ended without its final state")
+
+
+def _terminal_write(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
 
 
 @app.command("status")
@@ -93,7 +113,7 @@ def status_command(
     as_json: JsonOpt = False,
 ) -> None:
     """Live state of your jobs: one squeue and one sacct call for all that are not final."""
-    from deltajobs.cli.views import status_dict, status_table
+    from deltajobs.cli.views import progress_lines, status_dict, status_table
     from deltajobs.config import load_settings
     from deltajobs.lifecycle import status
 
@@ -106,6 +126,8 @@ def status_command(
             emit_json([status_dict(r, detail, view.records.get(r.job_id)) for r in view.rows])
         else:
             typer.echo(status_table(view.rows, detail, view.records))
+            if watch and sys.stdout.isatty():
+                typer.echo(progress_lines(view.rows), nl=False)
         if view.warning:
             note(view.warning)
             raise typer.Exit(3)
@@ -116,21 +138,26 @@ def status_command(
 
 @app.command("logs")
 def logs_command(
-    job_id: JobIdArg,
+    job_id: Annotated[str, typer.Argument(help="Job id, `last`, sweep id, or a sweep's array job id.")],
     err: Annotated[bool, typer.Option("--err", help="Show stderr (tracebacks) instead of stdout.")] = False,
     keep_following: Annotated[
         bool, typer.Option("--follow", "-f", help="Keep printing as the log grows, until the job ends.")
     ] = False,
-    task: Annotated[int, typer.Option("--task", help="Task (rank) whose log to show.")] = 0,
+    rank: Annotated[int | None, typer.Option("--rank", help="Only this rank's log (default: every rank).")] = None,
+    task: Annotated[
+        int | None, typer.Option("--task", help="Only this array task of a sweep (of a single job: its rank).")
+    ] = None,
     lines: Annotated[int, typer.Option("--tail", "-n", help="Only the last N lines (0: all).")] = 0,
 ) -> None:
-    """Print a job's log (stdout of rank 0 by default)."""
+    """Print a job's log; with several ranks, or for a sweep (SWEEP_ID or its array job id), every
+    rank's and task's lines, each labelled like `srun --label` ("0: ...") and merged as they arrive."""
     from deltajobs.config import load_settings
-    from deltajobs.logs import read_log
+    from deltajobs.logmerge import job_logs
 
-    for text in read_log(load_settings(), job_id, err=err, task=task, keep_following=keep_following):
-        if lines and not keep_following:
-            text = "\n".join(text.splitlines()[-lines:]) + "\n"
+    logs = job_logs(load_settings(), job_id, err=err, rank=rank, task=task, follow=keep_following)
+    if lines and not keep_following:
+        logs = iter(["\n".join("".join(logs).splitlines()[-lines:]) + "\n"])
+    for text in logs:
         sys.stdout.write(text)
         sys.stdout.flush()
 

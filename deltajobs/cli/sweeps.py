@@ -17,6 +17,7 @@ from typer.core import TyperGroup
 
 from deltajobs.cli.app import app, emit_json, note
 from deltajobs.cli.options import JobArg, JobFlags, JsonOpt, LocalOpt, PlotOpt, SweepIdArg, YesOpt, job_flags
+from deltajobs.errors import SpecError
 
 
 class SweepGroup(TyperGroup):
@@ -49,13 +50,35 @@ def run_command(
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the random draws (the same seed, the same points).")] = 0,
     ranges: Annotated[
-        list[str] | None, typer.Option("--range", help="KEY=LO:HI[:log]: where --random draws a key from.")
+        list[str] | None,
+        typer.Option("--range", help="KEY=LO:HI[:log]: where --random draws a key from, or --search searches."),
     ] = None,
     max_parallel: Annotated[
         int | None,
         typer.Option(
-            "--max-parallel", min=1, help="Run at most P points at once (SLURM's %P; local default: the CPUs)."
+            "--max-parallel",
+            min=1,
+            help="Run at most P points at once (SLURM's %P; local default: the CPUs); a search's workers.",
         ),
+    ] = None,
+    search: Annotated[
+        str | None, typer.Option("--search", help="Adaptive search with Optuna: tpe (Bayesian), random or grid.")
+    ] = None,
+    trials: Annotated[int | None, typer.Option("--trials", help="How many trials the search runs in all.")] = None,
+    choices: Annotated[
+        list[str] | None, typer.Option("--choice", help="KEY=V1,V2,...: values a search chooses from.")
+    ] = None,
+    prune: Annotated[
+        str, typer.Option("--prune", help="Stop bad trials early: hyperband, asha, median or none.")
+    ] = "none",
+    objective: Annotated[
+        str, typer.Option("--objective", help="What the search optimises: val_acc (max), val_loss or train_loss (min).")
+    ] = "val_acc",
+    budget_su: Annotated[
+        float | None, typer.Option("--budget-su", help="Never spend more than this many SU on the search.")
+    ] = None,
+    storage: Annotated[
+        str | None, typer.Option("--storage", help="An RDB URL for the study instead of the journal file.")
     ] = None,
     local: LocalOpt = False,
     dry_run: Annotated[
@@ -76,6 +99,20 @@ def run_command(
     backend, fallback = backends.choose(local, settings)
     if fallback:
         note(fallback)
+    if search is not None:
+        if random_points is not None:
+            raise SpecError("--random", "is for random sweeps; a search draws its own: use --search random")
+        options = (search, trials, ranges or [], [*(grid or []), *(choices or [])], prune, objective)
+        from deltajobs.cli.searches import start_search
+
+        start_search(
+            job, flags, settings, backend, options, seed, budget_su, storage, max_parallel, dry_run, yes, as_json
+        )
+        return
+    if trials is not None or choices or prune != "none" or budget_su is not None or storage is not None:
+        raise SpecError(
+            "--search", "--trials, --choice, --prune, --budget-su and --storage need --search tpe|random|grid"
+        )
     spec = parse_sweep(grid or [], ranges or [], random_points, seed, flags.sets or [])
     plan = plan_sweep(
         job, spec, flags.overrides, settings, flags.cluster_name(settings), require_account=backend.needs_account
@@ -108,13 +145,46 @@ def run_command(
     typer.echo(f"  follow:    deltajobs sweep status {sub.sweep_id}")
 
 
+@sweep_app.command("resume")
+def resume_command(
+    sweep_id: SweepIdArg,
+    trials: Annotated[int | None, typer.Option("--trials", help="Raise (or lower) the trials the search runs.")] = None,
+    workers: Annotated[int | None, typer.Option("--max-parallel", min=1, help="Workers (default: as before).")] = None,
+    local: LocalOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Start a search's workers again (after `sweep cancel` or their walltime): no finished trial is lost."""
+    from deltajobs import backends
+    from deltajobs.config import load_settings
+    from deltajobs.sweep.submit import resume_search
+
+    settings = load_settings()
+    backend, fallback = backends.choose(local, settings)
+    if fallback:
+        note(fallback)
+    sub = resume_search(settings, sweep_id, backend, trials, workers)
+    if as_json:
+        emit_json(sub.to_dict())
+        return
+    how = f"array job {sub.array_job_id}" if sub.array_job_id else "local jobs"
+    typer.echo(f"resumed search {sub.sweep_id}: {len(sub.points)} workers as {how} ({sub.backend})")
+
+
 @sweep_app.command("status")
 def status_command(sweep_id: SweepIdArg, as_json: JsonOpt = False) -> None:
     """Each point's parameters and state (one squeue and one sacct call for the whole sweep)."""
     from deltajobs.cli.views import table
+    from deltajobs.config import load_settings
     from deltajobs.sweep.results import format_value, short_key
+    from deltajobs.sweep.trials import is_search
     from deltajobs.units import format_duration
 
+    settings = load_settings()
+    if is_search(settings, sweep_id):
+        from deltajobs.cli.searches import search_status
+
+        search_status(settings, sweep_id, as_json)
+        return
     view = _load(sweep_id)
     if as_json:
         emit_json({**_header(view), "points": [p.to_dict() for p in view.points]})
@@ -143,8 +213,16 @@ def results_command(
 ) -> None:
     """One row per point, best first by --metric (marked *): parameters, state and metrics."""
     from deltajobs.cli.views import table
+    from deltajobs.config import load_settings
     from deltajobs.sweep.results import TABLE_METRICS, best_point, format_value, higher_is_better, rank, short_key
+    from deltajobs.sweep.trials import is_search
 
+    settings = load_settings()
+    if is_search(settings, sweep_id):
+        from deltajobs.cli.searches import search_results
+
+        search_results(settings, sweep_id, plot, as_json)
+        return
     view = _load(sweep_id)
     ranked = rank(view.points, metric)
     best = best_point(view.points, metric)

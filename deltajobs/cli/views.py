@@ -69,6 +69,19 @@ def status_table(rows: list[JobRow], detail: bool = False, records: dict[str, Ac
     return text + ("\n\n" + "\n".join(notes) if notes else "")
 
 
+def progress_lines(rows: list[JobRow]) -> str:
+    """Under `status --watch` on a terminal: a progress line per running job that has finished an
+    epoch (from its run directory), after a blank line; "" when there is none."""
+    from deltajobs.progress import bar_text, run_progress
+
+    lines = []
+    for row in rows:
+        progress = run_progress(Path(row.run_dir)) if row.state == "RUNNING" else None
+        if progress is not None:
+            lines.append(f"{row.job_id}  {bar_text(progress)}")
+    return "\n" + "\n".join(lines) + "\n" if lines else ""
+
+
 def results_text(row: JobRow, data: dict[str, Any], advice: list[Advice], record: AcctRecord | None = None) -> str:
     lines = [
         f"job {row.job_id} ({row.name}) {row.state} in {Path(row.run_dir)}",

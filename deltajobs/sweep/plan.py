@@ -162,11 +162,11 @@ def parse_sweep(
     return SweepSpec(axes=axes, ranges=bounds, random_points=random_points, seed=seed)
 
 
-def parse_axis(text: str) -> Axis:
-    key, raw = _split_key(text, "--grid", "KEY=V1,V2,... (e.g. train.lr=1e-3,1e-2)")
+def parse_axis(text: str, flag: str = "--grid") -> Axis:
+    key, raw = _split_key(text, flag, "KEY=V1,V2,... (e.g. train.lr=1e-3,1e-2)")
     texts = split_values(raw)
     if not texts or any(not t.strip() for t in texts):
-        raise SpecError("--grid", f"{text!r} has an empty value; list them as KEY=V1,V2,...")
+        raise SpecError(flag, f"{text!r} has an empty value; list them as KEY=V1,V2,...")
     return Axis(key=key, values=[_yaml_value(t) for t in texts], texts=[t.strip() for t in texts])
 
 
@@ -271,7 +271,7 @@ def plan_sweep(
     points = spec.points()
     resolved = []
     for point in points:
-        data = _with_params(raw, point.params)
+        data = with_params(raw, point.params)
         try:
             one = resolve_job(data, overrides, settings, cluster, require_account=require_account)
         except SpecError as err:
@@ -282,7 +282,7 @@ def plan_sweep(
     return SweepPlan(job=job, spec=spec, points=points, resolved=resolved)
 
 
-def _with_params(raw: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+def with_params(raw: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
     data = copy.deepcopy(raw)
     for key, value in params.items():
         apply_override(data, key.split("."), value)

@@ -33,6 +33,7 @@ class PointRow:
     elapsed_s: int | None = None
     reason: str | None = None
     waiting: bool = False  # alive but waiting for a --max-parallel slot (a local sweep)
+    su: float | None = None  # what SLURM charged for it
     metrics: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -83,6 +84,7 @@ def load_sweep(settings: Settings, sweep_id: str) -> SweepView:
             elapsed_s=row.elapsed_s,
             reason=row.reason,
             waiting=backends.get(row.backend).waiting(row),
+            su=row.su,
             metrics=read_metrics(Path(row.run_dir)),
         )
         points.append(point)

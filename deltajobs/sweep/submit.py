@@ -17,6 +17,7 @@ is point i's `TrainJob`, which trains into point i's run directory.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import secrets
@@ -25,11 +26,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from deltajobs.backends.base import Backend, Submission
+from deltajobs.charge.estimate import estimate_job
 from deltajobs.config import Settings
+from deltajobs.errors import SpecError
 from deltajobs.lifecycle import cancel, job_row, prepare_run_dir
 from deltajobs.registry import Registry
+from deltajobs.spec import ResolvedJob, resolve_job
 from deltajobs.sweep.plan import SweepPlan
+from deltajobs.sweep.search import WORKERS_DIR, SearchSpec
 
 
 def new_sweep_id() -> str:
@@ -133,3 +140,108 @@ def cancel_sweep(settings: Settings, sweep_id: str) -> list[str]:
     with Registry.open(settings) as registry:
         registry.sweep(sweep_id)  # an unknown sweep is an error, not nothing to cancel
         return cancel(registry, registry.query(sweep_id=sweep_id))
+
+
+# -- adaptive searches: one array of workers ---------------------------------------------------------
+
+
+def submit_search(
+    job: str,
+    resolved: ResolvedJob,
+    search: SearchSpec,
+    settings: Settings,
+    backend: Backend,
+    workers: int,
+    sweep_id: str | None = None,
+) -> SweepSubmission:
+    """A new sweep directory and ONE array of `workers` search workers sharing its study."""
+    sweep_id = sweep_id or new_sweep_id()
+    sweep_dir = sweep_dir_for(settings, resolved.spec.name, sweep_id)
+    params: dict[str, Any] = {"keys": search.keys, "log_keys": [r.key for r in search.ranges if r.log], "points": []}
+    params |= {"search": search.to_dict(), "workers": workers}
+    with Registry.open(settings) as registry:
+        sweep_dir.mkdir(parents=True, exist_ok=False)
+        try:
+            submission = _submit_workers(registry, sweep_id, sweep_dir, resolved, search, backend, workers, 0)
+            registry.add_sweep(sweep_id, job, backend.name, params, str(sweep_dir))
+            try:
+                _record_workers(registry, resolved, submission, backend, 0)
+            except BaseException:
+                registry.delete_sweep(sweep_id)
+                raise
+            _write_record(submission, {**params, "points": [{} for _ in submission.points]})
+        except BaseException:
+            shutil.rmtree(sweep_dir, ignore_errors=True)
+            raise
+    return submission
+
+
+def resume_search(
+    settings: Settings, sweep_id: str, backend: Backend, trials: int | None = None, workers: int | None = None
+) -> SweepSubmission:
+    """A new array of workers for a search whose workers ended (cancelled, out of time): they adopt the
+    trials the old ones released and run until the study has its (maybe new) number of trials."""
+    with Registry.open(settings) as registry:
+        sweep = registry.sweep(sweep_id)
+        params = sweep["params"]
+        if "search" not in params:
+            raise SpecError("SWEEP_ID", f"{sweep_id} is a grid or random sweep; only searches resume")
+        rows = registry.query(sweep_id=sweep_id)
+        active = [r.job_id for r in rows if not r.final]
+        if active:
+            raise SpecError(
+                "SWEEP_ID", f"{sweep_id} still has workers running ({', '.join(active)}); cancel them first"
+            )
+        search = SearchSpec.from_dict(params["search"])
+        if trials is not None:
+            search = dataclasses.replace(search, trials=trials)
+        count = workers or params["workers"]
+        spec = yaml.safe_load((Path(sweep["run_dir"]) / WORKERS_DIR / "task-0" / "spec.yaml").read_text())
+        resolved = resolve_job(spec, None, settings, rows[0].cluster, require_account=backend.needs_account)
+        sweep_dir = Path(sweep["run_dir"])
+        first = len(rows)
+        submission = _submit_workers(registry, sweep_id, sweep_dir, resolved, search, backend, count, first)
+        _record_workers(registry, resolved, submission, backend, first)
+        registry.set_sweep_params(sweep_id, {**params, "search": search.to_dict(), "workers": count})
+    return submission
+
+
+def _submit_workers(
+    registry: Registry,
+    sweep_id: str,
+    sweep_dir: Path,
+    resolved: ResolvedJob,
+    search: SearchSpec,
+    backend: Backend,
+    workers: int,
+    first: int,
+) -> SweepSubmission:
+    from deltajobs.sweep.worker import SearchWorker
+
+    dirs = [sweep_dir / WORKERS_DIR / f"task-{first + i}" for i in range(workers)]
+    spec = resolved.spec.to_dict()
+    rate = estimate_job(resolved).su_per_hour if backend.charges else 0.0
+    search = dataclasses.replace(search, max_epochs=resolved.spec.train.epochs, su_per_hour=rate)
+    calls = [SearchWorker(spec, str(sweep_dir), search.to_dict(), first + i, workers) for i in range(workers)]
+    points: list[Submission] = []
+    try:
+        for run_dir in dirs:
+            prepare_run_dir(resolved, run_dir)
+        array = backend.submit_array([resolved] * workers, dirs, sweep_dir, None, calls=calls)
+        points = array.points
+    except BaseException:
+        if points:
+            backend.undo([p.job_id for p in points])
+        for run_dir in dirs:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    return SweepSubmission(sweep_id, backend.name, sweep_dir, array.array_job_id, workers, array.log_pattern, points)
+
+
+def _record_workers(
+    registry: Registry, resolved: ResolvedJob, sub: SweepSubmission, backend: Backend, first: int
+) -> None:
+    rows = [job_row(resolved, point, backend, sub.sweep_id, first + i) for i, point in enumerate(sub.points)]
+    registry.add_many(rows)
+    if sub.array_job_id:
+        registry.set_sweep_array(sub.sweep_id, sub.array_job_id)

@@ -6,6 +6,8 @@ It sets up the device, threads and process group, builds data, model, optimizer 
 resumes from `run_dir/checkpoint.pt` when asked, trains, and writes into `run_dir` (rank 0 only):
 
     metrics.jsonl   one JSON line per epoch
+    tb/             TensorBoard event files (train.tensorboard, with the tensorboard package)
+    gpu_util.jsonl  nvidia-smi readings every few seconds, where there is an nvidia-smi
     results.json    the returned dict
     checkpoint.pt   every `checkpoint_every` epochs, at the end, and when `should_stop` fires
 """
@@ -25,6 +27,8 @@ import torch
 from torch import nn
 
 from deltajobs.errors import SpecError
+from deltajobs.gpu_usage import GPU_FILE, GpuSampler
+from deltajobs.train.board import attach_board
 from deltajobs.train.checkpoint import (
     CHECKPOINT,
     VERSION,
@@ -52,8 +56,12 @@ def run_training(
     resume: bool = False,
     should_stop: Callable[[], bool] | None = None,
     log: Callable[[str], None] = print,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Train `config` into `run_dir`; return the results dict (status "completed" or "interrupted").
+
+    on_epoch: called on rank 0 with each epoch's record (losses, accuracies, lr) once it is written
+    to metrics.jsonl: a search reports it to its pruner, which may then set `should_stop`.
 
     resume: continue from run_dir/checkpoint.pt if there is one (else start afresh, and say so).
     should_stop: polled before every optimizer step; when it returns True the trainer checkpoints
@@ -72,7 +80,8 @@ def run_training(
     owns_group = info.enabled and not torch.distributed.is_initialized()
     init_distributed(info, device)
     try:
-        return _train(config, run_dir, info, device, resume, should_stop, log if info.is_main else _quiet)
+        main_log = log if info.is_main else _quiet
+        return _train(config, run_dir, info, device, resume, should_stop, main_log, on_epoch)
     finally:
         if owns_group:
             shutdown()
@@ -124,6 +133,7 @@ def _train(
     resume: bool,
     should_stop: Callable[[], bool] | None,
     log: Callable[[str], None],
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     trainer = build_trainer(config, device, info, should_stop=should_stop, log=log)
     if info.is_main:
@@ -140,6 +150,8 @@ def _train(
         if info.is_main:
             with (run_dir / METRICS).open("a") as handle:
                 handle.write(json.dumps(record) + "\n")
+            if on_epoch is not None:
+                on_epoch(record)
 
     trainer.save, trainer.on_epoch = save, append_metrics
     checkpoint = run_dir / CHECKPOINT
@@ -164,8 +176,23 @@ def _train(
         + f": {len(data.train)} train, {len(data.val) if data.val else 0} val, {len(data.test)} test examples"
         + (f"; {step_note}" if step_note else "")
     )
-    status = trainer.fit()
-    results = summarize(trainer, status, params, device, info)
+    board = attach_board(trainer, run_dir, log) if info.is_main else None  # TensorBoard: run_dir/tb
+    sampler = GpuSampler(run_dir / GPU_FILE).start() if info.is_main else None  # if nvidia-smi is here
+    try:
+        status = trainer.fit()
+        if sampler is not None:
+            sampler.stop()
+        results = summarize(trainer, status, params, device, info)
+        gpu_util = sampler.summary() if sampler is not None else None
+        if gpu_util is not None:
+            results["gpu_util"] = gpu_util
+        if board is not None and status == "completed":
+            board.finish(results)
+    finally:
+        if sampler is not None:
+            sampler.stop()
+        if board is not None:
+            board.close()
     if info.is_main:
         tmp = run_dir / (RESULTS + ".tmp")
         tmp.write_text(json.dumps(results, indent=2) + "\n")

@@ -27,7 +27,16 @@ from deltajobs.errors import DataError, SpecError
 CHECKPOINT = "checkpoint.pt"
 VERSION = 1
 # Train-config keys that may differ between the run that wrote a checkpoint and the one resuming it.
-RESUMABLE_CHANGES = {"data_root", "device", "threads", "compile", "fused_step", "checkpoint_every", "eval_batch_size"}
+RESUMABLE_CHANGES = {
+    "data_root",
+    "device",
+    "threads",
+    "compile",
+    "fused_step",
+    "checkpoint_every",
+    "eval_batch_size",
+    "tensorboard",
+}
 
 
 def rng_state(device: torch.device) -> dict[str, Any]:

@@ -59,6 +59,7 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int | None = constrained(None, minimum=1, doc="torch intra-op threads; None: cpus of the job")
     checkpoint_every: int = constrained(1, minimum=1, doc="epochs between checkpoints")
+    tensorboard: bool = True  # event files in run_dir/tb when the tensorboard package is installed
 
 
 def uses_bf16(config: TrainConfig, device_type: str) -> bool:

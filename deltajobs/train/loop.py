@@ -87,6 +87,10 @@ class Trainer:
         bf16 = uses_bf16(config, device.type)  # for evaluation; the step autocasts itself
         self.autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
         self.bar = ProgressBar() if info.is_main and sys.stderr.isatty() else None
+        # optional: called with (optimizer steps so far, the step's loss on device) every
+        # `step_loss_every` steps; it decides whether to wait for the device (e.g. TensorBoard)
+        self.on_step_loss: Callable[[int, torch.Tensor], None] | None = None
+        self.step_loss_every = 50
 
     @property
     def steps_per_epoch(self) -> int:
@@ -130,6 +134,8 @@ class Trainer:
             p.loss_sum.add_(loss.detach(), alpha=b)  # stays on device: no sync
             p.seen += b
             p.samples += len(batch)
+            if self.on_step_loss is not None and (p.epoch * steps + step + 1) % self.step_loss_every == 0:
+                self.on_step_loss(p.epoch * steps + step + 1, loss.detach())
             if self.bar is not None:
                 self.bar.update(p.epoch, config.epochs, step + 1, steps)
         p.step = steps

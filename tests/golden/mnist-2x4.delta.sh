@@ -5,7 +5,7 @@
 #SBATCH --nodes=2
 #SBATCH --ntasks-per-node=4
 #SBATCH --gpus-per-node=4
-#SBATCH --gpu-bind=closest
+#SBATCH --gpu-bind=none
 #SBATCH --cpus-per-task=16
 #SBATCH --mem=16g
 #SBATCH --time=00:05:00
@@ -21,6 +21,7 @@ set -o pipefail
 
 module reset
 module load pytorch-conda/2.8 || { echo "deltajobs: 'module load pytorch-conda/2.8' failed" >&2; exit 1; }
+module load nccl || { echo "deltajobs: 'module load nccl' failed" >&2; exit 1; }
 export SUBMITIT_EXECUTOR=slurm
 export PYTHONUNBUFFERED=1
 
@@ -29,6 +30,10 @@ export PYTHONUNBUFFERED=1
 export MASTER_ADDR="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)"
 export MASTER_PORT=$((20000 + SLURM_JOB_ID % 20000))
 export NCCL_DEBUG=INFO
+# Between nodes NCCL needs the network plugin the profile's multi-node modules load (Delta: `nccl`,
+# AWS OFI for Slingshot 11) and the interface below. With NCCL_DEBUG=INFO the log names the
+# transport: "Using network Socket" means NCCL fell back to TCP sockets, many times slower.
+export NCCL_SOCKET_IFNAME=hsn
 
 echo "deltajobs: job $SLURM_JOB_ID on $(hostname) started $(date -Is)"
 if command -v nvidia-smi >/dev/null 2>&1; then nvidia-smi; fi

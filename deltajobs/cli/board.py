@@ -1,0 +1,62 @@
+"""`deltajobs tensorboard`: serve a run's or a sweep's TensorBoard and say how to reach it.
+
+TensorBoard runs as a child process (`python -m tensorboard.main`): the CLI itself never imports
+tensorboard or torch.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import tempfile
+from typing import Annotated
+
+import typer
+
+from deltajobs.cli.app import app, emit_json, note
+from deltajobs.cli.options import JsonOpt
+from deltajobs.errors import DeltaJobsError
+
+
+@app.command("tensorboard")
+def tensorboard_command(
+    ident: Annotated[str, typer.Argument(help="Job id, `last`, sweep id, or a sweep's array job id.")] = "last",
+    port: Annotated[int | None, typer.Option("--port", help="Port on localhost (default: a free one).")] = None,
+    print_only: Annotated[
+        bool, typer.Option("--print-only", help="Print the log directory, URL and SSH tunnel; start nothing.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Serve TensorBoard for a run (its run directory) or a sweep (all its points) on localhost until
+    Ctrl-C; prints the URL and the `ssh -L` line that reaches it from a laptop."""
+    from deltajobs.config import load_settings
+    from deltajobs.tbserve import plan_board, require_tensorboard
+
+    plan = plan_board(load_settings(), ident, port)
+    if as_json:
+        emit_json(plan.to_dict())
+    else:
+        typer.echo(f"TensorBoard for {plan.label}: {plan.logdir}")
+        typer.echo(f"  open:    {plan.url}")
+        typer.echo(f"  laptop:  {plan.tunnel}   (then open {plan.url})")
+    if not plan.has_events:
+        note(f"no TensorBoard event files under {plan.logdir} yet (they appear as epochs end)")
+    if print_only:
+        return
+    require_tensorboard()
+    if not as_json:
+        typer.echo("serving; Ctrl-C to stop")
+    with tempfile.TemporaryFile("w+") as errors:  # TensorBoard's chatter, kept for a failure's message
+        process = subprocess.Popen(plan.argv, stdout=subprocess.DEVNULL, stderr=errors, text=True)
+        try:
+            code = process.wait()
+        except KeyboardInterrupt:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+            typer.echo("stopped", err=True)
+            return
+        errors.seek(0)
+        lines = [line for line in errors.read().splitlines() if line.strip()]
+    raise DeltaJobsError(f"tensorboard exited with status {code}: {lines[-1] if lines else 'no message'}")

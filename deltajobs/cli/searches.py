@@ -1,0 +1,129 @@
+"""The command line of adaptive searches (`sweep JOB --search ...`): starting one, and the text of
+`sweep status` and `sweep results` for a search (trials instead of points)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from deltajobs.cli.app import emit_json, note
+from deltajobs.cli.options import JobFlags
+from deltajobs.cli.views import table
+from deltajobs.config import Settings
+from deltajobs.sweep.results import format_value, short_key
+from deltajobs.sweep.trials import load_search, plot_search
+
+
+def start_search(
+    job: str,
+    flags: JobFlags,
+    settings: Any,
+    backend: Any,
+    options: tuple[str, int | None, list[str], list[str], str, str],
+    seed: int,
+    budget_su: float | None,
+    storage: str | None,
+    max_parallel: int | None,
+    dry_run: bool,
+    yes: bool,
+    as_json: bool,
+) -> None:
+    """`sweep JOB --search ...`: validate every value the search may propose, then ONE array of workers."""
+    from deltajobs.charge.budget import check_budget
+    from deltajobs.charge.estimate import estimate_job, format_su
+    from deltajobs.sweep.search import parse_search, validate_search
+    from deltajobs.sweep.submit import submit_search
+
+    sampler, trials, ranges, choices, prune, objective = options
+    spec = parse_search(sampler, trials, ranges, choices, prune, objective, seed, budget_su, storage)
+    cluster = flags.cluster_name(settings)
+    resolved = validate_search(job, spec, flags.overrides, settings, cluster, require_account=backend.needs_account)
+    workers = min(max_parallel or 1, spec.trials)
+    if dry_run:
+        keys = ", ".join(spec.keys)
+        typer.echo(f"{sampler} search of {job} over {keys}: {spec.trials} trials, {workers} worker(s), prune {prune}")
+        typer.echo("every value checked; nothing submitted (--dry-run)")
+        return
+    if backend.charges:
+        per_worker = estimate_job(resolved).su
+        cap = f"; capped at {spec.budget_su:g} SU by --budget-su" if spec.budget_su is not None else ""
+        if not as_json:
+            total = format_su(per_worker * workers)
+            note(f"estimate: at most {total} SU ({workers} workers x {format_su(per_worker)} SU){cap}")
+        if spec.budget_su is None or spec.budget_su > per_worker * workers:
+            check_budget(resolved, settings, yes, count=workers)
+    sub = submit_search(job, resolved, spec, settings, backend, workers)
+    if as_json:
+        emit_json(sub.to_dict())
+        return
+    how = f"array job {sub.array_job_id}" if sub.array_job_id else "local jobs"
+    typer.echo(f"submitted search {sub.sweep_id}: {spec.trials} trials, {workers} workers as {how} ({sub.backend})")
+    typer.echo(f"  sweep dir: {sub.sweep_dir}")
+    typer.echo(f"  study:     {spec.storage_url or sub.sweep_dir / 'study.journal'}")
+    typer.echo(f"  follow:    deltajobs sweep status {sub.sweep_id}")
+
+
+def search_summary(view: Any) -> str:
+    counts = ", ".join(f"{n} {state}" for state, n in sorted(view.counts.items())) or "no trials yet"
+    spent = f"{view.spent_su:.3f} SU" if view.spent_su is not None else "no SU"
+    budget = f" of {view.search.budget_su:g}" if view.search.budget_su is not None else ""
+    best = view.best
+    line = (
+        f"search {view.sweep.sweep_id} of {view.sweep.job} ({view.search.sampler}, prune {view.search.pruner}) "
+        f"in {view.sweep.sweep_dir}: {len(view.trials)}/{view.search.trials} trials ({counts}); {spent}{budget} spent"
+    )
+    if best is not None:
+        line += f"\nbest so far: trial {best.number}, {view.search.objective} {best.value:.4f}"
+    return line
+
+
+def trial_table(view: Any) -> str:
+    from deltajobs.cli.views import table
+
+    keys = view.search.keys
+    headers = ["", "TRIAL", *[short_key(k).upper() for k in keys], "STATE", view.search.objective.upper()]
+    headers += ["EPOCHS", "TEST_ACC"]
+    rows = [
+        ["*" if t is view.best else "", str(t.number), *[format_value(t.params.get(k, "")) for k in keys], t.state]
+        + [f"{t.value:.4f}" if t.value is not None else "", str(t.epochs)]
+        + [f"{t.test_acc:.4f}" if t.test_acc is not None else ""]
+        for t in view.trials
+    ]
+    return table(headers, rows)
+
+
+def search_status(settings: Settings, sweep_id: str, as_json: bool) -> None:
+    """`sweep status` of a search: trials so far, best, SU spent; each worker; the running trials."""
+    search_view, _ = load_search(settings, sweep_id)
+    if as_json:
+        emit_json(search_view.to_dict())
+        return
+    typer.echo(search_summary(search_view))
+    workers = [[str(p.index), p.job_id, p.shown_state] for p in search_view.sweep.points]
+    typer.echo("\n" + table(["WORKER", "JOBID", "STATE"], workers))
+    running = [t for t in search_view.trials if t.state == "RUNNING"]
+    if running:
+        typer.echo("running: " + ", ".join(f"trial {t.number} (epoch {t.epochs})" for t in running))
+    if search_view.sweep.warning:
+        note(search_view.sweep.warning)
+        raise typer.Exit(3)
+
+
+def search_results(settings: Settings, sweep_id: str, plot: Path | None, as_json: bool) -> None:
+    """`sweep results` of a search: every trial ranked by the objective, the best with its test accuracy."""
+    search_view, study = load_search(settings, sweep_id)
+    written = plot_search(study, plot) if plot is not None else []
+    if as_json:
+        emit_json(search_view.to_dict())
+        return
+    typer.echo(search_summary(search_view) + "\n")
+    typer.echo(trial_table(search_view))
+    top = search_view.best
+    if top is not None:
+        test = f", test_acc {top.test_acc:.4f}" if top.test_acc is not None else ""
+        objective = search_view.search.objective
+        typer.echo(f"\nbest by {objective}: trial {top.number} ({top.value:.4f}{test}) in {top.run_dir}")
+    for path in written:
+        typer.echo(f"wrote {path}")

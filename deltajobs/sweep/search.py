@@ -1,0 +1,235 @@
+"""Adaptive search: a study that learns from finished trials where to look next (Optuna's TPE, or
+random or grid), stops hopeless trials early (Hyperband, successive halving, median), and runs as
+ONE job array of P workers that share the study through a journal file in the sweep directory.
+
+    deltajobs sweep mnist --search tpe --trials 64 --max-parallel 8 --prune hyperband \\
+        --range train.lr=1e-4:1e-2:log --range train.weight_decay=0:0.1 \\
+        --choice train.batch_size=64,128,256 --objective val_acc
+
+This module is the login-node side: parsing and validating the search (no optuna import), and the
+few Optuna objects both sides build (`storage`, `sampler`, `pruner`), imported lazily. The worker
+that runs inside each array task is `worker.py`; reading the study back is `trials.py`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from deltajobs.config import Settings
+from deltajobs.errors import DeltaJobsError, SpecError
+from deltajobs.spec import Overrides, ResolvedJob, find_job, read_job, resolve_job
+from deltajobs.sweep.plan import Axis, Range, parse_axis, parse_range, with_params
+
+SAMPLERS = ("tpe", "random", "grid")
+PRUNERS = ("hyperband", "asha", "median", "none")
+OBJECTIVES = ("val_acc", "val_loss", "train_loss")  # the test set never chooses
+JOURNAL = "study.journal"  # in the sweep directory: Optuna's journal storage
+STUDY = "deltajobs"  # the study's name in its storage
+HEARTBEAT_S = 30.0  # a worker stamps its running trial this often
+STALE_S = 600.0  # a RUNNING trial unstamped this long lost its worker: failed, and retried once
+WORKERS_DIR = "workers"  # one state file per array task: the trial it runs
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    """What to search: the space (ranges and choices of train.* keys), how, and for how long."""
+
+    sampler: str
+    trials: int
+    ranges: list[Range]
+    choices: list[Axis]
+    pruner: str = "none"
+    objective: str = "val_acc"
+    seed: int = 0
+    budget_su: float | None = None
+    storage_url: str | None = None  # an RDB URL instead of the journal file
+    max_epochs: int = 1  # the trainer's train.epochs: Hyperband's largest resource
+    su_per_hour: float = 0.0  # what one worker is charged per hour (the estimate), for the budget
+    keys: list[str] = field(default_factory=list)
+
+    @property
+    def maximize(self) -> bool:
+        return self.objective.endswith("acc")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SearchSpec:
+        ranges = [Range(**r) for r in data["ranges"]]
+        choices = [Axis(**c) for c in data["choices"]]
+        return cls(**{**data, "ranges": ranges, "choices": choices})
+
+    def grid_size(self) -> int:
+        size = 1
+        for axis in self.choices:
+            size *= len(axis.values)
+        return size
+
+
+def parse_search(
+    sampler: str,
+    trials: int | None,
+    ranges: list[str],
+    choices: list[str],
+    pruner: str,
+    objective: str,
+    seed: int,
+    budget_su: float | None,
+    storage_url: str | None,
+) -> SearchSpec:
+    """Parse --search, --trials, --range, --choice, --prune, --objective, --budget-su, --storage."""
+    if sampler not in SAMPLERS:
+        raise SpecError("--search", f"{sampler!r} is unknown; choose one of: {', '.join(SAMPLERS)}")
+    if pruner not in PRUNERS:
+        raise SpecError("--prune", f"{pruner!r} is unknown; choose one of: {', '.join(PRUNERS)}")
+    if objective not in OBJECTIVES:
+        why = " (the test set never chooses: it would no longer measure the result)" if "test" in objective else ""
+        raise SpecError("--objective", f"{objective!r} is not allowed{why}; choose one of: {', '.join(OBJECTIVES)}")
+    bounds = [parse_range(text) for text in ranges]
+    axes = [parse_axis(text, flag="--choice") for text in choices]
+    keys = [r.key for r in bounds] + [a.key for a in axes]
+    if not keys:
+        raise SpecError("--range", "nothing to search; pass --range KEY=LO:HI[:log] or --choice KEY=V1,V2,...")
+    for i, key in enumerate(keys):
+        if key in keys[:i]:
+            raise SpecError(key, "is searched twice; give each key one --range or --choice")
+    if sampler == "grid" and bounds:
+        raise SpecError("--range", "a grid search needs every key as --choice KEY=V1,V2,...")
+    grid = 1
+    for axis in axes:
+        grid *= len(axis.values)
+    if trials is None:
+        if sampler != "grid":
+            raise SpecError("--trials", "how many trials? pass --trials N")
+        trials = grid
+    if trials < 1:
+        raise SpecError("--trials", f"{trials}; run at least 1 trial")
+    if budget_su is not None and budget_su <= 0:
+        raise SpecError("--budget-su", f"{budget_su:g}; give a positive number of SU")
+    if storage_url is not None and "://" not in storage_url:
+        raise SpecError("--storage", f"{storage_url!r} is not a database URL (e.g. postgresql://host/db)")
+    return SearchSpec(sampler, trials, bounds, axes, pruner, objective, seed, budget_su, storage_url, keys=keys)
+
+
+def candidate_params(search: SearchSpec) -> list[dict[str, Any]]:
+    """The values every key can take at its extremes (each with the other keys at their first value):
+    a range's two ends, each choice. The schema's limits are bounds, so these cover every proposal."""
+    base: dict[str, Any] = {r.key: r.low for r in search.ranges} | {a.key: a.values[0] for a in search.choices}
+    variants = [dict(base)]
+    for r in search.ranges:
+        variants += [base | {r.key: int(v) if r.integer else v} for v in (r.low, r.high)]
+    for axis in search.choices:
+        variants += [base | {axis.key: v} for v in axis.values[1:]]
+    return variants
+
+
+def validate_search(
+    job: str, search: SearchSpec, overrides: Overrides, settings: Settings, cluster: str, *, require_account: bool
+) -> ResolvedJob:
+    """Resolve the job at every extreme of the space; the first invalid value raises, naming it.
+    Returns the job without search parameters (what the workers' script is rendered from)."""
+    raw = read_job(find_job(job))
+    for params in candidate_params(search):
+        try:
+            resolve_job(with_params(raw, params), overrides, settings, cluster, require_account=require_account)
+        except SpecError as err:
+            label = ", ".join(f"{k}={v}" for k, v in params.items())
+            error = SpecError("", f"a trial with {label}: {err}")
+            error.field = err.field
+            raise error from None
+    resolved = resolve_job(raw, overrides, settings, cluster, require_account=require_account)
+    if search.objective.startswith("val_") and resolved.spec.train.val_size == 0:
+        raise SpecError("--objective", f"{search.objective} needs a validation split; set train.val_size > 0")
+    return dataclasses.replace(resolved, source=str(find_job(job)))
+
+
+# -- the Optuna objects both sides build (optuna imported here only) --------------------------------
+
+
+def optuna_module() -> Any:
+    try:
+        import optuna
+    except ImportError:
+        raise DeltaJobsError("--search needs Optuna: pip install 'deltajobs[search]'") from None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna
+
+
+def storage(sweep_dir: Path, search: SearchSpec) -> Any:
+    """The study's storage: an RDB URL if given, else a journal file in the sweep directory, locked
+    with JournalFileOpenLock (an exclusive create of a lock file works on NFS and Lustre; flock
+    does not on every mount), so no database server is needed on a cluster."""
+    optuna = optuna_module()
+    if search.storage_url:
+        return optuna.storages.RDBStorage(search.storage_url)
+    from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+
+    path = str(sweep_dir / JOURNAL)
+    return optuna.storages.JournalStorage(JournalFileBackend(path, lock_obj=JournalFileOpenLock(path)))
+
+
+def sampler(search: SearchSpec, worker: int) -> Any:
+    """Each worker seeds its sampler differently, or they would all propose the same points."""
+    optuna = optuna_module()
+    seed = search.seed * 1000 + worker
+    if search.sampler == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, constant_liar=True)  # liar: spread parallel trials
+    if search.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.GridSampler({a.key: a.texts for a in search.choices}, seed=search.seed)
+
+
+def pruner(search: SearchSpec) -> Any:
+    """Pruners over epochs: Hyperband and ASHA from 1 epoch to train.epochs, reduction factor 3."""
+    optuna = optuna_module()
+    if search.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=search.max_epochs, reduction_factor=3)
+    if search.pruner == "asha":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+    if search.pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+    return optuna.pruners.NopPruner()
+
+
+def load_study(sweep_dir: Path, search: SearchSpec, worker: int = 0) -> Any:
+    optuna = optuna_module()
+    return optuna.create_study(
+        storage=storage(sweep_dir, search),
+        study_name=STUDY,
+        sampler=sampler(search, worker),
+        pruner=pruner(search),
+        direction="maximize" if search.maximize else "minimize",
+        load_if_exists=True,
+    )
+
+
+def suggest(trial: Any, search: SearchSpec) -> dict[str, Any]:
+    """A trial's parameters, asked of the study key by key."""
+    params: dict[str, Any] = {}
+    for r in search.ranges:
+        if r.integer:
+            params[r.key] = trial.suggest_int(r.key, int(r.low), int(r.high), log=r.log)
+        else:
+            params[r.key] = trial.suggest_float(r.key, r.low, r.high, log=r.log)
+    for axis in search.choices:  # categories by their text: Optuna takes only scalars, not [256, 128]
+        text = trial.suggest_categorical(axis.key, axis.texts)
+        params[axis.key] = axis.values[axis.texts.index(text)]
+    return params
+
+
+def tell(study: Any, trial: Any, value: float | None = None, state: str | None = None) -> None:
+    """`study.tell`, for ask-and-tell workers: Optuna's GridSampler calls `study.stop()` once the grid
+    is used up, which raises outside `optimize`; the result is stored before that, so it is ignored."""
+    optuna = optuna_module()
+    try:
+        if state is None:
+            study.tell(trial, value)
+        else:
+            study.tell(trial, state=getattr(optuna.trial.TrialState, state))
+    except RuntimeError as err:
+        if "Study.stop" not in str(err):
+            raise

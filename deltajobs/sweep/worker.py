@@ -1,0 +1,273 @@
+"""A search worker: what each task of a search's job array runs. It asks the shared study for a
+trial, trains it (reporting the objective every epoch, so the pruner can stop it), tells the
+result, and asks again until the study has its trials, the walltime is nearly used, or the SU
+budget would be crossed. Workers never wait for each other.
+
+Faults:
+- SLURM's timeout warning (USR2): the trial checkpoints, the worker requeues itself and, restarted,
+  resumes that trial from its checkpoint (its state file `workers/task-K.json` names the trial);
+- preemption or `sweep cancel` (TERM; INT locally): the trial checkpoints and is *released*: the next worker
+  that starts, in this sweep or after `sweep resume`, adopts it and resumes it;
+- a worker that dies without a word: it stops stamping its trial's heartbeat; after STALE_S any
+  worker marks the trial failed and enqueues it again, once.
+
+Importing this module must stay cheap (the job unpickles it): optuna and torch load in `__call__`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from deltajobs.job import StopFlag, TrainJob, record_attempt
+from deltajobs.sweep.optuna_private import trial_by_number
+from deltajobs.sweep.search import HEARTBEAT_S, STALE_S, WORKERS_DIR, SearchSpec, tell
+from deltajobs.units import parse_walltime
+
+RETRY_OF = "retry_of"  # user attr of a trial enqueued again after its worker vanished: the lost one
+
+
+class SearchWorker(TrainJob):
+    """Array task `task` of a search over `search` in `sweep_dir`; `spec` is the job without params."""
+
+    def __init__(self, spec: dict[str, Any], sweep_dir: str, search: dict[str, Any], task: int, workers: int) -> None:
+        super().__init__(spec, str(Path(sweep_dir) / WORKERS_DIR / f"task-{task}"), spec["resources"]["max_requeues"])
+        self.sweep_dir, self.search, self.task, self.workers = sweep_dir, search, task, workers
+
+    @property
+    def state_path(self) -> Path:
+        return Path(self.sweep_dir) / WORKERS_DIR / f"task-{self.task}.json"
+
+    def __call__(self) -> dict[str, Any]:
+        from deltajobs.sweep.search import load_study
+
+        started = time.time()
+        Path(self.run_dir).mkdir(parents=True, exist_ok=True)
+        restarted = record_attempt(Path(self.run_dir))
+        # USR2: SLURM's timeout warning; TERM: preemption or scancel; INT: a local cancel.
+        stop = StopFlag((signal.SIGUSR2, signal.SIGTERM, signal.SIGINT)).install()
+        search = SearchSpec.from_dict(self.search)
+        study = load_study(Path(self.sweep_dir), search, self.task)
+        done: list[int] = []
+        while not stop():
+            reap_stale(study)
+            number = self.resume_own()
+            number = self.adopt(study) if number is None else number
+            trial = trial_by_number(study, number) if number is not None else None
+            if trial is None:
+                if not self.may_start(study, search, started):
+                    break
+                trial = study.ask()
+            self.claim(trial.number)
+            outcome = self.run_trial(study, search, trial, stop)
+            if outcome == "interrupted":
+                self.claim(trial.number, released=stop.signal != signal.SIGUSR2)  # requeued: keep it
+                self._after_interrupt(stop.signal, restarted)
+                return {"status": "interrupted", "trials": done}
+            self.release()
+            done.append(trial.number)
+        signal.signal(signal.SIGUSR2, signal.SIG_IGN)  # a late warning must not fail a finished worker
+        return {"status": "completed", "trials": done}
+
+    # -- which trial ----------------------------------------------------------------------------------
+
+    def resume_own(self) -> int | None:
+        """The trial this task ran when it was requeued (its own state file)."""
+        state = _read_json(self.state_path)
+        return state.get("trial") if state and not state.get("released") else None
+
+    def adopt(self, study: Any) -> int | None:
+        """A trial another worker released (preempted, cancelled): the first to rename its state wins."""
+        folder = self.state_path.parent
+        for path in sorted(folder.glob("task-*.json")):
+            state = _read_json(path)
+            if path == self.state_path or not state or not state.get("released"):
+                continue
+            taken = folder / f"adopted-{path.stem}-{os.getpid()}.json"
+            try:
+                path.rename(taken)  # atomic: exactly one worker adopts it
+            except FileNotFoundError:
+                continue
+            taken.unlink(missing_ok=True)
+            if _is_running(study, state["trial"]):
+                return int(state["trial"])
+        return None
+
+    def claim(self, number: int, released: bool = False) -> None:
+        _write_json(self.state_path, {"trial": number, "released": released, "job_id": os.environ.get("SLURM_JOB_ID")})
+
+    def release(self) -> None:
+        self.state_path.unlink(missing_ok=True)
+
+    def may_start(self, study: Any, search: SearchSpec, started: float) -> bool:
+        """Whether a new trial may start: trials left, walltime left, budget left at its worst case."""
+        trials = study.get_trials(deepcopy=False)
+        if counted_trials(trials) >= search.trials and not any(t.state.name == "WAITING" for t in trials):
+            return False
+        walltime = parse_walltime(self.spec["resources"]["time"])
+        seen = worst_trial_seconds(trials)  # None until a trial finished: then a trial may run out of
+        limit = walltime - self.spec["resources"]["signal_grace"]  # time, checkpoint and requeue
+        if seen is not None and time.time() - started + seen > limit:
+            print(f"deltajobs: worker {self.task}: no time left for another trial (~{seen:.0f}s)", flush=True)
+            return False
+        worst = seen if seen is not None else float(walltime)
+        if search.budget_su is not None:
+            spent = spent_su()
+            worst_su = spent + self.workers * worst * search.su_per_hour / 3600
+            if worst_su > search.budget_su:
+                print(
+                    f"deltajobs: worker {self.task}: {spent:.3f} SU spent; another trial could reach "
+                    f"{worst_su:.3f} SU, over the budget of {search.budget_su:g} SU",
+                    flush=True,
+                )
+                return False
+        return True
+
+    # -- one trial ------------------------------------------------------------------------------------
+
+    def run_trial(self, study: Any, search: SearchSpec, trial: Any, stop: StopFlag) -> str:
+        """Train one trial into trial-NNNN/; tell the study how it ended. "interrupted" leaves it RUNNING."""
+        from deltajobs.schema import from_dict
+        from deltajobs.sweep.plan import with_params
+        from deltajobs.sweep.search import suggest
+        from deltajobs.train.api import run_training
+        from deltajobs.train.config import TrainConfig
+
+        params = suggest(trial, search)
+        run_dir = Path(self.sweep_dir) / f"trial-{trial.number:04d}"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "params.json").write_text(json.dumps(params, indent=1) + "\n")
+        pruned = threading.Event()
+
+        def report(record: dict[str, Any]) -> None:
+            value = record.get(search.objective)
+            if value is None or not math.isfinite(value):
+                return
+            trial.report(value, record["epoch"])
+            trial.set_user_attr("heartbeat", time.time())
+            if trial.should_prune():
+                pruned.set()
+
+        print(f"deltajobs: worker {self.task}: trial {trial.number} {params}", flush=True)
+        with heartbeat(trial):
+            try:
+                config = from_dict(TrainConfig, with_params({"train": self.spec["train"]}, params)["train"], "train")
+                results = run_training(
+                    config,
+                    run_dir,
+                    resume=(run_dir / "checkpoint.pt").exists(),
+                    should_stop=lambda: stop() or pruned.is_set(),
+                    on_epoch=report,
+                )
+            except Exception as err:  # noqa: BLE001 - a bad trial fails alone; the search goes on
+                print(f"deltajobs: trial {trial.number} failed: {err}", flush=True)
+                trial.set_user_attr("error", str(err)[:500])
+                tell(study, trial, state="FAIL")
+                return "failed"
+        history = results.get("history") or []
+        trial.set_user_attr("epochs", len(history))
+        trial.set_user_attr("test_acc", results.get("test_acc"))
+        trial.set_user_attr("run_dir", str(run_dir))
+        if results.get("status") == "interrupted" and not pruned.is_set():
+            return "interrupted"
+        if pruned.is_set() and results.get("status") == "interrupted":
+            tell(study, trial, state="PRUNED")
+            return "pruned"
+        values = [h.get(search.objective) for h in history if h.get(search.objective) is not None]
+        tell(study, trial, values[-1] if values else math.nan)  # NaN: Optuna records a failure
+        return "completed"
+
+
+# -- the study's housekeeping -----------------------------------------------------------------------
+
+
+def counted_trials(trials: list[Any]) -> int:
+    """Trials that count towards --trials: started or finished, not a lost one that was retried."""
+    retried = {t.user_attrs.get(RETRY_OF) for t in trials}
+    return sum(1 for t in trials if t.state.name != "WAITING" and t.number not in retried)
+
+
+def reap_stale(study: Any, now: float | None = None, stale_s: float = STALE_S) -> list[int]:
+    """Fail the RUNNING trials whose worker stopped stamping them, and enqueue each again, once."""
+    now = now or time.time()
+    reaped = []
+    for frozen in study.get_trials(deepcopy=False):
+        if frozen.state.name != "RUNNING":
+            continue
+        stamp = frozen.user_attrs.get("heartbeat") or frozen.datetime_start.timestamp()
+        if now - stamp < stale_s:
+            continue
+        try:
+            tell(study, frozen.number, state="FAIL")
+        except (RuntimeError, ValueError):
+            continue  # another worker reaped it first
+        reaped.append(frozen.number)
+        if frozen.user_attrs.get(RETRY_OF) is None:  # a retry that is lost too stays failed
+            study.enqueue_trial(frozen.params, user_attrs={RETRY_OF: frozen.number})
+    return reaped
+
+
+@contextlib.contextmanager
+def heartbeat(trial: Any, every: float = HEARTBEAT_S) -> Any:
+    """Stamp the trial every `every` seconds from a thread, so other workers know it is alive."""
+    done = threading.Event()
+
+    def beat() -> None:
+        while not done.wait(every):
+            with contextlib.suppress(Exception):
+                trial.set_user_attr("heartbeat", time.time())
+
+    trial.set_user_attr("heartbeat", time.time())
+    thread = threading.Thread(target=beat, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join(timeout=5)
+
+
+def worst_trial_seconds(trials: list[Any]) -> float | None:
+    """The longest a trial that ran to its last epoch took, or None before one did (pruned and
+    failed trials end early: they say nothing about the worst case)."""
+    spans = [
+        (t.datetime_complete - t.datetime_start).total_seconds()
+        for t in trials
+        if t.state.name == "COMPLETE" and t.datetime_complete is not None and t.datetime_start is not None
+    ]
+    return max(spans) if spans else None
+
+
+def spent_su() -> float:
+    """SU the array has spent so far: sacct's charge of its tasks (each attempt). slurmdbd learns of
+    a task's start a little after it, so a task just started may be missing: the budget check adds
+    every worker's worst case on top, which covers it."""
+    from deltajobs import slurm
+
+    array = os.environ.get("SLURM_ARRAY_JOB_ID")
+    return sum(r.su for r in slurm.sacct([array])) if array else 0.0
+
+
+def _is_running(study: Any, number: int) -> bool:
+    return any(t.number == number and t.state.name == "RUNNING" for t in study.get_trials(deepcopy=False))
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data))
+    tmp.replace(path)
