@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import random
 import struct
+import sys
 from pathlib import Path
 
 import pytest
@@ -66,3 +67,14 @@ def make_tiny_mnist(root: Path, n_train: int = 600, n_test: int = 200, seed: int
 def tiny_mnist(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A data root holding 600 training and 200 test images of learnable fake MNIST."""
     return make_tiny_mnist(tmp_path_factory.mktemp("data"))
+
+
+def run_main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """Run the CLI in-process through its real error boundary (`main`): exit code, stdout, stderr."""
+    from deltajobs.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["deltajobs", *args])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    captured = capsys.readouterr()
+    return int(exited.value.code or 0), captured.out, captured.err

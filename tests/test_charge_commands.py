@@ -6,17 +6,16 @@ Unit tests fake only the process seam, `deltajobs.slurm.run`.
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from conftest import run_main
 
 from deltajobs import slurm
 from deltajobs.charge.accounting import AccountingError, balance, parse_accounts
 from deltajobs.charge.jobcharge import jobcharge_argv, parse_jobcharge
 from deltajobs.charge.report import charge_from_acct, charge_report, default_since
-from deltajobs.cli.app import main
 from deltajobs.errors import NotFoundError, SlurmError
 
 DATA = Path(__file__).parent / "data" / "charge"
@@ -47,14 +46,6 @@ def fake_run(monkeypatch: pytest.MonkeyPatch, outputs: dict[str, str | None]) ->
     monkeypatch.setattr(slurm, "run", run)
     monkeypatch.setattr("shutil.which", lambda name: None if outputs.get(name) is None else f"/usr/bin/{name}")
     return calls
-
-
-def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["deltajobs", *args])
-    with pytest.raises(SystemExit) as exited:
-        main()
-    captured = capsys.readouterr()
-    return int(exited.value.code or 0), captured.out, captured.err
 
 
 # -- accounts -------------------------------------------------------------------------------------
@@ -122,10 +113,10 @@ def test_balance_is_none_where_accounts_does_not_exist(monkeypatch: pytest.Monke
 
 def test_accounts_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     calls = fake_run(monkeypatch, {"accounts": recorded("accounts_delta.txt")})
-    code, out, _ = cli(monkeypatch, capsys, "accounts")
+    code, out, _ = run_main(monkeypatch, capsys, "accounts")
     assert code == 0 and calls == [["accounts"]]
     assert out.splitlines()[1].split()[:4] == ["bgvu-delta-gpu", "4,987", "5,000", "0.3%"]
-    code, out, _ = cli(monkeypatch, capsys, "accounts", "--json")
+    code, out, _ = run_main(monkeypatch, capsys, "accounts", "--json")
     assert json.loads(out)[0] == {
         "account": "bgvu-delta-gpu",
         "balance_su": 4987.25,
@@ -137,7 +128,7 @@ def test_accounts_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFix
 
 def test_accounts_cli_not_available(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     fake_run(monkeypatch, {})
-    code, out, err = cli(monkeypatch, capsys, "accounts")
+    code, out, err = run_main(monkeypatch, capsys, "accounts")
     assert code == 3 and out == ""
     assert (
         err == "deltajobs: error: `accounts` is not available here: it is NCSA Delta's accounting command "
@@ -147,7 +138,7 @@ def test_accounts_cli_not_available(monkeypatch: pytest.MonkeyPatch, capsys: pyt
 
 def test_accounts_cli_malformed(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     fake_run(monkeypatch, {"accounts": recorded("accounts_malformed_balance.txt")})
-    code, _, err = cli(monkeypatch, capsys, "accounts")
+    code, _, err = run_main(monkeypatch, capsys, "accounts")
     assert code == 3 and len(err.splitlines()) == 1 and "Traceback" not in err
 
 
@@ -278,7 +269,7 @@ def test_charge_rejects_bad_dates(
     since: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     calls = fake_run(monkeypatch, {})
-    code, _, err = cli(monkeypatch, capsys, "charge", "--since", since)
+    code, _, err = run_main(monkeypatch, capsys, "charge", "--since", since)
     assert code == 2 and calls == []
     assert err.startswith("deltajobs: error: --since: ")
 
@@ -286,7 +277,7 @@ def test_charge_rejects_bad_dates(
 def test_charge_cli_from_jobcharge(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     fake_run(monkeypatch, {"jobcharge": recorded("jobcharge_default.txt")})
     monkeypatch.setenv("DELTAJOBS_ACCOUNT", "bgvu-delta-gpu")
-    code, out, _ = cli(monkeypatch, capsys, "charge")
+    code, out, _ = run_main(monkeypatch, capsys, "charge")
     assert code == 0
     lines = out.splitlines()
     assert (
@@ -294,7 +285,7 @@ def test_charge_cli_from_jobcharge(monkeypatch: pytest.MonkeyPatch, capsys: pyte
         == "Charges for account bgvu-delta-gpu, 2026-10-23-14:02:51 through 2026-11-22-14:02:51, from jobcharge"
     )
     assert lines[-1].split() == ["Total", "16.18"]
-    code, out, _ = cli(monkeypatch, capsys, "charge", "--json")
+    code, out, _ = run_main(monkeypatch, capsys, "charge", "--json")
     data = json.loads(out)
     assert data["source"] == "jobcharge" and data["total_su"] == 16.18 and "jobs" not in data
     assert data["totals"][0] == {"user": "eharb", "su": 0.38}
@@ -302,13 +293,13 @@ def test_charge_cli_from_jobcharge(monkeypatch: pytest.MonkeyPatch, capsys: pyte
 
 def test_charge_cli_detail_from_sacct(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     fake_run(monkeypatch, {"sacct": recorded_sacct("sacct_minidelta.txt")})
-    code, out, _ = cli(
+    code, out, _ = run_main(
         monkeypatch, capsys, "charge", "--account", "bgvu-delta-gpu", "--detail", "--since", "2026-11-01"
     )
     assert code == 0
     assert "from sacct (elapsed x billing / 3,600,000)" in out.splitlines()[0]
     assert any(line.split()[:3] == ["3", "gpuA100x4", "4"] for line in out.splitlines())
-    code, out, _ = cli(monkeypatch, capsys, "charge", "--detail", "--json", "--since", "2026-11-01")
+    code, out, _ = run_main(monkeypatch, capsys, "charge", "--detail", "--json", "--since", "2026-11-01")
     data = json.loads(out)
     assert len(data["jobs"]) == 11 and data["by"] == "account"
     assert data["total_su"] == pytest.approx(sum(j["elapsed_s"] * j["billing"] / 3.6e6 for j in data["jobs"]))
@@ -316,13 +307,13 @@ def test_charge_cli_detail_from_sacct(monkeypatch: pytest.MonkeyPatch, capsys: p
 
 def test_charge_cli_when_sacct_fails(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     fake_run(monkeypatch, {})
-    code, out, err = cli(monkeypatch, capsys, "charge")
+    code, out, err = run_main(monkeypatch, capsys, "charge")
     assert code == 3 and out == ""
     assert err.startswith("deltajobs: error: sacct not found") and len(err.splitlines()) == 1
 
 
 def test_charge_cli_malformed_jobcharge(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     fake_run(monkeypatch, {"jobcharge": recorded("jobcharge_malformed_row.txt")})
-    code, _, err = cli(monkeypatch, capsys, "charge", "-A", "bgvu-delta-gpu")
+    code, _, err = run_main(monkeypatch, capsys, "charge", "-A", "bgvu-delta-gpu")
     assert code == 3 and "Traceback" not in err
     assert err.startswith("deltajobs: error: jobcharge line 4:")

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from conftest import run_main
 
 from deltajobs import slurm
 from deltajobs.charge.estimate import Request, estimate, estimate_job, format_su
-from deltajobs.cli.app import main
 from deltajobs.cluster import load_profile
 from deltajobs.config import load_settings
 from deltajobs.registry import JobRow, Registry, db_path, spec_key, typical_elapsed
@@ -20,15 +19,6 @@ from deltajobs.spec import Overrides, resolve_job
 DATA = Path(__file__).parent / "data" / "charge"
 DELTA = load_profile("delta")
 MINIDELTA = load_profile("minidelta")
-
-
-def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """Run the CLI in-process through its real error boundary (`main`)."""
-    monkeypatch.setattr(sys, "argv", ["deltajobs", *args])
-    with pytest.raises(SystemExit) as exited:
-        main()
-    captured = capsys.readouterr()
-    return int(exited.value.code or 0), captured.out, captured.err
 
 
 def recorded_sacct(name: str) -> list[slurm.AcctRecord]:
@@ -68,7 +58,7 @@ def test_estimate_cli_on_delta(
     flags: list[str], expected: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("DELTAJOBS_CLUSTER", "delta")
-    code, out, err = cli(monkeypatch, capsys, "estimate", "mnist", "--time", "01:00:00", *flags)
+    code, out, err = run_main(monkeypatch, capsys, "estimate", "mnist", "--time", "01:00:00", *flags)
     assert code == 0, err
     assert f"worst case: {expected} " in out
 
@@ -87,7 +77,7 @@ def test_estimate_json(
     flags: list[str], su: float, dominant: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("DELTAJOBS_CLUSTER", "delta")
-    code, out, _ = cli(monkeypatch, capsys, "estimate", "mnist", "--time", "01:00:00", "--json", *flags)
+    code, out, _ = run_main(monkeypatch, capsys, "estimate", "mnist", "--time", "01:00:00", "--json", *flags)
     data = json.loads(out)
     assert code == 0
     assert data["su"] == pytest.approx(su) and data["su_per_hour"] == pytest.approx(su)
@@ -98,7 +88,7 @@ def test_estimate_needs_no_account_but_rejects_bad_input(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("DELTAJOBS_CLUSTER", "delta")
-    code, _, err = cli(monkeypatch, capsys, "estimate", "mnist", "--partition", "gpuA100")
+    code, _, err = run_main(monkeypatch, capsys, "estimate", "mnist", "--partition", "gpuA100")
     assert code == 2
     assert err.startswith("deltajobs: error: resources.partition: partition 'gpuA100' is unknown on delta")
     assert len(err.strip().splitlines()) == 1
@@ -132,12 +122,12 @@ def test_estimate_prints_the_typical_case_from_the_registry(
     monkeypatch.setenv("DELTAJOBS_CLUSTER", "delta")
     resolved = resolve_job("mnist", Overrides(time="01:00:00"), settings, "delta", require_account=False)
     add_completed(resolved, [250, 290, 400])
-    code, out, _ = cli(monkeypatch, capsys, "estimate", "mnist", "--time", "01:00:00")
+    code, out, _ = run_main(monkeypatch, capsys, "estimate", "mnist", "--time", "01:00:00")
     assert code == 0
     assert "typical:    0.081 SU (earlier runs took 4m50s)" in out
-    code, out, _ = cli(monkeypatch, capsys, "estimate", "mnist", "--time", "01:00:00", "--json")
+    code, out, _ = run_main(monkeypatch, capsys, "estimate", "mnist", "--time", "01:00:00", "--json")
     assert json.loads(out)["typical"] == {"elapsed_s": 290.0, "su": pytest.approx(290 / 3600)}
-    code, out, _ = cli(monkeypatch, capsys, "estimate", "mnist", "--time", "01:00:00", "--gpus", "2")
+    code, out, _ = run_main(monkeypatch, capsys, "estimate", "mnist", "--time", "01:00:00", "--gpus", "2")
     assert "typical" not in out  # another request: no history
 
 

@@ -6,17 +6,16 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import run_main
 from test_render import RUN_DIR, check_golden, rendered
 
 from deltajobs import slurm
 from deltajobs.backends.slurm import merge_slurm
 from deltajobs.charge.estimate import estimate_job
-from deltajobs.cli import main
 from deltajobs.cluster import load_profile
 from deltajobs.config import load_settings
 from deltajobs.errors import SpecError
@@ -34,14 +33,6 @@ def resolve(cluster: str = "delta", **flags: Any) -> ResolvedJob:
     sets = flags.pop("sets", [])
     overrides = Overrides(sets=list(sets), account="bgvu-delta-gpu", **flags)
     return resolve_job("mnist", overrides, load_settings(), cluster)
-
-
-def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["deltajobs", *args])
-    with pytest.raises(SystemExit) as exited:
-        main()
-    captured = capsys.readouterr()
-    return int(exited.value.code or 0), captured.out, captured.err
 
 
 # -- the profile's facts, each from NCSA's Delta_doc ----------------------------------------------
@@ -95,7 +86,7 @@ def test_rocm_partition_is_refused_with_the_valid_ones(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("DELTAJOBS_ACCOUNT", "bgvu-delta-gpu")
-    code, out, err = cli(monkeypatch, capsys, "render", "mnist", "--cluster", "delta", "--partition", "gpuMI100x8")
+    code, out, err = run_main(monkeypatch, capsys, "render", "mnist", "--cluster", "delta", "--partition", "gpuMI100x8")
     assert code == 2 and out == ""
     line = err.strip()
     assert "\n" not in line and "resources.partition: gpuMI100x8 cannot run deltajobs jobs" in line
@@ -205,7 +196,7 @@ def test_bad_dependency_exits_2_on_one_line(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("DELTAJOBS_ACCOUNT", "bgvu-delta-gpu")
-    code, out, err = cli(monkeypatch, capsys, "render", "mnist", "--cluster", "delta", "--dependency", "before:1")
+    code, out, err = run_main(monkeypatch, capsys, "render", "mnist", "--cluster", "delta", "--dependency", "before:1")
     assert code == 2 and out == "" and err.count("\n") == 1
     assert "schedule.dependency" in err and "after, afterany, afternotok, afterok" in err and "singleton" in err
 

@@ -10,15 +10,14 @@ from __future__ import annotations
 import json
 import math
 import re
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from conftest import run_main
 
 from deltajobs import slurm
-from deltajobs.cli import main
 from deltajobs.config import load_settings
 from deltajobs.registry import JobRow, Registry
 
@@ -72,12 +71,9 @@ def add_row(job_id: str, run_dir: Path, *, state: str = "COMPLETED", **values: o
 
 
 def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["deltajobs", *args])
-    with pytest.raises(SystemExit) as exited:
-        main()
-    captured = capsys.readouterr()
-    assert_readable(captured.out + captured.err)
-    return int(exited.value.code or 0), captured.out, captured.err
+    code, out, err = run_main(monkeypatch, capsys, *args)
+    assert_readable(out + err)
+    return code, out, err
 
 
 def results_json(run_dir: Path, losses: list[float]) -> None:

@@ -15,12 +15,15 @@ import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
 from deltajobs.config import Settings
 from deltajobs.spec import Overrides, ResolvedJob
+
+if TYPE_CHECKING:
+    from deltajobs.backends.base import Backend
 
 JobArg = Annotated[str, typer.Argument(help="A job name from jobs/ (e.g. mnist) or a path to a YAML spec.")]
 JobIdArg = Annotated[str, typer.Argument(help="Job id (or `last`).")]
@@ -138,3 +141,14 @@ def job_flags(command: Command) -> Command:
     wrapper.__signature__ = signature.replace(parameters=[*own, *_FLAG_PARAMS])  # type: ignore[attr-defined]
     wrapper.__annotations__ = {p.name: p.annotation for p in [*own, *_FLAG_PARAMS]}
     return wrapper  # type: ignore[return-value]
+
+
+def chosen_backend(local: bool, settings: Settings) -> Backend:
+    """The backend for `--local` (else SLURM, else local), telling the user once if it fell back."""
+    from deltajobs import backends
+    from deltajobs.cli.app import note
+
+    backend, fallback = backends.choose(local, settings)
+    if fallback:
+        note(fallback)
+    return backend

@@ -10,7 +10,17 @@ from typing import Annotated
 import typer
 
 from deltajobs.cli.app import app, emit_json, note
-from deltajobs.cli.options import JobArg, JobFlags, JobIdArg, JsonOpt, LocalOpt, PlotOpt, YesOpt, job_flags
+from deltajobs.cli.options import (
+    JobArg,
+    JobFlags,
+    JobIdArg,
+    JsonOpt,
+    LocalOpt,
+    PlotOpt,
+    YesOpt,
+    chosen_backend,
+    job_flags,
+)
 from deltajobs.errors import DeltaJobsError
 
 
@@ -26,7 +36,6 @@ def submit_command(
     as_json: JsonOpt = False,
 ) -> None:
     """Validate, render and submit a job; prints its id, run directory and log."""
-    from deltajobs import backends
     from deltajobs.charge.budget import check_budget
     from deltajobs.config import load_settings
     from deltajobs.context import new_run_dir
@@ -34,9 +43,7 @@ def submit_command(
     from deltajobs.render import render
 
     settings = load_settings()
-    backend, fallback = backends.choose(local, settings)
-    if fallback:
-        note(fallback)
+    backend = chosen_backend(local, settings)
     resolved = flags.resolve(job, settings, require_account=backend.needs_account)
     run_dir = new_run_dir(settings, resolved.spec.name)
     if dry_run:

@@ -16,7 +16,17 @@ import typer
 from typer.core import TyperGroup
 
 from deltajobs.cli.app import app, emit_json, note
-from deltajobs.cli.options import JobArg, JobFlags, JsonOpt, LocalOpt, PlotOpt, SweepIdArg, YesOpt, job_flags
+from deltajobs.cli.options import (
+    JobArg,
+    JobFlags,
+    JsonOpt,
+    LocalOpt,
+    PlotOpt,
+    SweepIdArg,
+    YesOpt,
+    chosen_backend,
+    job_flags,
+)
 from deltajobs.errors import SpecError
 
 
@@ -88,7 +98,6 @@ def run_command(
     as_json: JsonOpt = False,
 ) -> None:
     """Sweep JOB (`deltajobs sweep JOB ...` for short): every point is validated, then all are submitted."""
-    from deltajobs import backends
     from deltajobs.charge.budget import check_budget
     from deltajobs.charge.estimate import estimate_job, format_su
     from deltajobs.config import load_settings
@@ -96,9 +105,7 @@ def run_command(
     from deltajobs.sweep.submit import new_sweep_id, render_sweep, submit_sweep, sweep_dir_for
 
     settings = load_settings()
-    backend, fallback = backends.choose(local, settings)
-    if fallback:
-        note(fallback)
+    backend = chosen_backend(local, settings)
     if search is not None:
         if random_points is not None:
             raise SpecError("--random", "is for random sweeps; a search draws its own: use --search random")
@@ -154,14 +161,11 @@ def resume_command(
     as_json: JsonOpt = False,
 ) -> None:
     """Start a search's workers again (after `sweep cancel` or their walltime): no finished trial is lost."""
-    from deltajobs import backends
     from deltajobs.config import load_settings
     from deltajobs.sweep.submit import resume_search
 
     settings = load_settings()
-    backend, fallback = backends.choose(local, settings)
-    if fallback:
-        note(fallback)
+    backend = chosen_backend(local, settings)
     sub = resume_search(settings, sweep_id, backend, trials, workers)
     if as_json:
         emit_json(sub.to_dict())
