@@ -258,3 +258,19 @@ def test_a_grid_study_told_its_last_point_does_not_raise(tmp_path: Path) -> None
         seen.append(suggest(trial, spec)["train.batch_size"])
         tell(study, trial, 0.5)  # the last one makes GridSampler call study.stop()
     assert sorted(seen) == [32, 64] and all(t.state.name == "COMPLETE" for t in study.get_trials())
+
+
+def test_a_released_trial_is_taken_by_exactly_one_worker(tmp_path: Path) -> None:
+    from deltajobs.sweep.worker import SearchWorker
+
+    spec = search()
+    study = load_study(tmp_path, spec)
+    trial = study.ask()
+    job = {"resources": {"max_requeues": 3}}
+    first, second = (SearchWorker(job, str(tmp_path), spec.to_dict(), task, 2) for task in (0, 1))
+    first.claim(trial.number, released=True)  # preempted: released, then requeued
+    assert second.adopt(study) == trial.number  # another worker took it first ...
+    assert first.resume_own() is None  # ... so the requeued one does not run it too
+    first.claim(trial.number)  # requeued after a timeout warning: kept
+    assert second.adopt(study) is None and first.resume_own() == trial.number
+    assert not list((tmp_path / "workers").glob("*.json"))  # every state file was taken

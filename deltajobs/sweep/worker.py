@@ -79,26 +79,31 @@ class SearchWorker(TrainJob):
     # -- which trial ----------------------------------------------------------------------------------
 
     def resume_own(self) -> int | None:
-        """The trial this task ran when it was requeued (its own state file)."""
-        state = _read_json(self.state_path)
-        return state.get("trial") if state and not state.get("released") else None
+        """The trial this task ran before it was requeued or preempted: its own state file, taken by
+        the same atomic rename as `adopt` (a trial it released may be adopted meanwhile)."""
+        return self._take(self.state_path)
 
     def adopt(self, study: Any) -> int | None:
         """A trial another worker released (preempted, cancelled): the first to rename its state wins."""
-        folder = self.state_path.parent
-        for path in sorted(folder.glob("task-*.json")):
+        for path in sorted(self.state_path.parent.glob("task-*.json")):
             state = _read_json(path)
             if path == self.state_path or not state or not state.get("released"):
                 continue
-            taken = folder / f"adopted-{path.stem}-{os.getpid()}.json"
-            try:
-                path.rename(taken)  # atomic: exactly one worker adopts it
-            except FileNotFoundError:
-                continue
-            taken.unlink(missing_ok=True)
-            if _is_running(study, state["trial"]):
-                return int(state["trial"])
+            number = self._take(path)
+            if number is not None and _is_running(study, number):
+                return number
         return None
+
+    def _take(self, path: Path) -> int | None:
+        """The trial a state file names, if this process is the one that renames it away."""
+        taken = path.with_name(f"taken-{path.stem}-{os.getpid()}.json")
+        try:
+            path.rename(taken)  # atomic: exactly one process takes it
+        except FileNotFoundError:
+            return None
+        state = _read_json(taken)
+        taken.unlink(missing_ok=True)
+        return int(state["trial"]) if state and state.get("trial") is not None else None
 
     def claim(self, number: int, released: bool = False) -> None:
         _write_json(self.state_path, {"trial": number, "released": released, "job_id": os.environ.get("SLURM_JOB_ID")})
