@@ -84,18 +84,9 @@ def _follow(registry: Registry, job_id: str, interval: float) -> Iterator[Event]
         time.sleep(interval)
 
 
-def read_log(
-    settings: Settings, job_id: str, err: bool = False, task: int = 0, keep_following: bool = False, poll: float = 1.0
-) -> Iterator[str]:
-    """A job's log text as it grows: all of it now, then (`keep_following`) what it gains until the
-    job is final and the log stops growing. A job with no log yet is an error unless followed."""
-    with Registry.open(settings) as registry:
-        row = registry.get(job_id)
-        yield from read_log_file(registry, row, log_file(row, err=err, task=task), keep_following, poll)
-
-
 def read_log_file(registry: Registry, row: JobRow, path: Path, keep_following: bool, poll: float) -> Iterator[str]:
-    """`read_log` of one log file of `row`, with the registry already open."""
+    """One log file of `row` as it grows: all of it now, then (`keep_following`) what it gains until
+    the job is final and the file stops growing. No file yet is an error unless followed."""
     position = 0
     while True:
         if path.exists():
