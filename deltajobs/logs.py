@@ -72,12 +72,15 @@ def _follow(registry: Registry, job_id: str, interval: float) -> Iterator[Event]
         result = refresh(registry, [row])
         if result.warning:
             yield Event("warning", result.warning)
+        lines = [Event("line", line) for line in tail.new_lines(final=row.final)]
+        if row.final:  # the last lines the job wrote come before the news that it ended
+            yield from lines
+            lines = []
         if row.state != seen_state:
             words = reason_words(row.reason) if row.state == "PENDING" else ""
             yield Event("state", f"{row.state}{': ' + words if words else ''}")
             seen_state = row.state
-        for line in tail.new_lines(final=row.final):
-            yield Event("line", line)
+        yield from lines
         if row.final:
             yield Event("end", row.state)
             return

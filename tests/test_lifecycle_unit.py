@@ -192,7 +192,8 @@ def test_follow_prints_every_new_log_line(tmp_path: Path, capsys: pytest.Capture
     registry.close()
     assert follow("local-1", interval=0) == "COMPLETED"
     out = capsys.readouterr().out.splitlines()
-    assert [line.strip() for line in out[1:]] == lines
+    assert [line.strip() for line in out[:-1]] == lines  # every epoch, then the final state
+    assert out[-1].endswith("local-1 COMPLETED")
 
 
 def test_log_tail_returns_each_line_once(tmp_path: Path) -> None:
