@@ -44,7 +44,10 @@ REASONS = {
     "AssocGrpGRES": "the account's GPU limit is reached",
     "QOSMaxJobsPerUserLimit": "your limit of running jobs is reached",
     "PartitionTimeLimit": "the walltime exceeds the partition's limit",
-    "ReqNodeNotAvail": "the requested nodes are down or reserved",
+    "ReqNodeNotAvail": "the nodes it needs are down, drained or reserved (`sinfo -R` says why)",
+    "Nodes required for job are DOWN, DRAINED or reserved for jobs in higher priority partitions": (
+        "the nodes it needs are down or drained (`sinfo -R` says why): it starts when one is back"
+    ),
     "JobHeldUser": "held by you: `scontrol release JOBID`",
     "JobHeldAdmin": "held by an administrator",
     "launch failed requeued held": "launch failed and the job is held: cancel and resubmit",
@@ -62,9 +65,10 @@ STATE_ADVICE = {
 
 
 def reason_words(reason: str | None) -> str:
+    """squeue's pending reason in words; `ReqNodeNotAvail, UnavailableNodes:...` by its first part."""
     if not reason or reason == "None":
         return ""
-    return REASONS.get(reason, reason)
+    return REASONS.get(reason) or REASONS.get(reason.split(",")[0], reason)
 
 
 # -- submitting ------------------------------------------------------------------------------------

@@ -8,6 +8,10 @@ directories, account names, the database password) comes in as template variable
 
     python -m deltajobs.minidelta render --out DIR --var node=vm --var-file db_password=PATH ...
 
+With `--var node_count=N` (N > 1) the cluster has N nodes named like Delta's (`nodes()`), each
+a slurmd in its own network namespace on a bridge (`--var subnet=10.77.0`, the controller at .1),
+GPU partitions on the GPU nodes and CPU partitions on the CPU node, with SU limits enforced.
+
 The templates live next to the script, not in the wheel: minidelta only runs from a checkout.
 """
 
@@ -19,6 +23,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import jinja2
 import jinja2.meta
@@ -31,6 +36,40 @@ CONF_FILES = ("slurm.conf", "gres.conf", "slurmdbd.conf")
 PROFILE = "minidelta"
 BILLING_PER_SU = 1000  # SLURM's billing TRES is SU per hour x 1000, as charge_estimate reads it
 MB_PER_GB = 1024  # SLURM's G suffix and RealMemory count in MiB
+# Variables the templates may leave out: one node (the host itself) on the default subnet.
+OPTIONAL = {"node_count": "1", "subnet": "10.77.0"}
+FIRST_NODE_HOST = 11  # gpua001 is SUBNET.11, gpua002 SUBNET.12, ...; the controller is SUBNET.1
+
+
+@dataclass(frozen=True)
+class NodeConf:
+    """One node of a multi-node minidelta: its name, address and kind ("gpu" or "cpu")."""
+
+    name: str
+    addr: str
+    kind: str
+
+
+def nodes(count: int, subnet: str = OPTIONAL["subnet"]) -> list[NodeConf]:
+    """The nodes of an N-node minidelta, named like Delta's: gpua001, gpua002, ... and cn001.
+
+    Three or more nodes: the last is the CPU node cn001 and the rest are GPU nodes. Two nodes: both
+    are GPU nodes (multi-node DDP needs two) and the CPU partitions share them, as on one node.
+    """
+    if count < 2:
+        raise SpecError("--nodes", f"a multi-node minidelta has 2 or more nodes, not {count}")
+    gpu_nodes = count if count == 2 else count - 1
+    names = [f"gpua{i + 1:03d}" for i in range(gpu_nodes)] + [f"cn{i + 1:03d}" for i in range(count - gpu_nodes)]
+    return [
+        NodeConf(name, f"{subnet}.{FIRST_NODE_HOST + i}", "gpu" if name.startswith("gpua") else "cpu")
+        for i, name in enumerate(names)
+    ]
+
+
+def partition_nodes(node_list: Sequence[NodeConf], kind: str) -> str:
+    """Nodes= of a partition of `kind`: the nodes of that kind, else (two nodes) all of them."""
+    names = [n.name for n in node_list if n.kind == kind] or [n.name for n in node_list]
+    return ",".join(names)
 
 
 @dataclass(frozen=True)
@@ -142,24 +181,37 @@ def render_configs(
     """File name -> text for each of CONF_FILES (pure: nothing is written).
 
     `variables` are the run-time values (node, marker, prog, run_dir, state_dir, log_dir,
-    gpu_account, cpu_account, db_user, db_name, db_password); the rest comes from `profile`.
+    gpu_account, cpu_account, db_user, db_name, db_password; optional: OPTIONAL); the rest comes
+    from `profile`. The accounts may be comma-separated lists (AllowAccounts).
     """
     profile = profile or load_profile(PROFILE)
     env = _environment(template_dir)
     accounts = {"gpu": variables.get("gpu_account", ""), "cpu": variables.get("cpu_account", "")}
-    derived = {
+    derived: dict[str, Any] = {
         "cluster_name": profile.slurm_cluster_name,
         "default_mem_per_cpu_mb": profile.default_mem_per_cpu_mb,
         "shape": node_shape(profile),
         "partitions": partition_confs(profile, accounts),
     }
-    needed = (required_variables(env) - derived.keys()) | {"gpu_account", "cpu_account"}
-    missing, unknown = sorted(needed - variables.keys()), sorted(variables.keys() - needed)
+    count_text, subnet = variables.get("node_count", "1"), variables.get("subnet", OPTIONAL["subnet"])
+    if not count_text.isdigit() or int(count_text) < 1:
+        raise SpecError("--var", f"node_count must be a whole number of nodes (1 or more), not {count_text!r}")
+    count = int(count_text)
+    derived["nodes"] = nodes(count, subnet) if count > 1 else []
+    derived["controller_addr"] = f"{subnet}.1"
+    derived["partition_nodes"] = {
+        p.name: partition_nodes(derived["nodes"], profile.partitions[p.name].kind) if count > 1 else ""
+        for p in derived["partitions"]
+    }
+    needed = (required_variables(env) - derived.keys() - OPTIONAL.keys()) | {"gpu_account", "cpu_account"}
+    missing = sorted(needed - variables.keys())
+    unknown = sorted(variables.keys() - needed - OPTIONAL.keys())
     if missing:
         raise SpecError("--var", f"missing {', '.join(missing)}; the templates need: {', '.join(sorted(needed))}")
     if unknown:
-        raise SpecError("--var", f"unknown {', '.join(unknown)}; choose from: {', '.join(sorted(needed))}")
-    context = {**variables, **derived}
+        choices = ", ".join(sorted(needed | OPTIONAL.keys()))
+        raise SpecError("--var", f"unknown {', '.join(unknown)}; choose from: {choices}")
+    context = {**OPTIONAL, **variables, **derived}
     return {conf: env.get_template(f"{conf}.j2").render(context) for conf in CONF_FILES}
 
 
@@ -191,8 +243,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     render.add_argument(
         "--var-file", action="append", default=[], metavar="KEY=PATH", help="a variable read from a file (secrets)"
     )
+    listing = commands.add_parser("nodes", help="print 'NAME ADDRESS KIND' for each node of an N-node minidelta")
+    listing.add_argument("--count", type=int, required=True, help="how many nodes (2 or more)")
+    listing.add_argument("--subnet", default=OPTIONAL["subnet"], help="first three octets of the bridge's /24")
     args = parser.parse_args(argv)
     try:
+        if args.command == "nodes":
+            for node in nodes(args.count, args.subnet):
+                print(node.name, node.addr, node.kind)
+            return 0
         variables = _pairs(args.var, "--var")
         for key, path in _pairs(args.var_file, "--var-file").items():
             try:

@@ -317,3 +317,24 @@ def test_charge_cli_malformed_jobcharge(monkeypatch: pytest.MonkeyPatch, capsys:
     code, _, err = run_main(monkeypatch, capsys, "charge", "-A", "bgvu-delta-gpu")
     assert code == 3 and "Traceback" not in err
     assert err.startswith("deltajobs: error: jobcharge line 4:")
+
+
+SSHARE = """root|||cpu=0,billing=0
+ bgvu-delta-gpu||billing=6000000000|cpu=0,mem=0,billing=120000,gres/gpu=0
+  bgvu-delta-gpu|root||cpu=0,billing=120000
+ bgvz-delta-gpu||billing=600|cpu=0,billing=0
+  bgvz-delta-gpu|root||cpu=0,billing=0
+ other-delta-gpu||billing=600|billing=0
+  other-delta-gpu|alice||billing=0
+ nolimit-delta-cpu|||billing=5
+  nolimit-delta-cpu|root||billing=5
+"""
+
+
+def test_sshare_limits_are_balances_of_the_users_accounts() -> None:
+    from deltajobs.charge.accounting import parse_sshare_balances
+
+    rows = {row.account: row for row in parse_sshare_balances(SSHARE, "root")}
+    assert set(rows) == {"bgvu-delta-gpu", "bgvz-delta-gpu"}
+    assert rows["bgvu-delta-gpu"].balance_su == 100000 - 2 and rows["bgvu-delta-gpu"].deposited_su == 100000
+    assert rows["bgvz-delta-gpu"].balance_su == pytest.approx(0.01)

@@ -12,7 +12,7 @@ import pytest
 
 from deltajobs.cluster import load_profile
 from deltajobs.errors import SpecError
-from deltajobs.minidelta import main, render_configs
+from deltajobs.minidelta import main, nodes, render_configs
 
 VARIABLES = {
     "node": "vm",
@@ -114,3 +114,50 @@ def test_missing_and_unknown_variables_are_named() -> None:
         render_configs({k: v for k, v in VARIABLES.items() if k not in ("node", "db_password")})
     with pytest.raises(SpecError, match="unknown nodes; choose from: .*node"):
         render_configs({**VARIABLES, "nodes": "x"})
+
+
+def test_one_node_is_the_default() -> None:
+    assert render_configs(VARIABLES) == render_configs({**VARIABLES, "node_count": "1", "subnet": "10.9.9"})
+
+
+def test_several_nodes_are_named_like_delta_with_partitions_on_their_kind() -> None:
+    files = render_configs({**VARIABLES, "node_count": "3", "gpu_account": "bgvu-delta-gpu,bgvz-delta-gpu"})
+    conf = files["slurm.conf"].splitlines()
+    assert "SlurmctldHost=vm(10.77.0.1)" in conf
+    assert "SlurmdTimeout=10" in conf and "AccountingStorageEnforce=associations,limits,qos,safe" in conf
+    assert "SlurmdPidFile=/run/minidelta/slurmd-%n.pid" in conf
+    node_lines = [line for line in conf if line.startswith("NodeName=")]
+    assert [line.split()[:2] for line in node_lines] == [
+        ["NodeName=gpua001", "NodeAddr=10.77.0.11"],
+        ["NodeName=gpua002", "NodeAddr=10.77.0.12"],
+        ["NodeName=cn001", "NodeAddr=10.77.0.13"],
+    ]
+    assert "Gres=gpu:4" in node_lines[0] and "Gres" not in node_lines[2]
+    lines = partition_lines(files["slurm.conf"])
+    assert (
+        "Nodes=gpua001,gpua002 " in lines["gpuA100x4"]
+        and "AllowAccounts=bgvu-delta-gpu,bgvz-delta-gpu" in lines["gpuA100x4"]
+    )
+    assert "Nodes=cn001 " in lines["cpu"]
+    assert 'TRESBillingWeights="CPU=62.5,Mem=16G,GRES/gpu=1000"' in lines["gpuA100x4"]
+    gres = files["gres.conf"]
+    assert "NodeName=gpua001 Name=gpu" in gres and "NodeName=gpua002 Name=gpu" in gres and "cn001" not in gres
+
+
+def test_two_nodes_are_both_gpu_nodes_and_share_the_cpu_partitions() -> None:
+    assert [(n.name, n.kind) for n in nodes(2)] == [("gpua001", "gpu"), ("gpua002", "gpu")]
+    lines = partition_lines(render_configs({**VARIABLES, "node_count": "2"})["slurm.conf"])
+    assert "Nodes=gpua001,gpua002 " in lines["cpu"]
+
+
+def test_nodes_command_and_bad_counts(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["nodes", "--count", "3", "--subnet", "10.1.2"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "gpua001 10.1.2.11 gpu",
+        "gpua002 10.1.2.12 gpu",
+        "cn001 10.1.2.13 cpu",
+    ]
+    with pytest.raises(SpecError, match="node_count must be a whole number"):
+        render_configs({**VARIABLES, "node_count": "two"})
+    with pytest.raises(SpecError, match="2 or more"):
+        nodes(1)

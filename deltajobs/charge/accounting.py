@@ -3,11 +3,14 @@ parser and call, and the table helpers both parsers use (`jobcharge` itself: cha
 
 Both exist only on Delta's login nodes. They print tables for people, so the parsers find columns
 by their header names (never by position) and fail with a line naming what they expected. Both
-commands go through `slurm.run`, the process seam that unit tests replace.
+commands go through `slurm.run`, the process seam that unit tests replace. Where `accounts` is
+absent, `accounts()` falls back to SLURM's own limits: an account's GrpTRESMins=billing minus its
+GrpTRESRaw usage, from `sshare` (as `scripts/minidelta up --nodes N` sets them).
 """
 
 from __future__ import annotations
 
+import getpass
 import re
 import shutil
 from dataclasses import asdict, dataclass, field
@@ -17,6 +20,9 @@ from deltajobs import slurm
 from deltajobs.errors import NotFoundError, SlurmError
 
 ACCOUNTS_TIMEOUT = 60.0
+BILLING_MINUTES_PER_SU = 60_000  # billing is SU per hour x 1000
+SSHARE_FORMAT = "Account,User,GrpTRESMins,GrpTRESRaw"
+SLURM_LIMIT = "SLURM limit GrpTRESMins=billing"  # the description of a balance from sshare
 ACCOUNTS_EXPECTED = "a header such as 'Project  Description  Balance (Hours)  Deposited (Hours)'"
 
 
@@ -93,6 +99,10 @@ class ChargeReport:
 
 def accounts_argv() -> list[str]:
     return ["accounts"]
+
+
+def sshare_argv() -> list[str]:
+    return ["sshare", "--noheader", "--parsable2", "--format", SSHARE_FORMAT]
 
 
 # -- parsers --------------------------------------------------------------------------------------
@@ -195,6 +205,41 @@ def parse_accounts(text: str) -> list[AccountBalance]:
     return rows
 
 
+def tres_value(tres: str, name: str) -> float | None:
+    """`billing=600` out of `cpu=10,billing=600,...`; None when absent."""
+    for item in tres.split(","):
+        key, _, value = item.partition("=")
+        if key == name and value:
+            return float(value)
+    return None
+
+
+def parse_sshare_balances(text: str, user: str) -> list[AccountBalance]:
+    """`sshare --parsable2 --format Account,User,GrpTRESMins,GrpTRESRaw` -> the balances of `user`'s
+    accounts that have a billing limit: (limit - usage) billing-minutes, in SU."""
+    limits: dict[str, tuple[float, float]] = {}  # account -> (limit, used), from account rows
+    members: list[str] = []
+    for line in text.splitlines():
+        cells = [cell.strip() for cell in line.split("|")]
+        if len(cells) != 4 or not cells[0]:
+            continue
+        account, row_user, grp_mins, grp_raw = cells
+        if row_user == user:
+            members.append(account)
+        elif not row_user and (limit := tres_value(grp_mins, "billing")) is not None:
+            limits[account] = (limit, tres_value(grp_raw, "billing") or 0.0)
+    return [
+        AccountBalance(
+            account=account,
+            balance_su=(limits[account][0] - limits[account][1]) / BILLING_MINUTES_PER_SU,
+            deposited_su=limits[account][0] / BILLING_MINUTES_PER_SU,
+            description=SLURM_LIMIT,
+        )
+        for account in dict.fromkeys(members)
+        if account in limits
+    ]
+
+
 # -- calls ----------------------------------------------------------------------------------------
 
 
@@ -211,14 +256,30 @@ def run_accounting(argv: list[str], timeout: float) -> str:
         raise
 
 
+def slurm_balances() -> list[AccountBalance]:
+    """Balances from SLURM's own limits (`sshare`); empty where SLURM or the limits are absent."""
+    try:
+        text = slurm.run(sshare_argv(), timeout=ACCOUNTS_TIMEOUT)
+    except SlurmError:
+        return []
+    return parse_sshare_balances(text, getpass.getuser())
+
+
 def accounts() -> list[AccountBalance]:
-    return parse_accounts(run_accounting(accounts_argv(), ACCOUNTS_TIMEOUT))
+    """Delta's `accounts`; where it is absent, SLURM's limits (AccountingUnavailable if none)."""
+    try:
+        return parse_accounts(run_accounting(accounts_argv(), ACCOUNTS_TIMEOUT))
+    except AccountingUnavailable:
+        rows = slurm_balances()
+        if not rows:
+            raise
+        return rows
 
 
 def balance(account: str) -> float | None:
-    """The account's balance in SU; None where `accounts` is not available (not on Delta).
+    """The account's balance in SU; None where neither `accounts` nor a SLURM limit gives one.
 
-    Raises NotFoundError when `accounts` answers but does not list `account`.
+    Raises NotFoundError when Delta's `accounts` answers but does not list `account`.
     """
     try:
         rows = accounts()
@@ -227,5 +288,7 @@ def balance(account: str) -> float | None:
     for row in rows:
         if row.account == account:
             return row.balance_su
+    if any(row.description == SLURM_LIMIT for row in rows):
+        return None  # SLURM's fallback lists only the accounts with a limit
     yours = ", ".join(row.account for row in rows) or "none"
     raise NotFoundError(f"account {account!r} is not one of yours according to `accounts`; choose one of: {yours}")
