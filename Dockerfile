@@ -5,6 +5,7 @@
 #   docker build -t deltajobs .
 #   docker run -it --rm -v /path/to/data:/data -e DELTAJOBS_DATA_ROOT=/data deltajobs
 #   # inside: deltajobs submit mnist --wait && deltajobs results last
+#   docker run -it --rm --privileged -e MINIDELTA_NODES=3 deltajobs   # three nodes, `minidelta fail`
 #
 # Also usable as the base of an Apptainer image for Delta:
 #   apptainer build deltajobs.sif docker-daemon://deltajobs:latest
