@@ -43,7 +43,7 @@ def find_target(registry: Registry, ident: str) -> Target:
         points = [r for r in registry.query() if r.sweep_id and r.job_id.startswith(f"{ident}_")]
         if not points or points[0].sweep_id is None:
             raise NotFoundError(
-                f"{ident} is neither a job, a sweep nor an array job in the registry ({registry.path}); "
+                f"{ident} is not a job, a sweep or an array job in the registry ({registry.path}); "
                 "`deltajobs status --all` lists jobs"
             ) from None
         sweep_id = points[0].sweep_id

@@ -117,7 +117,7 @@ def test_unknown_job_id_is_one_line() -> None:
         ]
     proc = cli("logs", "424242")  # logs also takes a sweep or an array job id
     assert proc.returncode == 5 and proc.stderr.strip().splitlines() == [
-        f"deltajobs: error: 424242 is neither a job, a sweep nor an array job in the registry ({registry}); "
+        f"deltajobs: error: 424242 is not a job, a sweep or an array job in the registry ({registry}); "
         "`deltajobs status --all` lists jobs"
     ]
 

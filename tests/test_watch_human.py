@@ -61,7 +61,7 @@ def test_tensorboard_print_only_says_where_and_how(
     assert lines[2].startswith("  laptop:  ssh -N -L 6123:localhost:6123 ") and "(then open" in lines[2]
     assert err == f"deltajobs: no TensorBoard event files under {tmp_path / 'run'} yet (they appear as epochs end)\n"
     code, out, err = cli(monkeypatch, capsys, "tensorboard", "nope", "--print-only")
-    assert code != 0 and err.startswith("deltajobs: error: nope is neither a job, a sweep nor an array job")
+    assert code != 0 and err.startswith("deltajobs: error: nope is not a job, a sweep or an array job")
     assert err.count("\n") == 1
 
 
