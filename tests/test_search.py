@@ -274,3 +274,28 @@ def test_a_released_trial_is_taken_by_exactly_one_worker(tmp_path: Path) -> None
     first.claim(trial.number)  # requeued after a timeout warning: kept
     assert second.adopt(study) is None and first.resume_own() == trial.number
     assert not list((tmp_path / "workers").glob("*.json"))  # every state file was taken
+
+
+def _ask_until_full(sweep_dir: str, spec: dict[str, Any], worker: int) -> int:
+    from deltajobs.sweep.search import SearchSpec
+    from deltajobs.sweep.worker import ask_lock, counted_trials
+
+    search_spec = SearchSpec.from_dict(spec)
+    study = load_study(Path(sweep_dir), search_spec, worker)
+    asked = 0
+    while True:
+        with ask_lock(Path(sweep_dir)):
+            if counted_trials(study.get_trials(deepcopy=False)) >= search_spec.trials:
+                return asked
+            study.ask()
+            asked += 1
+
+
+def test_workers_asking_at_once_never_take_more_than_the_trials(tmp_path: Path) -> None:
+    import multiprocessing
+
+    spec = search(trials=12).to_dict()
+    load_study(tmp_path, search(trials=12))
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        asked = pool.starmap(_ask_until_full, [(str(tmp_path), spec, w) for w in range(4)])
+    assert sum(asked) == 12 == len(load_study(tmp_path, search(trials=12)).get_trials())

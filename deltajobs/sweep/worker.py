@@ -62,9 +62,10 @@ class SearchWorker(TrainJob):
             number = self.adopt(study) if number is None else number
             trial = trial_by_number(study, number) if number is not None else None
             if trial is None:
-                if not self.may_start(study, search, started):
+                with ask_lock(Path(self.sweep_dir)):  # one worker at a time decides and asks: never N + 1
+                    trial = study.ask() if self.may_start(study, search, started) else None
+                if trial is None:
                     break
-                trial = study.ask()
             self.claim(trial.number)
             outcome = self.run_trial(study, search, trial, stop)
             if outcome == "interrupted":
@@ -217,6 +218,21 @@ def reap_stale(study: Any, now: float | None = None, stale_s: float = STALE_S) -
         if frozen.user_attrs.get(RETRY_OF) is None:  # a retry that is lost too stays failed
             study.enqueue_trial(frozen.params, user_attrs={RETRY_OF: frozen.number})
     return reaped
+
+
+@contextlib.contextmanager
+def ask_lock(sweep_dir: Path) -> Any:
+    """Held while a worker counts the trials and asks for one, so that workers asking at the same
+    moment cannot both take the last trial. Optuna's JournalFileOpenLock: an exclusive create of a
+    lock file, which works on NFS and Lustre; a lock left by a killed worker goes after 30 s."""
+    from optuna.storages.journal import JournalFileOpenLock
+
+    lock = JournalFileOpenLock(str(sweep_dir / "ask"))
+    lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 @contextlib.contextmanager
