@@ -13,10 +13,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from common import add_data_root
 
 # model -> (its job spec in jobs/, the test accuracy its recipe must reach)
 JOBS = {
@@ -63,12 +64,7 @@ def row(model: str, results: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument(
-        "--data-root",
-        default=os.environ.get("DELTAJOBS_DATA_ROOT"),
-        required="DELTAJOBS_DATA_ROOT" not in os.environ,
-        help="directory holding MNIST/raw/*-ubyte (default: DELTAJOBS_DATA_ROOT)",
-    )
+    add_data_root(parser)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--only", nargs="*", choices=list(JOBS), default=list(JOBS))
     parser.add_argument("--epochs", nargs="*", default=[], help="MODEL=N: train N epochs instead of the recipe's")

@@ -17,13 +17,14 @@ import argparse
 import dataclasses
 import json
 import math
-import os
 import statistics
 import sys
 import time
 from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any
+
+from common import add_data_root
 
 RANGES = ["train.lr=1e-4:1e-2:log", "train.weight_decay=0:0.1"]
 CHOICES = ["train.batch_size=64,128,256", "train.model_args.hidden=[128],[256, 128]"]
@@ -95,12 +96,7 @@ def epochs_to_reach(points: list[tuple[int, float]], target: float) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument(
-        "--data-root",
-        default=os.environ.get("DELTAJOBS_DATA_ROOT"),
-        required="DELTAJOBS_DATA_ROOT" not in os.environ,
-        help="directory holding MNIST/raw/*-ubyte (default: DELTAJOBS_DATA_ROOT)",
-    )
+    add_data_root(parser)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--trials", type=int, default=16, help="trials of random and TPE searches")
     parser.add_argument("--epochs", type=int, default=6, help="train.epochs: each trial's most")

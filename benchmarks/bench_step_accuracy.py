@@ -10,19 +10,15 @@ with `train.fused_step` true and false for each seed and compares test accuracy 
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import tempfile
+
+from common import add_data_root
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument(
-        "--data-root",
-        default=os.environ.get("DELTAJOBS_DATA_ROOT"),
-        required="DELTAJOBS_DATA_ROOT" not in os.environ,
-        help="directory holding MNIST/raw/*-ubyte (default: DELTAJOBS_DATA_ROOT)",
-    )
+    add_data_root(parser)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seeds", type=int, default=12)
     parser.add_argument("--epochs", type=int, default=10)

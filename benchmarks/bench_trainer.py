@@ -35,6 +35,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from common import add_data_root
+
 TARGET = 0.98
 # the deltajobs arms of the time-to-98% runs: worker name -> recipe (see `deltajobs()`)
 RECIPES = {"deltajobs-mnist.yaml": "mnist", "deltajobs-constant": "constant"}
@@ -244,12 +246,7 @@ def time_to_target(run: dict[str, Any]) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument(
-        "--data-root",
-        default=os.environ.get("DELTAJOBS_DATA_ROOT"),
-        required="DELTAJOBS_DATA_ROOT" not in os.environ,
-        help="directory holding MNIST/raw/*-ubyte (default: DELTAJOBS_DATA_ROOT)",
-    )
+    add_data_root(parser)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3, help="runs to 98%% of each (seeds 0, 1, ...; medians)")
     parser.add_argument("--rounds", type=int, default=15, help="alternating throughput bursts of each loop")
