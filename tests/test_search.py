@@ -158,6 +158,10 @@ def test_search_flags_need_search_and_random_does_not_mix() -> None:
     assert "tpe search of mnist over train.lr, train.batch_size: 3 trials, 1 worker(s)" in proc.stdout
 
 
+def minidelta_env(data: Path) -> dict[str, str]:
+    return {"DELTAJOBS_DATA_ROOT": str(data), "DELTAJOBS_ACCOUNT": "bgvu-delta-gpu", "DELTAJOBS_CLUSTER": "minidelta"}
+
+
 def wait_for_workers(sweep_id: str, timeout: float) -> dict[str, Any]:
     deadline = time.time() + timeout
     while True:
@@ -199,8 +203,7 @@ def test_a_local_search_with_two_workers_and_hyperband(tiny_mnist: Path) -> None
 @pytest.mark.slurm
 @pytest.mark.train
 def test_a_search_on_minidelta_is_one_array_and_survives_cancel_and_resume(tiny_mnist: Path) -> None:
-    env = {"DELTAJOBS_DATA_ROOT": str(tiny_mnist), "DELTAJOBS_ACCOUNT": "bgvu-delta-gpu"}
-    env["DELTAJOBS_CLUSTER"] = "minidelta"
+    env = minidelta_env(tiny_mnist)
     args = ["--search", "random", "--trials", "4", "--max-parallel", "2", *SPACE, "--seed", "1"]
     sets = ["--set", "train.epochs=150", "--set", "train.val_size=100", "--set", "train.train_subset=400"]
     sub = cli_json("sweep", "mnist", *args, *sets, env=env)
@@ -233,8 +236,7 @@ def test_a_search_on_minidelta_is_one_array_and_survives_cancel_and_resume(tiny_
 @pytest.mark.slurm
 @pytest.mark.train
 def test_a_budget_too_small_for_one_trial_at_its_worst_starts_none(tiny_mnist: Path) -> None:
-    env = {"DELTAJOBS_DATA_ROOT": str(tiny_mnist), "DELTAJOBS_ACCOUNT": "bgvu-delta-gpu"}
-    env["DELTAJOBS_CLUSTER"] = "minidelta"
+    env = minidelta_env(tiny_mnist)
     args = ["--search", "tpe", "--trials", "3", "--max-parallel", "2", *SPACE, "--budget-su", "0.05"]
     sets = ["--set", "train.epochs=1", "--set", "train.val_size=100"]
     sub = cli_json("sweep", "mnist", *args, *sets, "--time", "00:05:00", env=env)

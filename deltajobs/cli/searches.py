@@ -80,8 +80,6 @@ def search_summary(view: Any) -> str:
 
 
 def trial_table(view: Any) -> str:
-    from deltajobs.cli.views import table
-
     keys = view.search.keys
     headers = ["", "TRIAL", *[short_key(k).upper() for k in keys], "STATE", view.search.objective.upper()]
     headers += ["EPOCHS", "TEST_ACC"]

@@ -14,6 +14,7 @@ that runs inside each array task is `worker.py`; reading the study back is `tria
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,10 +65,7 @@ class SearchSpec:
         return cls(**{**data, "ranges": ranges, "choices": choices})
 
     def grid_size(self) -> int:
-        size = 1
-        for axis in self.choices:
-            size *= len(axis.values)
-        return size
+        return math.prod(len(axis.values) for axis in self.choices)
 
 
 def parse_search(
@@ -99,13 +97,10 @@ def parse_search(
             raise SpecError(key, "is searched twice; give each key one --range or --choice")
     if sampler == "grid" and bounds:
         raise SpecError("--range", "a grid search needs every key as --choice KEY=V1,V2,...")
-    grid = 1
-    for axis in axes:
-        grid *= len(axis.values)
     if trials is None:
         if sampler != "grid":
             raise SpecError("--trials", "how many trials? pass --trials N")
-        trials = grid
+        trials = math.prod(len(axis.values) for axis in axes)
     if trials < 1:
         raise SpecError("--trials", f"{trials}; run at least 1 trial")
     if budget_su is not None and budget_su <= 0:
