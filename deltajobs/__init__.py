@@ -1,3 +1,28 @@
-"""deltajobs: take a PyTorch experiment from a laptop to the GPUs of a SLURM cluster and back."""
+"""deltajobs: take a PyTorch experiment from a laptop to the GPUs of a SLURM cluster and back.
+
+The names user code imports are loaded on first use, so `import deltajobs` stays cheap (no torch,
+no typer): `report` and `should_stop` (deltajobs.contract), `Executor` and `submit_script`
+(deltajobs.executor).
+"""
+
+from typing import Any
 
 __version__ = "0.1.0"
+
+_LAZY = {
+    "report": "deltajobs.contract",
+    "should_stop": "deltajobs.contract",
+    "EXIT_REQUEUE": "deltajobs.contract",
+    "Executor": "deltajobs.executor",
+    "submit_script": "deltajobs.executor",
+}
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'deltajobs' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)

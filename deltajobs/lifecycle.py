@@ -75,9 +75,15 @@ def reason_words(reason: str | None) -> str:
 
 
 def prepare_run_dir(resolved: ResolvedJob, run_dir: Path) -> None:
-    """Create the run directory with the resolved spec; fails if it exists."""
+    """Create the run directory with the resolved spec and what the payload needs there (a
+    snapshot of the user's code); fails if it exists."""
     run_dir.mkdir(parents=True, exist_ok=False)
-    (run_dir / "spec.yaml").write_text(yaml.safe_dump(resolved.spec.to_dict(), sort_keys=False))
+    try:
+        (run_dir / "spec.yaml").write_text(yaml.safe_dump(resolved.spec.to_dict(), sort_keys=False))
+        resolved.payload.prepare(run_dir)
+    except BaseException:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise
 
 
 def submit_job(resolved: ResolvedJob, settings: Settings, run_dir: Path, backend: Backend) -> Submission:

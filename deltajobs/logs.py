@@ -109,6 +109,17 @@ def read_log_file(registry: Registry, row: JobRow, path: Path, keep_following: b
         time.sleep(poll)
 
 
+def is_program(run_dir: Path) -> bool:
+    """Whether the run directory's job runs the user's own code (its spec.yaml has `run:`)."""
+    import yaml
+
+    try:
+        spec = yaml.safe_load((run_dir / "spec.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        return False
+    return isinstance(spec, dict) and spec.get("run") is not None
+
+
 @dataclass
 class JobResults:
     """A finished job's results.json, what it used and the advice for next time."""
@@ -132,8 +143,14 @@ def job_results(settings: Settings, job_id: str) -> JobResults:
 
 
 def results(row: JobRow) -> dict[str, Any]:
-    """The trainer's results.json of a job."""
+    """A job's results.json (the trainer's, or what deltajobs wrote when a user's program ended);
+    else, for a program that reported metrics (an sbatch script has no results.json), its reports."""
     path = Path(row.run_dir) / "results.json"
+    metrics = Path(row.run_dir) / "metrics.jsonl"
+    if not path.exists() and metrics.exists() and is_program(Path(row.run_dir)):
+        from deltajobs.payloads.runner import read_metrics
+
+        return {"status": row.state, "history": read_metrics(metrics)}
     if not path.exists():
         hint = "it has not finished" if not row.final else f"it ended {row.state} without results"
         raise NotFoundError(f"job {row.job_id} has no results.json yet ({hint}); see `deltajobs logs {row.job_id}`")

@@ -252,12 +252,16 @@ class Registry:
 
 
 def spec_key(resolved: Any) -> str:
-    """Jobs with the same cluster, resources and training config share a key (for typical runtimes)."""
+    """Jobs with the same cluster, resources and payload (training config, or script with its
+    arguments) share a key (for typical runtimes)."""
     spec = resolved.spec.to_dict()
     # The walltime limit, requeue settings and data location do not change how long a job runs.
     resources = {k: v for k, v in spec["resources"].items() if k not in ("time", "max_requeues", "signal_grace")}
-    train = {k: v for k, v in spec["train"].items() if k != "data_root"}
-    payload = {"cluster": resolved.profile.name, "resources": resources, "train": train}
+    payload = {"cluster": resolved.profile.name, "resources": resources}
+    if "train" in spec:
+        payload["train"] = {k: v for k, v in spec["train"].items() if k != "data_root"}
+    else:
+        payload["run"] = {k: v for k, v in spec["run"].items() if k not in ("workdir", "snapshot")}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 

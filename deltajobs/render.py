@@ -59,14 +59,18 @@ def launch_command(job: ResolvedJob, folder: Path) -> str:
 
 
 def container_binds(job: ResolvedJob, run_dir: Path) -> str:
-    """What the container sees besides $HOME: the run directory and the data root."""
-    paths = (
-        [str(run_dir), str(Path(job.spec.train.data_root).expanduser())] if job.spec.train.data_root else [str(run_dir)]
-    )
+    """What the container sees besides $HOME: the run directory and what the payload reads (the
+    trainer's data root; a script's directory and working directory)."""
+    paths = [str(run_dir), *job.payload.bind_paths(run_dir)]
     for path in paths:
         if not BIND_PATH.fullmatch(path):
             raise SpecError("environment.container", f"cannot bind {path!r} into it; use a path without , : or spaces")
     return ",".join(dict.fromkeys(paths))
+
+
+def printable(text: str) -> str:
+    """`text` safe for one comment line of the script: control characters shown as `?`."""
+    return "".join(c if c.isprintable() else "?" for c in text)
 
 
 def check_path(path: Path, field: str = "runs_dir") -> None:
@@ -121,5 +125,8 @@ def render(
         "container_binds": container_binds(job, run_dir) if spec.environment.container else "",
         "container_cache": run_dir.parent / APPTAINER_CACHE,
         "command": command or launch_command(job, folder),
+        "payload": job.payload.kind,
+        "runs": printable(job.payload.describe()),
+        "requeue_file": folder / "requeue" if job.payload.requeue_from_batch else None,
     }
     return _environment().get_template("job.sh.j2").render(**context)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from deltajobs.errors import SlurmError
 
 DEFAULT_TIMEOUT = 30.0
+SBATCH_TIMEOUT = 60.0
 
 # States after which a job never changes again (sacct's vocabulary).
 FINAL_STATES = frozenset(
@@ -71,6 +72,15 @@ def run(argv: Sequence[str], timeout: float = DEFAULT_TIMEOUT, input_text: str |
         detail = lines[-1] if lines else f"exit code {proc.returncode}"
         raise SlurmError(f"{argv[0]} failed: {detail}")
     return proc.stdout
+
+
+def sbatch(options: Sequence[str], script: str) -> str:
+    """Submit an sbatch script file as written with `options` (which include --parsable); its job id."""
+    out = run(["sbatch", *options, script], timeout=SBATCH_TIMEOUT)
+    job_id = out.strip().splitlines()[-1].split(";")[0] if out.strip() else ""
+    if not re.fullmatch(r"\d+(_\d+)?", job_id):
+        raise SlurmError(f"sbatch did not print a job id: {out.strip()[:200]!r}")
+    return job_id
 
 
 @dataclass(frozen=True)

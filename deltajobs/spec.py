@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -18,9 +19,13 @@ from deltajobs import assets, directives
 from deltajobs.cluster import ClusterProfile, Partition, load_profile
 from deltajobs.config import Settings
 from deltajobs.errors import SpecError
+from deltajobs.payloads.config import RunConfig
 from deltajobs.schema import apply_override, check_constraints, constrained, from_dict, parse_override
 from deltajobs.train.config import TrainConfig
 from deltajobs.units import format_mem, parse_mem_mb, parse_walltime
+
+if TYPE_CHECKING:
+    from deltajobs.payloads.base import Payload
 
 NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
 MODULE_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.+/-]{0,127}"
@@ -86,9 +91,13 @@ class JobSpec:
     schedule: Schedule = field(default_factory=Schedule)
     environment: Environment = field(default_factory=Environment)
     train: TrainConfig = field(default_factory=TrainConfig)
+    run: RunConfig | None = None  # the user's own code instead of the packaged trainer
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The spec as plain data: `train` for the packaged trainer, else `run` (never both)."""
+        data = dataclasses.asdict(self)
+        data.pop("train" if self.run is not None else "run")
+        return data
 
 
 @dataclass(frozen=True)
@@ -104,6 +113,13 @@ class ResolvedJob:
         """Every partition the job may run on (`--partition a,b`), in the order given."""
         text = self.spec.resources.partition or self.profile.default_partition
         return [self.profile.partition(name) for name in directives.partition_names(text)]
+
+    @property
+    def payload(self) -> Payload:
+        """What the job runs: the packaged trainer, a script, a command, an sbatch file, a function."""
+        from deltajobs.payloads import payload_of
+
+        return payload_of(self)
 
     @property
     def partition(self) -> Partition:
@@ -213,11 +229,15 @@ def resolve_job(
     """Load, layer and validate a job: the single entry point for render, submit, train, sweep."""
     if isinstance(job, dict):
         source, raw = "<dict>", copy.deepcopy(job)
+        base = Path.cwd()
     else:
         path = find_job(job)
         source, raw = str(path), read_job(path)
+        base = path.parent
     for parts, value in (overrides or Overrides()).as_sets():
         apply_override(raw, parts, value)
+    if isinstance(raw.get("run"), dict):
+        raw["run"] = run_paths(raw, base)
     if raw.get("account") is None and settings.account:
         raw["account"] = settings.account
     train = raw.get("train")
@@ -228,6 +248,23 @@ def resolve_job(
     resolved = ResolvedJob(spec=spec, profile=profile, source=source)
     validate(resolved, require_account=require_account)
     return resolved
+
+
+def run_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
+    """A `run:` section's files made absolute: the script and sbatch file relative to the spec's
+    directory, the working directory defaulting to where deltajobs runs (sbatch's rule)."""
+    from deltajobs.payloads import check_run
+
+    if "train" in raw:
+        raise SpecError("run", "a spec has either train: (the packaged trainer) or run: (your own code), not both")
+    run = dict(raw["run"])
+    check_run(run)
+    for key in ("script", "sbatch"):
+        if isinstance(run.get(key), str):
+            run[key] = os.path.normpath((base / Path(run[key]).expanduser()).absolute())
+    workdir = run.get("workdir")
+    run["workdir"] = str((base / Path(workdir).expanduser()).absolute() if workdir else Path.cwd().absolute())
+    return run
 
 
 def validate(job: ResolvedJob, *, require_account: bool = True) -> None:
@@ -251,6 +288,7 @@ def validate(job: ResolvedJob, *, require_account: bool = True) -> None:
         directives.container(spec.environment.container)
     if require_account:
         validate_account(spec.account, parts[0], profile)
+    job.payload.check()
 
 
 def validate_partition(job: ResolvedJob, part: Partition) -> None:

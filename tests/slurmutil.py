@@ -28,20 +28,28 @@ def slurm_up() -> bool:
 needs_slurm = pytest.mark.skipif(not slurm_up(), reason="minidelta is not up (scripts/minidelta up)")
 
 
-def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """Run `python -m deltajobs ARGS` with this interpreter (jobs then run it too)."""
+def cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run `python -m deltajobs ARGS` with this interpreter (jobs then run it too), in `cwd` (the repo)."""
     return subprocess.run(
         [sys.executable, "-m", "deltajobs", *args],
         capture_output=True,
         text=True,
         env={**os.environ, **(env or {})},
         timeout=timeout,
-        cwd=REPO,
+        cwd=cwd or REPO,
     )
 
 
-def cli_json(*args: str, env: dict[str, str] | None = None) -> Any:
-    proc = cli(*args, "--json", env=env)
+def cli_json(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> Any:
+    """`cli(ARGS --json)`, parsed; arguments after `--` stay last."""
+    if "--" in args:
+        split = args.index("--")
+        args = (*args[:split], "--json", *args[split:])
+    else:
+        args = (*args, "--json")
+    proc = cli(*args, env=env, cwd=cwd)
     assert proc.returncode == 0, f"{args}: {proc.stderr}"
     return json.loads(proc.stdout)
 

@@ -15,9 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from deltajobs.backends.base import ArraySubmission, Backend, StateChanges, Submission
-from deltajobs.backends.slots import SlotTrainJob, started
+from deltajobs.backends.slots import SlotJob, started
 from deltajobs.backends.submitit_private import DetachedLocalExecutor
-from deltajobs.job import TrainJob
 from deltajobs.registry import JobRow
 from deltajobs.render import submitit_folder
 from deltajobs.spec import ResolvedJob
@@ -40,7 +39,7 @@ class LocalBackend(Backend):
         folder = submitit_folder(run_dir)
         executor = DetachedLocalExecutor(folder=folder, max_num_timeout=resolved.spec.resources.max_requeues)
         executor.update_parameters(timeout_min=max(1, resolved.spec.resources.seconds // 60))
-        job = executor.submit(TrainJob.of(resolved, run_dir))
+        job = executor.submit(resolved.payload.task(run_dir))
         return _submission(str(job.job_id), run_dir, folder)
 
     def submit_array(
@@ -66,9 +65,7 @@ class LocalBackend(Backend):
                 call = (
                     calls[index]
                     if calls
-                    else SlotTrainJob(
-                        one.spec.to_dict(), str(run_dir), res.max_requeues, str(folder / "slots"), slots, index
-                    )
+                    else SlotJob(one.payload.task(run_dir), str(run_dir), str(folder / "slots"), slots, index)
                 )
                 points.append(_submission(str(executor.submit(call).job_id), run_dir, folder))
         except BaseException:

@@ -14,10 +14,11 @@ from __future__ import annotations
 import fcntl
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from deltajobs.job import ATTEMPTS_FILE, TrainJob
+from deltajobs.job import ATTEMPTS_FILE
 
 POLL_SECONDS = 0.5
 SLOT_FILE = ".slot"  # in a point's run directory once it holds a slot
@@ -70,22 +71,21 @@ def _lower_waiting(slots_dir: Path, index: int) -> bool:
     return False
 
 
-class SlotTrainJob(TrainJob):
-    """A TrainJob that first waits for a free slot, so at most `slots` points of a sweep train at once."""
+class SlotJob:
+    """A point's task that first waits for a free slot, so at most `slots` points of a sweep run at once."""
 
-    def __init__(
-        self, spec: dict[str, Any], run_dir: str, max_requeues: int, slots_dir: str, slots: int, index: int
-    ) -> None:
-        super().__init__(spec, run_dir, max_requeues)
+    def __init__(self, call: Callable[[], Any], run_dir: str, slots_dir: str, slots: int, index: int) -> None:
+        self.call = call
+        self.run_dir = run_dir
         self.slots_dir = slots_dir
         self.slots = slots
         self.index = index
 
-    def __call__(self) -> dict[str, Any]:
+    def __call__(self) -> Any:
         fd = take_slot(Path(self.slots_dir), self.slots, self.index)
         (Path(self.run_dir) / SLOT_FILE).touch()
         try:
-            return super().__call__()
+            return self.call()
         finally:
             os.close(fd)
 

@@ -13,7 +13,6 @@ from deltajobs import slurm
 from deltajobs.backends.base import ArraySubmission, Backend, StateChanges, Submission
 from deltajobs.backends.submitit_private import DeltaSlurmArrayExecutor, DeltaSlurmExecutor, FailedJobError
 from deltajobs.errors import SlurmError
-from deltajobs.job import TrainJob
 from deltajobs.registry import JobRow
 from deltajobs.render import job_python, render, submitit_folder
 from deltajobs.spec import ResolvedJob
@@ -26,6 +25,9 @@ class SlurmBackend(Backend):
     first_state = "PENDING"
 
     def submit(self, resolved: ResolvedJob, run_dir: Path) -> Submission:
+        payload = resolved.payload
+        if payload.sbatch_file() is not None:
+            return submit_sbatch_file(resolved, run_dir)
         script = render(resolved, run_dir)
         (run_dir / "job.sh").write_text(script)
         slurm.ping()
@@ -33,7 +35,7 @@ class SlurmBackend(Backend):
         executor = _executor(DeltaSlurmExecutor, resolved, folder, script)
         try:
             with contextlib.redirect_stderr(io.StringIO()):  # submitit echoes sbatch's stderr; we say it once
-                job = executor.submit(TrainJob.of(resolved, run_dir))
+                job = executor.submit(payload.task(run_dir))
         except (FailedJobError, OSError, RuntimeError) as err:
             raise SlurmError(f"sbatch refused the job: {sbatch_error_line(err)}") from None
         return _submission(str(job.job_id), run_dir, folder, run_dir / "job.sh")
@@ -46,13 +48,13 @@ class SlurmBackend(Backend):
         max_parallel: int | None,
         calls: list[Any] | None = None,
     ) -> ArraySubmission:
-        """ONE sbatch call of the array script: task i unpickles point i's TrainJob (or calls[i])."""
+        """ONE sbatch call of the array script: task i unpickles point i's task (or calls[i])."""
         script = render_array(resolved[0], sweep_dir, len(resolved), max_parallel)
         (sweep_dir / "job.sh").write_text(script)
         slurm.ping()
         folder = submitit_folder(sweep_dir)
         executor = _executor(DeltaSlurmArrayExecutor, resolved[0], folder, script)
-        calls = calls or [TrainJob.of(one, run_dir) for one, run_dir in zip(resolved, run_dirs, strict=True)]
+        calls = calls or [one.payload.task(run_dir) for one, run_dir in zip(resolved, run_dirs, strict=True)]
         try:
             jobs = executor.submit_array(calls)
         except (FailedJobError, OSError, RuntimeError) as err:
@@ -98,6 +100,25 @@ class SlurmBackend(Backend):
         return {a.job_id: a for a in slurm.sacct(ids)} if ids else {}
 
 
+def submit_sbatch_file(resolved: ResolvedJob, run_dir: Path) -> Submission:
+    """An existing sbatch script, as written: deltajobs' needs go on sbatch's command line."""
+    import getpass
+
+    from deltajobs.payloads.sbatch import SCRIPT, SbatchPayload
+
+    payload = resolved.payload
+    assert isinstance(payload, SbatchPayload)
+    slurm.ping()
+    options = payload.sbatch_options(run_dir)
+    (run_dir / "sbatch.args").write_text(" ".join(options) + "\n")
+    try:
+        job_id = slurm.sbatch(options, str(run_dir / SCRIPT))
+    except SlurmError as err:
+        raise SlurmError(f"sbatch refused the job: {sbatch_error_line(err)}") from None
+    log, err_log = payload.log_paths(run_dir, job_id, getpass.getuser())
+    return Submission(job_id, SlurmBackend.name, run_dir, log, err_log, run_dir / SCRIPT)
+
+
 def merge_slurm(row: JobRow, queued: slurm.QueueRecord | None, acct: slurm.AcctRecord | None) -> dict[str, Any]:
     """squeue is authoritative while a job is queued or running; sacct after it leaves the queue."""
     change: dict[str, Any] = {}
@@ -133,8 +154,8 @@ def array_spec(count: int, max_parallel: int | None) -> str:
 
 
 def render_array(resolved: ResolvedJob, sweep_dir: Path, count: int, max_parallel: int | None) -> str:
-    """The array script. One script serves every point: only train.* keys vary, and those travel in
-    each task's pickle, not in the script."""
+    """The array script. One script serves every point: only the payload's keys vary (train.*, a
+    script's parameters), and those travel in each task's pickle, not in the script."""
     return render(resolved, sweep_dir, array=array_spec(count, max_parallel))
 
 

@@ -7,12 +7,14 @@ from typing import Annotated
 import typer
 
 from deltajobs.cli.app import app, emit_json
-from deltajobs.cli.options import JobArg, JobFlags, JsonOpt, job_flags
+from deltajobs.cli.options import JobFlags, JsonOpt, PayloadArg, ScriptArgs, job_flags
 
 
 @app.command("estimate")
 @job_flags
-def estimate_command(job: JobArg, flags: JobFlags, as_json: JsonOpt = False) -> None:
+def estimate_command(
+    job: PayloadArg, flags: JobFlags, script_args: ScriptArgs = None, as_json: JsonOpt = False
+) -> None:
     """Estimate a job's charge in SU: the worst case (full walltime) and, if it ran before, the typical case."""
     from deltajobs.charge.estimate import describe, estimate_job, format_su
     from deltajobs.config import load_settings
@@ -20,7 +22,7 @@ def estimate_command(job: JobArg, flags: JobFlags, as_json: JsonOpt = False) -> 
     from deltajobs.units import format_duration, format_walltime
 
     settings = load_settings()
-    resolved = flags.resolve(job, settings, require_account=False)
+    resolved = flags.resolve(job, settings, args=script_args, require_account=False)
     est = estimate_job(resolved)
     elapsed = typical_elapsed(settings, resolved)
     typical = None if elapsed is None else {"elapsed_s": elapsed, "su": est.su_for(elapsed)}

@@ -26,6 +26,18 @@ if TYPE_CHECKING:
     from deltajobs.backends.base import Backend
 
 JobArg = Annotated[str, typer.Argument(help="A job name from jobs/ (e.g. mnist) or a path to a YAML spec.")]
+PayloadArg = Annotated[
+    str | None,
+    typer.Argument(
+        help="What to run: a job spec (mnist, or a YAML path), a Python script (train.py), an sbatch script "
+        "(train.sh); none with --command.",
+        show_default=False,
+    ),
+]
+ScriptArgs = Annotated[
+    list[str] | None,
+    typer.Argument(help="After --: the script's (or --command's) own arguments, passed verbatim.", show_default=False),
+]
 JobIdArg = Annotated[str, typer.Argument(help="Job id (or `last`).")]
 SweepIdArg = Annotated[str, typer.Argument(help="The sweep id `deltajobs sweep JOB ...` printed, e.g. sw-1a2b3c.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document instead of text.")]
@@ -80,6 +92,17 @@ class JobFlags:
     mail_type: Annotated[str | None, typer.Option("--mail-type", help="E-mail on: BEGIN,END,FAIL, ...")] = None
     mail_user: Annotated[str | None, typer.Option("--mail-user", help="E-mail address for --mail-type.")] = None
     cluster: ClusterOpt = None
+    command: Annotated[
+        str | None,
+        typer.Option(
+            "--command",
+            help="Run this command instead of JOB: split into words like a shell would, never run by one.",
+        ),
+    ] = None
+    no_snapshot: Annotated[
+        bool | None,
+        typer.Option("--no-snapshot", help="Run the script's live files, not a copy taken at submit."),
+    ] = None
 
     @property
     def overrides(self) -> Overrides:
@@ -107,11 +130,26 @@ class JobFlags:
 
         return active_cluster(settings, self.cluster)
 
-    def resolve(self, job: str, settings: Settings, *, require_account: bool = True) -> ResolvedJob:
-        """The job spec, layered with the config and these flags, validated against the cluster."""
+    def job(self, job: str | None, args: list[str] | None = None) -> str | dict[str, Any]:
+        """What JOB (with the arguments after --, or --command) names: a spec name or path as it
+        is, or the raw spec of a script, an sbatch file or a command."""
+        from deltajobs.payloads import command_line_spec
+
+        args = list(args or [])
+        if self.command is not None and job is not None:  # `--command X -- --lr 3`: all of it is arguments
+            args = [job, *args]
+            job = None
+        return command_line_spec(job, args, self.command, snapshot=not self.no_snapshot)
+
+    def resolve(
+        self, job: str | None, settings: Settings, *, args: list[str] | None = None, require_account: bool = True
+    ) -> ResolvedJob:
+        """The job, layered with the config and these flags, validated against the cluster."""
         from deltajobs.spec import resolve_job
 
-        return resolve_job(job, self.overrides, settings, self.cluster_name(settings), require_account=require_account)
+        return resolve_job(
+            self.job(job, args), self.overrides, settings, self.cluster_name(settings), require_account=require_account
+        )
 
 
 _FLAG_NAMES = [f.name for f in fields(JobFlags)]

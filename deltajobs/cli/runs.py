@@ -11,12 +11,13 @@ import typer
 
 from deltajobs.cli.app import app, emit_json, note
 from deltajobs.cli.options import (
-    JobArg,
     JobFlags,
     JobIdArg,
     JsonOpt,
     LocalOpt,
+    PayloadArg,
     PlotOpt,
+    ScriptArgs,
     YesOpt,
     chosen_backend,
     job_flags,
@@ -27,15 +28,17 @@ from deltajobs.errors import DeltaJobsError
 @app.command("submit")
 @job_flags
 def submit_command(
-    job: JobArg,
+    job: PayloadArg,
     flags: JobFlags,
+    script_args: ScriptArgs = None,
     local: LocalOpt = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and print the script; submit nothing.")] = False,
     wait: Annotated[bool, typer.Option("--wait", help="Follow the job to its end.")] = False,
     yes: YesOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Validate, render and submit a job; prints its id, run directory and log."""
+    """Validate, render and submit a job: a spec, a script (`submit train.py -- --lr 1e-3`), an sbatch
+    script (`submit train.sh`) or a command (`--command '...'`); prints its id, run directory and log."""
     from deltajobs.charge.budget import check_budget
     from deltajobs.config import load_settings
     from deltajobs.context import new_run_dir
@@ -44,7 +47,7 @@ def submit_command(
 
     settings = load_settings()
     backend = chosen_backend(local, settings)
-    resolved = flags.resolve(job, settings, require_account=backend.needs_account)
+    resolved = flags.resolve(job, settings, args=script_args, require_account=backend.needs_account)
     run_dir = new_run_dir(settings, resolved.spec.name)
     if dry_run:
         typer.echo(render(resolved, run_dir), nl=False)

@@ -12,12 +12,13 @@ from deltajobs.cli.app import emit_json, note
 from deltajobs.cli.options import JobFlags
 from deltajobs.cli.views import table
 from deltajobs.config import Settings
+from deltajobs.errors import SpecError
 from deltajobs.sweep.results import format_value, short_key
 from deltajobs.sweep.trials import load_search, plot_search
 
 
 def start_search(
-    job: str,
+    job: str | dict[str, Any],
     flags: JobFlags,
     settings: Any,
     backend: Any,
@@ -37,6 +38,10 @@ def start_search(
     from deltajobs.sweep.submit import submit_search
 
     sampler, trials, ranges, choices, prune, objective = options
+    if isinstance(job, dict):
+        raise SpecError(
+            "--search", "searches run the packaged trainer's specs for now; sweep a script with --grid or --random"
+        )
     spec = parse_search(sampler, trials, ranges, choices, prune, objective, seed, budget_su, storage)
     cluster = flags.cluster_name(settings)
     resolved = validate_search(job, spec, flags.overrides, settings, cluster, require_account=backend.needs_account)

@@ -8,14 +8,15 @@ from typing import Annotated
 import typer
 
 from deltajobs.cli.app import app, emit_json
-from deltajobs.cli.options import ClusterOpt, JobArg, JobFlags, JsonOpt, job_flags
+from deltajobs.cli.options import ClusterOpt, JobFlags, JsonOpt, PayloadArg, ScriptArgs, job_flags
 
 
 @app.command("render")
 @job_flags
 def render_command(
-    job: JobArg,
+    job: PayloadArg,
     flags: JobFlags,
+    script_args: ScriptArgs = None,
     run_dir: Annotated[
         Path | None, typer.Option("--run-dir", help="Run directory to render for (default: a new one).")
     ] = None,
@@ -29,7 +30,7 @@ def render_command(
     from deltajobs.render import render
 
     settings = load_settings()
-    resolved = flags.resolve(job, settings)
+    resolved = flags.resolve(job, settings, args=script_args)
     script = render(resolved, run_dir or new_run_dir(settings, resolved.spec.name))
     if output is None:
         typer.echo(script, nl=False)
@@ -89,3 +90,64 @@ def list_command(cluster: ClusterOpt = None, as_json: JsonOpt = False) -> None:
             f"  {p['partition']:<24}{p['gpus']:>5}{p['cpus']:>6}{p['mem_gb']:>6g}G{p['max_time']:>10}"
             f"{p['charge_factor']:>8g}{mark}"
         )
+
+
+@app.command("check")
+@job_flags
+def check_command(
+    script: Annotated[Path, typer.Argument(help="An sbatch script, e.g. train.sh.", show_default=False)],
+    flags: JobFlags,
+    as_json: JsonOpt = False,
+) -> None:
+    """Read an existing sbatch script as sbatch does, check every directive against the cluster's
+    limits, say what sbatch would ignore or what will hurt, and price it; nothing is submitted.
+    Exit 2 if sbatch or the cluster would refuse it."""
+    from deltajobs.charge.estimate import describe, estimate_job
+    from deltajobs.config import load_settings
+    from deltajobs.errors import SpecError
+    from deltajobs.payloads.sbatch import directive_for, read
+    from deltajobs.payloads.sbatch_file import lint
+
+    if not script.is_file():
+        raise SpecError("SCRIPT", f"no such file: {script}")
+    parsed = read(script)
+    findings = lint(parsed)
+    errors = [f.message for f in findings if f.level == "error"]
+    warnings = [f.message for f in findings if f.level == "warning"]
+    resolved, estimate = None, None
+    if not errors:
+        try:
+            resolved = flags.resolve(str(script), load_settings(), require_account=False)
+            estimate = estimate_job(resolved)
+        except SpecError as err:
+            where = directive_for(parsed, err.field)
+            errors.append(f"{where}: {err}" if where else str(err))
+    if as_json:
+        emit_json(
+            {
+                "script": str(script),
+                "ok": not errors,
+                "errors": errors,
+                "warnings": warnings,
+                "job": resolved.spec.to_dict() if resolved else None,
+                "estimate": estimate.to_dict() if estimate else None,
+            }
+        )
+    else:
+        if resolved is not None:
+            res = resolved.spec.resources
+            gpus = f" x {res.gpus_per_node} GPU" if res.gpus_per_node else ""
+            typer.echo(
+                f"{script}: {resolved.spec.name} on {resolved.partition.name} ({resolved.profile.name}): "
+                f"{res.nodes} node{'s' if res.nodes != 1 else ''}{gpus}, {res.ntasks_per_node} task(s) x "
+                f"{res.cpus_per_task} CPU, {res.mem}, {res.time}"
+            )
+        for message in errors:
+            typer.echo(f"  error: {message}")
+        for message in warnings:
+            typer.echo(f"  warning: {message}")
+        if estimate is not None:
+            typer.echo(f"  estimate: at most {describe(estimate)}")
+        typer.echo("ok: `deltajobs submit " + str(script) + "` submits it as written" if not errors else "refused")
+    if errors:
+        raise typer.Exit(2)

@@ -17,11 +17,12 @@ from typer.core import TyperGroup
 
 from deltajobs.cli.app import app, emit_json, note
 from deltajobs.cli.options import (
-    JobArg,
     JobFlags,
     JsonOpt,
     LocalOpt,
+    PayloadArg,
     PlotOpt,
+    ScriptArgs,
     SweepIdArg,
     YesOpt,
     chosen_backend,
@@ -50,10 +51,12 @@ app.add_typer(sweep_app, name="sweep")
 @sweep_app.command("run")
 @job_flags
 def run_command(
-    job: JobArg,
+    job: PayloadArg,
     flags: JobFlags,
+    script_args: ScriptArgs = None,
     grid: Annotated[
-        list[str] | None, typer.Option("--grid", help="KEY=V1,V2,...: values of a train.* key; axes multiply.")
+        list[str] | None,
+        typer.Option("--grid", help="KEY=V1,V2,...: values of a train.* key or a script's --KEY; axes multiply."),
     ] = None,
     random_points: Annotated[
         int | None, typer.Option("--random", help="Draw N random points from the --range's.")
@@ -113,7 +116,18 @@ def run_command(
         from deltajobs.cli.searches import start_search
 
         start_search(
-            job, flags, settings, backend, options, seed, budget_su, storage, max_parallel, dry_run, yes, as_json
+            flags.job(job, script_args),
+            flags,
+            settings,
+            backend,
+            options,
+            seed,
+            budget_su,
+            storage,
+            max_parallel,
+            dry_run,
+            yes,
+            as_json,
         )
         return
     if trials is not None or choices or prune != "none" or budget_su is not None or storage is not None:
@@ -122,7 +136,12 @@ def run_command(
         )
     spec = parse_sweep(grid or [], ranges or [], random_points, seed, flags.sets or [])
     plan = plan_sweep(
-        job, spec, flags.overrides, settings, flags.cluster_name(settings), require_account=backend.needs_account
+        flags.job(job, script_args),
+        spec,
+        flags.overrides,
+        settings,
+        flags.cluster_name(settings),
+        require_account=backend.needs_account,
     )
     if dry_run:
         sweep_id = new_sweep_id()

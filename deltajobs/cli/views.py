@@ -83,6 +83,8 @@ def progress_lines(rows: list[JobRow]) -> str:
 
 
 def results_text(row: JobRow, data: dict[str, Any], advice: list[Advice], record: AcctRecord | None = None) -> str:
+    if "model" not in data:  # a user's own program: what it ran and what it reported
+        return program_results_text(row, data, advice, record)
     lines = [
         f"job {row.job_id} ({row.name}) {row.state} in {Path(row.run_dir)}",
         f"  model {data.get('model', '?')}  params {data.get('params', 0):,}  device {data.get('device', '?')}"
@@ -117,6 +119,65 @@ def results_text(row: JobRow, data: dict[str, Any], advice: list[Advice], record
     if advice:
         lines += ["", "Right-sizing:"] + [f"  - {a.message}" for a in advice]
     return "\n".join(lines)
+
+
+METRIC_COLUMNS = 8  # a user's metrics table shows at most this many keys
+
+
+def program_results_text(
+    row: JobRow, data: dict[str, Any], advice: list[Advice], record: AcctRecord | None = None
+) -> str:
+    """Results of a script, command, sbatch file or function: its command, exit, reported metrics."""
+    lines = [f"job {row.job_id} ({row.name}) {row.state} in {Path(row.run_dir)}"]
+    command = data.get("command")
+    if command:
+        text = " ".join(command) if isinstance(command, list) else str(command)
+        took = f", {format_duration(data['elapsed_seconds'])}" if data.get("elapsed_seconds") is not None else ""
+        lines.append(f"  ran {text} (exit {data.get('exit_code', '?')}{took})")
+    if record is not None and len(record.attempts) > 1:
+        lines.append(f"  charge {record.su:.3f} SU for {attempts_text(record)}")
+    elif row.su is not None:
+        lines.append(f"  charge {row.su:.3f} SU")
+    history = [h for h in data.get("history") or [] if isinstance(h, dict)]
+    keys = metric_keys(history)
+    if not history:
+        lines.append("  no metrics reported (deltajobs.report(...) or JSON lines in $DELTAJOBS_METRICS)")
+    else:
+        last = history[-1]
+        shown = "  ".join(f"{k} {_value(last.get(k))}" for k in keys if k in last)
+        lines.append(f"  last report ({len(history)} in all): {shown}")
+        order = [k for k in ("epoch", "step") if any(k in h for h in history)]
+        columns = (order + [k for k in keys if k not in order])[:METRIC_COLUMNS]
+        rows = [[_value(h.get(k)) for k in columns] for h in history]
+        lines += ["", table([c.upper() for c in columns], rows)]
+        from deltajobs.plots import sparkline
+
+        lines.append("")
+        for key in [k for k in keys if k not in order][:2]:
+            lines.append(f"  {key:<10} {sparkline([h.get(key) for h in history])}")
+    if advice:
+        lines += ["", "Right-sizing:"] + [f"  - {a.message}" for a in advice]
+    return "\n".join(lines)
+
+
+def metric_keys(history: list[dict[str, Any]]) -> list[str]:
+    """The numeric keys of reported metrics, in first-seen order (not the timestamp)."""
+    keys: dict[str, None] = {}
+    for record in history:
+        for key, value in record.items():
+            if key != "time" and isinstance(value, int | float) and not isinstance(value, bool):
+                keys.setdefault(key)
+    return list(keys)
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return "" if value is None else str(value).lower()
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
 
 
 def _num(value: Any) -> str:

@@ -9,9 +9,10 @@ the same seed gives the same points; a field the schema types `int` gets integer
 random draw is crossed with every grid point. Values are YAML-typed (like `--set`) here and
 schema-typed by `resolve_job`, which every point goes through before anything is created.
 
-Only `train.*` keys can be swept: the points of one SLURM job array share one script, hence its
-resources, environment and account. Submission lives in `submit.py`, reading results in
-`results.py`.
+Only what the payload takes can be swept: `train.*` keys of the packaged trainer, or a script's or
+command's arguments (`--grid lr=1e-3,3e-3` passes `--lr 0.001`; `run.params.lr` in full); the
+points of one SLURM job array share one script, hence its resources, environment and account.
+Submission lives in `submit.py`, reading results in `results.py`.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from deltajobs.errors import SpecError
 from deltajobs.schema import apply_override, parse_override
 from deltajobs.spec import JobSpec, Overrides, ResolvedJob, find_job, read_job, resolve_job
 
-SWEEPABLE = "train."
+SWEEPABLE = ("train.", "run.params.")  # dotted keys a sweep may vary; bare keys: a script's arguments
 RANDOM_DIGITS = 4  # significant digits kept of a random float: readable labels, exact --set round trips
 
 
@@ -76,7 +77,7 @@ class Point:
 
     @property
     def label(self) -> str:
-        return ", ".join(f"{key}={text}" for key, text in self.texts.items())
+        return ", ".join(f"{key.removeprefix('run.params.')}={text}" for key, text in self.texts.items())
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,12 @@ class SweepSpec:
     @property
     def log_keys(self) -> list[str]:
         return [r.key for r in self.ranges if r.log]
+
+    def renamed(self, names: dict[str, str]) -> SweepSpec:
+        """The same sweep with its keys renamed (`lr` -> `run.params.lr`, as the payload says)."""
+        axes = [dataclasses.replace(a, key=names.get(a.key, a.key)) for a in self.axes]
+        ranges = [dataclasses.replace(r, key=names.get(r.key, r.key)) for r in self.ranges]
+        return dataclasses.replace(self, axes=axes, ranges=ranges)
 
     def points(self) -> list[Point]:
         grid = list(itertools.product(*[list(zip(a.values, a.texts, strict=True)) for a in self.axes]))
@@ -239,9 +246,11 @@ def _split_key(text: str, flag: str, form: str) -> tuple[str, str]:
     if not sep or not key:
         raise SpecError(flag, f"{text!r} is not {form}")
     parse_override(f"{key}=0")  # the same dotted-key rules as --set
-    if not key.startswith(SWEEPABLE):
+    if "." in key and not key.startswith(SWEEPABLE):
         raise SpecError(
-            flag, f"{key}: only train.* keys can be swept (the points of one job array share its resources)"
+            flag,
+            f"{key}: only train.* keys can be swept, or a script's arguments (the points of one job array "
+            "share its resources)",
         )
     return key, raw
 
@@ -257,7 +266,7 @@ def _yaml_value(text: str) -> Any:
 
 
 def plan_sweep(
-    job: str,
+    job: str | dict[str, Any],
     spec: SweepSpec,
     overrides: Overrides,
     settings: Settings,
@@ -265,9 +274,15 @@ def plan_sweep(
     *,
     require_account: bool = True,
 ) -> SweepPlan:
-    """Resolve every point; the first invalid one raises a SpecError naming the point."""
-    path = find_job(job)
-    raw = read_job(path)
+    """Resolve every point; the first invalid one raises a SpecError naming the point. `job` is a
+    spec name or path, or the raw spec of a script or command (`payloads.command_line_spec`)."""
+    if isinstance(job, dict):
+        raw, source, label = job, "<dict>", job_label(job)
+    else:
+        path = find_job(job)
+        raw, source, label = read_job(path), str(path), job
+    payload = resolve_job(raw, overrides, settings, cluster, require_account=require_account).payload
+    spec = spec.renamed({key: payload.sweep_key(key) for key in spec.keys})
     points = spec.points()
     resolved = []
     for point in points:
@@ -278,8 +293,14 @@ def plan_sweep(
             error = SpecError("", f"point {point.index} ({point.label}): {err}")
             error.field = err.field
             raise error from None
-        resolved.append(dataclasses.replace(one, source=str(path)))
-    return SweepPlan(job=job, spec=spec, points=points, resolved=resolved)
+        resolved.append(dataclasses.replace(one, source=source))
+    return SweepPlan(job=label, spec=spec, points=points, resolved=resolved)
+
+
+def job_label(raw: dict[str, Any]) -> str:
+    """What a sweep of a script or command is called in the registry: its script or command."""
+    run = raw.get("run") or {}
+    return str(run.get("script") or run.get("command") or raw.get("name") or "job")
 
 
 def with_params(raw: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,51 @@
+"""The one interface every payload implements: what a job runs, as opposed to where and with what
+resources (the spec) and how it is queued (the backend). Render, estimate, the lifecycle, sweeps
+and searches hold a `Payload` and never ask which one it is.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from deltajobs.spec import ResolvedJob
+
+
+class Payload(ABC):
+    kind: ClassVar[str]  # train, script, command, sbatch, function
+    # The program asks for a requeue by its exit status (85), and the batch script, which runs on
+    # the node outside any container, calls `scontrol requeue` (the trainer requeues itself).
+    requeue_from_batch: ClassVar[bool] = True
+
+    def __init__(self, job: ResolvedJob) -> None:
+        self.job = job
+
+    @abstractmethod
+    def describe(self) -> str:
+        """What the job runs, in one line (the rendered script's comment, `status --detail`)."""
+
+    def check(self) -> None:  # noqa: B027 - most payloads have nothing to check
+        """Refuse what cannot run, before anything is created (a missing file, a syntax error)."""
+
+    def prepare(self, run_dir: Path) -> None:  # noqa: B027 - most payloads need nothing there
+        """Put what the job runs into its new run directory (a snapshot of the user's code)."""
+
+    @abstractmethod
+    def task(self, run_dir: Path) -> Callable[[], Any]:
+        """The picklable call every task of the job runs (submitit unpickles it on the node)."""
+
+    def sbatch_file(self) -> Path | None:
+        """An sbatch script to submit as written, instead of deltajobs' rendered one."""
+        return None
+
+    def bind_paths(self, run_dir: Path) -> list[str]:
+        """What a container must see besides the run directory."""
+        return []
+
+    def sweep_key(self, key: str) -> str:
+        """The spec key a sweep's `--grid KEY=...` varies (a bare `lr` means `train.lr` or
+        `run.params.lr`); raises SpecError for keys the payload cannot vary."""
+        return key

@@ -1,0 +1,66 @@
+"""The `run:` section of a job spec: a user's own script or command instead of the packaged trainer.
+
+    run:
+      script: train.py              # a Python script, run with the job's interpreter
+      args: [--epochs, "5"]         # passed verbatim, one argv item each (never through a shell)
+      params: {lr: 1.0e-3}          # appended as `--lr 0.001` (param_style); what sweeps vary
+      workdir: null                 # null: the directory `deltajobs submit` ran in (sbatch's rule)
+      snapshot: true                # run a copy of the script's directory taken at submit
+
+or `command: "python -m mypkg.train --lr 1e-3"` (split like a shell would split it, then run as
+an argv list: nothing in it is ever interpreted by a shell), or `sbatch: train.sh` (an existing
+sbatch script, submitted as written). Torch-free: the login-node CLI validates it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+# How a swept parameter reaches the program: `--lr 0.001` (argparse), `--lr=0.001`, `lr=0.001` (Hydra).
+ParamStyle = Literal["--key value", "--key=value", "key=value"]
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    script: str | None = None
+    command: str | None = None
+    sbatch: str | None = None
+    function: str | None = None  # set by deltajobs.Executor: the function's qualified name (display only)
+    args: list[str] = field(default_factory=list)
+    params: dict[str, Any] = field(default_factory=dict)
+    param_style: ParamStyle = "--key value"
+    workdir: str | None = None
+    snapshot: bool = True
+    python: str | None = None  # the interpreter for `script` (None: the job's python)
+
+    @property
+    def kind(self) -> str:
+        """script, command, sbatch or function: whichever one is set (validated to be exactly one)."""
+        for name in ("script", "command", "sbatch", "function"):
+            if getattr(self, name):
+                return name
+        return "none"
+
+
+def param_args(params: dict[str, Any], style: ParamStyle) -> list[str]:
+    """`{"lr": 0.001}` -> `["--lr", "0.001"]` (or `--lr=0.001`, `lr=0.001`), values as YAML wrote them."""
+    argv: list[str] = []
+    for key, value in params.items():
+        text = format_value(value)
+        if style == "--key value":
+            argv += [f"--{key}", text]
+        elif style == "--key=value":
+            argv.append(f"--{key}={text}")
+        else:
+            argv.append(f"{key}={text}")
+    return argv
+
+
+def format_value(value: Any) -> str:
+    """A parameter as a program's argument: booleans and lists as YAML would write them."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "[" + ",".join(format_value(v) for v in value) + "]"
+    return str(value)

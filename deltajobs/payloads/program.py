@@ -1,0 +1,153 @@
+"""A user's own program as a payload: a Python script with its arguments (`run.script`), or any
+command (`run.command`). Each task runs `runner.CommandJob`: the program as an argv list, in the
+directory `submit` ran in, with the contract's environment and signals (`deltajobs.contract`).
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from deltajobs.errors import SpecError
+from deltajobs.payloads import snapshot
+from deltajobs.payloads.base import Payload
+from deltajobs.payloads.config import RunConfig, param_args
+
+
+class ProgramPayload(Payload):
+    """What script and command share: arguments, parameters, the working directory, the task."""
+
+    @property
+    def run(self) -> RunConfig:
+        run = self.job.spec.run
+        assert run is not None
+        return run
+
+    @property
+    def workdir(self) -> Path:
+        return Path(self.run.workdir or ".").expanduser().absolute()
+
+    def program(self, run_dir: Path | None) -> list[str]:
+        """The program and its own leading words: `python train.py`, `python -m pkg`."""
+        raise NotImplementedError
+
+    def argv(self, run_dir: Path | None = None) -> list[str]:
+        return [*self.program(run_dir), *self.run.args, *param_args(self.run.params, self.run.param_style)]
+
+    def describe(self) -> str:
+        return shlex.join(self.argv())
+
+    def check(self) -> None:
+        if not self.workdir.is_dir():
+            raise SpecError("run.workdir", f"{str(self.workdir)!r} is not a directory")
+
+    def task(self, run_dir: Path) -> Callable[[], Any]:
+        from deltajobs.payloads.runner import CommandJob
+
+        res = self.job.spec.resources
+        return CommandJob(
+            self.argv(run_dir),
+            str(self.workdir),
+            str(run_dir),
+            res.max_requeues,
+            self.kind,
+            {},
+            res.gpus_per_node,
+            shown=self.describe(),
+        )
+
+    def bind_paths(self, run_dir: Path) -> list[str]:
+        return [str(self.workdir)]
+
+    def sweep_key(self, key: str) -> str:
+        if key.startswith("run.params."):
+            key = key.removeprefix("run.params.")
+        if not key or "." in key or not key.replace("-", "_").replace("_", "a").isalnum():
+            raise SpecError(
+                key, f"a sweep of {self.kind} arguments takes plain names (--grid lr=1e-3,3e-3 passes --lr VALUE)"
+            )
+        return f"run.params.{key}"
+
+
+class ScriptPayload(ProgramPayload):
+    kind = "script"
+
+    @property
+    def script(self) -> Path:
+        return Path(str(self.run.script)).expanduser().absolute()
+
+    @property
+    def python(self) -> str:
+        from deltajobs.render import job_python
+
+        return self.run.python or job_python(self.job)
+
+    def program(self, run_dir: Path | None) -> list[str]:
+        script = self.script
+        if run_dir is not None and self.run.snapshot:
+            plan = snapshot.plan(script)
+            script = run_dir / snapshot.CODE_DIR / script.relative_to(plan.root)
+        return [self.python, str(script)]
+
+    def describe(self) -> str:
+        """`python train.py --lr 0.001`: the script relative to the working directory where it lies below it."""
+        script = self.script
+        shown = script.relative_to(self.workdir) if script.is_relative_to(self.workdir) else script
+        return shlex.join(["python", str(shown), *self.argv()[2:]])
+
+    def check(self) -> None:
+        super().check()
+        script = self.script
+        if not script.is_file():
+            raise SpecError("run.script", f"no such file: {self.run.script}")
+        if script.suffix == ".py":
+            compile_check(script)
+        if self.run.snapshot:
+            snapshot.plan(script)  # too big: refused here, before anything exists
+
+    def prepare(self, run_dir: Path) -> None:
+        if self.run.snapshot:
+            snapshot.take(snapshot.plan(self.script), run_dir)
+
+    def bind_paths(self, run_dir: Path) -> list[str]:
+        return [*super().bind_paths(run_dir), str(self.script.parent)]
+
+
+class CommandPayload(ProgramPayload):
+    kind = "command"
+
+    def program(self, run_dir: Path | None) -> list[str]:
+        return split_command(str(self.run.command))
+
+    def check(self) -> None:
+        super().check()
+        split_command(str(self.run.command))
+
+
+def split_command(text: str) -> list[str]:
+    """Split a command like a shell splits words (quotes respected); nothing is ever run by a
+    shell, so `;`, `|`, `$(...)` and `*` are just characters of an argument."""
+    try:
+        argv = shlex.split(text)
+    except ValueError as err:
+        raise SpecError("run.command", f"{text!r} cannot be split into words ({err})") from None
+    if not argv:
+        raise SpecError("run.command", "is empty; give the program and its arguments")
+    return argv
+
+
+def compile_check(script: Path) -> None:
+    """A Python script that does not compile is refused with its file, line and message."""
+    try:
+        source = script.read_bytes()
+    except OSError as err:
+        raise SpecError("run.script", f"{script} cannot be read ({err.strerror})") from None
+    try:  # what py_compile does, without writing a .pyc anywhere
+        compile(source, str(script), "exec", dont_inherit=True)
+    except (SyntaxError, ValueError) as err:
+        line = getattr(err, "lineno", None)
+        message = getattr(err, "msg", None) or str(err)
+        where = f"{script}, line {line}" if line else str(script)
+        raise SpecError("run.script", f"{where}: {message}") from None

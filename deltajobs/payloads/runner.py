@@ -1,0 +1,235 @@
+"""What runs inside the job for a user's script or command: one `CommandJob` per task, unpickled
+and called by submitit like the packaged trainer's `TrainJob`.
+
+It sets the contract's environment (`deltajobs.contract`), starts the program as an argv list in
+the submit directory, forwards SIGUSR2/SIGTERM to it, samples the GPUs around it, and turns its
+exit status into the job's fate: 0 completes (results.json), 85 asks for a requeue, anything else
+fails the task with the status in the log. The program dies with this process (PR_SET_PDEATHSIG).
+
+Importing this module must stay cheap: every task imports it to unpickle its call.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from deltajobs import contract
+from deltajobs.gpu_usage import GPU_FILE, GpuSampler
+from deltajobs.job import global_rank, record_attempt
+
+RESULTS, METRICS_FILE = "results.json", "metrics.jsonl"  # the trainer's names
+CHECKPOINTS = "checkpoints"
+REQUEUE_FILE_ENV = "DELTAJOBS_REQUEUE_FILE"  # set by the batch script: the file that asks it to requeue
+FORWARDED = (signal.SIGUSR2, signal.SIGTERM)
+_PR_SET_PDEATHSIG = 1
+
+
+class CommandJob:
+    """Run `argv` in `workdir` for the run directory `run_dir` (each task of each attempt)."""
+
+    def __init__(
+        self,
+        argv: list[str],
+        workdir: str,
+        run_dir: str,
+        max_requeues: int,
+        kind: str = "command",
+        env: dict[str, str] | None = None,
+        gpus_per_node: int = 0,
+        shown: str = "",
+    ) -> None:
+        self.argv = argv
+        self.workdir = workdir
+        self.run_dir = run_dir
+        self.max_requeues = max_requeues
+        self.kind = kind
+        self.env = env or {}
+        self.gpus_per_node = gpus_per_node
+        self.shown = shown or " ".join(argv)  # the command as the user wrote it (results, logs)
+        self.child: subprocess.Popen[bytes] | None = None
+        self.signalled: int | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k not in ("child", "signalled")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, child=None, signalled=None)
+
+    def __call__(self) -> dict[str, Any]:
+        run_dir = Path(self.run_dir)
+        previous = {sig: signal.signal(sig, self._forward) for sig in (*FORWARDED, signal.SIGINT)}
+        try:
+            while True:
+                restarted = record_attempt(run_dir)
+                code, seconds = self._run_once(run_dir, restarted)
+                if code == 0:
+                    return self._finish(run_dir, seconds)
+                if code != contract.EXIT_REQUEUE:
+                    self._fail(code)
+                self._ask_requeue(restarted)  # on SLURM this process exits; here the next attempt starts
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _run_once(self, run_dir: Path, restarted: int) -> tuple[int, float]:
+        env = task_env(run_dir, restarted, self.gpus_per_node, self.env)
+        argv = with_rendezvous(self.argv, env, self.gpus_per_node)
+        main = global_rank() == 0
+        sampler = GpuSampler(run_dir / GPU_FILE).start() if main else None
+        start = time.time()
+        print(f"deltajobs: running {' '.join(argv)} in {self.workdir} (attempt {restarted + 1})", flush=True)
+        try:
+            self.child = subprocess.Popen(argv, cwd=self.workdir, env=env, preexec_fn=_child_setup)
+        except OSError as err:
+            raise RuntimeError(f"cannot start {argv[0]!r}: {err.strerror}") from None
+        try:
+            code = self.child.wait()
+        finally:
+            if sampler is not None:
+                sampler.stop()
+        return code, time.time() - start
+
+    def _forward(self, signum: int, frame: FrameType | None) -> None:
+        """Pass a stop signal on to the program once (SLURM may also signal it directly)."""
+        if self.signalled == signum:
+            return
+        self.signalled = signum
+        if self.child is not None and self.child.poll() is None:
+            forward = signal.SIGTERM if signum == signal.SIGINT else signum
+            self.child.send_signal(forward)
+
+    def _finish(self, run_dir: Path, seconds: float) -> dict[str, Any]:
+        results = {
+            "payload": self.kind,
+            "status": "completed",
+            "exit_code": 0,
+            "command": self.shown,
+            "elapsed_seconds": round(seconds, 3),
+            "history": read_metrics(run_dir / METRICS_FILE),
+        }
+        gpu = GpuSampler(run_dir / GPU_FILE).summary() if (run_dir / GPU_FILE).exists() else None
+        if gpu is not None:
+            results["gpu_util"] = gpu
+        if global_rank() == 0:
+            tmp = run_dir / (RESULTS + ".tmp")
+            tmp.write_text(json.dumps(results, indent=2) + "\n")
+            tmp.replace(run_dir / RESULTS)
+        return results
+
+    def _fail(self, code: int) -> None:
+        if code < 0:
+            name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
+            print(f"deltajobs: {self.argv[0]} was killed by {name}", file=sys.stderr, flush=True)
+            sys.exit(-1)  # preempted or cancelled: SLURM decides what happens next
+        print(f"deltajobs: {self.argv[0]} exited with status {code}", file=sys.stderr, flush=True)
+        sys.exit(code)  # the task fails with the program's own status (no traceback of ours)
+
+    def _ask_requeue(self, restarted: int) -> None:
+        """Exit 85: ask for a requeue. On SLURM this process exits and the batch script requeues
+        the job; on this machine it returns, and the next attempt starts in this process."""
+        if restarted >= self.max_requeues:
+            raise RuntimeError(
+                f"{self.argv[0]} asked for a requeue (exit 85) after {restarted} requeue(s): "
+                f"resources.max_requeues={self.max_requeues} reached"
+            )
+        request = os.environ.get(REQUEUE_FILE_ENV)
+        if request is None:
+            print(f"deltajobs: {self.argv[0]} asked for a requeue (exit 85): starting it again", flush=True)
+            return
+        if global_rank() == 0:
+            Path(request).write_text(f"{time.time()}\n")
+            print(f"deltajobs: {self.argv[0]} asked for a requeue (exit 85): requeueing the job", flush=True)
+        sys.exit(-1)
+
+
+def task_env(run_dir: Path, restarted: int, gpus_per_node: int, extra: dict[str, str]) -> dict[str, str]:
+    """The environment of the program: this process's, the contract's variables, torchrun's."""
+    env = {**os.environ, **extra}
+    checkpoints = run_dir / CHECKPOINTS
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    rank, local_rank, world, local_world = ranks()
+    env.update(
+        {
+            contract.RUN_DIR: str(run_dir),
+            contract.CHECKPOINT_DIR: str(checkpoints),
+            contract.RESTART_COUNT: str(restarted),
+            contract.METRICS: str(run_dir / METRICS_FILE),
+            "RANK": str(rank),
+            "LOCAL_RANK": str(local_rank),
+            "WORLD_SIZE": str(world),
+            "LOCAL_WORLD_SIZE": str(local_world),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    env.setdefault("MASTER_ADDR", "127.0.0.1")
+    env.setdefault("MASTER_PORT", str(20000 + int(env.get("SLURM_JOB_ID", os.getpid())) % 20000))
+    return env
+
+
+def ranks() -> tuple[int, int, int, int]:
+    """(RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE) of this task, from SLURM or submitit's local env."""
+    env = os.environ
+    if "SLURM_PROCID" in env and "SLURM_NTASKS" in env:
+        world = int(env["SLURM_NTASKS"])
+        nodes = int(env.get("SLURM_NNODES", env.get("SLURM_JOB_NUM_NODES", "1")))
+        return int(env["SLURM_PROCID"]), int(env.get("SLURM_LOCALID", "0")), world, max(1, world // max(1, nodes))
+    if "SUBMITIT_LOCAL_GLOBALID" in env:
+        world = int(env.get("SUBMITIT_LOCAL_NTASKS", "1"))
+        return int(env["SUBMITIT_LOCAL_GLOBALID"]), int(env.get("SUBMITIT_LOCAL_LOCALID", "0")), world, world
+    return 0, 0, 1, 1
+
+
+def with_rendezvous(argv: list[str], env: dict[str, str], gpus_per_node: int) -> list[str]:
+    """A `torchrun` command (one task per node) gets the job's nodes and rendezvous, unless given."""
+    if not argv or Path(argv[0]).name != "torchrun":
+        return argv
+    given = " ".join(argv[1:])
+    extra = []
+    if "--nnodes" not in given:
+        extra.append(f"--nnodes={env.get('SLURM_NNODES', '1')}")
+    if "--nproc-per-node" not in given and "--nproc_per_node" not in given:
+        extra.append(f"--nproc-per-node={max(1, gpus_per_node)}")
+    if "--rdzv" not in given and "--standalone" not in given:
+        extra += [
+            f"--rdzv-id={env.get('SLURM_JOB_ID', '0')}",
+            "--rdzv-backend=c10d",
+            f"--rdzv-endpoint={env['MASTER_ADDR']}:{env['MASTER_PORT']}",
+        ]
+    return [argv[0], *extra, *argv[1:]]
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """The JSON lines of a metrics file (a torn or foreign line is skipped, not fatal)."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return []
+    records = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
+
+
+def _child_setup() -> None:
+    """In the program's process before exec: SIGUSR2 ignored until it asks (so a program that
+    never handles it times out as usual instead of dying at the warning), and death with us."""
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    try:
+        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass

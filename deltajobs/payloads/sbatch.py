@@ -1,0 +1,196 @@
+"""An existing sbatch script as a payload: read as sbatch reads it (`sbatch_file.py`), validated
+like any spec, and submitted as written. What deltajobs needs (the run directory in the job's
+environment, a tag, any flag the user gave on deltajobs' command line) goes on sbatch's command
+line, never into the user's file; the script's own `--output` stays where it points.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from deltajobs import contract
+from deltajobs.errors import SpecError
+from deltajobs.payloads.base import Payload
+from deltajobs.payloads.sbatch_file import SbatchFile, lint, parse_sbatch, to_spec_dict
+
+SCRIPT = "job.sh"  # the copy in the run directory: what was submitted
+# Log name patterns deltajobs can resolve once the job id is known (sbatch(1), "filename pattern").
+_PATTERN = re.compile(r"%(%|j|x|u|A|a)")
+# What a spec field is called in an sbatch script, to name the directive a limit refuses.
+FIELD_OPTIONS = {
+    "account": ("account",),
+    "name": ("job-name",),
+    "resources.partition": ("partition",),
+    "resources.nodes": ("nodes",),
+    "resources.gpus_per_node": ("gpus-per-node", "gres", "gpus"),
+    "resources.tasks_per_node": ("ntasks-per-node", "ntasks"),
+    "resources.cpus_per_task": ("cpus-per-task",),
+    "resources.mem": ("mem", "mem-per-cpu", "mem-per-gpu"),
+    "resources.time": ("time",),
+    "resources.constraint": ("constraint",),
+    "resources.signal_grace": ("signal",),
+    "schedule.dependency": ("dependency",),
+    "schedule.qos": ("qos",),
+    "schedule.reservation": ("reservation",),
+    "schedule.exclude": ("exclude",),
+    "schedule.mail_type": ("mail-type",),
+    "schedule.mail_user": ("mail-user",),
+}
+# Spec fields the command line may override, and the sbatch option each becomes.
+OVERRIDES = {
+    ("account",): "account",
+    ("resources", "partition"): "partition",
+    ("resources", "nodes"): "nodes",
+    ("resources", "gpus_per_node"): "gpus-per-node",
+    ("resources", "cpus_per_task"): "cpus-per-task",
+    ("resources", "mem"): "mem",
+    ("resources", "time"): "time",
+    ("resources", "constraint"): "constraint",
+    ("schedule", "dependency"): "dependency",
+    ("schedule", "qos"): "qos",
+    ("schedule", "reservation"): "reservation",
+    ("schedule", "exclude"): "exclude",
+    ("schedule", "mail_type"): "mail-type",
+    ("schedule", "mail_user"): "mail-user",
+}
+
+# Passed even where the script is silent: the account deltajobs charges and checks the balance of,
+# and the walltime its estimate priced (the spec's default when the script names none).
+ALWAYS = (("account",), ("resources", "time"))
+
+
+def read(path: Path) -> SbatchFile:
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        raise SpecError("JOB", f"{path} cannot be read ({getattr(err, 'strerror', None) or err})") from None
+    return parse_sbatch(text, str(path))
+
+
+def sbatch_spec(path: Path, workdir: str) -> dict[str, Any]:
+    """The raw spec of an sbatch script; its first error (what sbatch itself would refuse) raises."""
+    parsed = read(path)
+    errors = [f for f in lint(parsed) if f.level == "error"]
+    if errors:
+        raise SpecError(str(path), errors[0].message)
+    raw = to_spec_dict(parsed)
+    raw["run"] = {"sbatch": str(path.absolute()), "workdir": workdir}
+    return raw
+
+
+def directive_for(parsed: SbatchFile, field: str) -> str | None:
+    """`line 8: #SBATCH --time=72:00:00`: the directive behind a spec field, if the script has one."""
+    options = FIELD_OPTIONS.get(field, ())
+    found = [d for d in parsed.directives if d.option in options]
+    return f"line {found[-1].line}: #SBATCH {found[-1].text}" if found else None
+
+
+class SbatchPayload(Payload):
+    kind = "sbatch"
+    requeue_from_batch = False  # the script is the user's: it requeues itself, if it wants to
+
+    @property
+    def path(self) -> Path:
+        run = self.job.spec.run
+        assert run is not None and run.sbatch
+        return Path(run.sbatch)
+
+    @property
+    def workdir(self) -> Path:
+        run = self.job.spec.run
+        assert run is not None
+        return Path(run.workdir or ".").absolute()
+
+    def describe(self) -> str:
+        return f"the sbatch script {self.path}, as written"
+
+    def check(self) -> None:
+        if not self.path.is_file():
+            raise SpecError("run.sbatch", f"no such file: {self.path}")
+
+    def prepare(self, run_dir: Path) -> None:
+        shutil.copy2(self.path, run_dir / SCRIPT)
+
+    def sbatch_file(self) -> Path | None:
+        return self.path
+
+    def task(self, run_dir: Path) -> Callable[[], Any]:
+        """On this machine (--local) the script runs under bash; its #SBATCH lines are comments."""
+        from deltajobs.payloads.runner import CommandJob
+
+        res = self.job.spec.resources
+        argv = ["bash", str(run_dir / SCRIPT)]
+        return CommandJob(argv, str(self.workdir), str(run_dir), res.max_requeues, self.kind, shown=self.describe())
+
+    def sweep_key(self, key: str) -> str:
+        raise SpecError(key, "an sbatch script takes no swept values; sweep a script (train.py) or a spec instead")
+
+    def sbatch_options(self, run_dir: Path) -> list[str]:
+        """sbatch's command-line options: the contract's environment, a tag, the working directory,
+        the flags given to deltajobs that differ from the script, and logs where deltajobs can find them."""
+        parsed = read(self.path)
+        written = to_spec_dict(parsed)
+        spec = self.job.spec.to_dict()
+        env = {
+            contract.RUN_DIR: str(run_dir),
+            contract.CHECKPOINT_DIR: str(run_dir / "checkpoints"),
+            contract.METRICS: str(run_dir / "metrics.jsonl"),
+        }
+        options = [
+            "--parsable",
+            f"--chdir={self.workdir}",
+            f"--comment=deltajobs:{run_dir.name}",
+            "--export=ALL," + ",".join(f"{key}={value}" for key, value in env.items()),
+        ]
+        for path, option in OVERRIDES.items():
+            ours, theirs = _get(spec, path), _get(written, path)
+            if theirs is None and path not in ALWAYS:
+                continue  # the script is silent: SLURM's default, as plain sbatch would have it
+            if ours is not None and str(ours) != str(theirs):
+                options.append(f"--{option}={ours}")
+        for option, default in (("output", "slurm-%j.out"), ("error", None)):
+            pattern = self.log_pattern(parsed, option) or default
+            if pattern is not None and not resolvable(pattern):
+                options.append(f"--{option}={run_dir / ('%j.out' if option == 'output' else '%j.err')}")
+        return options
+
+    def log_pattern(self, parsed: SbatchFile, option: str) -> str | None:
+        values = [d.value for d in parsed.directives if d.option == option and d.value]
+        return values[-1] if values else None
+
+    def log_paths(self, run_dir: Path, job_id: str, user: str) -> tuple[Path, Path]:
+        """Where the job's stdout and stderr go, its id known: the script's --output/--error
+        (relative to its working directory), else slurm-JOBID.out, else deltajobs' own."""
+        parsed = read(self.path)
+        out = self.log_pattern(parsed, "output") or "slurm-%j.out"
+        err = self.log_pattern(parsed, "error") or out
+        name = self.job.spec.name
+        paths = []
+        for pattern, ours in ((out, "%j.out"), (err, "%j.out" if err == out else "%j.err")):
+            if not resolvable(pattern):
+                pattern = str(run_dir / ours)
+            text = fill(pattern, job_id, name, user)
+            paths.append(self.workdir / text if not Path(text).is_absolute() else Path(text))
+        return paths[0], paths[1]
+
+
+def resolvable(pattern: str) -> bool:
+    """Whether every %-token of a log pattern is one deltajobs can fill in (%j %x %u %A %a %%)."""
+    return "%" not in _PATTERN.sub("", pattern).replace("\\%", "")
+
+
+def fill(pattern: str, job_id: str, name: str, user: str) -> str:
+    array, _, task = job_id.partition("_")
+    values = {"%": "%", "j": job_id, "x": name, "u": user, "A": array, "a": task or "4294967294"}
+    return _PATTERN.sub(lambda m: values[m.group(1)], pattern)
+
+
+def _get(data: dict[str, Any], path: tuple[str, ...]) -> Any:
+    node: Any = data
+    for part in path:
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
