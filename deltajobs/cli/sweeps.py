@@ -229,15 +229,27 @@ def status_command(sweep_id: SweepIdArg, as_json: JsonOpt = False) -> None:
 def results_command(
     sweep_id: SweepIdArg,
     metric: Annotated[
-        str, typer.Option("--metric", help="Rank by this result (*acc: higher is better, else lower).")
-    ] = "test_acc",
+        str | None,
+        typer.Option(
+            "--metric",
+            help="Rank by this result (*acc: higher is better, else lower); default test_acc, or a script's *acc.",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
     plot: PlotOpt = None,
 ) -> None:
     """One row per point, best first by --metric (marked *): parameters, state and metrics."""
     from deltajobs.cli.views import table
     from deltajobs.config import load_settings
-    from deltajobs.sweep.results import TABLE_METRICS, best_point, format_value, higher_is_better, rank, short_key
+    from deltajobs.sweep.results import (
+        TABLE_METRICS,
+        best_point,
+        default_metric,
+        format_value,
+        higher_is_better,
+        rank,
+        short_key,
+    )
     from deltajobs.sweep.trials import is_search
 
     settings = load_settings()
@@ -247,6 +259,7 @@ def results_command(
         search_results(settings, sweep_id, plot, as_json)
         return
     view = _load(sweep_id)
+    metric = metric or default_metric(view.points)
     ranked = rank(view.points, metric)
     best = best_point(view.points, metric)
     if plot is not None:
@@ -264,7 +277,7 @@ def results_command(
             }
         )
         return
-    names = [metric, *[m for m in TABLE_METRICS if m != metric]]
+    names = [metric, *[m for m in TABLE_METRICS if m != metric and any(m in p.metrics for p in view.points)]]
     rows = [
         ["*" if p is best else "", str(p.index), *[format_value(p.params.get(k)) for k in view.keys], p.shown_state]
         + [f"{p.metrics[m]:.4f}" if m in p.metrics else "" for m in names]

@@ -21,6 +21,7 @@ from deltajobs.registry import Registry
 
 HIGHER_IS_BETTER = ("acc", "accuracy", "per_second")
 TABLE_METRICS = ("test_acc", "test_loss", "train_loss")
+NOT_METRICS = ("time", "exit_code")  # bookkeeping in a script's reports and results, not results
 
 
 @dataclass
@@ -110,7 +111,24 @@ def read_metrics(run_dir: Path) -> dict[str, float]:
         return {}
     history = data.get("history") or [{}]
     merged = {**history[-1], **data}
-    return {k: float(v) for k, v in merged.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+    return {
+        k: float(v)
+        for k, v in merged.items()
+        if isinstance(v, int | float) and not isinstance(v, bool) and k not in NOT_METRICS
+    }
+
+
+def default_metric(points: list[PointRow]) -> str:
+    """test_acc (the trainer's), else what a script reported: its first *acc key, else its first
+    other number (not the epoch or step)."""
+    names: dict[str, None] = {}
+    for point in points:
+        names.update(dict.fromkeys(point.metrics))
+    if not names or "test_acc" in names:
+        return "test_acc"
+    accuracies = [n for n in names if higher_is_better(n)]
+    others = [n for n in names if n not in ("epoch", "step", "elapsed_seconds")]
+    return (accuracies or others or list(names))[0]
 
 
 def higher_is_better(metric: str) -> bool:
