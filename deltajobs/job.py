@@ -77,12 +77,36 @@ def record_attempt(run_dir: Path) -> int:
     data = json.loads(path.read_text()) if path.exists() else {"starts": []}
     if global_rank() == 0:
         data["starts"].append(
-            {"time": time.time(), "job_id": os.environ.get("SLURM_JOB_ID"), "host": os.uname().nodename}
+            {
+                "time": time.time(),
+                "job_id": os.environ.get("SLURM_JOB_ID"),
+                "host": os.uname().nodename,
+                "nodes": os.environ.get("SLURM_JOB_NODELIST") or os.uname().nodename,
+            }
         )
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(data, indent=1))
         tmp.replace(path)
     return len(data["starts"]) - 1
+
+
+def attempt_nodes(run_dir: Path) -> list[str]:
+    """The nodes each start of a job ran on (SLURM's node list, e.g. `gpua[001-002]`), in order."""
+    try:
+        starts = json.loads((Path(run_dir) / ATTEMPTS_FILE).read_text())["starts"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    return [str(s.get("nodes") or s.get("host") or "?") for s in starts if isinstance(s, dict)]
+
+
+def nodes_text(run_dir: Path) -> str:
+    """`ran on gpua001, then gpua002 (after a requeue)`: "" when no start was recorded."""
+    nodes = attempt_nodes(run_dir)
+    if not nodes:
+        return ""
+    if len(set(nodes)) == 1:
+        return f"ran on {nodes[0]}" + (f" ({len(nodes)} attempts)" if len(nodes) > 1 else "")
+    return "ran on " + ", then ".join(nodes)
 
 
 def restarts(run_dir: Path) -> int:

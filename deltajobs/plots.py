@@ -40,6 +40,8 @@ def plot_curves(results: dict[str, Any], path: Path, title: str = "") -> Path:
     history = results.get("history") or []
     if not history:
         raise DeltaJobsError("the results have no per-epoch history to plot")
+    if "model" not in results:  # a user's program: whatever it reported
+        return plot_reports(plt, history, path, title)
     epochs = [h["epoch"] for h in history]
     fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
     for key, label in (("train_loss", "train"), ("val_loss", "validation")):
@@ -57,6 +59,34 @@ def plot_curves(results: dict[str, Any], path: Path, title: str = "") -> Path:
     acc_ax.legend()
     acc_ax.grid(alpha=0.3)
     fig.suptitle(title or results.get("model", ""))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_reports(plt: Any, history: list[dict[str, Any]], path: Path, title: str) -> Path:
+    """A user program's reports: losses on the left, every other number on the right, against the
+    record's epoch (else step, else position)."""
+    steps = [h.get("epoch", h.get("step", i + 1)) for i, h in enumerate(history)]
+    axis = "epoch" if "epoch" in history[0] else "step" if "step" in history[0] else "report"
+    keys: dict[str, None] = {}
+    for record in history:
+        for key, value in record.items():
+            if key not in ("epoch", "step", "time") and isinstance(value, int | float) and not isinstance(value, bool):
+                keys.setdefault(key)
+    if not keys:
+        raise DeltaJobsError("the reports hold no numbers to plot")
+    fig, (loss_ax, other_ax) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    for key in keys:
+        ax = loss_ax if "loss" in key else other_ax
+        ax.plot(steps, [h.get(key) for h in history], marker="o", label=key)
+    for ax, name in ((loss_ax, "Losses"), (other_ax, "Other metrics")):
+        ax.set(xlabel=axis, title=name)
+        if ax.lines:
+            ax.legend()
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)

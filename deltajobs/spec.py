@@ -315,7 +315,7 @@ def validate_partition(job: ResolvedJob, part: Partition) -> None:
             f"{res.cpus_per_task} x {res.ntasks_per_node} task(s) = {cpus} CPUs per node on {pname}; "
             f"the node has {part.cpus}",
         )
-    if res.gpus_per_node and res.ntasks_per_node not in (1, res.gpus_per_node):
+    if res.gpus_per_node and job.payload.one_task_per_gpu and res.ntasks_per_node not in (1, res.gpus_per_node):
         raise SpecError(
             "resources.tasks_per_node", f"{res.ntasks_per_node}; choose 1 or {res.gpus_per_node} (one per GPU)"
         )

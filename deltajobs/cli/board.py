@@ -6,7 +6,9 @@ tensorboard or torch.
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
+import sys
 import tempfile
 from typing import Annotated
 
@@ -32,6 +34,9 @@ def tensorboard_command(
     from deltajobs.tbserve import plan_board, require_tensorboard
 
     plan = plan_board(load_settings(), ident, port)
+    if importlib.util.find_spec("tensorboard") is not None:  # a user program's reports, as scalars
+        subprocess.run([sys.executable, "-m", "deltajobs.reportboard", str(plan.logdir)], check=False, timeout=300)
+        plan = plan_board(load_settings(), ident, plan.port)
     if as_json:
         emit_json(plan.to_dict())
     else:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from deltajobs.charge.advice import Advice
-from deltajobs.job import restarts
+from deltajobs.job import nodes_text, restarts
 from deltajobs.lifecycle import STATE_ADVICE, attempts_text, reason_words, right_sizing
 from deltajobs.registry import JobRow
 from deltajobs.slurm import AcctRecord
@@ -63,6 +63,8 @@ def status_table(rows: list[JobRow], detail: bool = False, records: dict[str, Ac
             notes.append(f"{row.job_id}: {advice.replace('JOBID', row.job_id)}")
         if detail and record is not None and len(record.attempts) > 1:
             notes.append(f"{row.job_id}: charged for {attempts_text(record)} ({record.su:.3f} SU)")
+        if detail and row.started_at and nodes_text(Path(row.run_dir)):
+            notes.append(f"{row.job_id}: {nodes_text(Path(row.run_dir))}")
         if detail:
             notes += [f"{row.job_id}: {a.message}" for a in right_sizing(row, record)]
     text = table(["JOBID", "NAME", "STATE", "PARTITION", "GPUS", "ELAPSED", "SU", "REASON"], body)
@@ -97,6 +99,8 @@ def results_text(row: JobRow, data: dict[str, Any], advice: list[Advice], record
         lines.append(f"  charge {record.su:.3f} SU for {attempts_text(record)}")
     elif row.su is not None:
         lines.append(f"  charge {row.su:.3f} SU")
+    if nodes_text(Path(row.run_dir)):
+        lines.append(f"  {nodes_text(Path(row.run_dir))}")
     history = data.get("history") or []
     if history:
         rows = [
@@ -138,6 +142,8 @@ def program_results_text(
         lines.append(f"  charge {record.su:.3f} SU for {attempts_text(record)}")
     elif row.su is not None:
         lines.append(f"  charge {row.su:.3f} SU")
+    if nodes_text(Path(row.run_dir)):
+        lines.append(f"  {nodes_text(Path(row.run_dir))}")
     history = [h for h in data.get("history") or [] if isinstance(h, dict)]
     keys = metric_keys(history)
     if not history:

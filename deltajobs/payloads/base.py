@@ -19,6 +19,8 @@ class Payload(ABC):
     # The program asks for a requeue by its exit status (85), and the batch script, which runs on
     # the node outside any container, calls `scontrol requeue` (the trainer requeues itself).
     requeue_from_batch: ClassVar[bool] = True
+    # With GPUs, a job runs one task per GPU (or one in all); an sbatch script decides for itself.
+    one_task_per_gpu: ClassVar[bool] = True
 
     def __init__(self, job: ResolvedJob) -> None:
         self.job = job

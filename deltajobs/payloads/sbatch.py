@@ -92,6 +92,7 @@ def directive_for(parsed: SbatchFile, field: str) -> str | None:
 class SbatchPayload(Payload):
     kind = "sbatch"
     requeue_from_batch = False  # the script is the user's: it requeues itself, if it wants to
+    one_task_per_gpu = False
 
     @property
     def path(self) -> Path:
