@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import re
 import shlex
-import sys
 from pathlib import Path
 
 import jinja2
 
-from deltajobs import __version__, assets
+from deltajobs import __version__, assets, pyenv
 from deltajobs.errors import SpecError
 from deltajobs.spec import ResolvedJob
 from deltajobs.units import format_mem, format_walltime
@@ -21,7 +20,6 @@ from deltajobs.units import format_mem, format_walltime
 SAFE_PATH = re.compile(r"[A-Za-z0-9_.,/+=@%~-]+")
 BIND_PATH = re.compile(r"[A-Za-z0-9_./+=@%~-]+")  # apptainer --bind splits on , and :
 SUBMITIT_DIR = "submitit"
-CONTAINER_PYTHON = "python3"  # in an image, where the profile names no interpreter
 APPTAINER_CACHE = ".apptainer-cache"  # under the runs directory: off $HOME, seen by every node
 
 
@@ -37,11 +35,8 @@ def _environment() -> jinja2.Environment:
 
 
 def job_python(job: ResolvedJob) -> str:
-    """The interpreter the job runs: the profile's (module/venv `python`), or this one (the
-    image's `python3` when the job runs in a container)."""
-    if job.spec.environment.container:
-        return job.profile.python or CONTAINER_PYTHON
-    return job.profile.python or sys.executable
+    """The interpreter the job's launch line names (`deltajobs.pyenv` decides which and why)."""
+    return pyenv.job_python(job).python
 
 
 def submitit_folder(run_dir: Path) -> Path:
@@ -51,10 +46,14 @@ def submitit_folder(run_dir: Path) -> Path:
 def launch_command(job: ResolvedJob, folder: Path) -> str:
     """The line submitit runs in each task: it unpickles the trainer call and runs it (inside
     `apptainer exec --nv` when the spec names a container; the script sets $DELTAJOBS_BINDS)."""
-    python = " ".join([shlex.quote(job_python(job)), "-u -m submitit.core._submit", shlex.quote(str(folder))])
+    chosen = pyenv.job_python(job)
+    python = " ".join([shlex.quote(chosen.python), "-u -m submitit.core._submit", shlex.quote(str(folder))])
     image = job.spec.environment.container
     if not image:
         return python
+    if chosen.venv:  # the venv is the image's: activated inside it
+        inner = f"source {shlex.quote(chosen.venv + '/bin/activate')} && exec {python}"
+        python = f"bash -c {shlex.quote(inner)}"
     return f'apptainer exec --nv --bind "$DELTAJOBS_BINDS" {shlex.quote(image)} {python}'
 
 
@@ -90,6 +89,7 @@ def render(
     check_path(run_dir)
     folder = submitit_folder(run_dir)
     spec, res = job.spec, job.spec.resources
+    chosen = pyenv.job_python(job)
     stem = "%A_%a" if array else "%j"  # submitit's names for job and array-task files
     context = {
         "version": __version__,
@@ -116,7 +116,8 @@ def render(
         "requeue": res.max_requeues > 0,
         "module_reset": job.profile.module_reset and bool(job.modules),
         "modules": job.modules,
-        "venv": spec.environment.venv,
+        "venv": None if spec.environment.container else chosen.venv,
+        "python_why": printable(chosen.why),
         "env": spec.environment.env,
         "world_size": res.nodes * res.ntasks_per_node,
         "distributed_env": job.profile.distributed_env,

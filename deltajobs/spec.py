@@ -77,7 +77,8 @@ class Schedule:
 @dataclass(frozen=True)
 class Environment:
     modules: list[str] | None = constrained(None, pattern=MODULE_PATTERN)  # None: the profile's
-    venv: str | None = None  # a virtualenv to activate after the modules
+    venv: str | None = None  # a virtualenv to activate after the modules (inside a container: in it)
+    inherit: bool = True  # no venv named: use the venv or conda env deltajobs runs in (deltajobs.pyenv)
     env: dict[str, str] = field(default_factory=dict)
     container: str | None = None  # an Apptainer image (.sif or docker://) the trainer runs in
 

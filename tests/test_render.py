@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from deltajobs import pyenv
 from deltajobs.config import load_settings
 from deltajobs.render import render
 from deltajobs.spec import Overrides, job_names, resolve_job
@@ -16,6 +17,12 @@ from deltajobs.spec import Overrides, job_names, resolve_job
 GOLDEN = Path(__file__).parent / "golden"
 RUN_DIR = Path("/projects/bgvu/runs/RUN")
 UPDATE = os.environ.get("DELTAJOBS_UPDATE_GOLDEN") == "1"
+
+
+@pytest.fixture(autouse=True)
+def delta_venv(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Render as a student on Delta would: from the venv NCSA's Python guide has them make."""
+    monkeypatch.setattr(pyenv, "submitting", lambda: pyenv.Submitting("venv", "/u/student/venvs/deltajobs"))
 
 
 def rendered(job: str, cluster: str = "delta", **flags: object) -> str:

@@ -20,6 +20,8 @@ set -o pipefail
 
 module reset
 module load pytorch-conda/2.8 || { echo "deltajobs: 'module load pytorch-conda/2.8' failed" >&2; exit 1; }
+# Python: the venv deltajobs runs in, activated after the modules so that its python comes first on PATH.
+source /u/student/venvs/deltajobs/bin/activate || { echo "deltajobs: cannot activate the venv" >&2; exit 1; }
 export SUBMITIT_EXECUTOR=slurm
 export PYTHONUNBUFFERED=1
 
@@ -27,5 +29,5 @@ echo "deltajobs: job $SLURM_JOB_ID on $(hostname) started $(date -Is)"
 if command -v nvidia-smi >/dev/null 2>&1; then nvidia-smi; fi
 
 # The packaged trainer, through submitit (result pickles, checkpoint and requeue on USR2).
-srun --unbuffered --output /projects/bgvu/runs/RUN/submitit/%j_%t_log.out --error /projects/bgvu/runs/RUN/submitit/%j_%t_log.err python -u -m submitit.core._submit /projects/bgvu/runs/RUN/submitit
+srun --unbuffered --output /projects/bgvu/runs/RUN/submitit/%j_%t_log.out --error /projects/bgvu/runs/RUN/submitit/%j_%t_log.err /u/student/venvs/deltajobs/bin/python -u -m submitit.core._submit /projects/bgvu/runs/RUN/submitit
 

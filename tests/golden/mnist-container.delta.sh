@@ -18,6 +18,7 @@
 # Preview with `deltajobs render`; `deltajobs submit` sends exactly this script to sbatch.
 set -o pipefail
 
+# Python: the container's python.
 export SUBMITIT_EXECUTOR=slurm
 export PYTHONUNBUFFERED=1
 
