@@ -67,6 +67,23 @@ def container_binds(job: ResolvedJob, run_dir: Path) -> str:
     return ",".join(dict.fromkeys(paths))
 
 
+def setup_lines(job: ResolvedJob) -> list[str]:
+    """The lines of the rendered script that set up the job's software (modules, then the venv,
+    then the spec's variables), in its order: what `doctor` tests and `shell` starts with. A test
+    holds them to the rendered script."""
+    chosen = pyenv.job_python(job)
+    lines = ["module reset"] if job.profile.module_reset and job.modules else []
+    lines += [
+        f"module load {module} || {{ echo \"deltajobs: 'module load {module}' failed\" >&2; exit 1; }}"
+        for module in job.modules
+    ]
+    if chosen.venv and not job.spec.environment.container:
+        activate = shlex.quote(chosen.venv + "/bin/activate")
+        lines.append(f'source {activate} || {{ echo "deltajobs: cannot activate the venv" >&2; exit 1; }}')
+    lines += [f"export {key}={shlex.quote(value)}" for key, value in job.spec.environment.env.items()]
+    return lines
+
+
 def printable(text: str) -> str:
     """`text` safe for one comment line of the script: control characters shown as `?`."""
     return "".join(c if c.isprintable() else "?" for c in text)

@@ -63,6 +63,7 @@ class Backend(ABC):
     needs_account: ClassVar[bool]  # jobs must name an account to charge
     charges: ClassVar[bool]  # jobs spend Service Units: the budget guard applies
     first_state: ClassVar[str]  # a job's state right after submission
+    fresh_environment: ClassVar[bool] = False  # jobs set their software up anew (modules, venv): check it
 
     @abstractmethod
     def submit(self, resolved: ResolvedJob, run_dir: Path) -> Submission:

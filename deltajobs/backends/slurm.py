@@ -23,6 +23,7 @@ class SlurmBackend(Backend):
     needs_account = True
     charges = True
     first_state = "PENDING"
+    fresh_environment = True
 
     def submit(self, resolved: ResolvedJob, run_dir: Path) -> Submission:
         payload = resolved.payload

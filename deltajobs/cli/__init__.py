@@ -9,6 +9,7 @@ inside the commands that need them, so `--help` and `render` stay fast.
 from deltajobs.cli import accounting as _accounting  # noqa: F401  (registers commands)
 from deltajobs.cli import board as _board  # noqa: F401
 from deltajobs.cli import clusters as _clusters  # noqa: F401
+from deltajobs.cli import environment as _environment  # noqa: F401
 from deltajobs.cli import runs as _runs  # noqa: F401
 from deltajobs.cli import setup as _setup  # noqa: F401
 from deltajobs.cli import specs as _specs  # noqa: F401

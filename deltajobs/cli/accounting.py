@@ -13,7 +13,7 @@ from deltajobs.cli.options import JobFlags, JsonOpt, PayloadArg, ScriptArgs, job
 @app.command("estimate")
 @job_flags
 def estimate_command(
-    job: PayloadArg, flags: JobFlags, script_args: ScriptArgs = None, as_json: JsonOpt = False
+    job: PayloadArg = None, script_args: ScriptArgs = None, *, flags: JobFlags, as_json: JsonOpt = False
 ) -> None:
     """Estimate a job's charge in SU: the worst case (full walltime) and, if it ran before, the typical case."""
     from deltajobs.charge.estimate import describe, estimate_job, format_su

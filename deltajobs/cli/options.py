@@ -32,11 +32,16 @@ PayloadArg = Annotated[
         help="What to run: a job spec (mnist, or a YAML path), a Python script (train.py), an sbatch script "
         "(train.sh); none with --command.",
         show_default=False,
+        metavar="JOB",
     ),
 ]
 ScriptArgs = Annotated[
     list[str] | None,
-    typer.Argument(help="After --: the script's (or --command's) own arguments, passed verbatim.", show_default=False),
+    typer.Argument(
+        help="After --: the script's (or --command's) own arguments, passed verbatim.",
+        show_default=False,
+        metavar="-- ARGS",
+    ),
 ]
 JobIdArg = Annotated[str, typer.Argument(help="Job id (or `last`).")]
 SweepIdArg = Annotated[str, typer.Argument(help="The sweep id `deltajobs sweep JOB ...` printed, e.g. sw-1a2b3c.")]

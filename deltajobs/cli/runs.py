@@ -28,9 +28,10 @@ from deltajobs.errors import DeltaJobsError
 @app.command("submit")
 @job_flags
 def submit_command(
-    job: PayloadArg,
-    flags: JobFlags,
+    job: PayloadArg = None,
     script_args: ScriptArgs = None,
+    *,
+    flags: JobFlags,
     local: LocalOpt = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and print the script; submit nothing.")] = False,
     wait: Annotated[bool, typer.Option("--wait", help="Follow the job to its end.")] = False,
@@ -52,6 +53,10 @@ def submit_command(
     if dry_run:
         typer.echo(render(resolved, run_dir), nl=False)
         return
+    if backend.fresh_environment:
+        from deltajobs.doctor import require_interpreter
+
+        require_interpreter(resolved)  # a job whose python lacks deltajobs is refused here, not on the node
     estimate = check_budget(resolved, settings, yes) if backend.charges else None
     sub = submit_job(resolved, settings, run_dir, backend)
     info = {**sub.to_dict(), "estimate_su": round(estimate, 4) if estimate is not None else None}

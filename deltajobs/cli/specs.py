@@ -14,9 +14,10 @@ from deltajobs.cli.options import ClusterOpt, JobFlags, JsonOpt, PayloadArg, Scr
 @app.command("render")
 @job_flags
 def render_command(
-    job: PayloadArg,
-    flags: JobFlags,
+    job: PayloadArg = None,
     script_args: ScriptArgs = None,
+    *,
+    flags: JobFlags,
     run_dir: Annotated[
         Path | None, typer.Option("--run-dir", help="Run directory to render for (default: a new one).")
     ] = None,

@@ -51,9 +51,10 @@ app.add_typer(sweep_app, name="sweep")
 @sweep_app.command("run")
 @job_flags
 def run_command(
-    job: PayloadArg,
-    flags: JobFlags,
+    job: PayloadArg = None,
     script_args: ScriptArgs = None,
+    *,
+    flags: JobFlags,
     grid: Annotated[
         list[str] | None,
         typer.Option("--grid", help="KEY=V1,V2,...: values of a train.* key or a script's --KEY; axes multiply."),
