@@ -1,8 +1,8 @@
 """deltajobs: take a PyTorch experiment from a laptop to the GPUs of a SLURM cluster and back.
 
 The names user code imports are loaded on first use, so `import deltajobs` stays cheap (no torch,
-no typer): `report` and `should_stop` (deltajobs.contract), `Executor` and `submit_script`
-(deltajobs.executor).
+no typer): `report`, `should_stop` and `EXIT_REQUEUE` (deltajobs.contract); `Executor`, `Job`,
+`JobFailedError` and `submit_script` (deltajobs.executor).
 """
 
 from typing import Any
@@ -14,6 +14,8 @@ _LAZY = {
     "should_stop": "deltajobs.contract",
     "EXIT_REQUEUE": "deltajobs.contract",
     "Executor": "deltajobs.executor",
+    "Job": "deltajobs.executor",
+    "JobFailedError": "deltajobs.executor",
     "submit_script": "deltajobs.executor",
 }
 __all__ = ["__version__", *_LAZY]

@@ -67,6 +67,12 @@ def should_stop() -> bool:
     return _stop_signal is not None
 
 
+def reset() -> None:
+    """Forget a stop signal: a new attempt started in this same process (`--local`) has had none."""
+    global _stop_signal
+    _stop_signal = None
+
+
 def report(step: int | None = None, **metrics: Any) -> dict[str, Any]:
     """Record one set of metrics: `report(epoch=3, val_acc=0.981, train_loss=0.05)`.
 

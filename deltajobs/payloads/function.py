@@ -252,7 +252,7 @@ class FunctionJob:
         while True:
             restarted = record_attempt(run_dir)
             os.environ.update(task_env(run_dir, restarted, self.gpus_per_node, self.env))
-            contract._stop_signal = None  # a new attempt in this process has not been told to stop
+            contract.reset()  # a new attempt in this process has not been told to stop
             print(f"deltajobs: calling {self.name} in {self.workdir} (attempt {restarted + 1})", flush=True)
             start = time.time()
             try:

@@ -53,7 +53,7 @@ class ProgramPayload(Payload):
             str(run_dir),
             res.max_requeues,
             self.kind,
-            {},
+            dict(self.job.spec.environment.env),
             res.gpus_per_node,
             shown=self.describe(),
         )

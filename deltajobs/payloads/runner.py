@@ -23,7 +23,7 @@ from types import FrameType
 from typing import Any
 
 from deltajobs import contract
-from deltajobs.gpu_usage import GPU_FILE, GpuSampler
+from deltajobs.gpu_usage import GPU_FILE, GpuSampler, read_samples, summarize
 from deltajobs.job import global_rank, record_attempt
 
 RESULTS, METRICS_FILE = "results.json", "metrics.jsonl"  # the trainer's names
@@ -70,6 +70,7 @@ class CommandJob:
         try:
             while True:
                 restarted = record_attempt(run_dir)
+                contract.reset()  # an attempt started here again has not been told to stop
                 code, seconds = self._run_once(run_dir, restarted)
                 if code == 0:
                     return self._finish(run_dir, seconds)
@@ -116,7 +117,7 @@ class CommandJob:
             "elapsed_seconds": round(seconds, 3),
             "history": read_metrics(run_dir / METRICS_FILE),
         }
-        gpu = GpuSampler(run_dir / GPU_FILE).summary() if (run_dir / GPU_FILE).exists() else None
+        gpu = summarize(read_samples(run_dir / GPU_FILE)) if (run_dir / GPU_FILE).exists() else None
         if gpu is not None:
             results["gpu_util"] = gpu
         if global_rank() == 0:
