@@ -12,7 +12,6 @@ from deltajobs.cli.app import emit_json, note
 from deltajobs.cli.options import JobFlags
 from deltajobs.cli.views import table
 from deltajobs.config import Settings
-from deltajobs.errors import SpecError
 from deltajobs.sweep.results import format_value, short_key
 from deltajobs.sweep.trials import load_search, plot_search
 
@@ -30,25 +29,29 @@ def start_search(
     dry_run: bool,
     yes: bool,
     as_json: bool,
+    direction: str | None = None,
 ) -> None:
-    """`sweep JOB --search ...`: validate every value the search may propose, then ONE array of workers."""
+    """`sweep JOB --search ...`: validate every value the search may propose, then ONE array of workers.
+    JOB is a spec, or a script's or command's raw spec (`train.py -- ARGS`): its trials run the program."""
     from deltajobs.charge.budget import check_budget
     from deltajobs.charge.estimate import estimate_job, format_su
-    from deltajobs.sweep.search import parse_search, validate_search
+    from deltajobs.sweep.plan import job_label
+    from deltajobs.sweep.search import parse_search, resolve_search
     from deltajobs.sweep.submit import submit_search
 
     sampler, trials, ranges, choices, prune, objective = options
-    if isinstance(job, dict):
-        raise SpecError(
-            "--search", "searches run the packaged trainer's specs for now; sweep a script with --grid or --random"
-        )
-    spec = parse_search(sampler, trials, ranges, choices, prune, objective, seed, budget_su, storage)
+    spec = parse_search(sampler, trials, ranges, choices, prune, objective, seed, budget_su, storage, direction)
     cluster = flags.cluster_name(settings)
-    resolved = validate_search(job, spec, flags.overrides, settings, cluster, require_account=backend.needs_account)
+    spec, resolved = resolve_search(
+        job, spec, flags.overrides, settings, cluster, require_account=backend.needs_account
+    )
+    label = job if isinstance(job, str) else job_label(job)
     workers = min(max_parallel or 1, spec.trials)
     if dry_run:
-        keys = ", ".join(spec.keys)
-        typer.echo(f"{sampler} search of {job} over {keys}: {spec.trials} trials, {workers} worker(s), prune {prune}")
+        keys = ", ".join(k.removeprefix("run.params.") for k in spec.keys)
+        how = "max" if spec.maximize else "min"
+        typer.echo(f"{sampler} search of {label} over {keys}: {spec.trials} trials, {workers} worker(s), prune {prune}")
+        typer.echo(f"objective: {spec.objective} ({how}imize)")
         typer.echo("every value checked; nothing submitted (--dry-run)")
         return
     if backend.charges:
@@ -59,7 +62,7 @@ def start_search(
             note(f"estimate: at most {total} SU ({workers} workers x {format_su(per_worker)} SU){cap}")
         if spec.budget_su is None or spec.budget_su > per_worker * workers:
             check_budget(resolved, settings, yes, count=workers)
-    sub = submit_search(job, resolved, spec, settings, backend, workers)
+    sub = submit_search(label, resolved, spec, settings, backend, workers)
     if as_json:
         emit_json(sub.to_dict())
         return
@@ -68,6 +71,11 @@ def start_search(
     typer.echo(f"  sweep dir: {sub.sweep_dir}")
     typer.echo(f"  study:     {spec.storage_url or sub.sweep_dir / 'study.journal'}")
     typer.echo(f"  follow:    deltajobs sweep status {sub.sweep_id}")
+
+
+def param_name(key: str) -> str:
+    """A searched key as the user names it: train.lr -> lr, run.params.lr -> lr."""
+    return short_key(key).removeprefix("run.params.")
 
 
 def search_summary(view: Any) -> str:
@@ -86,7 +94,7 @@ def search_summary(view: Any) -> str:
 
 def trial_table(view: Any) -> str:
     keys = view.search.keys
-    headers = ["", "TRIAL", *[short_key(k).upper() for k in keys], "STATE", view.search.objective.upper()]
+    headers = ["", "TRIAL", *[param_name(k).upper() for k in keys], "STATE", view.search.objective.upper()]
     headers += ["EPOCHS", "TEST_ACC"]
     rows = [
         ["*" if t is view.best else "", str(t.number), *[format_value(t.params.get(k, "")) for k in keys], t.state]
@@ -97,11 +105,33 @@ def trial_table(view: Any) -> str:
     return table(headers, rows)
 
 
+def trial_errors(study: Any) -> dict[int, str]:
+    """Why each failed trial failed, as its worker recorded it (one line each)."""
+    return {
+        t.number: str(t.user_attrs["error"])
+        for t in study.get_trials(deepcopy=False)
+        if t.state.name == "FAIL" and t.user_attrs.get("error")
+    }
+
+
+def search_json(view: Any, errors: dict[int, str]) -> dict[str, Any]:
+    data = view.to_dict()
+    for trial in data["trials"]:
+        if trial["number"] in errors:
+            trial["error"] = errors[trial["number"]]
+    return data
+
+
+def failures_text(errors: dict[int, str]) -> str:
+    return "\n".join(f"trial {number} failed: {message}" for number, message in sorted(errors.items()))
+
+
 def search_status(settings: Settings, sweep_id: str, as_json: bool) -> None:
     """`sweep status` of a search: trials so far, best, SU spent; each worker; the running trials."""
-    search_view, _ = load_search(settings, sweep_id)
+    search_view, study = load_search(settings, sweep_id)
+    errors = trial_errors(study)
     if as_json:
-        emit_json(search_view.to_dict())
+        emit_json(search_json(search_view, errors))
         return
     typer.echo(search_summary(search_view))
     workers = [[str(p.index), p.job_id, p.shown_state] for p in search_view.sweep.points]
@@ -109,6 +139,8 @@ def search_status(settings: Settings, sweep_id: str, as_json: bool) -> None:
     running = [t for t in search_view.trials if t.state == "RUNNING"]
     if running:
         typer.echo("running: " + ", ".join(f"trial {t.number} (epoch {t.epochs})" for t in running))
+    if errors:
+        typer.echo(failures_text(errors))
     if search_view.sweep.warning:
         note(search_view.sweep.warning)
         raise typer.Exit(3)
@@ -117,12 +149,15 @@ def search_status(settings: Settings, sweep_id: str, as_json: bool) -> None:
 def search_results(settings: Settings, sweep_id: str, plot: Path | None, as_json: bool) -> None:
     """`sweep results` of a search: every trial ranked by the objective, the best with its test accuracy."""
     search_view, study = load_search(settings, sweep_id)
+    errors = trial_errors(study)
     written = plot_search(study, plot) if plot is not None else []
     if as_json:
-        emit_json(search_view.to_dict())
+        emit_json(search_json(search_view, errors))
         return
     typer.echo(search_summary(search_view) + "\n")
     typer.echo(trial_table(search_view))
+    if errors:
+        typer.echo("\n" + failures_text(errors))
     top = search_view.best
     if top is not None:
         test = f", test_acc {top.test_acc:.4f}" if top.test_acc is not None else ""

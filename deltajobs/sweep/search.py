@@ -6,15 +6,24 @@ ONE job array of P workers that share the study through a journal file in the sw
         --range train.lr=1e-4:1e-2:log --range train.weight_decay=0:0.1 \\
         --choice train.batch_size=64,128,256 --objective val_acc
 
+    deltajobs sweep train.py --search tpe --trials 32 --max-parallel 4 --prune hyperband \\
+        --range lr=1e-4:1e-2:log --objective val_acc -- --epochs 5
+
+A user's script is searched over its arguments (`lr` passes `--lr VALUE`); its objective is any key
+it reports with `deltajobs.report(...)`, maximised when a word of its name ends in acc, accuracy,
+score, auc or f1, else minimised (`direction` says otherwise). The trainer's objective is one of OBJECTIVES.
+
 This module is the login-node side: parsing and validating the search (no optuna import), and the
 few Optuna objects both sides build (`storage`, `sampler`, `pruner`), imported lazily. The worker
-that runs inside each array task is `worker.py`; reading the study back is `trials.py`.
+that runs inside each array task is `worker.py` (a script's trial: `program_trial.py`); reading the
+study back is `trials.py`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +35,9 @@ from deltajobs.sweep.plan import Axis, Range, parse_axis, parse_range, with_para
 
 SAMPLERS = ("tpe", "random", "grid")
 PRUNERS = ("hyperband", "asha", "median", "none")
-OBJECTIVES = ("val_acc", "val_loss", "train_loss")  # the test set never chooses
+OBJECTIVES = ("val_acc", "val_loss", "train_loss")  # the trainer's; the test set never chooses
+MAXIMIZED = ("acc", "accuracy", "score", "auc", "f1")  # a word of an objective that higher is better for
+DIRECTIONS = ("max", "min")
 JOURNAL = "study.journal"  # in the sweep directory: Optuna's journal storage
 STUDY = "deltajobs"  # the study's name in its storage
 HEARTBEAT_S = 30.0  # a worker stamps its running trial this often
@@ -36,7 +47,8 @@ WORKERS_DIR = "workers"  # one state file per array task: the trial it runs
 
 @dataclass(frozen=True)
 class SearchSpec:
-    """What to search: the space (ranges and choices of train.* keys), how, and for how long."""
+    """What to search: the space (ranges and choices of train.* keys or a script's parameters), how,
+    and for how long."""
 
     sampler: str
     trials: int
@@ -47,13 +59,14 @@ class SearchSpec:
     seed: int = 0
     budget_su: float | None = None
     storage_url: str | None = None  # an RDB URL instead of the journal file
-    max_epochs: int = 1  # the trainer's train.epochs: Hyperband's largest resource
+    max_epochs: int = 1  # the trainer's train.epochs: Hyperband's largest resource (0: learnt, a script's)
     su_per_hour: float = 0.0  # what one worker is charged per hour (the estimate), for the budget
     keys: list[str] = field(default_factory=list)
+    direction: str | None = None  # max or min; None: by the objective's name (`maximizes`)
 
     @property
     def maximize(self) -> bool:
-        return self.objective.endswith("acc")
+        return self.direction == "max" if self.direction else maximizes(self.objective)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -67,6 +80,26 @@ class SearchSpec:
     def grid_size(self) -> int:
         return math.prod(len(axis.values) for axis in self.choices)
 
+    def renamed(self, names: dict[str, str]) -> SearchSpec:
+        """The same search with its keys renamed (`lr` -> `run.params.lr`, as the payload says)."""
+        ranges = [dataclasses.replace(r, key=names.get(r.key, r.key)) for r in self.ranges]
+        choices = [dataclasses.replace(a, key=names.get(a.key, a.key)) for a in self.choices]
+        keys = [names.get(key, key) for key in self.keys]
+        return dataclasses.replace(self, ranges=ranges, choices=choices, keys=keys)
+
+
+def objective_words(name: str) -> list[str]:
+    """`val_acc` -> [val, acc]; `valAcc` -> [val, acc]; `top1-acc` -> [top1, acc]."""
+    return [w for w in re.split(r"[^a-z0-9]+", re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower()) if w]
+
+
+def maximizes(objective: str) -> bool:
+    """Whether higher is better: a word of the name ends in acc, accuracy, score, auc or f1, digits
+    after it allowed (val_acc, valacc, top1_acc, acc1, f1_score, rocauc); anything else (loss, error,
+    perplexity, accumulated_loss) is minimised."""
+    words = objective_words(objective)
+    return any(word.endswith(MAXIMIZED) or word.rstrip("0123456789").endswith(MAXIMIZED) for word in words)
+
 
 def parse_search(
     sampler: str,
@@ -78,15 +111,23 @@ def parse_search(
     seed: int,
     budget_su: float | None,
     storage_url: str | None,
+    direction: str | None = None,
 ) -> SearchSpec:
-    """Parse --search, --trials, --range, --choice, --prune, --objective, --budget-su, --storage."""
+    """Parse --search, --trials, --range, --choice, --prune, --objective, --budget-su, --storage,
+    --direction. The objective is checked against what the payload reports in `resolve_search`."""
     if sampler not in SAMPLERS:
         raise SpecError("--search", f"{sampler!r} is unknown; choose one of: {', '.join(SAMPLERS)}")
     if pruner not in PRUNERS:
         raise SpecError("--prune", f"{pruner!r} is unknown; choose one of: {', '.join(PRUNERS)}")
-    if objective not in OBJECTIVES:
-        why = " (the test set never chooses: it would no longer measure the result)" if "test" in objective else ""
+    if any(word.startswith("test") for word in objective_words(objective)):
+        why = " (the test set never chooses: it would no longer measure the result)"
         raise SpecError("--objective", f"{objective!r} is not allowed{why}; choose one of: {', '.join(OBJECTIVES)}")
+    if not objective.isidentifier():
+        raise SpecError(
+            "--objective", f"{objective!r} is not a metric name; give a key the job reports, e.g. val_acc or loss"
+        )
+    if direction is not None and direction not in DIRECTIONS:
+        raise SpecError("--direction", f"{direction!r} is unknown; choose one of: {', '.join(DIRECTIONS)}")
     bounds = [parse_range(text) for text in ranges]
     axes = [parse_axis(text, flag="--choice") for text in choices]
     keys = [r.key for r in bounds] + [a.key for a in axes]
@@ -107,7 +148,9 @@ def parse_search(
         raise SpecError("--budget-su", f"{budget_su:g}; give a positive number of SU")
     if storage_url is not None and "://" not in storage_url:
         raise SpecError("--storage", f"{storage_url!r} is not a database URL (e.g. postgresql://host/db)")
-    return SearchSpec(sampler, trials, bounds, axes, pruner, objective, seed, budget_su, storage_url, keys=keys)
+    return SearchSpec(
+        sampler, trials, bounds, axes, pruner, objective, seed, budget_su, storage_url, keys=keys, direction=direction
+    )
 
 
 def candidate_params(search: SearchSpec) -> list[dict[str, Any]]:
@@ -122,24 +165,52 @@ def candidate_params(search: SearchSpec) -> list[dict[str, Any]]:
     return variants
 
 
-def validate_search(
-    job: str, search: SearchSpec, overrides: Overrides, settings: Settings, cluster: str, *, require_account: bool
-) -> ResolvedJob:
-    """Resolve the job at every extreme of the space; the first invalid value raises, naming it.
-    Returns the job without search parameters (what the workers' script is rendered from)."""
-    raw = read_job(find_job(job))
+def resolve_search(
+    job: str | dict[str, Any],
+    search: SearchSpec,
+    overrides: Overrides,
+    settings: Settings,
+    cluster: str,
+    *,
+    require_account: bool,
+) -> tuple[SearchSpec, ResolvedJob]:
+    """The search with its keys as the payload names them (`lr` -> `run.params.lr`), and the job
+    without search parameters (what the workers' script is rendered from), after resolving the job
+    at every extreme of the space: the first invalid value raises, naming it. `job` is a spec name
+    or path, or the raw spec of a script or command (`payloads.command_line_spec`)."""
+    from deltajobs.sweep.program_trial import check_searchable
+
+    raw, source = (job, "<dict>") if isinstance(job, dict) else (read_job(find_job(job)), str(find_job(job)))
+    resolved = resolve_job(raw, overrides, settings, cluster, require_account=require_account)
+    payload = resolved.payload
+    search = search.renamed({key: payload.sweep_key(key) for key in search.keys})
+    check_searchable(resolved)
+    if payload.kind == "train" and search.objective not in OBJECTIVES:
+        raise SpecError("--objective", f"{search.objective!r} is not allowed; choose one of: {', '.join(OBJECTIVES)}")
     for params in candidate_params(search):
         try:
             resolve_job(with_params(raw, params), overrides, settings, cluster, require_account=require_account)
         except SpecError as err:
-            label = ", ".join(f"{k}={v}" for k, v in params.items())
+            label = ", ".join(f"{k.removeprefix('run.params.')}={v}" for k, v in params.items())
             error = SpecError("", f"a trial with {label}: {err}")
             error.field = err.field
             raise error from None
-    resolved = resolve_job(raw, overrides, settings, cluster, require_account=require_account)
-    if search.objective.startswith("val_") and resolved.spec.train.val_size == 0:
+    if payload.kind == "train" and search.objective.startswith("val_") and resolved.spec.train.val_size == 0:
         raise SpecError("--objective", f"{search.objective} needs a validation split; set train.val_size > 0")
-    return dataclasses.replace(resolved, source=str(find_job(job)))
+    return search, dataclasses.replace(resolved, source=source)
+
+
+def validate_search(
+    job: str | dict[str, Any],
+    search: SearchSpec,
+    overrides: Overrides,
+    settings: Settings,
+    cluster: str,
+    *,
+    require_account: bool,
+) -> ResolvedJob:
+    """`resolve_search`'s job alone."""
+    return resolve_search(job, search, overrides, settings, cluster, require_account=require_account)[1]
 
 
 # -- the Optuna objects both sides build (optuna imported here only) --------------------------------
@@ -179,10 +250,12 @@ def sampler(search: SearchSpec, worker: int) -> Any:
 
 
 def pruner(search: SearchSpec) -> Any:
-    """Pruners over epochs: Hyperband and ASHA from 1 epoch to train.epochs, reduction factor 3."""
+    """Pruners over epochs: Hyperband and ASHA from 1 epoch to train.epochs, reduction factor 3. A
+    script's epochs are unknown: Hyperband learns them from the first trial that completes."""
     optuna = optuna_module()
     if search.pruner == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=search.max_epochs, reduction_factor=3)
+        largest = search.max_epochs if search.max_epochs > 0 else "auto"
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=largest, reduction_factor=3)
     if search.pruner == "asha":
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
     if search.pruner == "median":

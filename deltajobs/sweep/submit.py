@@ -216,13 +216,20 @@ def _submit_workers(
     workers: int,
     first: int,
 ) -> SweepSubmission:
+    from deltajobs.sweep.program_trial import TrialProgram
     from deltajobs.sweep.worker import SearchWorker
 
     dirs = [sweep_dir / WORKERS_DIR / f"task-{first + i}" for i in range(workers)]
     spec = resolved.spec.to_dict()
     rate = estimate_job(resolved).su_per_hour if backend.charges else 0.0
-    search = dataclasses.replace(search, max_epochs=resolved.spec.train.epochs, su_per_hour=rate)
-    calls = [SearchWorker(spec, str(sweep_dir), search.to_dict(), first + i, workers) for i in range(workers)]
+    # A script's trials all run the snapshot in task-0 (a resumed search too): the code it started with.
+    program = TrialProgram.of(resolved, sweep_dir / WORKERS_DIR / "task-0")
+    epochs = resolved.spec.train.epochs if program is None else 0  # 0: Hyperband learns a script's epochs
+    search = dataclasses.replace(search, max_epochs=epochs, su_per_hour=rate)
+    shared = program.to_dict() if program is not None else None
+    calls = [
+        SearchWorker(spec, str(sweep_dir), search.to_dict(), first + i, workers, program=shared) for i in range(workers)
+    ]
     points: list[Submission] = []
     try:
         for run_dir in dirs:

@@ -1,7 +1,8 @@
 """A search worker: what each task of a search's job array runs. It asks the shared study for a
 trial, trains it (reporting the objective every epoch, so the pruner can stop it), tells the
 result, and asks again until the study has its trials, the walltime is nearly used, or the SU
-budget would be crossed. Workers never wait for each other.
+budget would be crossed. Workers never wait for each other. A search of a user's script or command
+runs its program for each trial instead of training (`program_trial.py`), with the same faults.
 
 Faults:
 - SLURM's timeout warning (USR2): the trial checkpoints, the worker requeues itself and, restarted,
@@ -35,11 +36,23 @@ RETRY_OF = "retry_of"  # user attr of a trial enqueued again after its worker va
 
 
 class SearchWorker(TrainJob):
-    """Array task `task` of a search over `search` in `sweep_dir`; `spec` is the job without params."""
+    """Array task `task` of a search over `search` in `sweep_dir`; `spec` is the job without params;
+    `program` (a `program_trial.TrialProgram` as a dict) the user's program each trial runs, if any."""
 
-    def __init__(self, spec: dict[str, Any], sweep_dir: str, search: dict[str, Any], task: int, workers: int) -> None:
+    program: dict[str, Any] | None = None  # also for a worker pickled before searches ran scripts
+
+    def __init__(
+        self,
+        spec: dict[str, Any],
+        sweep_dir: str,
+        search: dict[str, Any],
+        task: int,
+        workers: int,
+        program: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__(spec, str(Path(sweep_dir) / WORKERS_DIR / f"task-{task}"), spec["resources"]["max_requeues"])
         self.sweep_dir, self.search, self.task, self.workers = sweep_dir, search, task, workers
+        self.program = program
 
     @property
     def state_path(self) -> Path:
@@ -139,17 +152,30 @@ class SearchWorker(TrainJob):
     # -- one trial ------------------------------------------------------------------------------------
 
     def run_trial(self, study: Any, search: SearchSpec, trial: Any, stop: StopFlag) -> str:
-        """Train one trial into trial-NNNN/; tell the study how it ended. "interrupted" leaves it RUNNING."""
-        from deltajobs.schema import from_dict
-        from deltajobs.sweep.plan import with_params
+        """Run one trial into trial-NNNN/; tell the study how it ended. "interrupted" leaves it RUNNING."""
         from deltajobs.sweep.search import suggest
-        from deltajobs.train.api import run_training
-        from deltajobs.train.config import TrainConfig
 
         params = suggest(trial, search)
         run_dir = Path(self.sweep_dir) / f"trial-{trial.number:04d}"
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "params.json").write_text(json.dumps(params, indent=1) + "\n")
+        print(f"deltajobs: worker {self.task}: trial {trial.number} {params}", flush=True)
+        if self.program is not None:
+            from deltajobs.sweep.program_trial import TrialProgram, run_program_trial
+
+            program = TrialProgram.from_dict(self.program)
+            return run_program_trial(program, study, search, trial, params, run_dir, lambda: stop.signal)
+        return self.train_trial(study, search, trial, params, run_dir, stop)
+
+    def train_trial(
+        self, study: Any, search: SearchSpec, trial: Any, params: dict[str, Any], run_dir: Path, stop: StopFlag
+    ) -> str:
+        """Train one trial with the packaged trainer, reporting the objective every epoch."""
+        from deltajobs.schema import from_dict
+        from deltajobs.sweep.plan import with_params
+        from deltajobs.train.api import run_training
+        from deltajobs.train.config import TrainConfig
+
         pruned = threading.Event()
 
         def report(record: dict[str, Any]) -> None:
@@ -161,7 +187,6 @@ class SearchWorker(TrainJob):
             if trial.should_prune():
                 pruned.set()
 
-        print(f"deltajobs: worker {self.task}: trial {trial.number} {params}", flush=True)
         with heartbeat(trial):
             try:
                 config = from_dict(TrainConfig, with_params({"train": self.spec["train"]}, params)["train"], "train")
