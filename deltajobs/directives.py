@@ -76,7 +76,7 @@ def after_dependency(job_ids: str, field: str = "--after") -> str:
 
 
 def constraint(text: str, profile: ClusterProfile, field: str = "resources.constraint") -> None:
-    """`projects&work`: labels joined by `&`, each one the profile lists (any label where it lists none)."""
+    """`projects&scratch`: labels joined by `&`, each one the profile lists (any label where it lists none)."""
     labels = text.split("&")
     valid = profile.constraints
     for label in labels:

@@ -39,7 +39,7 @@ REASONS = {
     "DependencyNeverSatisfied": "its dependency can never be satisfied: cancel it",
     "QOSGrpBillingMinutes": "the account's balance is too low: see `deltajobs accounts`",
     "AssocGrpBillingMinutes": "the account's balance is too low: see `deltajobs accounts`",
-    "MaxGRESPerAccount": "the per-user/project GPU limit of the partition is reached",
+    "MaxGRESPerAccount": "the cores or GPUs allotted per user or project on this partition are in use",
     "QOSMaxGRESPerUser": "your GPU limit on this partition is reached",
     "AssocGrpGRES": "the account's GPU limit is reached",
     "QOSMaxJobsPerUserLimit": "your limit of running jobs is reached",

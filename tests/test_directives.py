@@ -156,7 +156,7 @@ def test_other_sbatch_options_render() -> None:
         exclude="gpua001,gpub[010-012]",
         mail_type="end, fail",
         mail_user="eharb@illinois.edu",
-        constraint="projects&work",
+        constraint="projects&scratch",
     )
     for line in (
         "#SBATCH --qos=debug",
@@ -164,7 +164,7 @@ def test_other_sbatch_options_render() -> None:
         "#SBATCH --exclude=gpua001,gpub[010-012]",
         "#SBATCH --mail-type=END,FAIL",
         "#SBATCH --mail-user=eharb@illinois.edu",
-        "#SBATCH --constraint='projects&work'",
+        "#SBATCH --constraint='projects&scratch'",
     ):
         assert line + "\n" in script
 
@@ -174,7 +174,7 @@ BAD = [
     ({"dependency": "afterok:12+5"}, "schedule.dependency", "after:JOBID+MINUTES"),
     ({"dependency": "afterok:12;reboot"}, "schedule.dependency", "is not a dependency"),
     ({"after": "12,x"}, "--after", "is not a job id"),
-    ({"constraint": "home"}, "resources.constraint", "projects, work, scratch, ime, taiga"),
+    ({"constraint": "home"}, "resources.constraint", "projects, scratch, ime, taiga"),
     ({"mail_type": "SOMETIMES"}, "schedule.mail_type", "BEGIN, END, FAIL"),
     ({"mail_user": "me@$(reboot)"}, "schedule.mail_user", "e-mail address"),
     ({"qos": "a b"}, "schedule.qos", "a QOS name"),

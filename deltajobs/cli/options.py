@@ -78,7 +78,7 @@ class JobFlags:
     mem: Annotated[str | None, typer.Option("--mem", help="Memory per node, e.g. 16G.")] = None
     time: Annotated[str | None, typer.Option("--time", "-t", help="Walltime HH:MM:SS.")] = None
     constraint: Annotated[
-        str | None, typer.Option("--constraint", help="File systems the job uses, e.g. projects&work.")
+        str | None, typer.Option("--constraint", help="File systems the job uses, e.g. projects&scratch.")
     ] = None
     after: Annotated[
         str | None, typer.Option("--after", help="Start after these jobs succeed: ID[,ID...] (afterok).")

@@ -86,8 +86,18 @@ def run_command(
         str, typer.Option("--prune", help="Stop bad trials early: hyperband, asha, median or none.")
     ] = "none",
     objective: Annotated[
-        str, typer.Option("--objective", help="What the search optimises: val_acc (max), val_loss or train_loss (min).")
+        str,
+        typer.Option(
+            "--objective",
+            help="What the search optimises: val_acc, val_loss or train_loss; for a script, any key it reports.",
+        ),
     ] = "val_acc",
+    direction: Annotated[
+        str | None,
+        typer.Option(
+            "--direction", help="max or min (default: max when the objective's name has acc, score, auc or f1)."
+        ),
+    ] = None,
     budget_su: Annotated[
         float | None, typer.Option("--budget-su", help="Never spend more than this many SU on the search.")
     ] = None,
@@ -129,11 +139,14 @@ def run_command(
             dry_run,
             yes,
             as_json,
+            direction,
         )
         return
-    if trials is not None or choices or prune != "none" or budget_su is not None or storage is not None:
+    searching = [trials is not None, bool(choices), prune != "none", budget_su is not None, storage is not None]
+    if any(searching) or direction is not None:
         raise SpecError(
-            "--search", "--trials, --choice, --prune, --budget-su and --storage need --search tpe|random|grid"
+            "--search",
+            "--trials, --choice, --prune, --direction, --budget-su and --storage need --search tpe|random|grid",
         )
     spec = parse_sweep(grid or [], ranges or [], random_points, seed, flags.sets or [])
     plan = plan_sweep(
