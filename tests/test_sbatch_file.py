@@ -9,14 +9,13 @@ from deltajobs.payloads.sbatch_file import (
     KNOWN_OPTIONS,
     SHORT_OPTIONS,
     Directive,
-    Finding,
-    lint,
     normalize_time,
     parse_sbatch,
     passthrough,
     split_options,
     to_spec_dict,
 )
+from deltajobs.payloads.sbatch_lint import Finding, lint
 from deltajobs.schema import from_dict
 from deltajobs.spec import JobSpec
 from deltajobs.units import parse_walltime

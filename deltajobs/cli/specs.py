@@ -107,7 +107,7 @@ def check_command(
     from deltajobs.config import load_settings
     from deltajobs.errors import SpecError
     from deltajobs.payloads.sbatch import directive_for, read
-    from deltajobs.payloads.sbatch_file import lint
+    from deltajobs.payloads.sbatch_lint import lint
 
     if not script.is_file():
         raise SpecError("SCRIPT", f"no such file: {script}")

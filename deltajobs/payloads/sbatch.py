@@ -15,7 +15,8 @@ from typing import Any
 from deltajobs import contract
 from deltajobs.errors import SpecError
 from deltajobs.payloads.base import Payload
-from deltajobs.payloads.sbatch_file import SbatchFile, lint, parse_sbatch, to_spec_dict
+from deltajobs.payloads.sbatch_file import SbatchFile, parse_sbatch, to_spec_dict
+from deltajobs.payloads.sbatch_lint import lint
 
 SCRIPT = "job.sh"  # the copy in the run directory: what was submitted
 # Log name patterns deltajobs can resolve once the job id is known (sbatch(1), "filename pattern").
