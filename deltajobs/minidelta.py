@@ -180,7 +180,7 @@ def render_configs(
 ) -> dict[str, str]:
     """File name -> text for each of CONF_FILES (pure: nothing is written).
 
-    `variables` are the run-time values (node, marker, prog, run_dir, state_dir, log_dir,
+    `variables` are the run-time values (node, marker, prog, run_dir, state_dir, log_dir, opt_dir,
     gpu_account, cpu_account, db_user, db_name, db_password; optional: OPTIONAL); the rest comes
     from `profile`. The accounts may be comma-separated lists (AllowAccounts).
     """

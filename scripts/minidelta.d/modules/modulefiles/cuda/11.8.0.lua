@@ -1,0 +1,8 @@
+-- minidelta: a stand-in for Delta's cuda/11.8.0 (CUDA), one of the modules of Delta's default
+-- environment, which `module reset` restores: "module list" there shows gcc/11.4.0, openmpi/4.1.6
+-- and cuda/11.8.0 (NCSA Delta_doc software.rst, 'Modules/Lmod'). The set is
+-- LMOD_SYSTEM_DEFAULT_MODULES in ../../etc/lmod_config.lua. It sets nothing (jobs use the system's tools).
+whatis("Name: cuda")
+whatis("Version: 11.8.0")
+whatis("Description: minidelta stand-in for Delta's cuda/11.8.0 (a default module); sets nothing")
+help([[minidelta stand-in for Delta's cuda/11.8.0, one of the modules `module reset` loads. It sets nothing.]])
