@@ -45,7 +45,7 @@ def test_parse_squeue_and_reasons() -> None:
     assert [r.job_id for r in records] == ["29", "28", "27", "31_4"]
     assert records[0].reason == "Priority" and records[2].state == "RUNNING"
     assert "balance is too low" in reason_words("QOSGrpBillingMinutes")
-    assert "GPU limit" in reason_words("MaxGRESPerAccount")
+    assert "cores or GPUs allotted per user or project" in reason_words("MaxGRESPerAccount")
     assert reason_words("SomethingNew") == "SomethingNew"
 
 
