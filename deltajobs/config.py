@@ -1,10 +1,17 @@
 """User settings, layered: built-in defaults < user config file < environment variables.
 
 The job spec and command-line flags sit on top of these (see `spec.py`).
+
+A login node is shared by hundreds of users: the state directory (DELTAJOBS_HOME: the registry,
+default runs and data) and the user config's directory are created 0700, the config file 0600,
+whatever the umask. Directories that exist already keep their mode (a group-shared
+DELTAJOBS_HOME set up on purpose stays shared), and run directories elsewhere follow the
+directory they are in.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -75,21 +82,40 @@ def read_user_config(path: Path | None = None) -> UserConfig:
     return from_dict(UserConfig, raw, str(path))
 
 
+def private_dir(path: Path) -> Path:
+    """`path` as a directory: created 0700 whatever the umask (its missing parents follow the umask),
+    left as it is if it exists."""
+    if not path.is_dir():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.mkdir(mode=0o700)  # the umask can only take bits away: never wider than 0700
+        except FileExistsError:  # another deltajobs made it at the same moment
+            return path
+        path.chmod(0o700)  # a umask such as 0o277 would have left the owner without write
+    return path
+
+
 def load_settings() -> Settings:
+    """The settings; makes the state directory, private, if it is not there yet."""
     user = read_user_config()
     settings = Settings(**vars(user), home=str(state_home()))
+    with contextlib.suppress(OSError):  # unwritable: whatever writes there says so, in its own words
+        private_dir(settings.home_path)
     overrides: dict[str, Any] = {key: os.environ[var] for key, var in ENV_VARS.items() if os.environ.get(var)}
     return replace(settings, **overrides)
 
 
 def write_user_config(values: dict[str, object], path: Path | None = None) -> Path:
-    """Merge `values` into the user config file (validated, written atomically)."""
+    """Merge `values` into the user config file (validated, written atomically, mode 0600)."""
     path = path or config_path()
     current = vars(read_user_config(path))
     merged = {k: v for k, v in {**current, **values}.items() if v is not None}
     from_dict(UserConfig, merged, str(path))
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(yaml.safe_dump(merged, sort_keys=True))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        os.fchmod(fd, 0o600)  # a stale .tmp keeps its old mode through O_CREAT
+        out.write(yaml.safe_dump(merged, sort_keys=True))
     tmp.replace(path)
     return path

@@ -1,11 +1,14 @@
 """Serving a run's or a sweep's TensorBoard on a login node, reachable from a laptop over SSH.
 
-    plan = plan_board(settings, "last")       # the log directory, a free port, the URL, the tunnel
-    subprocess.run(plan.argv)                 # tensorboard --logdir DIR --host localhost --port P
+    plan = plan_board(settings, "last", token=new_token())  # log directory, free port, URL, tunnel
+    subprocess.run(plan.argv, env=plan.env())  # python -m deltajobs.tbproxy --logdir DIR --port P
 
-TensorBoard binds localhost only: on a shared login node nobody else reaches it, and the laptop
-gets there through `ssh -L P:localhost:P USER@HOST`, where HOST is this login node's own name
-(`login.delta.ncsa.illinois.edu` is a round-robin alias and would land on another node).
+TensorBoard binds localhost only, but localhost on a login node is shared by hundreds of users:
+so it serves behind a random token (`deltajobs.tbproxy`), and only a browser that opened
+`http://localhost:P/?token=T` gets in; anyone else on the node gets 403. The laptop gets there
+through `ssh -N -L P:localhost:P USER@HOST` and then the same URL, where HOST is this login
+node's own name (`login.delta.ncsa.illinois.edu` is a round-robin alias and would land on
+another node). The token travels in the child's environment, never on a command line.
 A sweep's log directory is the sweep directory: its points' `point-NNN/tb` runs side by side.
 """
 
@@ -13,6 +16,8 @@ from __future__ import annotations
 
 import getpass
 import importlib.util
+import os
+import secrets
 import socket
 import sys
 from dataclasses import dataclass
@@ -22,6 +27,7 @@ from deltajobs.config import Settings
 from deltajobs.errors import DeltaJobsError
 from deltajobs.registry import Registry
 from deltajobs.targets import find_target
+from deltajobs.tbproxy import TOKEN_ENV
 
 
 @dataclass(frozen=True)
@@ -32,10 +38,11 @@ class BoardPlan:
     logdir: Path
     port: int
     has_events: bool  # event files exist under logdir already
+    token: str = ""  # the URL's token; none when nothing is served (--print-only)
 
     @property
     def url(self) -> str:
-        return f"http://localhost:{self.port}/"
+        return f"http://localhost:{self.port}/" + (f"?token={self.token}" if self.token else "")
 
     @property
     def tunnel(self) -> str:
@@ -49,7 +56,7 @@ class BoardPlan:
         return [
             sys.executable,
             "-m",
-            "tensorboard.main",
+            "deltajobs.tbproxy",
             "--logdir",
             str(self.logdir),
             "--host",
@@ -57,6 +64,10 @@ class BoardPlan:
             "--port",
             str(self.port),
         ]
+
+    def env(self) -> dict[str, str]:
+        """The child's environment: this one plus the token (which `ps` does not show)."""
+        return {**os.environ, TOKEN_ENV: self.token}
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -66,17 +77,23 @@ class BoardPlan:
             "url": self.url,
             "tunnel": self.tunnel,
             "has_events": self.has_events,
-            "command": self.argv,
+            "token": self.token or None,
+            "command": self.argv,  # with the token in the environment as TOKEN_ENV
         }
 
 
-def plan_board(settings: Settings, ident: str, port: int | None = None) -> BoardPlan:
+def plan_board(settings: Settings, ident: str, port: int | None = None, token: str = "") -> BoardPlan:
     """The log directory of a job (its run directory) or a sweep (its sweep directory), and the port:
     `port`, else a free one on localhost."""
     with Registry.open(settings) as registry:
         target = find_target(registry, ident)
     has_events = any(target.directory.glob("**/events.out.tfevents.*"))
-    return BoardPlan(target.label, target.directory, port or free_port(), has_events)
+    return BoardPlan(target.label, target.directory, port or free_port(), has_events, token)
+
+
+def new_token() -> str:
+    """256 random bits, URL-safe: what a browser must show to get in."""
+    return secrets.token_urlsafe(32)
 
 
 def require_tensorboard() -> None:

@@ -1,5 +1,6 @@
 """TensorBoard from the trainer (event files read back with TensorBoard's own reader), requeue
-without duplicate steps, `deltajobs tensorboard` serving them, and `submit --wait`'s progress bar."""
+without duplicate steps, `deltajobs tensorboard` serving them (behind its token), and `submit
+--wait`'s progress bar."""
 
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
+from test_private import served_lines
 
 pytest.importorskip("tensorboard")
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
@@ -123,14 +126,19 @@ def test_submit_wait_on_a_terminal_then_tensorboard_serves_it(tiny_mnist: Path) 
         cwd=REPO,
     )
     try:
-        tags = fetch_until(f"http://localhost:{port}/data/plugin/scalars/tags", lambda data: bool(data))
+        printed = "\n".join(served_lines(server))
+        token = printed.split("?token=", 1)[1].split()[0]
+        tags_url = f"http://localhost:{port}/data/plugin/scalars/tags"
+        tags = fetch_until(f"{tags_url}?token={token}", lambda data: bool(data))
         assert {"loss/train", "accuracy/test", "loss/train_step"} & set(tags["tb"]) >= {"loss/train", "accuracy/test"}
+        with pytest.raises(urllib.error.HTTPError, match="403"):  # without the token: nothing
+            urllib.request.urlopen(tags_url, timeout=5)
     finally:
         server.send_signal(signal.SIGINT)
         out, err = server.communicate(timeout=30)
     assert server.returncode == 0, err
-    assert f"  open:    http://localhost:{port}/" in out and f"ssh -N -L {port}:localhost:{port} " in out
-    assert str(run_dir) in out
+    assert f"  open:    http://localhost:{port}/?token={token}\n" in printed
+    assert f"ssh -N -L {port}:localhost:{port} " in printed and str(run_dir) in printed
 
 
 def fetch_until(url: str, ready: object, timeout: float = 90) -> dict:

@@ -1,7 +1,7 @@
 """`deltajobs tensorboard`: serve a run's or a sweep's TensorBoard and say how to reach it.
 
-TensorBoard runs as a child process (`python -m tensorboard.main`): the CLI itself never imports
-tensorboard or torch.
+TensorBoard runs as a child process behind a token (`python -m deltajobs.tbproxy`, which says why
+and how): the CLI itself never imports tensorboard or torch.
 """
 
 from __future__ import annotations
@@ -29,20 +29,24 @@ def tensorboard_command(
     as_json: JsonOpt = False,
 ) -> None:
     """Serve TensorBoard for a run (its run directory) or a sweep (all its points) on localhost until
-    Ctrl-C; prints the URL and the `ssh -L` line that reaches it from a laptop."""
+    Ctrl-C, behind a random token that only the printed URL carries (others on the login node get
+    403); prints that URL and the `ssh -L` line that reaches it from a laptop."""
     from deltajobs.config import load_settings
-    from deltajobs.tbserve import plan_board, require_tensorboard
+    from deltajobs.tbserve import new_token, plan_board, require_tensorboard
 
-    plan = plan_board(load_settings(), ident, port)
+    token = "" if print_only else new_token()  # nothing served, no token
+    plan = plan_board(load_settings(), ident, port, token)
     if importlib.util.find_spec("tensorboard") is not None:  # a user program's reports, as scalars
         subprocess.run([sys.executable, "-m", "deltajobs.reportboard", str(plan.logdir)], check=False, timeout=300)
-        plan = plan_board(load_settings(), ident, plan.port)
+        plan = plan_board(load_settings(), ident, plan.port, token)
     if as_json:
         emit_json(plan.to_dict())
     else:
         typer.echo(f"TensorBoard for {plan.label}: {plan.logdir}")
         typer.echo(f"  open:    {plan.url}")
         typer.echo(f"  laptop:  {plan.tunnel}   (then open {plan.url})")
+        if token:
+            typer.echo("  private: only this URL's token opens it; others on this login node get 403 Forbidden")
     if not plan.has_events:
         note(f"no TensorBoard event files under {plan.logdir} yet (they appear as epochs end)")
     if print_only:
@@ -51,7 +55,7 @@ def tensorboard_command(
     if not as_json:
         typer.echo("serving; Ctrl-C to stop")
     with tempfile.TemporaryFile("w+") as errors:  # TensorBoard's chatter, kept for a failure's message
-        process = subprocess.Popen(plan.argv, stdout=subprocess.DEVNULL, stderr=errors, text=True)
+        process = subprocess.Popen(plan.argv, stdout=subprocess.DEVNULL, stderr=errors, text=True, env=plan.env())
         try:
             code = process.wait()
         except KeyboardInterrupt:
