@@ -4,14 +4,19 @@
 dataclasses and hands them to `discover_profile.build_profile`. The parsers accept the one-line
 form (`-o`) and the multi-line form alike: a record starts at `PartitionName=` or `NodeName=`, and
 a field is `Key=value` up to the next ` Key=` (values may hold spaces, as `OS=Linux 6.1 #1 SMP`).
+They are total: a record with a value they cannot read is left out with a warning (on the `Parsed`
+list they return); only output with no readable record at all is a SlurmError.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from deltajobs.errors import SlurmError
+from deltajobs.slurm import Parsed
 
 DISCOVER_ARGVS = (
     ["scontrol", "show", "partition", "-o"],
@@ -20,10 +25,13 @@ DISCOVER_ARGVS = (
 )
 UNLIMITED = frozenset({"UNLIMITED", "INFINITE", "NONE", "N/A", ""})
 
+R = TypeVar("R")
+
 _FIELD = re.compile(r"(?<!\S)([A-Z][A-Za-z0-9_/:.\-]*)=")
 _TIME = re.compile(r"(?:(?P<d>\d+)-)?(?:(?P<h>\d+):)??(?:(?P<m>\d+):)?(?P<s>\d+)")
 _MEM_WEIGHT = re.compile(r"(?P<n>\d+(?:\.\d+)?)(?P<unit>[KMGT]?)", re.IGNORECASE)
 _PER_GB = {"K": 1024 * 1024, "M": 1024, "": 1024, "G": 1, "T": 1 / 1024}  # weight per unit -> per GB
+_CONFIG_MB = re.compile(r"(?P<n>\d+)(?: ?MB?)?")  # `1000`, or `1000 MB` as older Slurm prints it
 
 
 @dataclass(frozen=True)
@@ -41,6 +49,10 @@ class PartitionInfo:
     total_nodes: int
     tres: dict[str, str]  # the partition's totals: cpu, mem, node, billing, gres/gpu[:type]
     billing_weights: str  # TRESBillingWeights as printed ("" when not set)
+    # The partition's own per-CPU memory limit and default (None: not set here; for MaxMemPerCPU,
+    # the cluster's then applies unless MaxMemPerNode is set here).
+    max_mem_per_cpu_mb: int | None = None
+    def_mem_per_cpu_mb: int | None = None
 
 
 @dataclass(frozen=True)
@@ -68,6 +80,10 @@ class ConfigInfo:
     cluster_name: str
     priority_flags: tuple[str, ...]
     def_mem_per_cpu_mb: int | None
+    # The cluster's memory limits, for partitions that set none of their own (None: UNLIMITED).
+    max_mem_per_cpu_mb: int | None = None
+    max_mem_per_node_mb: int | None = None
+    warnings: tuple[str, ...] = ()  # values it could not read (then taken as not set)
 
     @property
     def max_tres(self) -> bool:
@@ -96,54 +112,66 @@ def parse_records(text: str, first_key: str, command: str) -> list[dict[str, str
     return records
 
 
-def parse_partitions(text: str) -> list[PartitionInfo]:
+def parse_partitions(text: str) -> Parsed[PartitionInfo]:
     """`scontrol show partition [-o]` -> one PartitionInfo per partition, in SLURM's order."""
-    command = "scontrol show partition"
-    partitions = []
-    for rec in parse_records(text, "PartitionName", command):
-        where = f"{command}: partition {rec['PartitionName']}"
-        partitions.append(
-            PartitionInfo(
-                name=rec["PartitionName"],
-                default=rec.get("Default", "NO").upper() == "YES",
-                max_time_s=parse_slurm_time(rec.get("MaxTime", "UNLIMITED"), f"{where} MaxTime"),
-                max_nodes=_limit(rec.get("MaxNodes", "UNLIMITED"), f"{where} MaxNodes"),
-                max_cpus_per_node=_limit(rec.get("MaxCPUsPerNode", "UNLIMITED"), f"{where} MaxCPUsPerNode"),
-                max_mem_per_node_mb=_limit(rec.get("MaxMemPerNode", "UNLIMITED"), f"{where} MaxMemPerNode"),
-                priority_tier=_limit(rec.get("PriorityTier", "1"), f"{where} PriorityTier") or 0,
-                preempt_mode=rec.get("PreemptMode", "OFF").upper(),
-                total_nodes=_limit(rec.get("TotalNodes", "0"), f"{where} TotalNodes") or 0,
-                tres=parse_tres_list(rec.get("TRES", "")),
-                billing_weights=rec.get("TRESBillingWeights", "").strip('"'),
-            )
-        )
-    return partitions
+    return _each_record(text, "PartitionName", "scontrol show partition", _partition)
 
 
-def parse_nodes(text: str) -> list[NodeInfo]:
+def _partition(rec: dict[str, str], where: str) -> PartitionInfo:
+    return PartitionInfo(
+        name=rec["PartitionName"],
+        default=rec.get("Default", "NO").upper() == "YES",
+        max_time_s=parse_slurm_time(rec.get("MaxTime", "UNLIMITED"), f"{where} MaxTime"),
+        max_nodes=_limit(rec.get("MaxNodes", "UNLIMITED"), f"{where} MaxNodes"),
+        max_cpus_per_node=_limit(rec.get("MaxCPUsPerNode", "UNLIMITED"), f"{where} MaxCPUsPerNode"),
+        max_mem_per_node_mb=_limit(rec.get("MaxMemPerNode", "UNLIMITED"), f"{where} MaxMemPerNode"),
+        priority_tier=_limit(rec.get("PriorityTier", "1"), f"{where} PriorityTier") or 0,
+        preempt_mode=rec.get("PreemptMode", "OFF").upper(),
+        total_nodes=_limit(rec.get("TotalNodes", "0"), f"{where} TotalNodes") or 0,
+        tres=parse_tres_list(rec.get("TRES", "")),
+        billing_weights=rec.get("TRESBillingWeights", "").strip('"'),
+        max_mem_per_cpu_mb=_limit(rec.get("MaxMemPerCPU", "UNLIMITED"), f"{where} MaxMemPerCPU"),
+        def_mem_per_cpu_mb=_limit(rec.get("DefMemPerCPU", "UNLIMITED"), f"{where} DefMemPerCPU"),
+    )
+
+
+def parse_nodes(text: str) -> Parsed[NodeInfo]:
     """`scontrol show node [-o]` -> one NodeInfo per node."""
-    command = "scontrol show node"
-    nodes = []
-    for rec in parse_records(text, "NodeName", command):
-        where = f"{command}: node {rec['NodeName']}"
-        cpus = rec.get("CPUEfctv") or rec.get("CPUTot", "")
-        gpus, types = parse_gres_gpus(rec.get("Gres", "(null)"))
-        nodes.append(
-            NodeInfo(
-                name=rec["NodeName"],
-                cpus=_number(cpus, f"{where} CPUTot"),
-                real_memory_mb=_number(rec.get("RealMemory", ""), f"{where} RealMemory"),
-                mem_spec_limit_mb=_number(rec.get("MemSpecLimit", "0"), f"{where} MemSpecLimit"),
-                gpus=gpus,
-                gpu_types=types,
-                partitions=tuple(p for p in rec.get("Partitions", "").split(",") if p),
-            )
-        )
-    return nodes
+    return _each_record(text, "NodeName", "scontrol show node", _node)
+
+
+def _node(rec: dict[str, str], where: str) -> NodeInfo:
+    gpus, types = parse_gres_gpus(rec.get("Gres", "(null)"), where)
+    return NodeInfo(
+        name=rec["NodeName"],
+        cpus=_number(rec.get("CPUEfctv") or rec.get("CPUTot", ""), f"{where} CPUTot"),
+        real_memory_mb=_number(rec.get("RealMemory", ""), f"{where} RealMemory"),
+        mem_spec_limit_mb=_number(rec.get("MemSpecLimit", "0"), f"{where} MemSpecLimit"),
+        gpus=gpus,
+        gpu_types=types,
+        partitions=tuple(p for p in rec.get("Partitions", "").split(",") if p),
+    )
+
+
+def _each_record(text: str, first_key: str, command: str, read: Callable[[dict[str, str], str], R]) -> Parsed[R]:
+    """`read` applied to each record; a record it cannot read is left out with a warning, and
+    output with records but none readable is a SlurmError (the first record's error)."""
+    records: Parsed[R] = Parsed()
+    what = first_key.removesuffix("Name").lower()  # partition, node
+    for rec in parse_records(text, first_key, command):
+        try:
+            records.append(read(rec, f"{command}: {what} {rec[first_key]}"))
+        except SlurmError as err:
+            records.warnings.append(f"{err}; left out")
+    if records.warnings and not records:
+        raise SlurmError(records.warnings[0].removesuffix("; left out"))
+    return records
 
 
 def parse_config(text: str) -> ConfigInfo:
-    """`scontrol show config` (`Key = value` lines) -> ConfigInfo; ClusterName must be there."""
+    """`scontrol show config` (`Key = value` lines) -> ConfigInfo; ClusterName must be there.
+
+    A memory value it cannot read is a warning and taken as not set."""
     values = {}
     for line in text.splitlines():
         key, sep, value = line.partition("=")
@@ -152,15 +180,29 @@ def parse_config(text: str) -> ConfigInfo:
     if not values.get("ClusterName"):
         raise SlurmError("scontrol show config printed no `ClusterName = NAME` line")
     flags = values.get("PriorityFlags", "")
-    mem = values.get("DefMemPerCPU", "")
+    warnings: list[str] = []
+
+    def megabytes(key: str) -> int | None:
+        """`1000` (or `1000 MB`) -> 1000; UNLIMITED, 0 or absent -> None."""
+        value = values.get(key, "UNLIMITED")
+        match = _CONFIG_MB.fullmatch(value)
+        if match:
+            return int(match["n"]) or None
+        if value.upper() not in UNLIMITED:
+            warnings.append(f"scontrol show config: {key} = {value!r} is not a number of MB; taken as not set")
+        return None
+
     return ConfigInfo(
         cluster_name=values["ClusterName"],
         priority_flags=tuple(f.strip().upper() for f in flags.split(",") if f.strip() and f != "(null)"),
-        def_mem_per_cpu_mb=int(mem) if mem.isdigit() else None,
+        def_mem_per_cpu_mb=megabytes("DefMemPerCPU"),
+        max_mem_per_cpu_mb=megabytes("MaxMemPerCPU"),
+        max_mem_per_node_mb=megabytes("MaxMemPerNode"),
+        warnings=tuple(warnings),
     )
 
 
-def parse_gres_gpus(gres: str) -> tuple[int, tuple[str, ...]]:
+def parse_gres_gpus(gres: str, where: str = "scontrol show node") -> tuple[int, tuple[str, ...]]:
     """`gpu:a100:4(S:0-1),gpu:v100:2` -> (6, ("a100", "v100")); `gpu:4` -> (4, ()); `(null)` -> (0, ())."""
     count, types = 0, []
     for item in re.sub(r"\([^)]*\)", "", gres).split(","):
@@ -169,7 +211,7 @@ def parse_gres_gpus(gres: str) -> tuple[int, tuple[str, ...]]:
             continue
         number = parts[-1] if parts[-1].isdigit() else ""
         if not number:
-            raise SlurmError(f"scontrol show node printed Gres={gres!r}; expected gpu[:TYPE]:COUNT")
+            raise SlurmError(f"{where} Gres={gres!r}; expected gpu[:TYPE]:COUNT")
         count += int(number)
         if len(parts) >= 3:
             types.append(parts[1])

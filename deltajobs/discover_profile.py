@@ -1,7 +1,8 @@
 """A cluster profile from what SLURM says (`discover.py`): partitions, limits and charge rules.
 
 Per partition: GPUs (with their type), CPUs and the memory `--mem` can get (RealMemory minus
-MemSpecLimit, capped by MaxCPUsPerNode/MaxMemPerNode) of its SMALLEST node, MaxTime, MaxNodes,
+MemSpecLimit, capped by MaxCPUsPerNode, MaxMemPerNode and MaxMemPerCPU x CPUs: the partition's
+limits where it sets any, else the cluster's) of its SMALLEST node, MaxTime, MaxNodes,
 preemptible (PreemptMode not OFF and a lower PriorityTier than a partition sharing its nodes, or
 a name saying preempt/scavenger/standby) and interactive (its name says so: SLURM has no flag).
 
@@ -22,6 +23,7 @@ import yaml
 from deltajobs.cluster import ClusterProfile, GpuEquivalent, Partition
 from deltajobs.discover import ConfigInfo, NodeInfo, PartitionInfo, parse_billing_weights, parse_mem_mb
 from deltajobs.errors import SlurmError
+from deltajobs.slurm import Parsed, one_line
 from deltajobs.units import format_walltime
 
 BILLING_PER_SU = 1000  # SLURM's billing TRES is SU per hour x 1000 (as charge/estimate.py reads it)
@@ -45,27 +47,39 @@ class Discovery:
     billing: dict[str, str] = field(default_factory=dict)  # partition -> TRESBillingWeights
     skipped: dict[str, str] = field(default_factory=dict)  # partition -> why it is left out
     cluster_notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # what scontrol printed that could not be read
 
 
 def build_profile(
     name: str, partitions: list[PartitionInfo], nodes: list[NodeInfo], config: ConfigInfo | None
 ) -> Discovery:
-    """The profile `name` for a cluster that printed `partitions`, `nodes` and `config` (pure)."""
+    """The profile `name` for a cluster that printed `partitions`, `nodes` and `config` (pure).
+
+    What the parsers could not read (the `warnings` of their `Parsed` lists, of `config`) is left
+    out of the profile and said in one line of its notes.
+    """
     if not partitions:
         raise SlurmError("scontrol show partition printed no partitions: nothing to discover")
     cluster_name = config.cluster_name if config else name
     found: dict[str, Partition] = {}
     result = Discovery(profile=None)  # type: ignore[arg-type]  # set below
+    result.warnings = [w for parsed in (partitions, nodes) if isinstance(parsed, Parsed) for w in parsed.warnings]
+    result.warnings += config.warnings if config else ()
     for info in partitions:
         notes: list[str] = []
         members = [n for n in nodes if info.name in n.partitions]
-        shape = _node_shape(info, members, notes)
+        shape = _node_shape(info, members, config, notes)
         if shape is None:
             result.skipped[info.name] = "no node records and no TRES totals: its node size is unknown"
             continue
         gpus, cpus, mem_mb, gpu_type = shape
-        weights = parse_billing_weights(info.billing_weights, f"partition {info.name}")
-        if gpus and info.billing_weights and not any(k.startswith("gres/gpu") and w for k, w in weights.items()):
+        try:
+            weights: dict[str, float] | None = parse_billing_weights(info.billing_weights, f"partition {info.name}")
+        except SlurmError as err:
+            notes.append(f"{err}: no charge rule, `estimate` cannot price it")
+            weights = None
+        billed_gpus = weights is None or any(k.startswith("gres/gpu") and w for k, w in weights.items())
+        if gpus and info.billing_weights and not billed_gpus:
             notes.append(f"its nodes have {gpus} GPUs but TRESBillingWeights bill none: taken as a CPU partition")
             gpus, gpu_type = 0, None
         kind: Literal["gpu", "cpu"] = "gpu" if gpus else "cpu"
@@ -76,7 +90,10 @@ def build_profile(
         max_time = format_walltime(info.max_time_s) if info.max_time_s is not None else UNLIMITED_TIME
         if info.max_time_s is None:
             notes.append(f"MaxTime=UNLIMITED, written as {UNLIMITED_TIME}")
-        charge = _charge_rule(info, kind, weights, gpu_type, config, notes)
+        default_mem = config.def_mem_per_cpu_mb if config else None
+        if info.def_mem_per_cpu_mb and info.def_mem_per_cpu_mb != default_mem:
+            notes.append(f"DefMemPerCPU={info.def_mem_per_cpu_mb}M here (default_mem_per_cpu_mb is the cluster's)")
+        charge = {} if weights is None else _charge_rule(info, kind, weights, gpu_type, config, notes)
         found[info.name] = Partition(
             kind=kind,
             gpus=gpus,
@@ -112,13 +129,15 @@ def build_profile(
     )
     if config is None:
         result.cluster_notes.append("no scontrol show config: ClusterName taken as the profile name")
+    if result.warnings:
+        result.cluster_notes.append(f"warning: {one_line(result.warnings)}")
     return result
 
 
 def _node_shape(
-    info: PartitionInfo, members: list[NodeInfo], notes: list[str]
+    info: PartitionInfo, members: list[NodeInfo], config: ConfigInfo | None, notes: list[str]
 ) -> tuple[int, int, float, str | None] | None:
-    """(GPUs, CPUs, usable MB, GPU type) of the partition's smallest node."""
+    """(GPUs, CPUs, usable MB, GPU type) of the partition's smallest node, within its limits."""
     if members:
         shapes = {(n.gpus, n.cpus, n.usable_mem_mb) for n in members}
         gpus, cpus, mem_mb = (
@@ -132,23 +151,46 @@ def _node_shape(
         if any(n.mem_spec_limit_mb for n in members):
             notes.append("memory is RealMemory minus MemSpecLimit")
         types = sorted({t for n in members for t in n.gpu_types})
-    elif info.total_nodes and info.tres.get("cpu"):
+    elif info.total_nodes and _count(info.tres.get("cpu", "")):
         count = info.total_nodes
-        gpus = int(info.tres.get("gres/gpu", "0") or 0) // count
-        cpus = int(info.tres["cpu"]) // count
+        gpus = int(_count(info.tres.get("gres/gpu", ""))) // count
+        cpus = int(_count(info.tres["cpu"])) // count
         mem_mb = (parse_mem_mb(info.tres.get("mem", "")) or 0.0) / count
         types = sorted(k.split(":", 1)[1] for k in info.tres if k.startswith("gres/gpu:"))
-        uneven = " (an average: its nodes differ)" if int(info.tres["cpu"]) % count else ""
+        uneven = " (an average: its nodes differ)" if int(_count(info.tres["cpu"])) % count else ""
         notes.append(f"no node records: per-node figures are the partition's TRES over its {count} nodes{uneven}")
     else:
         return None
     if info.max_cpus_per_node is not None and info.max_cpus_per_node < cpus:
         cpus = info.max_cpus_per_node
         notes.append(f"MaxCPUsPerNode={cpus}")
-    if info.max_mem_per_node_mb is not None and info.max_mem_per_node_mb < mem_mb:
-        mem_mb = float(info.max_mem_per_node_mb)
-        notes.append(f"MaxMemPerNode={info.max_mem_per_node_mb}M")
+    per_node, per_cpu, whose = _mem_limits(info, config)
+    if per_node is not None and per_node < mem_mb:
+        mem_mb = float(per_node)
+        notes.append(f"MaxMemPerNode={per_node}M{whose}")
+    if per_cpu is not None and per_cpu * cpus < mem_mb:
+        mem_mb = float(per_cpu * cpus)
+        notes.append(
+            f"MaxMemPerCPU={per_cpu}M{whose} x {cpus} CPUs: SLURM gives a job at most {mem_mb / MB_PER_GB:g}G"
+            " of a node's memory"
+        )
     return gpus, cpus, mem_mb, ", ".join(types) if types and gpus else None
+
+
+def _mem_limits(info: PartitionInfo, config: ConfigInfo | None) -> tuple[int | None, int | None, str]:
+    """(MaxMemPerNode, MaxMemPerCPU, whose): the partition's own where it sets either (SLURM then
+    ignores the cluster's), else the cluster's from `scontrol show config`."""
+    if info.max_mem_per_node_mb is not None or info.max_mem_per_cpu_mb is not None or config is None:
+        return info.max_mem_per_node_mb, info.max_mem_per_cpu_mb, ""
+    return config.max_mem_per_node_mb, config.max_mem_per_cpu_mb, " (the cluster's)"
+
+
+def _count(text: str) -> float:
+    """A TRES count as printed (`64`, `264.5`); 0 for anything else."""
+    try:
+        return float(text)
+    except ValueError:
+        return 0.0
 
 
 def _preemptible(info: PartitionInfo, partitions: list[PartitionInfo], nodes: list[NodeInfo], notes: list[str]) -> bool:
@@ -207,11 +249,11 @@ def _billing_is_max(info: PartitionInfo, weights: dict[str, float]) -> bool:
     if "billing" not in info.tres:
         return False
     terms = [
-        weights.get("cpu", 0.0) * float(info.tres.get("cpu", 0) or 0),
+        weights.get("cpu", 0.0) * _count(info.tres.get("cpu", "")),
         weights.get("mem_gb", 0.0) * (parse_mem_mb(info.tres.get("mem", "")) or 0.0) / MB_PER_GB,
-        *(w * float(info.tres.get(k, 0) or 0) for k, w in weights.items() if k.startswith("gres/")),
+        *(w * _count(info.tres.get(k, "")) for k, w in weights.items() if k.startswith("gres/")),
     ]
-    return abs(float(info.tres["billing"]) - max(terms, default=0.0)) <= 1.0
+    return abs(_count(info.tres["billing"]) - max(terms, default=0.0)) <= 1.0
 
 
 def render_profile(found: Discovery, source: str) -> str:

@@ -1,8 +1,10 @@
 """SLURM commands: argv builders and pure parsers for squeue/sacct/scancel/scontrol.
 
 Every command goes through `run()`, the single process seam that unit tests replace. Parsers are
-pure functions from text to dataclasses, tested on recorded output. sbatch itself is called by
-submitit (see `submit.py`), with the script `render.py` produced.
+pure functions from text to dataclasses, tested on recorded output, and total: what they cannot
+read (a line, a value) becomes a warning on the `Parsed` list they return, never an exception,
+unless nothing at all is readable. sbatch itself is called by submitit (see `submit.py`), with the
+script `render.py` produced.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import re
 import subprocess
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 from deltajobs.errors import SlurmError
 
@@ -58,10 +61,21 @@ SACCT_FIELDS = (
 
 
 def run(argv: Sequence[str], timeout: float = DEFAULT_TIMEOUT, input_text: str | None = None) -> str:
-    """Run a SLURM command and return its stdout; raise SlurmError with its stderr otherwise."""
+    """Run a SLURM command and return its stdout; raise SlurmError with its stderr otherwise.
+
+    Bytes that are not UTF-8 (a job name or a node's Reason= typed in Latin-1) read as U+FFFD:
+    SLURM passes names through as bytes, and one such job must not stop us reading the others.
+    """
     try:
         proc = subprocess.run(
-            list(argv), capture_output=True, text=True, timeout=timeout, input=input_text, check=False
+            list(argv),
+            capture_output=True,
+            text=True,
+            encoding="utf-8",
+            errors="replace",
+            timeout=timeout,
+            input=input_text,
+            check=False,
         )
     except FileNotFoundError:
         raise SlurmError(f"{argv[0]} not found: is SLURM installed here? (--local runs on this machine)") from None
@@ -81,6 +95,30 @@ def sbatch(options: Sequence[str], script: str) -> str:
     if not re.fullmatch(r"\d+(_\d+)?", job_id):
         raise SlurmError(f"sbatch did not print a job id: {out.strip()[:200]!r}")
     return job_id
+
+
+T = TypeVar("T")
+
+
+class Parsed(list[T], Generic[T]):
+    """What a parser read, and a warning for each line or value it could not read (skipped or read
+    as unknown). A plain list to its callers; `warning` says it all in one line for the user."""
+
+    def __init__(self, records: Iterable[T] = (), warnings: Iterable[str] = ()) -> None:
+        super().__init__(records)
+        self.warnings = list(warnings)
+
+    @property
+    def warning(self) -> str | None:
+        return one_line(self.warnings)
+
+
+def one_line(warnings: Sequence[str]) -> str | None:
+    """Warnings as one line for the user: the first, and how many more; None when there are none."""
+    if not warnings:
+        return None
+    more = len(warnings) - 1
+    return warnings[0] + (f" (and {more} more)" if more else "")
 
 
 @dataclass(frozen=True)
@@ -147,11 +185,11 @@ class AcctRecord:
 
     @property
     def billing(self) -> float:
-        return float(self.alloc_tres.get("billing", 0) or 0)
+        return _float(self.alloc_tres.get("billing", ""))
 
     @property
     def gpus(self) -> int:
-        return int(self.alloc_tres.get("gres/gpu", 0) or 0)
+        return _int(self.alloc_tres.get("gres/gpu", ""))
 
     @property
     def su(self) -> float:
@@ -202,22 +240,45 @@ def scancel_argv(job_ids: Iterable[str]) -> list[str]:
 # -- parsers --------------------------------------------------------------------------------------
 
 
-def parse_squeue(text: str) -> list[QueueRecord]:
-    records = []
-    for line in text.splitlines():
-        if not line.strip():
+def split_fields(line: str, count: int, name_at: int = 1) -> list[str] | None:
+    """`line` split at `|` into `count` fields, or None when some are missing.
+
+    SLURM does not escape a `|` in the job name (users name jobs freely), and the name is the only
+    field a user writes: every extra `|` belongs to the field at `name_at`.
+    """
+    parts = line.split("|")
+    extra = len(parts) - count
+    if extra < 0:
+        return None
+    return [*parts[:name_at], "|".join(parts[name_at : name_at + extra + 1]), *parts[name_at + extra + 1 :]]
+
+
+def parse_reason(text: str) -> str:
+    """squeue's reason: `(Priority)` -> `Priority`; a `)` of the reason's own stays, as in
+    `Job's QOS not permitted to use this partition (gpu allows normal not scav)`."""
+    text = text.strip()
+    return text[1:-1] if text.startswith("(") and text.endswith(")") else text
+
+
+def parse_squeue(text: str) -> Parsed[QueueRecord]:
+    """`squeue --format` with SQUEUE_FIELDS -> one record per job; unreadable lines are warnings."""
+    records: Parsed[QueueRecord] = Parsed()
+    unreadable: list[str] = []
+    for line in _lines(text):
+        parts = split_fields(line, len(SQUEUE_FIELDS))
+        if parts is None:
+            unreadable.append(line)
             continue
-        parts = line.split("|")
-        if len(parts) != len(SQUEUE_FIELDS):
-            raise SlurmError(f"squeue printed an unexpected line: {line!r}")
         job_id, name, state, partition, reason, elapsed, limit, nodes, gres, submit, start = parts
+        if not nodes.strip().isdigit():
+            records.warnings.append(f"squeue: job {job_id.strip()}: NODES={nodes!r} is not a number (read as 0)")
         records.append(
             QueueRecord(
                 job_id=job_id.strip(),
                 name=name,
                 state=state.strip(),
                 partition=partition,
-                reason=reason.strip("()"),
+                reason=parse_reason(reason),
                 elapsed=elapsed,
                 time_limit=limit,
                 nodes=_int(nodes),
@@ -226,30 +287,67 @@ def parse_squeue(text: str) -> list[QueueRecord]:
                 start=start,
             )
         )
-    return records
+    return _finish(records, unreadable, "squeue")
 
 
-def parse_sacct(text: str) -> list[AcctRecord]:
+# What sacct prints in the fields deltajobs computes with (empty: not applicable, as for steps).
+_SACCT_VALUES = {
+    "ElapsedRaw": re.compile(r"\d+"),
+    "TimelimitRaw": re.compile(r"\d+|UNLIMITED|Partition_Limit"),
+    "TotalCPU": re.compile(r"(?:\d+-)?(?:\d+:)?\d+:\d+(?:\.\d+)?"),
+    "MaxRSS": re.compile(r"\d+(?:\.\d+)?[KMGTP]?"),
+    "NCPUS": re.compile(r"\d+"),
+    "NNodes": re.compile(r"\d+"),
+    "NTasks": re.compile(r"\d+"),
+    "billing": re.compile(r"\d+(?:\.\d+)?"),  # in AllocTRES
+}
+
+
+def parse_sacct(text: str) -> Parsed[AcctRecord]:
     """Parse `sacct --parsable2 [--duplicates]` output with SACCT_FIELDS into one record per job.
 
     Steps (123.batch, 123.0) fold into the attempt they follow; the attempts of a requeued job (the
     same JobID listed again, oldest first) fold into one record whose elapsed time and charge are
-    their sums (see `AcctRecord`).
+    their sums (see `AcctRecord`). A line or value it cannot read is a warning: that job is left
+    out, or the value read as 0, and the other jobs are read as usual.
     """
     attempts: dict[str, list[tuple[dict[str, str], list[dict[str, str]]]]] = {}
-    for line in text.splitlines():
-        if not line.strip():
+    unreadable: list[str] = []
+    warnings: list[str] = []
+    for line in _lines(text):
+        parts = split_fields(line, len(SACCT_FIELDS))
+        if parts is None:
+            unreadable.append(line)
             continue
-        parts = line.split("|")
-        if len(parts) != len(SACCT_FIELDS):
-            raise SlurmError(f"sacct printed an unexpected line: {line!r}")
         row = dict(zip(SACCT_FIELDS, parts, strict=True))
+        values = {**row, "billing": parse_tres(row["AllocTRES"]).get("billing", "")}
+        odd = [
+            f"{key}={value!r}"
+            for key, form in _SACCT_VALUES.items()
+            if (value := values[key]) and not form.fullmatch(value)
+        ]
+        if odd:
+            warnings.append(f"sacct: {row['JobID']}: could not read {', '.join(odd)} (read as 0)")
         job_id, dot, _step = row["JobID"].partition(".")
         if not dot:
             attempts.setdefault(job_id, []).append((row, []))
         elif job_id in attempts:
             attempts[job_id][-1][1].append(row)
-    return [_fold(job_id, runs) for job_id, runs in attempts.items()]
+    records = Parsed((_fold(job_id, runs) for job_id, runs in attempts.items()), warnings)
+    return _finish(records, unreadable, "sacct")
+
+
+def _lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.strip()]
+
+
+def _finish(records: Parsed[T], unreadable: list[str], command: str) -> Parsed[T]:
+    """The records, with a warning for each line left out; SlurmError when no line was readable:
+    that is not the output deltajobs asked for (an error message, another format)."""
+    if unreadable and not records:
+        raise SlurmError(f"{command} printed an unexpected line: {unreadable[0][:200]!r}")
+    records.warnings[:0] = [f"{command}: skipped a line it could not read: {line[:120]!r}" for line in unreadable]
+    return records
 
 
 def _fold(job_id: str, runs: list[tuple[dict[str, str], list[dict[str, str]]]]) -> AcctRecord:
@@ -275,7 +373,7 @@ def _fold(job_id: str, runs: list[tuple[dict[str, str], list[dict[str, str]]]]) 
                 start=job["Start"],
                 end=job["End"],
                 elapsed_s=_int(job["ElapsedRaw"]),
-                billing=float(tres.get("billing", 0) or 0),
+                billing=_float(tres.get("billing", "")),
             )
         )
     return AcctRecord(
@@ -364,14 +462,21 @@ def _int(text: str) -> int:
     return int(text) if text.isdigit() else 0
 
 
+def _float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return 0.0
+
+
 # -- calls ----------------------------------------------------------------------------------------
 
 
-def squeue(user: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> list[QueueRecord]:
+def squeue(user: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> Parsed[QueueRecord]:
     return parse_squeue(run(squeue_argv(user), timeout=timeout))
 
 
-def sacct(job_ids: Iterable[str] = (), timeout: float = DEFAULT_TIMEOUT, **kwargs: str | None) -> list[AcctRecord]:
+def sacct(job_ids: Iterable[str] = (), timeout: float = DEFAULT_TIMEOUT, **kwargs: str | None) -> Parsed[AcctRecord]:
     return parse_sacct(run(sacct_argv(job_ids, **kwargs), timeout=timeout))
 
 

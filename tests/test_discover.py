@@ -128,6 +128,49 @@ def test_bamboo_sum_billing_gets_no_charge_rule_and_says_why() -> None:
     assert part.gpu_equiv is None and any("billing sums" in n for n in found.notes[part.name])
 
 
+def test_max_mem_per_cpu_caps_a_nodes_memory_partition_first_then_the_cluster() -> None:
+    """maxmem_partition.txt is HAND-MADE (its header says how); the config is minidelta's recording
+    with the cluster-wide MaxMemPerCPU = 1500 Slurm prints in place of MaxMemPerNode = UNLIMITED."""
+    config_text = read("minidelta_config.txt").replace(
+        "MaxMemPerNode           = UNLIMITED", "MaxMemPerCPU            = 1500"
+    )
+    config = parse_config(config_text)
+    assert (config.max_mem_per_cpu_mb, config.max_mem_per_node_mb, config.def_mem_per_cpu_mb) == (1500, None, 1000)
+    parts = parse_partitions(read("maxmem_partition.txt"))
+    own = parts[0]  # gpuA100x4
+    assert (own.max_mem_per_cpu_mb, own.def_mem_per_cpu_mb, own.max_mem_per_node_mb) == (2000, 1000, None)
+    found = build_profile("maxmem", parts, parse_nodes(read("minidelta_node.txt")), config)
+    mem = {name: p.mem_gb for name, p in found.profile.partitions.items()}
+    assert mem["gpuA100x4"] == 125  # its own MaxMemPerCPU=2000 x 64 CPUs = 128000M, under the node's 240G
+    assert mem["cpu"] == mem["gpuA100x4-preempt"] == 93.75  # no limit of its own: the cluster's 1500 x 64
+    assert mem["gpuA40x4"] == round(200000 / 1024, 3)  # its own MaxMemPerNode: the cluster's per-CPU one is off
+    assert mem["cpu-interactive"] == 240  # its own 8000 x 64 is above the node: the node's memory
+    assert "MaxMemPerCPU=2000M x 64 CPUs: SLURM gives a job at most 125G of a node's memory" in found.notes["gpuA100x4"]
+    assert any(n.startswith("MaxMemPerCPU=1500M (the cluster's) x 64 CPUs") for n in found.notes["cpu"])
+    text = render_profile(found, "test")
+    assert "    # MaxMemPerCPU=2000M x 64 CPUs: SLURM gives a job at most 125G of a node's memory" in text
+    assert parse_profile(yaml.safe_load(text), "maxmem.yaml") == found.profile
+    unlimited = build_profile(
+        "m", parts, parse_nodes(read("minidelta_node.txt")), parse_config(read("minidelta_config.txt"))
+    )
+    assert unlimited.profile.partitions["cpu"].mem_gb == 240  # minidelta's own config has no such limit
+
+
+def test_recorded_setonix_per_cpu_memory_limit_is_read() -> None:
+    """Setonix's `work` sets DefMemPerCPU=920 MaxMemPerCPU=1840: 1840M x 256 CPUs is above a node's
+    memory, so the node's memory stays the limit."""
+    work = parse_partitions(read("pawsey_setonix_partition.txt"))[0]
+    assert (work.name, work.max_mem_per_cpu_mb, work.def_mem_per_cpu_mb) == ("work", 1840, 920)
+    found = build_profile("setonix", [work], [], None)
+    assert found.profile.partitions["work"].mem_gb == round(1960000 / 8 / 1024, 3)
+    assert "DefMemPerCPU=920M here (default_mem_per_cpu_mb is the cluster's)" in found.notes["work"]
+
+
+def test_config_memory_in_older_slurms_form() -> None:
+    config = parse_config("ClusterName = old\nDefMemPerCPU = 2000 MB\nMaxMemPerCPU = 8000 MB\n")
+    assert (config.def_mem_per_cpu_mb, config.max_mem_per_cpu_mb, config.warnings) == (2000, 8000, ())
+
+
 def test_node_with_mem_spec_limit_and_specialised_cores() -> None:
     (node,) = parse_nodes(read("ubc_rcl_node.txt"))
     assert (node.cpus, node.usable_mem_mb) == (192, 2060000 - 65536)

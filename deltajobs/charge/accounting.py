@@ -206,11 +206,14 @@ def parse_accounts(text: str) -> list[AccountBalance]:
 
 
 def tres_value(tres: str, name: str) -> float | None:
-    """`billing=600` out of `cpu=10,billing=600,...`; None when absent."""
+    """`billing=600` out of `cpu=10,billing=600,...`; None when absent or not a number."""
     for item in tres.split(","):
         key, _, value = item.partition("=")
         if key == name and value:
-            return float(value)
+            try:
+                return float(value)
+            except ValueError:
+                return None
     return None
 
 
