@@ -22,7 +22,7 @@ from deltajobs.cluster import load_profile
 from deltajobs.config import Settings
 from deltajobs.errors import SlurmError, SpecError
 from deltajobs.gpu_usage import run_gpu_summary
-from deltajobs.registry import JobRow, Registry, spec_key
+from deltajobs.registry import JobRow, Registry, RegistryDamaged, spec_key
 from deltajobs.slurm import AcctRecord
 from deltajobs.spec import ResolvedJob
 from deltajobs.units import format_duration
@@ -152,8 +152,9 @@ def by_backend(rows: list[JobRow]) -> Iterator[tuple[Backend, list[JobRow]]]:
         yield backends.get(name), group
 
 
-def refresh(registry: Registry, rows: list[JobRow]) -> Refresh:
-    """Bring the rows that are not final up to date (on SLURM: one squeue and one sacct for all)."""
+def refresh(registry: Registry | None, rows: list[JobRow]) -> Refresh:
+    """Bring the rows that are not final up to date (on SLURM: one squeue and one sacct for all);
+    the changes are recorded in `registry` unless it is None (unreadable)."""
     result = Refresh(rows=rows)
     changes: dict[str, dict[str, Any]] = {}
     for backend, group in by_backend([r for r in rows if not r.final]):
@@ -161,7 +162,8 @@ def refresh(registry: Registry, rows: list[JobRow]) -> Refresh:
         changes.update(found.changes)
         result.calls += found.calls
         result.warning = result.warning or found.warning
-    registry.update_many(changes)
+    if registry is not None:
+        registry.update_many(changes)
     for row in rows:
         for key, value in changes.get(row.job_id, {}).items():
             setattr(row, key, value)
@@ -178,13 +180,18 @@ class StatusView:
 
 
 def status(settings: Settings, job_ids: list[str] | None, every: bool = False, detail: bool = False) -> StatusView:
-    """The ids given, else every job (`every`), else the active and recent ones, brought up to date."""
-    with Registry.open(settings) as registry:
-        if job_ids:
-            rows = registry.find(job_ids)
-        else:
-            rows = registry.query(recent_since=None if every else time.time() - RECENT_S)
-        result = refresh(registry, rows)
+    """The ids given, else every job (`every`), else the active and recent ones, brought up to date;
+    from the run directories, with a warning, while the registry is damaged."""
+    recent_since = None if every else time.time() - RECENT_S
+    try:
+        with Registry.open(settings) as registry:
+            rows = registry.find(job_ids) if job_ids else registry.query(recent_since=recent_since)
+            result = refresh(registry, rows)
+    except RegistryDamaged as err:
+        from deltajobs.rebuild import status_from_run_dirs
+
+        result = status_from_run_dirs(settings, job_ids, recent_since)
+        result.warning = "; ".join(filter(None, [f"{err}; showing the run directories", result.warning]))
     records, warning = finished_usage(result.rows) if detail else ({}, None)
     return StatusView(result.rows, records, result.warning or warning)
 

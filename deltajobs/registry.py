@@ -1,19 +1,37 @@
-"""Job history in SQLite (WAL) under DELTAJOBS_HOME: record, refresh, query.
+"""Job history in SQLite under DELTAJOBS_HOME: record, refresh, query; a cache of the run directories.
 
-One row per submitted job. Writes are single short transactions with a generous busy timeout,
-so that parallel `deltajobs submit` calls never lose a row. The file is private (mode 0600).
+One row per job, one per sweep; writes are short BEGIN IMMEDIATE transactions with a generous busy
+timeout, so parallel submits never lose a row. The file is private (mode 0600).
+
+Journal mode: rollback (DELETE), not WAL. On Delta the file sits on Lustre, shared by the login
+nodes and every compute node (a job may submit its successor). WAL keeps its index in shared memory
+that other hosts cannot see: "All processes using a database must be on the same host computer; WAL
+does not work over a network filesystem" (https://www.sqlite.org/wal.html). A rollback journal needs
+only POSIX advisory locks on the file (https://www.sqlite.org/lockingv3.html), which a network
+filesystem can keep coherent across hosts. DELETE is the default, most exercised mode and leaves no
+journal between writes; `synchronous=FULL` (NORMAL is only crash-safe under WAL). The locks must work:
+SQLite names "filesystems with broken or missing lock implementations" first among the ways to
+corrupt a database (https://www.sqlite.org/howtocorrupt.html 2.1; faq.html#q5 on NFS). On Lustre the
+client mount option decides: `flock` is coherent across nodes, `localflock` per node (silently unsafe
+here), `noflock` (the manual's default) fails with ENOSYS. Delta's is not documented: GUESS `flock`
+(`mount -t lustre` shows it). `noflock` is named in one line; `localflock` cannot be seen from one
+node, hence this file is only a cache: each row is also in its run directory (`job.json`, written
+before the row and at each change of state), each sweep's in its directory (`sweep-row.json`). A
+deleted registry is recreated from them by the next command; a damaged one raises `RegistryDamaged`:
+run `deltajobs registry rebuild` (rebuild.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +40,8 @@ from deltajobs.errors import DeltaJobsError, NotFoundError
 from deltajobs.slurm import FINAL_STATES
 
 SCHEMA_VERSION = 1
+JOURNAL_MODE = "DELETE"  # see the module docstring: WAL does not work across hosts
+BUSY_TIMEOUT_S = 30.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -65,8 +85,9 @@ CREATE TABLE IF NOT EXISTS sweeps (
     created_at   REAL NOT NULL,
     params       TEXT NOT NULL,           -- JSON: the swept keys and the points
     run_dir      TEXT NOT NULL
-);
+)
 """
+_SWEEP_COLUMNS = ["sweep_id", "job", "array_job_id", "backend", "created_at", "params", "run_dir"]
 
 
 @dataclass
@@ -110,33 +131,70 @@ class JobRow:
 
 _COLUMNS = [f.name for f in fields(JobRow)]
 
+Restore = tuple[list[JobRow], list[dict[str, Any]]]  # what a new registry starts from: rows recorded elsewhere
+
+
+class RegistryDamaged(DeltaJobsError):
+    """The registry file is not a readable database any more: `deltajobs registry rebuild`."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        self.path = path
+        super().__init__(f"the registry at {path} is damaged (unreadable: {reason}): run `deltajobs registry rebuild`")
+
+
+def registry_failure(path: Path, err: sqlite3.Error) -> DeltaJobsError:
+    """An SQLite error as the one line a user can act on."""
+    name, text = getattr(err, "sqlite_errorname", "") or "", str(err)
+    if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")) or text.startswith(("no such table", "no such column")):
+        return RegistryDamaged(path, text)
+    if name.startswith("SQLITE_IOERR") and "LOCK" in name:
+        why = "its filesystem refuses POSIX locks (Lustre mounted without `flock`?)"
+        return DeltaJobsError(f"the registry at {path} cannot be locked ({text}): {why}; set DELTAJOBS_HOME elsewhere")
+    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+        why = "another deltajobs is writing it, or a node died holding its lock"
+        return DeltaJobsError(f"the registry at {path} stayed locked for {BUSY_TIMEOUT_S:g}s ({why}); try again")
+    return DeltaJobsError(f"the registry at {path} cannot be used ({text})")
+
 
 def db_path(settings: Settings) -> Path:
     return settings.home_path / "registry.sqlite"
 
 
 class Registry:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, restore: Callable[[], Restore] | None = None) -> None:
+        """Open (or create) the registry at `path`; a new one starts with the rows `restore` gives."""
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        fresh = not path.exists()
-        if fresh:  # create private before SQLite opens it
+        if not path.exists():  # create private before SQLite opens it
             os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
         try:
-            self._conn = sqlite3.connect(path, timeout=30.0, isolation_level=None)
-            self._conn.row_factory = sqlite3.Row
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=NORMAL")
-            if fresh or self._conn.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
-                self._conn.executescript(_SCHEMA)
-                self._conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        except sqlite3.DatabaseError as err:
-            raise DeltaJobsError(f"registry {path} is unreadable ({err}); move it aside to start afresh") from None
+            self._conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        except sqlite3.Error as err:
+            raise registry_failure(path, err) from None
+        self._conn.row_factory = sqlite3.Row
+        try:
+            with self._guard():
+                self._set_journal_mode()
+                self._conn.execute("PRAGMA synchronous=FULL")
+                if self._conn.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+                    self._create(restore)
+                for table in ("jobs", "sweeps"):  # the pages written last: damage shows before anything starts
+                    self._conn.execute(f"SELECT * FROM {table} ORDER BY rowid DESC LIMIT 1").fetchall()
+        except BaseException:
+            self._conn.close()
+            raise
 
     @classmethod
     def open(cls, settings: Settings) -> Registry:
-        """The registry under DELTAJOBS_HOME; use it as `with Registry.open(settings) as registry:`."""
-        return cls(db_path(settings))
+        """The registry under DELTAJOBS_HOME; use it as `with Registry.open(settings) as registry:`.
+        A missing one is recreated from what the run directories recorded."""
+
+        def recorded() -> Restore:
+            from deltajobs.rebuild import recorded_rows
+
+            return recorded_rows(settings.runs_path)
+
+        return cls(db_path(settings), restore=recorded)
 
     def close(self) -> None:
         self._conn.close()
@@ -148,59 +206,103 @@ class Registry:
         self.close()
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        self._conn.execute("BEGIN IMMEDIATE")
+    def _guard(self) -> Iterator[None]:
+        """SQLite's errors as one line each: a damaged file says to rebuild it."""
         try:
-            yield self._conn
-        except BaseException:
-            self._conn.execute("ROLLBACK")
-            raise
-        self._conn.execute("COMMIT")
+            yield
+        except (sqlite3.IntegrityError, sqlite3.ProgrammingError):
+            raise  # a duplicate id or a misuse: a bug, not the file
+        except sqlite3.DatabaseError as err:
+            raise registry_failure(self.path, err) from None
+
+    def _set_journal_mode(self) -> None:
+        try:
+            self._conn.execute(f"PRAGMA journal_mode={JOURNAL_MODE}")
+        except sqlite3.OperationalError as err:
+            # A registry from before, still open in WAL mode by another process: it switches on a
+            # later open, when this one is the only connection.
+            if not getattr(err, "sqlite_errorname", "").startswith("SQLITE_BUSY"):
+                raise
+
+    def _create(self, restore: Callable[[], Restore] | None) -> None:
+        """The tables, in one transaction: of processes creating it at once, exactly one restores."""
+        with self.transaction() as conn:
+            existed = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'jobs'").fetchone() is not None
+            for statement in _SCHEMA.split(";"):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            if restore is not None and not existed:
+                _insert(conn, *restore(), replace=False)
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._guard():
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):  # SQLite may have rolled back already
+                    self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def _rows(self, sql: str, args: Iterable[Any] = ()) -> list[sqlite3.Row]:
+        with self._guard():
+            return self._conn.execute(sql, list(args)).fetchall()
 
     def add(self, row: JobRow) -> None:
-        row.updated_at = time.time()
-        marks = ",".join("?" for _ in _COLUMNS)
-        with self.transaction() as conn:
-            conn.execute(
-                f"INSERT INTO jobs ({','.join(_COLUMNS)}) VALUES ({marks})", [getattr(row, c) for c in _COLUMNS]
-            )
+        """Record a new job: its `job.json` first, then its row."""
+        self.add_many([row])
 
     def add_many(self, rows: Iterable[JobRow]) -> None:
-        marks = ",".join("?" for _ in _COLUMNS)
+        from deltajobs.rebuild import record_jobs  # the run directories' copy, which rebuild reads back
+
         now = time.time()
+        rows = [replace(r, updated_at=now) for r in rows]
+        record_jobs(rows, strict=True)
         with self.transaction() as conn:
-            conn.executemany(
-                f"INSERT INTO jobs ({','.join(_COLUMNS)}) VALUES ({marks})",
-                [[now if c == "updated_at" else getattr(r, c) for c in _COLUMNS] for r in rows],
-            )
+            _insert(conn, rows, [], replace=False, ignore=False)
+
+    def restore(self, jobs: list[JobRow], sweeps: list[dict[str, Any]], replace: bool = True) -> None:
+        """Rows recorded elsewhere (the run directories); `replace`: they win over rows already here."""
+        with self.transaction() as conn:
+            _insert(conn, jobs, sweeps, replace=replace)
 
     def update(self, job_id: str, **values: Any) -> None:
         self.update_many({job_id: values})
 
     def update_many(self, changes: dict[str, dict[str, Any]]) -> None:
+        """Change rows; a job whose state changed has its `job.json` rewritten too."""
+        from deltajobs.rebuild import record_jobs
+
         if not changes:
             return
         now = time.time()
+        changed: list[JobRow] = []
         with self.transaction() as conn:
             for job_id, values in changes.items():
                 values = {**values, "updated_at": now}
                 unknown = set(values) - set(_COLUMNS)
                 if unknown:
                     raise ValueError(f"unknown registry columns: {sorted(unknown)}")
+                old = conn.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
                 assignments = ", ".join(f"{k} = ?" for k in values)
                 conn.execute(f"UPDATE jobs SET {assignments} WHERE job_id = ?", [*values.values(), job_id])
+                if old is not None and values.get("state", old["state"]) != old["state"]:
+                    changed.append(replace(JobRow(**dict(old)), **values))
+        record_jobs(changed)
 
     def get(self, job_id: str) -> JobRow:
         """One job by id; `last` is the most recently submitted one."""
         if job_id == "last":
-            row = self._conn.execute("SELECT * FROM jobs ORDER BY submitted_at DESC LIMIT 1").fetchone()
+            found = self._rows("SELECT * FROM jobs ORDER BY submitted_at DESC LIMIT 1")
         else:
-            row = self._conn.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
-        if row is None:
+            found = self._rows("SELECT * FROM jobs WHERE job_id = ?", (job_id,))
+        if not found:
             raise NotFoundError(
                 f"job {job_id} is not in the registry ({self.path}); `deltajobs status --all` lists them"
             )
-        return JobRow(**dict(row))
+        return JobRow(**dict(found[0]))
 
     def find(self, job_ids: Iterable[str]) -> list[JobRow]:
         return [self.get(job_id) for job_id in job_ids]
@@ -215,40 +317,63 @@ class Registry:
             sql += f" WHERE state NOT IN ({','.join('?' for _ in FINAL_STATES)}) OR submitted_at >= ?"
             args += [*sorted(FINAL_STATES), recent_since]
         sql += " ORDER BY sweep_index, submitted_at, job_id" if sweep_id else " ORDER BY submitted_at, job_id"
-        return [JobRow(**dict(r)) for r in self._conn.execute(sql, args).fetchall()]
+        return [JobRow(**dict(r)) for r in self._rows(sql, args)]
 
     def history_elapsed(self, spec_key: str) -> list[int]:
-        rows = self._conn.execute(
+        rows = self._rows(
             "SELECT elapsed_s FROM jobs WHERE spec_key = ? AND state = 'COMPLETED' AND elapsed_s > 0", (spec_key,)
-        ).fetchall()
+        )
         return [r[0] for r in rows]
 
     # sweeps
     def add_sweep(self, sweep_id: str, job: str, backend: str, params: dict[str, Any], run_dir: str) -> None:
+        """Record a new sweep: its `sweep-row.json` first, then its row."""
+        from deltajobs.rebuild import record_sweep
+
+        row: dict[str, Any] = {"sweep_id": sweep_id, "job": job, "array_job_id": None, "backend": backend}
+        row |= {"created_at": time.time(), "params": params, "run_dir": run_dir}
+        record_sweep(row, strict=True)
         with self.transaction() as conn:
-            conn.execute(
-                "INSERT INTO sweeps (sweep_id, job, backend, created_at, params, run_dir) VALUES (?,?,?,?,?,?)",
-                (sweep_id, job, backend, time.time(), json.dumps(params), run_dir),
-            )
+            _insert(conn, [], [row], replace=False, ignore=False)
 
     def sweep(self, sweep_id: str) -> dict[str, Any]:
-        row = self._conn.execute("SELECT * FROM sweeps WHERE sweep_id = ?", (sweep_id,)).fetchone()
-        if row is None:
+        found = self._rows("SELECT * FROM sweeps WHERE sweep_id = ?", (sweep_id,))
+        if not found:
             raise NotFoundError(f"sweep {sweep_id} is not in the registry")
-        return {**dict(row), "params": json.loads(row["params"])}
+        return {**dict(found[0]), "params": json.loads(found[0]["params"])}
 
     def set_sweep_params(self, sweep_id: str, params: dict[str, Any]) -> None:
-        with self.transaction() as conn:
-            conn.execute("UPDATE sweeps SET params = ? WHERE sweep_id = ?", (json.dumps(params), sweep_id))
+        self._update_sweep(sweep_id, "params", json.dumps(params))
 
     def set_sweep_array(self, sweep_id: str, array_job_id: str) -> None:
+        self._update_sweep(sweep_id, "array_job_id", array_job_id)
+
+    def _update_sweep(self, sweep_id: str, column: str, value: Any) -> None:
+        from deltajobs.rebuild import record_sweep
+
         with self.transaction() as conn:
-            conn.execute("UPDATE sweeps SET array_job_id = ? WHERE sweep_id = ?", (array_job_id, sweep_id))
+            conn.execute(f"UPDATE sweeps SET {column} = ? WHERE sweep_id = ?", (value, sweep_id))
+        record_sweep(self.sweep(sweep_id))
 
     def delete_sweep(self, sweep_id: str) -> None:
         with self.transaction() as conn:
             conn.execute("DELETE FROM jobs WHERE sweep_id = ?", (sweep_id,))
             conn.execute("DELETE FROM sweeps WHERE sweep_id = ?", (sweep_id,))
+
+
+def _insert(
+    conn: sqlite3.Connection, jobs: list[JobRow], sweeps: list[dict[str, Any]], replace: bool, ignore: bool = True
+) -> None:
+    verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE" if ignore else "INSERT"
+    marks = ",".join("?" for _ in _COLUMNS)
+    conn.executemany(
+        f"{verb} INTO jobs ({','.join(_COLUMNS)}) VALUES ({marks})", [[getattr(r, c) for c in _COLUMNS] for r in jobs]
+    )
+    marks = ",".join("?" for _ in _SWEEP_COLUMNS)
+    conn.executemany(
+        f"{verb} INTO sweeps ({','.join(_SWEEP_COLUMNS)}) VALUES ({marks})",
+        [[json.dumps(s[c]) if c == "params" else s[c] for c in _SWEEP_COLUMNS] for s in sweeps],
+    )
 
 
 def spec_key(resolved: Any) -> str:
