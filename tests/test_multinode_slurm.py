@@ -105,8 +105,8 @@ def test_job_beyond_the_su_limit_is_refused_then_pends(tiny_mnist: Path, monkeyp
         while (row := cli_json("status", sub["job_id"])[0])["reason"] in (None, "", "None", "Priority"):
             assert time.time() < deadline, row
             time.sleep(1)
-        assert row["state"] == "PENDING" and row["reason"] == "AssocGrpBillingMinutes", row
-        assert "balance" in cli("status", sub["job_id"]).stdout
+        assert row["state"] == "PENDING" and row["reason"] == "QOSGrpBillingMinutes", row
+        assert "the account's balance is too low" in cli("status", sub["job_id"]).stdout
     finally:
         subprocess.run(["scancel", sub["job_id"]], capture_output=True)
 

@@ -4,8 +4,11 @@ parser and call, and the table helpers both parsers use (`jobcharge` itself: cha
 Both exist only on Delta's login nodes. They print tables for people, so the parsers find columns
 by their header names (never by position) and fail with a line naming what they expected. Both
 commands go through `slurm.run`, the process seam that unit tests replace. Where `accounts` is
-absent, `accounts()` falls back to SLURM's own limits: an account's GrpTRESMins=billing minus its
-GrpTRESRaw usage, from `sshare` (as `scripts/minidelta up --nodes N` sets them).
+absent, `accounts()` falls back to SLURM's own limits, first as Delta enforces a balance (and as
+`scripts/minidelta up` sets it): the GrpTRESMins=billing of the QOS each of the user's
+associations defaults to, minus that QOS's usage (`sacctmgr show assoc` maps an account to its QOS,
+`scontrol show assoc_mgr flags=qos` gives limit(used)); then an account's own GrpTRESMins=billing
+minus its GrpTRESRaw usage, from `sshare`.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ ACCOUNTS_TIMEOUT = 60.0
 BILLING_MINUTES_PER_SU = 60_000  # billing is SU per hour x 1000
 SSHARE_FORMAT = "Account,User,GrpTRESMins,GrpTRESRaw"
 SLURM_LIMIT = "SLURM limit GrpTRESMins=billing"  # the description of a balance from sshare
+QOS_LIMIT = "SLURM QOS {qos} GrpTRESMins=billing"  # ... and of one from a QOS
 ACCOUNTS_EXPECTED = "a header such as 'Project  Description  Balance (Hours)  Deposited (Hours)'"
 
 
@@ -103,6 +107,16 @@ def accounts_argv() -> list[str]:
 
 def sshare_argv() -> list[str]:
     return ["sshare", "--noheader", "--parsable2", "--format", SSHARE_FORMAT]
+
+
+def assoc_qos_argv(user: str) -> list[str]:
+    """The user's associations: `ACCOUNT|QOS,QOS|DEFAULTQOS` lines."""
+    return ["sacctmgr", "-n", "-P", "show", "assoc", "where", f"user={user}", "format=Account,QOS,DefaultQOS"]
+
+
+def assoc_mgr_qos_argv() -> list[str]:
+    """The controller's QOS records, one a line, with `GrpTRESMins=...,billing=LIMIT(USED),...`."""
+    return ["scontrol", "-o", "show", "assoc_mgr", "flags=qos"]
 
 
 # -- parsers --------------------------------------------------------------------------------------
@@ -243,6 +257,58 @@ def parse_sshare_balances(text: str, user: str) -> list[AccountBalance]:
     ]
 
 
+def parse_assoc_qos(text: str) -> dict[str, str]:
+    """`sacctmgr -n -P show assoc ... format=Account,QOS,DefaultQOS` -> account: the QOS its jobs
+    get (the default QOS, or the only one allowed); accounts with neither are left out."""
+    qos_of: dict[str, str] = {}
+    for line in text.splitlines():
+        cells = [cell.strip() for cell in line.split("|")]
+        if len(cells) < 3 or not cells[0]:
+            continue
+        account, allowed, default = cells[:3]
+        names = [name for name in allowed.split(",") if name]
+        qos = default or (names[0] if len(names) == 1 else "")
+        if qos:
+            qos_of.setdefault(account, qos)
+    return qos_of
+
+
+def parse_assoc_mgr_qos(text: str) -> dict[str, tuple[float, float]]:
+    """`scontrol -o show assoc_mgr flags=qos` -> QOS name: (limit, used) billing-minutes, for the
+    QOS with a GrpTRESMins billing limit (`billing=600(12)`; `N` is no limit)."""
+    limits: dict[str, tuple[float, float]] = {}
+    for line in text.splitlines():
+        name = re.match(r"QOS=(\S+?)(?:\(\d+\))?(?:\s|$)", line.strip())
+        mins = re.search(r"(?:^|\s)GrpTRESMins=(\S*)", line)
+        if name is None or mins is None:
+            continue
+        billing = re.search(r"(?:^|,)billing=(\d+(?:\.\d+)?)\((\d+(?:\.\d+)?)\)", mins.group(1))
+        if billing is not None:
+            limits[name.group(1)] = (float(billing.group(1)), float(billing.group(2)))
+    return limits
+
+
+def qos_balances(assoc_text: str, qos_text: str) -> list[AccountBalance]:
+    """The balance of each of the user's accounts whose QOS has a billing limit: (limit - used)
+    billing-minutes, in SU, from `assoc_qos_argv` and `assoc_mgr_qos_argv` output."""
+    limits = parse_assoc_mgr_qos(qos_text)
+    return [
+        AccountBalance(
+            account=account,
+            balance_su=(limits[qos][0] - limits[qos][1]) / BILLING_MINUTES_PER_SU,
+            deposited_su=limits[qos][0] / BILLING_MINUTES_PER_SU,
+            description=QOS_LIMIT.format(qos=qos),
+        )
+        for account, qos in parse_assoc_qos(assoc_text).items()
+        if qos in limits
+    ]
+
+
+def is_slurm_limit(row: AccountBalance) -> bool:
+    """A balance read from SLURM's limits (a QOS or sshare), not from Delta's `accounts`."""
+    return row.description == SLURM_LIMIT or row.description.startswith("SLURM QOS ")
+
+
 # -- calls ----------------------------------------------------------------------------------------
 
 
@@ -260,12 +326,22 @@ def run_accounting(argv: list[str], timeout: float) -> str:
 
 
 def slurm_balances() -> list[AccountBalance]:
-    """Balances from SLURM's own limits (`sshare`); empty where SLURM or the limits are absent."""
+    """Balances from SLURM's own limits: each account's QOS, else its association (`sshare`) where
+    the QOS has no billing limit; empty where SLURM or the limits are absent."""
+    user = getpass.getuser()
+    try:
+        rows = qos_balances(
+            slurm.run(assoc_qos_argv(user), timeout=ACCOUNTS_TIMEOUT),
+            slurm.run(assoc_mgr_qos_argv(), timeout=ACCOUNTS_TIMEOUT),
+        )
+    except SlurmError:
+        rows = []
     try:
         text = slurm.run(sshare_argv(), timeout=ACCOUNTS_TIMEOUT)
     except SlurmError:
-        return []
-    return parse_sshare_balances(text, getpass.getuser())
+        return rows
+    seen = {row.account for row in rows}
+    return rows + [row for row in parse_sshare_balances(text, user) if row.account not in seen]
 
 
 def accounts() -> list[AccountBalance]:
@@ -291,7 +367,7 @@ def balance(account: str) -> float | None:
     for row in rows:
         if row.account == account:
             return row.balance_su
-    if any(row.description == SLURM_LIMIT for row in rows):
+    if any(is_slurm_limit(row) for row in rows):
         return None  # SLURM's fallback lists only the accounts with a limit
     yours = ", ".join(row.account for row in rows) or "none"
     raise NotFoundError(f"account {account!r} is not one of yours according to `accounts`; choose one of: {yours}")
