@@ -141,6 +141,7 @@ class Refresh:
     rows: list[JobRow]
     warning: str | None = None
     calls: list[str] = field(default_factory=list)  # which scheduler commands ran (for tests/benchmarks)
+    notes: list[str] = field(default_factory=list)  # lines the scheduler printed that could not be read
 
 
 def by_backend(rows: list[JobRow]) -> Iterator[tuple[Backend, list[JobRow]]]:
@@ -162,6 +163,7 @@ def refresh(registry: Registry | None, rows: list[JobRow]) -> Refresh:
         changes.update(found.changes)
         result.calls += found.calls
         result.warning = result.warning or found.warning
+        result.notes += found.notes
     if registry is not None:
         registry.update_many(changes)
     for row in rows:
@@ -177,6 +179,7 @@ class StatusView:
     rows: list[JobRow]
     records: dict[str, AcctRecord]
     warning: str | None
+    notes: list[str] = field(default_factory=list)  # what SLURM printed that could not be read
 
 
 def status(settings: Settings, job_ids: list[str] | None, every: bool = False, detail: bool = False) -> StatusView:
@@ -193,7 +196,7 @@ def status(settings: Settings, job_ids: list[str] | None, every: bool = False, d
         result = status_from_run_dirs(settings, job_ids, recent_since)
         result.warning = "; ".join(filter(None, [f"{err}; showing the run directories", result.warning]))
     records, warning = finished_usage(result.rows) if detail else ({}, None)
-    return StatusView(result.rows, records, result.warning or warning)
+    return StatusView(result.rows, records, result.warning or warning, result.notes)
 
 
 def active_jobs(settings: Settings) -> list[JobRow]:

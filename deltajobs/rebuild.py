@@ -192,11 +192,14 @@ def _infer_run(directory: Path, found: Found, cluster: Callable[[], str]) -> Non
         why = "no job id was recorded (an sbatch script's run?)" if not ids else f"several job ids {ids}"
         found.skipped.append(f"{directory}: {why}")
         return
-    raw, backend = ids[0], "slurm" if (directory / "job.sh").is_file() else "local"
+    from deltajobs import backends
+
+    raw = ids[0]
+    backend, job_id = backends.infer(directory, raw)
     row = _spec_row(
         directory,
         backend,
-        job_id=raw if backend == "slurm" else f"local-{raw}",
+        job_id=job_id,
         cluster=cluster(),
         log_path=str(folder / f"{raw}_0_log.out"),
         err_path=str(folder / f"{raw}_0_log.err"),
@@ -252,7 +255,7 @@ def _spec_row(run_dir: Path, backend: str, **known: Any) -> JobRow:
         run_dir=str(run_dir),
         state=backends.get(backend).first_state,
         account=spec.get("account"),
-        partition="local" if backend == "local" else res.get("partition"),
+        partition=res.get("partition") if backends.get(backend).charges else backend,
         nodes=res.get("nodes"),
         gpus_per_node=gpus,
         ntasks_per_node=res.get("tasks_per_node") or max(1, gpus or 0),

@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from deltajobs.config import Settings
+from deltajobs.config import Settings, private_dir
 from deltajobs.errors import DeltaJobsError, NotFoundError
 from deltajobs.slurm import FINAL_STATES
 
@@ -164,7 +164,7 @@ class Registry:
     def __init__(self, path: Path, restore: Callable[[], Restore] | None = None) -> None:
         """Open (or create) the registry at `path`; a new one starts with the rows `restore` gives."""
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)  # 0700 whatever the umask, when this makes it (config.py)
         if not path.exists():  # create private before SQLite opens it
             os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
         try:

@@ -255,3 +255,19 @@ def test_unreadable_billing_weights_leave_the_partition_without_a_charge_rule() 
 def test_sshare_limit_that_is_not_a_number_is_no_balance() -> None:
     text = "acct||billing=lots|billing=5\nacct|me||\nother||billing=600000|billing=60000\nother|me||\n"
     assert [b.account for b in parse_sshare_balances(text, "me")] == ["other"]
+
+
+def test_status_and_charge_say_in_one_line_what_slurm_printed_that_could_not_be_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    add_row("317", tmp_path)
+    add_row("320", tmp_path)
+    odd = b"a line nobody here wrote\n"
+    fake_commands(tmp_path, monkeypatch, {"squeue": SQUEUE + odd, "sacct": SACCT + odd + odd})
+    unread = "skipped a line it could not read: 'a line nobody here wrote'"
+    code, out, err = run_main(monkeypatch, capsys, "status")
+    assert code == 0 and "317" in out and "320" in out  # a warning, not "SLURM is not answering" (exit 3)
+    assert err.splitlines() == [f"deltajobs: warning: squeue: {unread} (and 2 more)"]
+    code, out, err = run_main(monkeypatch, capsys, "charge")
+    assert code == 0 and "Total" in out
+    assert err.splitlines() == [f"warning: sacct: {unread} (and 1 more)"]

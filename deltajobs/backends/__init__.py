@@ -6,6 +6,7 @@ backend, and `choose` the one place the command line's choice is made.
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from deltajobs.errors import DeltaJobsError
@@ -29,6 +30,16 @@ def get(name: str) -> Backend:
 
         return LocalBackend()
     raise DeltaJobsError(f"unknown backend {name!r}; choose one of: {', '.join(NAMES)}")
+
+
+def infer(run_dir: Path, raw_id: str) -> tuple[str, str]:
+    """(backend name, job id) of a run directory written before it held its job.json: a SLURM
+    run holds the job.sh sbatch got; a local job's id is `local-<pid>` of its controller."""
+    if (run_dir / "job.sh").is_file():
+        return "slurm", raw_id
+    from deltajobs.backends.local import PREFIX
+
+    return "local", f"{PREFIX}{raw_id}"
 
 
 def choose(local: bool, settings: Settings) -> tuple[Backend, str | None]:

@@ -53,6 +53,7 @@ class StateChanges:
 
     changes: dict[str, dict[str, Any]] = field(default_factory=dict)
     warning: str | None = None
+    notes: list[str] = field(default_factory=list)  # what the scheduler printed that could not be read
     calls: list[str] = field(default_factory=list)  # which commands ran (for tests and benchmarks)
 
 

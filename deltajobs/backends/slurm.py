@@ -74,13 +74,17 @@ class SlurmBackend(Backend):
         if not active:
             return result
         try:
-            queue = {q.job_id: q for q in slurm.squeue()}
+            queued = slurm.squeue()
             result.calls.append("squeue")
-            acct = {a.job_id: a for a in slurm.sacct([r.job_id for r in active])}
+            accounted = slurm.sacct([r.job_id for r in active])
             result.calls.append("sacct")
         except SlurmError as err:
             result.warning = f"SLURM is not answering ({err}); showing cached states"
             return result
+        unread = slurm.one_line([*queued.warnings, *accounted.warnings])
+        result.notes = [unread] if unread else []
+        queue = {q.job_id: q for q in queued}
+        acct = {a.job_id: a for a in accounted}
         for row in active:
             change = merge_slurm(row, queue.get(row.job_id), acct.get(row.job_id))
             if change:

@@ -4,6 +4,7 @@ jobcharge computes it (`elapsed_seconds x billing / 3,600,000`, every attempt of
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import getpass
 import re
@@ -87,4 +88,5 @@ def charge_report(
     start = since or default_since()
     who = user or getpass.getuser()
     records = slurm.sacct(user=who, since=start, account=account)
-    return charge_from_acct(records, account=account, window=f"{who}'s jobs since {start}", user=who)
+    report = charge_from_acct(records, account=account, window=f"{who}'s jobs since {start}", user=who)
+    return dataclasses.replace(report, warnings=[records.warning] if records.warning else [])

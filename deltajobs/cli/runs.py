@@ -143,6 +143,8 @@ def status_command(
             typer.echo(status_table(view.rows, detail, view.records))
             if watch and sys.stdout.isatty():
                 typer.echo(progress_lines(view.rows), nl=False)
+        for line in view.notes:
+            note(f"warning: {line}")
         if view.warning:
             note(view.warning)
             raise typer.Exit(3)
