@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import platform
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -26,10 +27,23 @@ PROFILE_DIR = Path(__file__).parent / "clusters"
 
 @dataclass(frozen=True)
 class GpuEquivalent:
-    """How many cores, and how much memory, SLURM bills as one GPU on this node type."""
+    """How many cores, and how much memory, SLURM bills as one GPU on this node type. `whole`: a
+    job is charged whole units, the number it needs rounded up (DeltaAI bills GH200 superchips)."""
 
     cpus: float = constrained(exclusive_minimum=0)
     mem_gb: float = constrained(exclusive_minimum=0)
+    whole: bool = False
+
+
+@dataclass(frozen=True)
+class ChargeMinimum:
+    """The least a job is billed, whatever the formula gives (`su` 0: no minimum). `array_tasks`:
+    whether each task of a job array pays it ("each": SLURM accounts every task as a job) or the
+    array once ("whole"). `source` names where the figure comes from; the estimate shows it."""
+
+    su: float = constrained(0.0, minimum=0)
+    array_tasks: Literal["each", "whole"] = "each"
+    source: str = ""
 
 
 @dataclass(frozen=True)
@@ -47,8 +61,10 @@ class Partition:
     interactive: bool = False
     preempt: bool = False
     unsupported: str | None = None  # why deltajobs cannot run jobs here (e.g. ROCm GPUs); None: it can
+    charge_unit: str | None = None  # the unit gpu_equiv counts, by name ("GH200"); None: GPU-equivalent
     name: str = ""
     charge_mem_unit_bytes: float = 2**30  # copied from the profile by load_profile
+    charge_minimum: ChargeMinimum = ChargeMinimum()  # likewise
 
     @property
     def max_seconds(self) -> int:
@@ -81,6 +97,10 @@ class ClusterProfile:
     charge_mem_unit_bytes: float = constrained(2**30, exclusive_minimum=0)
     multi_node: MultiNode = field(default_factory=lambda: MultiNode())
     constraints: list[str] = field(default_factory=list)  # --constraint labels; empty: any label
+    charge_minimum: ChargeMinimum = field(default_factory=ChargeMinimum)
+    # The compute nodes' CPU architecture, as `uname -m` prints it; None: not checked.
+    arch: str | None = constrained(None, pattern=r"x86_64|aarch64|ppc64le")
+    title: str = ""  # the system's name in messages ("DeltaAI"); empty: the profile's name
 
     def partition(self, name: str, field_name: str = "resources.partition") -> Partition:
         try:
@@ -125,8 +145,11 @@ def _load_profile_file(path: Path, _mtime_ns: int) -> ClusterProfile:
 def parse_profile(raw: object, where: str) -> ClusterProfile:
     """A profile from the parsed YAML of a clusters/*.yaml file; `where` names it in errors."""
     profile = from_dict(ClusterProfile, raw, where)
-    unit = profile.charge_mem_unit_bytes
-    named = {n: dataclasses.replace(p, name=n, charge_mem_unit_bytes=unit) for n, p in profile.partitions.items()}
+    unit, minimum = profile.charge_mem_unit_bytes, profile.charge_minimum
+    named = {
+        n: dataclasses.replace(p, name=n, charge_mem_unit_bytes=unit, charge_minimum=minimum)
+        for n, p in profile.partitions.items()
+    }
     if profile.default_partition not in named:
         raise SpecError(f"{where}.default_partition", "names no partition of the profile")
     return dataclasses.replace(profile, partitions=named)
@@ -139,3 +162,36 @@ def profile_for_cluster_name(cluster_name: str) -> str | None:
         if load_profile(name).slurm_cluster_name == cluster_name:
             return name
     return None
+
+
+# -- the nodes' CPU architecture against an environment's interpreter -----------------------------
+
+ELF_MACHINES = {0x3E: "x86_64", 0xB7: "aarch64", 0x15: "ppc64le"}  # ELF e_machine values
+ARCH_NAMES = {"x86_64": "x86", "aarch64": "Arm", "ppc64le": "POWER"}
+
+
+def executable_arch(path: str | Path) -> str | None:
+    """The CPU an ELF executable was built for ("x86_64", "aarch64"), following symlinks (a venv's
+    bin/python links to its base interpreter); None when it cannot be read or is not ELF."""
+    try:
+        with open(path, "rb") as binary:
+            header = binary.read(20)
+    except OSError:
+        return None
+    if len(header) < 20 or header[:4] != b"\x7fELF":
+        return None
+    machine = int.from_bytes(header[18:20], "little" if header[5] == 1 else "big")
+    return ELF_MACHINES.get(machine, f"ELF machine {machine:#x}")
+
+
+def arch_mismatch(profile: ClusterProfile, python: str | Path, what: str = "venv", here: str = "") -> str | None:
+    """Why the interpreter `python` (of a venv, a conda env) cannot run on the profile's nodes, or
+    None: it can, or one of the two is unknown. `here` is this machine's `uname -m`."""
+    built = executable_arch(python) if profile.arch else None
+    if built is None or built == profile.arch:
+        return None
+    system = profile.title or profile.name
+    login = " (this login node)" if built == (here or platform.machine()) else ""
+    nodes = f"{ARCH_NAMES.get(str(profile.arch), profile.arch)} ({profile.arch})"
+    fix = f"make a {what} on a {system} login node"
+    return f"this {what} was built for {built}{login}; {system}'s nodes are {nodes}: {fix}"

@@ -47,11 +47,13 @@ def ncsa_gb(gb: float) -> float:
     [
         ([], "1.0 SU on gpuA100x4"),
         (["--partition", "gpuA100x4-interactive"], "2.0 SU on gpuA100x4-interactive"),
-        (["--partition", "gpuA40x4"], "0.5 SU on gpuA40x4"),
+        # 0.5 by the formula, under Delta's 1 SU minimum per job (clusters/delta.yaml, charge_minimum)
+        (["--partition", "gpuA40x4"], "1.0 SU on gpuA40x4, billed at least 1 SU per job (0.5 SU by the formula:"),
         (["--gpus", "1", "--cpus", "32"], "2.0 SU on gpuA100x4"),
         (["--mem", "200G"], "3.44 SU on gpuA100x4"),  # 200 x 2^30 B = 214.7 GB = 3.44 x 62.5 GB
         (["--cpus", "8", "--mem", "64G"], "1.10 SU on gpuA100x4"),  # the figure: 68.72 GB / 62.5 GB
-        (["--partition", "gpuA40x4,gpuA100x4"], "1.0 SU on gpuA100x4"),  # a list: the dearest partition
+        # a list: the dearest partition (both bill 1 SU; the formula breaks the tie)
+        (["--partition", "gpuA40x4,gpuA100x4"], "1.0 SU on gpuA100x4"),
     ],
 )
 def test_estimate_cli_on_delta(
@@ -80,7 +82,9 @@ def test_estimate_json(
     code, out, _ = run_main(monkeypatch, capsys, "estimate", "mnist", "--time", "01:00:00", "--json", *flags)
     data = json.loads(out)
     assert code == 0
-    assert data["su"] == pytest.approx(su) and data["su_per_hour"] == pytest.approx(su)
+    assert data["su_formula"] == pytest.approx(su) and data["su_per_hour"] == pytest.approx(su)
+    assert data["su"] == pytest.approx(max(su, 1.0))  # as billed: Delta's minimum is 1 SU per job
+    assert data["minimum"]["applies"] == (su < 1) and data["minimum"]["su"] == 1
     assert data["dominant"] == dominant and data["typical"] is None and data["cluster"] == "delta"
 
 
@@ -124,9 +128,11 @@ def test_estimate_prints_the_typical_case_from_the_registry(
     add_completed(resolved, [250, 290, 400])
     code, out, _ = run_main(monkeypatch, capsys, "estimate", "mnist", "--time", "01:00:00")
     assert code == 0
-    assert "typical:    0.081 SU (earlier runs took 4m50s)" in out
+    # 290 s cost 0.081 SU by the formula, billed 1 SU under Delta's minimum (clusters/delta.yaml)
+    assert "typical:    1.0 SU (0.081 SU by the formula; earlier runs took 4m50s)" in out
+    assert "minimum:    1 SU per job and per array task (NCSA job_accounting: " in out
     code, out, _ = run_main(monkeypatch, capsys, "estimate", "mnist", "--time", "01:00:00", "--json")
-    assert json.loads(out)["typical"] == {"elapsed_s": 290.0, "su": pytest.approx(290 / 3600)}
+    assert json.loads(out)["typical"] == {"elapsed_s": 290.0, "su": 1.0, "su_formula": pytest.approx(290 / 3600)}
     code, out, _ = run_main(monkeypatch, capsys, "estimate", "mnist", "--time", "01:00:00", "--gpus", "2")
     assert "typical" not in out  # another request: no history
 

@@ -47,12 +47,15 @@ def test_the_course_script_passes_with_its_su(
     assert code == 0, err
     assert out.splitlines() == [
         "train.sh: mnist_train on gpuA100x4 (delta): 1 node x 1 GPU, 1 task(s) x 1 CPU, 16g, 00:05:00",
-        "  estimate: at most 0.083 SU on gpuA100x4 (1 node x 1 GPU-equivalent x factor 1 x 0.0833 h)",
+        # 0.083 SU by the formula, billed Delta's 1 SU minimum per job (clusters/delta.yaml, charge_minimum)
+        "  estimate: at most 1.0 SU on gpuA100x4, billed at least 1 SU per job (0.083 SU by the formula: 1 node x 1 "
+        "GPU-equivalent x factor 1 x 0.0833 h)",
         "ok: `deltajobs submit train.sh` submits it as written",
     ]
     code, out, _ = check(monkeypatch, capsys, COURSE, "--json")
     data = json.loads(out)
-    assert data["ok"] and data["errors"] == [] and data["estimate"]["su"] == pytest.approx(5 / 60)
+    assert data["ok"] and data["errors"] == [] and data["estimate"]["su_formula"] == pytest.approx(5 / 60)
+    assert data["estimate"]["su"] == 1.0  # as billed: Delta's minimum
 
 
 def test_a_directive_over_a_limit_is_named_with_the_limit(

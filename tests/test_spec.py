@@ -125,7 +125,7 @@ def test_missing_account_says_how_to_set_it() -> None:
 def test_unknown_job_and_cluster_list_choices(tmp_path: Path) -> None:
     with pytest.raises(SpecError, match="choose one of: .*mnist"):
         resolve_job("nope", None, load_settings(), "delta")
-    with pytest.raises(SpecError, match="choose one of: delta, minidelta"):
+    with pytest.raises(SpecError, match="choose one of: delta, deltaai, minidelta"):
         resolve(cluster="mars")
     bad = tmp_path / "bad.yaml"
     bad.write_text("resources: [unclosed\n")

@@ -5,7 +5,9 @@ CPUs (TotalCPU / Elapsed against the cores reserved), memory (MaxRSS against --m
 (Elapsed against the time limit); and, from the GPU utilisation sampled inside the job
 (`gpu_advice`), GPUs reserved but idle and GPUs starved of work. Suggestions round up with
 headroom; advice is given only where it is worth acting on: it saves charge, or the job reserved
-at least OVERSIZED times what it needed.
+at least OVERSIZED times what it needed. Charges are compared as billed: under the profile's
+minimum charge per job, a smaller request saves nothing, and the advice says so with the
+formula's figures.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from deltajobs.charge.estimate import MB_PER_GB, Request, estimate, format_hours, format_su
+from deltajobs.charge.estimate import MB_PER_GB, Estimate, Request, estimate, format_hours, format_su
 from deltajobs.cluster import Partition
 from deltajobs.slurm import AcctRecord
 from deltajobs.units import format_walltime
@@ -56,28 +58,27 @@ def advise(record: AcctRecord, partition: Partition, *, tasks_per_node: int | No
     request = Request.from_acct(record)
     tasks = tasks_per_node or max(1, request.gpus_per_node)
     found = [c for c in (_cpu_candidate(record, request, tasks), _mem_candidate(record, request, tasks)) if c]
-    now = estimate(request, partition).su
+    now = estimate(request, partition)
     combined = request
     for candidate in found:
         combined = dataclasses.replace(combined, **candidate.change)
-    both = estimate(combined, partition).su
+    both = estimate(combined, partition)
     advice = []
     for candidate in found:
-        alone = estimate(dataclasses.replace(request, **candidate.change), partition).su
+        alone = estimate(dataclasses.replace(request, **candidate.change), partition)
         others = [c for c in found if c is not candidate]
         others_alone = [estimate(dataclasses.replace(request, **c.change), partition).su for c in others]
-        if _saves(now, alone):
+        if _saves(now.su, alone.su):
             after, effect = alone, _effect(now, alone)
-        elif others and all(_saves(other, both) for other in others_alone):
+        elif others and all(_saves(other, both.su) for other in others_alone):
             with_others = " ".join(c.option for c in others)
             after, effect = both, f"with {with_others} " + _effect(now, both)
         elif candidate.reserved >= OVERSIZED * candidate.suggested:
             after, effect = alone, _effect(now, alone)
         else:
             continue
-        advice.append(
-            Advice(candidate.resource, candidate.option, f"{candidate.reason}: {candidate.option} {effect}", now, after)
-        )
+        message = f"{candidate.reason}: {candidate.option} {effect}"
+        advice.append(Advice(candidate.resource, candidate.option, message, now.su, after.su))
     time_advice = _time_advice(record, partition, request)
     return advice + ([time_advice] if time_advice else [])
 
@@ -139,16 +140,24 @@ def _time_advice(record: AcctRecord, partition: Partition, request: Request) -> 
     suggested = max(TIME_STEP_S, math.ceil(record.elapsed_s * TIME_HEADROOM / TIME_STEP_S) * TIME_STEP_S)
     if suggested * 2 > limit:
         return None
-    before = estimate(dataclasses.replace(request, seconds=limit), partition).su
-    after = estimate(dataclasses.replace(request, seconds=suggested), partition).su
+    before = estimate(dataclasses.replace(request, seconds=limit), partition)
+    after = estimate(dataclasses.replace(request, seconds=suggested), partition)
+    if not after.minimum_applies:
+        change = f"would drop from {format_su(before.su)} to {format_su(after.su)} SU"
+    elif _saves(before.su, after.su):
+        change = f"would drop from {format_su(before.su)} to {format_su(after.su)} SU{_floor(after)}"
+    else:
+        change = (
+            f"stays {format_su(after.su)} SU, the minimum per job "
+            f"({format_su(before.formula_su)} -> {format_su(after.formula_su)} SU by the formula)"
+        )
     return Advice(
         resource="time",
         option=f"--time {format_walltime(suggested)}",
         message=f"ran {format_hours(record.elapsed_s)} of a {format_hours(limit)} limit: "
-        f"--time {format_walltime(suggested)} (the estimate shown before submitting would drop from "
-        f"{format_su(before)} to {format_su(after)} SU)",
-        su_before=before,
-        su_after=after,
+        f"--time {format_walltime(suggested)} (the estimate shown before submitting {change})",
+        su_before=before.su,
+        su_after=after.su,
     )
 
 
@@ -156,12 +165,24 @@ def _saves(before: float, after: float) -> bool:
     return before > 0 and (before - after) / before >= MEANINGFUL_SAVING
 
 
-def _effect(before: float, after: float) -> str:
-    if not _saves(before, after):
+def _effect(before: Estimate, after: Estimate) -> str:
+    """`would halve the charge (2.06 -> 1.0 SU)`, as billed; under a minimum charge, with the formula's
+    figures: `keeps the same SU (1.0, the minimum per job; 0.14 -> 0.067 SU by the formula)`."""
+    if not _saves(before.su, after.su):
+        if after.minimum_applies and _saves(before.formula_su, after.formula_su):
+            return (
+                f"keeps the same SU ({format_su(after.su)}, the minimum per job; "
+                f"{format_su(before.formula_su)} -> {format_su(after.formula_su)} SU by the formula)"
+            )
         return "keeps the same SU"
-    ratio = after / before
+    ratio = after.su / before.su
     change = "would halve the charge" if 0.45 <= ratio <= 0.55 else f"would cut the charge by {1 - ratio:.0%}"
-    return f"{change} ({format_su(before)} -> {format_su(after)} SU)"
+    return f"{change} ({format_su(before.su)} -> {format_su(after.su)} SU{_floor(after)})"
+
+
+def _floor(after: Estimate) -> str:
+    """`, the minimum per job; 0.17 SU by the formula` where the minimum sets the charge after a change."""
+    return f", the minimum per job; {format_su(after.formula_su)} SU by the formula" if after.minimum_applies else ""
 
 
 def _power_of_two(value: float) -> int:
@@ -197,18 +218,19 @@ def gpu_advice(
         return []
     reserved, busy, util = gpus_per_node, int(gpu.get("busy_gpus", 0)), float(gpu.get("mean_util", 0.0))
     request = Request.from_acct(record) if record is not None else None
-    now = estimate(request, partition).su if request is not None and partition is not None else 0.0
+    priced = estimate(request, partition) if request is not None and partition is not None else None
+    now = priced.su if priced is not None else 0.0
     advice = []
     if busy < reserved:
         used = max(1, busy)
-        after = now
-        if request is not None and partition is not None:
-            after = estimate(dataclasses.replace(request, gpus_per_node=used), partition).su
+        after, effect = now, ""
+        if priced is not None and request is not None and partition is not None:
+            fewer = estimate(dataclasses.replace(request, gpus_per_node=used), partition)
+            after, effect = fewer.su, f" {_effect(priced, fewer)}"
         plural = "s" if reserved > 1 else ""
         reason = f"{reserved} GPU{plural} reserved, {busy} used" + (
             " (the job trained on the CPU? see train.device)" if busy == 0 else ""
         )
-        effect = f" {_effect(now, after)}" if request is not None and partition is not None else ""
         advice.append(Advice("gpus", f"--gpus {used}", f"{reason}: --gpus {used}{effect}", now, after))
     if busy and util < LOW_GPU_UTIL:
         advice.append(

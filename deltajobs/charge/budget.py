@@ -1,38 +1,57 @@
 """The budget guard: before anything is submitted, refuse jobs whose worst case (their full walltime)
 exceeds the user's per-job cap (`max_su_per_job` in the config) or the account's balance, unless
 the user says `--yes`. A sweep is guarded as all its points together.
+
+The guard uses the figures as billed: where the profile has a minimum charge (`charge_minimum`),
+a job costs at least that, and so does each array task of a sweep (`array_tasks: each`) or the
+array once (`whole`). Its messages name the formula's figure too where the minimum raised it.
 """
 
 from __future__ import annotations
 
 from deltajobs.charge.accounting import balance
-from deltajobs.charge.estimate import estimate_job
+from deltajobs.charge.estimate import Estimate, estimate_job, format_su
 from deltajobs.config import Settings
 from deltajobs.errors import BudgetError
 from deltajobs.spec import ResolvedJob
 
 
 def check_budget(resolved: ResolvedJob, settings: Settings, yes: bool, count: int = 1) -> float:
-    """The worst-case SU of one job (`count` 1) or of `count` sweep points like `resolved`; raises
-    BudgetError when one exceeds the cap or all together exceed the balance, unless `yes`."""
-    per_job = estimate_job(resolved).su
-    total = per_job * count
+    """The worst-case SU, as billed, of one job (`count` 1) or of `count` sweep points like
+    `resolved` (one array task each); raises BudgetError when one exceeds the cap or all together
+    exceed the balance, unless `yes`."""
+    est = estimate_job(resolved)
+    total = est.su if count == 1 else est.array_su(count)
     if yes:
         return total
     cap = settings.max_su_per_job
     account = resolved.spec.account
+    per_job = est.su if count == 1 or est.minimum.array_tasks == "each" else est.formula_su
     if cap is not None and per_job > cap:
         if count == 1:
             raise BudgetError(
-                f"the estimate {per_job:.2f} SU exceeds max_su_per_job {cap:g}; pass --yes to submit anyway"
+                f"the estimate {per_job:.2f} SU{_why(est)} exceeds max_su_per_job {cap:g}; pass --yes to submit anyway"
             )
-        raise BudgetError(f"each point may take {per_job:.2f} SU, over max_su_per_job {cap:g}; pass --yes")
+        why = _why(est) if per_job == est.su else ""
+        raise BudgetError(f"each point may take {per_job:.2f} SU{why}, over max_su_per_job {cap:g}; pass --yes")
     left = balance(account) if account else None
     if left is not None and total > left:
         if count == 1:
             raise BudgetError(
-                f"the estimate {total:.2f} SU exceeds the balance of {account} ({left:g} SU); "
+                f"the estimate {total:.2f} SU{_why(est)} exceeds the balance of {account} ({left:g} SU); "
                 "pass --yes to submit anyway"
             )
-        raise BudgetError(f"the sweep may take {total:.2f} SU, over the balance of {account} ({left:g} SU); pass --yes")
+        raise BudgetError(
+            f"the sweep may take {total:.2f} SU{_why(est, count)}, over the balance of {account} ({left:g} SU); "
+            "pass --yes"
+        )
     return total
+
+
+def _why(est: Estimate, count: int = 1) -> str:
+    """` (at least 1 SU per job; 0.083 SU by the formula)` where the minimum raised the figure."""
+    formula = est.formula_su * count
+    billed = est.su if count == 1 else est.array_su(count)
+    if billed <= formula:
+        return ""
+    return f" (at least {est.minimum.su:g} SU per job; {format_su(formula)} SU by the formula)"

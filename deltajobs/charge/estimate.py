@@ -9,14 +9,21 @@ partition counts the larger of cores and memory / mem_gb_per_cpu (in core-equiva
 which is what SLURM's `billing` TRES carries (billing / 1000 = SU per hour). The ratios and factors
 come from the profile (`clusters/*.yaml`), never from this file, and so does the size of the "GB" in
 the memory term (`charge_mem_unit_bytes`: NCSA's is 1e9 bytes, while `--mem 64G` is 64 x 2^30).
+Where the profile bills whole units (`gpu_equiv.whole`: DeltaAI's GH200 superchips), the largest
+term is rounded up, to one unit at least.
+
+A profile's `charge_minimum` is the least a job is billed: `Estimate.su` is the billed figure,
+max(formula, minimum), which the budget guard, sweeps and advice use; `formula_su` is the formula's.
+Both are shown wherever they differ, with the minimum's source.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
-from deltajobs.cluster import Partition
+from deltajobs.cluster import ChargeMinimum, Partition
 from deltajobs.errors import SpecError
 from deltajobs.slurm import AcctRecord, parse_size_mb
 from deltajobs.spec import ResolvedJob, Resources
@@ -65,7 +72,8 @@ class Request:
 
 @dataclass(frozen=True)
 class Estimate:
-    """The charge of one request; `su` is the worst case, at the full walltime."""
+    """The charge of one request; `su` is the worst case, at the full walltime, as billed (the
+    profile's minimum included); `formula_su` is the formula's figure."""
 
     partition: str
     kind: str  # "gpu": terms in GPU-equivalents; "cpu": in core-equivalents
@@ -77,6 +85,9 @@ class Estimate:
     reserved: dict[str, float]  # per node: gpus, cpus, mem_gb (after exclusive / mem 0)
     divisors: dict[str, float]  # cpus and mem_gb per charge unit, from the profile
     mem_unit_bytes: float = BYTES_PER_SLURM_GB  # the charge formula's GB (reserved mem_gb is SLURM's G)
+    unit_name: str = ""  # the profile's charge_unit ("GH200"); empty: GPU- or core-equivalent
+    whole: bool = False  # whole units: the largest term rounded up
+    minimum: ChargeMinimum = ChargeMinimum()
 
     @property
     def mem_charged_gb(self) -> float:
@@ -85,7 +96,8 @@ class Estimate:
 
     @property
     def units_per_node(self) -> float:
-        return self.terms[self.dominant]
+        units = self.terms[self.dominant]
+        return float(max(1, math.ceil(units - 1e-9))) if self.whole else units
 
     @property
     def su_per_hour(self) -> float:
@@ -96,20 +108,44 @@ class Estimate:
         return self.seconds / 3600
 
     @property
-    def su(self) -> float:
+    def formula_su(self) -> float:
+        """The formula's charge at the full walltime, before any minimum."""
         return self.su_per_hour * self.hours
+
+    @property
+    def su(self) -> float:
+        """The worst case as billed: the formula's charge, or the profile's minimum if that is more."""
+        return max(self.formula_su, self.minimum.su)
+
+    @property
+    def minimum_applies(self) -> bool:
+        return self.formula_su < self.minimum.su
 
     @property
     def billing(self) -> float:
         """SLURM's billing TRES for this request: SU per hour x 1000."""
         return self.su_per_hour * 1000
 
-    def su_for(self, seconds: float) -> float:
-        """The charge if the job runs `seconds` (it is billed for the time it ran)."""
+    def formula_su_for(self, seconds: float) -> float:
+        """The formula's charge if the job runs `seconds` (it is billed for the time it ran)."""
         return self.su_per_hour * max(0.0, min(seconds, self.seconds)) / 3600
+
+    def su_for(self, seconds: float) -> float:
+        """The charge as billed if the job runs `seconds`: the minimum at least, once it started."""
+        formula = self.formula_su_for(seconds)
+        return max(formula, self.minimum.su) if seconds > 0 else formula
+
+    def array_su(self, count: int) -> float:
+        """The worst case of `count` array tasks like this one, as billed: the minimum per task
+        (`array_tasks: each`) or once for the whole array (`whole`)."""
+        if self.minimum.array_tasks == "whole":
+            return max(self.formula_su * count, self.minimum.su)
+        return self.su * count
 
     @property
     def unit(self) -> str:
+        if self.unit_name:
+            return self.unit_name
         return "GPU-equivalent" if self.kind == "gpu" else "core-equivalent"
 
     def breakdown(self) -> dict[str, Any]:
@@ -127,7 +163,21 @@ class Estimate:
         }
 
     def to_dict(self) -> dict[str, Any]:
-        return {"su": self.su, "su_per_hour": self.su_per_hour, "dominant": self.dominant, **self.breakdown()}
+        """`su` as billed (what the budget guard uses), `su_formula` before the minimum."""
+        minimum = {
+            "su": self.minimum.su,
+            "array_tasks": self.minimum.array_tasks,
+            "source": self.minimum.source,
+            "applies": self.minimum_applies,
+        }
+        return {
+            "su": self.su,
+            "su_formula": self.formula_su,
+            "su_per_hour": self.su_per_hour,
+            "dominant": self.dominant,
+            "minimum": minimum,
+            **self.breakdown(),
+        }
 
     def explain(self) -> str:
         """`max(gpus 1, cpus 1/16 = 0.06, mem 16G/62.5G = 0.26) = 1 GPU-equivalent (gpus)`."""
@@ -141,7 +191,10 @@ class Estimate:
             parts.append(f"mem {mem:g}G/{mem_div:g}G = {self.terms['mem']:.2f}")
         else:  # `mem 64G = 68.72 GB/62.5 GB = 1.10`: SLURM's G converted to the formula's GB
             parts.append(f"mem {mem:g}G = {self.mem_charged_gb:.2f} GB/{mem_div:g} GB = {self.terms['mem']:.2f}")
-        return f"max({', '.join(parts)}) = {self.units_per_node:.3g} {self.unit} ({self.dominant})"
+        largest, units = self.terms[self.dominant], f"{self.unit} ({self.dominant})"
+        if self.whole and self.units_per_node != largest:  # `= 2.68, rounded up to 3 GH200`
+            return f"max({', '.join(parts)}) = {largest:.3g}, rounded up to {self.units_per_node:g} {units}"
+        return f"max({', '.join(parts)}) = {self.units_per_node:.3g} {units}"
 
 
 def estimate(request: Request, partition: Partition) -> Estimate:
@@ -174,15 +227,19 @@ def estimate(request: Request, partition: Partition) -> Estimate:
         reserved={"gpus": gpus, "cpus": cpus, "mem_gb": mem_gb},
         divisors=divisors,
         mem_unit_bytes=partition.charge_mem_unit_bytes,
+        unit_name=partition.charge_unit or "",
+        whole=partition.kind == "gpu" and partition.gpu_equiv is not None and partition.gpu_equiv.whole,
+        minimum=partition.charge_minimum,
     )
 
 
 def estimate_job(resolved: ResolvedJob) -> Estimate:
     """The worst-case charge of a resolved job spec: its full walltime, on the most expensive of its
-    partitions (`--partition gpuA100x4,gpuA40x4` may run on either)."""
+    partitions (`--partition gpuA100x4,gpuA40x4` may run on either): as billed, then by the formula
+    (under a minimum both may bill 1 SU), the first listed winning a tie."""
     request = Request.from_resources(resolved.spec.resources)
     estimates = [estimate(request, partition) for partition in resolved.partitions]
-    return max(estimates, key=lambda est: est.su)  # the first listed wins a tie
+    return max(estimates, key=lambda est: (est.su, est.formula_su))
 
 
 def format_su(su: float) -> str:
@@ -211,9 +268,38 @@ def format_hours(seconds: float) -> str:
 
 
 def describe(est: Estimate) -> str:
-    """One line for humans: `1.0 SU on gpuA100x4 (1 node x 1 GPU-equivalent x factor 1 x 1 h)`."""
+    """One line for humans: `1.0 SU on gpuA100x4 (1 node x 1 GPU-equivalent x factor 1 x 1 h)`; under
+    a minimum, `1.0 SU on gpuA100x4, billed at least 1 SU per job (0.083 SU by the formula: ...)`."""
     nodes = f"{est.nodes} node{'s' if est.nodes != 1 else ''}"
+    formula = f"{nodes} x {est.units_per_node:.3g} {est.unit} x factor {est.charge_factor:g} x {est.hours:.3g} h"
+    if est.minimum_applies:
+        return (
+            f"{format_su(est.su)} SU on {est.partition}, billed at least {est.minimum.su:g} SU per job "
+            f"({format_su(est.formula_su)} SU by the formula: {formula})"
+        )
+    return f"{format_su(est.su)} SU on {est.partition} ({formula})"
+
+
+def describe_minimum(est: Estimate) -> str:
+    """The minimum and its source: `1 SU per job and per array task (NCSA job_accounting: ...)`."""
+    per = "per job and per array task" if est.minimum.array_tasks == "each" else "per job (an array pays it once)"
+    source = f" ({est.minimum.source})" if est.minimum.source else ""
+    return f"{est.minimum.su:g} SU {per}{source}"
+
+
+def describe_count(est: Estimate, count: int, noun: str = "points") -> str:
+    """A sweep's or search's worst case, `count` array tasks like `est`: `5.3 SU (64 points x 0.083
+    SU)`, or under a minimum both figures: `64 SU (64 points x 1.0 SU, billed at least 1 SU per
+    array task; 5.3 SU by the formula)`."""
+    total, formula = est.array_su(count), est.formula_su * count
+    if total <= formula:
+        return f"{format_su(total)} SU ({count} {noun} x {format_su(est.formula_su)} SU)"
+    if est.minimum.array_tasks == "whole":
+        return (
+            f"{format_su(total)} SU (billed at least {est.minimum.su:g} SU per array; "
+            f"{count} {noun} x {format_su(est.formula_su)} SU = {format_su(formula)} SU by the formula)"
+        )
     return (
-        f"{format_su(est.su)} SU on {est.partition} ({nodes} x {est.units_per_node:.3g} {est.unit} "
-        f"x factor {est.charge_factor:g} x {est.hours:.3g} h)"
+        f"{format_su(total)} SU ({count} {noun} x {format_su(est.su)} SU, billed at least {est.minimum.su:g} SU "
+        f"per array task; {format_su(formula)} SU by the formula)"
     )

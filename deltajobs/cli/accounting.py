@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from deltajobs.cli.app import app, emit_json
 from deltajobs.cli.options import JobFlags, JsonOpt, PayloadArg, ScriptArgs, job_flags
+
+if TYPE_CHECKING:
+    from deltajobs.charge.accounting import ChargeReport
+    from deltajobs.config import Settings
 
 
 @app.command("estimate")
@@ -15,8 +19,9 @@ from deltajobs.cli.options import JobFlags, JsonOpt, PayloadArg, ScriptArgs, job
 def estimate_command(
     job: PayloadArg = None, script_args: ScriptArgs = None, *, flags: JobFlags, as_json: JsonOpt = False
 ) -> None:
-    """Estimate a job's charge in SU: the worst case (full walltime) and, if it ran before, the typical case."""
-    from deltajobs.charge.estimate import describe, estimate_job, format_su
+    """Estimate a job's charge in SU: the worst case (full walltime) and, if it ran before, the typical
+    case; as billed, with the formula's figure and the minimum's source where a minimum charge applies."""
+    from deltajobs.charge.estimate import describe, describe_minimum, estimate_job, format_su
     from deltajobs.config import load_settings
     from deltajobs.registry import typical_elapsed
     from deltajobs.units import format_duration, format_walltime
@@ -25,7 +30,9 @@ def estimate_command(
     resolved = flags.resolve(job, settings, args=script_args, require_account=False)
     est = estimate_job(resolved)
     elapsed = typical_elapsed(settings, resolved)
-    typical = None if elapsed is None else {"elapsed_s": elapsed, "su": est.su_for(elapsed)}
+    typical = None
+    if elapsed is not None:
+        typical = {"elapsed_s": elapsed, "su": est.su_for(elapsed), "su_formula": est.formula_su_for(elapsed)}
     if as_json:
         emit_json(
             {
@@ -50,7 +57,12 @@ def estimate_command(
     typer.echo(f"charged per node as {est.explain()}")
     typer.echo(f"worst case: {describe(est)}")
     if typical is not None:
-        typer.echo(f"typical:    {format_su(typical['su'])} SU (earlier runs took {format_duration(elapsed or 0)})")
+        ran = f"earlier runs took {format_duration(elapsed or 0)}"
+        if typical["su"] > typical["su_formula"]:
+            ran = f"{format_su(typical['su_formula'])} SU by the formula; {ran}"
+        typer.echo(f"typical:    {format_su(typical['su'])} SU ({ran})")
+    if est.minimum_applies or (typical is not None and typical["su"] > typical["su_formula"]):
+        typer.echo(f"minimum:    {describe_minimum(est)}; what was billed: deltajobs charge --detail")
 
 
 @app.command("accounts")
@@ -84,13 +96,17 @@ def charge_command(
     from deltajobs.charge.report import charge_report
     from deltajobs.config import load_settings
 
-    report = charge_report(account or load_settings().account, since, detail)
+    settings = load_settings()
+    report = charge_report(account or settings.account, since, detail)
     for warning in report.warnings:
         typer.echo(f"warning: {warning}", err=True)
+    below = under_minimum(report, settings)
     if as_json:
         data = report.to_dict()
         if not detail:
             data.pop("jobs")
+        if below is not None:
+            data["minimum"] = below
         emit_json(data)
         return
     source = "jobcharge" if report.source == "jobcharge" else "sacct (elapsed x billing / 3,600,000)"
@@ -111,3 +127,36 @@ def charge_command(
     for name, su in report.totals.items():
         typer.echo(f"{name:<24}{format_su(su):>12}")
     typer.echo(f"{'Total':<24}{format_su(report.total_su):>12}")
+    if below is not None:
+        typer.echo(f"note: {below['note']}")
+
+
+def under_minimum(report: ChargeReport, settings: Settings) -> dict[str, Any] | None:
+    """The jobs charged under the active profile's minimum charge, or None (no minimum, no per-job rows,
+    or none under it): what was really billed, against what estimates assume."""
+    from deltajobs.charge.estimate import format_su
+    from deltajobs.cluster import load_profile
+    from deltajobs.context import active_cluster
+    from deltajobs.errors import DeltaJobsError
+
+    try:
+        profile = load_profile(active_cluster(settings))
+    except DeltaJobsError:  # a side note: an unknown cluster is for the commands that need one to say
+        return None
+    minimum = profile.charge_minimum
+    below = [job for job in report.jobs if job.su < minimum.su]
+    if not below:
+        return None
+    with_minimum = sum(max(job.su, minimum.su) for job in report.jobs)
+    where = f"the {minimum.su:g} SU minimum per job of the {profile.name} profile ({minimum.source})"
+    if report.source == "jobcharge":
+        note = (
+            f"{len(below)} of {len(report.jobs)} jobs were billed under {where}: jobcharge shows what NCSA "
+            "billed; estimates keep the minimum as their worst case"
+        )
+    else:
+        note = (
+            f"{len(below)} of {len(report.jobs)} jobs cost under {where}; with it the total would be "
+            f"{format_su(with_minimum)} SU (sacct's billing has no minimum; jobcharge shows what NCSA billed)"
+        )
+    return {"su": minimum.su, "source": minimum.source, "jobs_below": len(below), "note": note}
