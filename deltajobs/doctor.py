@@ -71,8 +71,30 @@ def run_checks(job: ResolvedJob, settings: Settings, *, program: bool = True) ->
     if program and job.payload.kind in ("script", "command"):
         checks.append(Check("program", "ok", job.payload.describe() + " (exists, compiles)"))
     if job.payload.sbatch_file() is None:
-        checks.append(interpreter_check(job))
+        arch = arch_check(job)
+        checks += [arch] if arch is not None else []
+        if arch is None or arch.status != "fail":  # an x86 python on Arm fails the probe with "Exec format error"
+            checks.append(interpreter_check(job))
     return checks
+
+
+def arch_check(job: ResolvedJob) -> Check | None:
+    """The job's venv or conda env against the nodes' CPU architecture (the profile's `arch`: DeltaAI's
+    are Arm, Delta's x86): None where the job runs the modules' `python` or a container's, or where
+    either side is unknown. Its ELF header says what an interpreter was built for, without running it."""
+    from deltajobs import pyenv
+    from deltajobs.cluster import arch_mismatch, executable_arch
+
+    if job.spec.environment.container or job.profile.arch is None:
+        return None
+    chosen = pyenv.job_python(job)
+    if not Path(chosen.python).is_absolute() or executable_arch(chosen.python) is None:
+        return None
+    what = "venv" if chosen.venv else "conda env" if pyenv.submitting().kind == "conda" else "python"
+    problem = arch_mismatch(job.profile, chosen.python, what)
+    if problem is not None:
+        return Check("architecture", "fail", f"{chosen.python}: {problem}")
+    return Check("architecture", "ok", f"{chosen.python}: built for {job.profile.arch}, as the nodes are")
 
 
 def account_check(job: ResolvedJob) -> Check:
@@ -149,6 +171,9 @@ def require_interpreter(job: ResolvedJob) -> None:
     Nothing for an sbatch script (its set-up is the user's) or a container (the image's)."""
     if job.payload.sbatch_file() is not None or job.spec.environment.container:
         return
+    arch = arch_check(job)
+    if arch is not None and arch.status == "fail":
+        raise SpecError("environment", f"the job would fail: {arch.detail} (`deltajobs doctor`)")
     check = interpreter_check(job, cached=True)
     if check.status == "fail":
         raise SpecError("environment", f"the job would fail: {check.detail}; {check.fix} (`deltajobs doctor`)")

@@ -97,7 +97,7 @@ def test_hostile_strings_are_quoted_and_never_run(tmp_path: Path) -> None:
     )
     stubs = tmp_path / "bin"
     stubs.mkdir()
-    for tool in ("srun", "scontrol", "nvidia-smi"):
+    for tool in ("srun", "scontrol", "nvidia-smi", "module"):  # minidelta loads modules as Delta does
         (stubs / tool).write_text('#!/bin/sh\necho stub "$@"\n')
         (stubs / tool).chmod(stat.S_IRWXU)
     venv = tmp_path / f"v $(touch {canary})" / "bin"

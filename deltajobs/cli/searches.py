@@ -34,7 +34,7 @@ def start_search(
     """`sweep JOB --search ...`: validate every value the search may propose, then ONE array of workers.
     JOB is a spec, or a script's or command's raw spec (`train.py -- ARGS`): its trials run the program."""
     from deltajobs.charge.budget import check_budget
-    from deltajobs.charge.estimate import estimate_job, format_su
+    from deltajobs.charge.estimate import describe_count, estimate_job
     from deltajobs.sweep.plan import job_label
     from deltajobs.sweep.search import parse_search, resolve_search
     from deltajobs.sweep.submit import submit_search
@@ -55,12 +55,11 @@ def start_search(
         typer.echo("every value checked; nothing submitted (--dry-run)")
         return
     if backend.charges:
-        per_worker = estimate_job(resolved).su
+        est = estimate_job(resolved)
         cap = f"; capped at {spec.budget_su:g} SU by --budget-su" if spec.budget_su is not None else ""
-        if not as_json:
-            total = format_su(per_worker * workers)
-            note(f"estimate: at most {total} SU ({workers} workers x {format_su(per_worker)} SU){cap}")
-        if spec.budget_su is None or spec.budget_su > per_worker * workers:
+        if not as_json:  # one array task per worker: under a minimum charge, each pays it
+            note(f"estimate: at most {describe_count(est, workers, 'workers')}{cap}")
+        if spec.budget_su is None or spec.budget_su > est.array_su(workers):
             check_budget(resolved, settings, yes, count=workers)
     sub = submit_search(label, resolved, spec, settings, backend, workers)
     if as_json:

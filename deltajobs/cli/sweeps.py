@@ -113,7 +113,7 @@ def run_command(
 ) -> None:
     """Sweep JOB (`deltajobs sweep JOB ...` for short): every point is validated, then all are submitted."""
     from deltajobs.charge.budget import check_budget
-    from deltajobs.charge.estimate import estimate_job, format_su
+    from deltajobs.charge.estimate import describe_count, estimate_job
     from deltajobs.config import load_settings
     from deltajobs.sweep.plan import parse_sweep, plan_sweep, sweep_points_text
     from deltajobs.sweep.submit import new_sweep_id, render_sweep, submit_sweep, sweep_dir_for
@@ -169,9 +169,8 @@ def run_command(
         return
     if backend.charges:
         count = len(plan.points)
-        per_point = estimate_job(plan.resolved[0]).su
-        if not as_json:
-            note(f"estimate: at most {format_su(per_point * count)} SU ({count} points x {format_su(per_point)} SU)")
+        if not as_json:  # one array task per point: under a minimum charge, each pays it
+            note(f"estimate: at most {describe_count(estimate_job(plan.resolved[0]), count, 'points')}")
         check_budget(plan.resolved[0], settings, yes, count=count)
     sub = submit_sweep(plan, settings, backend, max_parallel)
     if as_json:

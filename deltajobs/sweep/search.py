@@ -61,6 +61,7 @@ class SearchSpec:
     storage_url: str | None = None  # an RDB URL instead of the journal file
     max_epochs: int = 1  # the trainer's train.epochs: Hyperband's largest resource (0: learnt, a script's)
     su_per_hour: float = 0.0  # what one worker is charged per hour (the estimate), for the budget
+    min_su_per_task: float = 0.0  # the profile's minimum charge, paid by each worker's array task
     keys: list[str] = field(default_factory=list)
     direction: str | None = None  # max or min; None: by the objective's name (`maximizes`)
 

@@ -221,11 +221,13 @@ def _submit_workers(
 
     dirs = [sweep_dir / WORKERS_DIR / f"task-{first + i}" for i in range(workers)]
     spec = resolved.spec.to_dict()
-    rate = estimate_job(resolved).su_per_hour if backend.charges else 0.0
+    est = estimate_job(resolved) if backend.charges else None
+    rate = est.su_per_hour if est is not None else 0.0
+    floor = est.minimum.su if est is not None and est.minimum.array_tasks == "each" else 0.0
     # A script's trials all run the snapshot in task-0 (a resumed search too): the code it started with.
     program = TrialProgram.of(resolved, sweep_dir / WORKERS_DIR / "task-0")
     epochs = resolved.spec.train.epochs if program is None else 0  # 0: Hyperband learns a script's epochs
-    search = dataclasses.replace(search, max_epochs=epochs, su_per_hour=rate)
+    search = dataclasses.replace(search, max_epochs=epochs, su_per_hour=rate, min_su_per_task=floor)
     shared = program.to_dict() if program is not None else None
     calls = [
         SearchWorker(spec, str(sweep_dir), search.to_dict(), first + i, workers, program=shared) for i in range(workers)

@@ -138,8 +138,11 @@ class SearchWorker(TrainJob):
             return False
         worst = seen if seen is not None else float(walltime)
         if search.budget_su is not None:
-            spent = spent_su()
-            worst_su = spent + self.workers * worst * search.su_per_hour / 3600
+            tasks = spent_by_task()
+            spent = sum(tasks)
+            tasks += [0.0] * max(0, self.workers - len(tasks))  # workers sacct has not seen start yet
+            trial_su = worst * search.su_per_hour / 3600  # every worker may start one more trial
+            worst_su = sum(max(task + trial_su, search.min_su_per_task) for task in tasks)  # each billed the minimum
             if worst_su > search.budget_su:
                 print(
                     f"deltajobs: worker {self.task}: {spent:.3f} SU spent; another trial could reach "
@@ -292,13 +295,18 @@ def worst_trial_seconds(trials: list[Any]) -> float | None:
 
 
 def spent_su() -> float:
-    """SU the array has spent so far: sacct's charge of its tasks (each attempt). slurmdbd learns of
-    a task's start a little after it, so a task just started may be missing: the budget check adds
-    every worker's worst case on top, which covers it."""
+    """SU the array has spent so far: sacct's charge of its tasks (each attempt)."""
+    return sum(spent_by_task())
+
+
+def spent_by_task() -> list[float]:
+    """SU each task of the array has spent so far: sacct's charge (each attempt). slurmdbd learns of a
+    task's start a little after it, so a task just started may be missing: the budget check counts
+    every worker's worst case, which covers it."""
     from deltajobs import slurm
 
     array = os.environ.get("SLURM_ARRAY_JOB_ID")
-    return sum(r.su for r in slurm.sacct([array])) if array else 0.0
+    return [r.su for r in slurm.sacct([array])] if array else []
 
 
 def _is_running(study: Any, number: int) -> bool:
