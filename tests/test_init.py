@@ -49,7 +49,14 @@ def test_init_refuses_an_account_that_is_not_yours(fake_accounts: None) -> None:
 
 
 def test_init_without_accounts_needs_the_flag(tmp_path: Path) -> None:
-    proc = cli("init", "--cluster", "delta", "--data-root", str(tmp_path))
+    # No `accounts`, and a SLURM that knows no balances (minidelta's QOS balances hidden at the seam).
+    silent = tmp_path / "bin"
+    silent.mkdir()
+    for tool in ("sacctmgr", "scontrol", "sshare"):
+        (silent / tool).write_text("#!/bin/sh\nexit 1\n")
+        (silent / tool).chmod(0o755)
+    env = {"PATH": f"{silent}:{os.environ['PATH']}"}
+    proc = cli("init", "--cluster", "delta", "--data-root", str(tmp_path), env=env)
     assert proc.returncode == 2 and "pass --account" in proc.stderr
     proc = cli("init", "--cluster", "delta", "--account", "bgvu-delta-gpu", "--data-root", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
