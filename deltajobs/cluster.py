@@ -91,6 +91,9 @@ class ClusterProfile:
     modules: list[str] = field(default_factory=list)
     module_reset: bool = True
     python: str | None = None
+    # Where job I/O belongs, `{group}` the account's code and `{user}` the login: `init` proposes
+    # runs there (NCSA says $HOME is not for job I/O). None: no such place is known.
+    work_dir: str | None = None
     default_mem_per_cpu_mb: int = 1000
     distributed_env: dict[str, str] = field(default_factory=dict)
     # Bytes in the "GB" of the charge formula (NCSA: 1e9); SLURM's G suffix is 2**30.

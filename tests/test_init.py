@@ -63,3 +63,24 @@ def test_init_without_accounts_needs_the_flag(tmp_path: Path) -> None:
     assert "MNIST not found" in proc.stdout and "deltajobs data fetch mnist" in proc.stdout
     proc = cli("init", "--cluster", "delta", "--account", "x; rm -rf /")
     assert proc.returncode == 2 and "does not match" in proc.stderr
+
+
+def test_init_proposes_the_clusters_place_for_job_io_over_home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import getpass
+
+    from deltajobs.cli.setup import proposed_runs_dir
+    from deltajobs.cluster import load_profile
+
+    assert load_profile("delta").work_dir == "/work/hdd/{group}/{user}"
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    under_home = tmp_path / "home" / ".local" / "state" / "deltajobs" / "runs"
+    work = str(tmp_path / "work" / "hdd" / "{group}" / "{user}")
+    assert proposed_runs_dir(work, "bgvu-delta-gpu", under_home) is None  # no such place here
+    assert "under $HOME (not for job I/O)" in capsys.readouterr().err
+    place = tmp_path / "work" / "hdd" / "bgvu" / getpass.getuser()
+    place.mkdir(parents=True)
+    assert proposed_runs_dir(work, "bgvu-delta-gpu", under_home) == place / "deltajobs-runs"
+    assert proposed_runs_dir(work, "bgvu-delta-gpu", tmp_path / "projects" / "runs") is None  # not $HOME: kept
+    assert proposed_runs_dir(None, "bgvu-delta-gpu", under_home) is None

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import getpass
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from deltajobs.cli.app import app, emit_json
+from deltajobs.cli.app import app, emit_json, note
 from deltajobs.cli.options import ClusterOpt, JsonOpt
 from deltajobs.errors import DeltaJobsError, SpecError
 
@@ -56,6 +57,8 @@ def init_command(
     values: dict[str, object] = {"account": account, "cluster": cluster_name}
     if data_root is not None:
         values["data_root"] = str(data_root.expanduser().absolute())
+    if runs_dir is None:
+        runs_dir = proposed_runs_dir(profile.work_dir, account, settings.runs_path)
     if runs_dir is not None:
         values["runs_dir"] = str(runs_dir.expanduser().absolute())
     path = write_user_config(values)
@@ -70,6 +73,21 @@ def init_command(
     typer.echo(f"  runs in:  {settings.runs_path}")
     typer.echo(f"  data in:  {settings.data_path}: {data_status}")
     typer.echo("next: deltajobs render mnist, then deltajobs submit mnist --wait")
+
+
+def proposed_runs_dir(work_dir: str | None, account: str, current: Path) -> Path | None:
+    """The cluster's place for job I/O (Delta: /work/hdd/<code>/$USER/deltajobs-runs) when the runs
+    would otherwise stay under $HOME, which NCSA says is not for job I/O, and that place exists."""
+    if work_dir is None or not (current == Path.home() or Path.home() in current.parents):
+        return None
+    base = Path(work_dir.format(group=account.split("-", 1)[0], user=getpass.getuser()))
+    if not base.is_dir():
+        note(f"runs stay in {current}, under $HOME (not for job I/O); {base} does not exist: pass --runs-dir")
+        return None
+    proposal = base / "deltajobs-runs"
+    if sys.stdin.isatty():
+        return Path(typer.prompt("Runs directory (job I/O belongs here, not in $HOME)", default=str(proposal)))
+    return proposal
 
 
 def check_data(root: Path) -> str:
