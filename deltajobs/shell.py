@@ -13,7 +13,6 @@ interactive jobs with `srun --pty` on the `-interactive` partitions (running_job
 from __future__ import annotations
 
 import dataclasses
-import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -77,7 +76,3 @@ def shell_argv(job: ResolvedJob, rcfile: Path) -> list[str]:
     if res.constraint:
         argv.append(f"--constraint={res.constraint}")
     return [*argv, "--pty", "bash", "--rcfile", str(rcfile), "-i"]
-
-
-def describe(argv: list[str]) -> str:
-    return shlex.join(argv)

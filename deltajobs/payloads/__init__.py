@@ -20,7 +20,6 @@ if TYPE_CHECKING:
     from deltajobs.payloads.base import Payload
     from deltajobs.spec import ResolvedJob
 
-KINDS = ("train", "script", "command", "sbatch", "function")
 SBATCH_SUFFIXES = (".sh", ".sbatch", ".slurm", ".bash")
 
 
@@ -58,11 +57,6 @@ def check_run(run: dict[str, Any] | None) -> None:
     if len(given) != 1:
         what = "nothing" if not given else " and ".join(given)
         raise SpecError("run", f"names {what}; give exactly one of: script, command, sbatch")
-
-
-def is_program_arg(job: str) -> bool:
-    """Whether JOB names a script or an sbatch file rather than a spec."""
-    return Path(job).suffix in (".py", *SBATCH_SUFFIXES) or (Path(job).is_file() and _looks_like_sbatch(Path(job)))
 
 
 def command_line_spec(
