@@ -95,12 +95,7 @@ def results_text(row: JobRow, data: dict[str, Any], advice: list[Advice], record
         f"  epochs {data.get('epochs', '?')}  train {data.get('train_seconds', 0):.1f}s"
         f"  {data.get('samples_per_second', 0):,.0f} samples/s",
     ]
-    if record is not None and len(record.attempts) > 1:
-        lines.append(f"  charge {record.su:.3f} SU for {attempts_text(record)}")
-    elif row.su is not None:
-        lines.append(f"  charge {row.su:.3f} SU")
-    if nodes_text(Path(row.run_dir)):
-        lines.append(f"  {nodes_text(Path(row.run_dir))}")
+    lines += charge_lines(row, record)
     history = data.get("history") or []
     if history:
         rows = [
@@ -128,6 +123,17 @@ def results_text(row: JobRow, data: dict[str, Any], advice: list[Advice], record
 METRIC_COLUMNS = 8  # a user's metrics table shows at most this many keys
 
 
+def charge_lines(row: JobRow, record: AcctRecord | None) -> list[str]:
+    """What a finished job was charged (every attempt where it was requeued) and where it ran."""
+    lines = []
+    if record is not None and len(record.attempts) > 1:
+        lines.append(f"  charge {record.su:.3f} SU for {attempts_text(record)}")
+    elif row.su is not None:
+        lines.append(f"  charge {row.su:.3f} SU")
+    ran = nodes_text(Path(row.run_dir))
+    return lines + ([f"  {ran}"] if ran else [])
+
+
 def program_results_text(
     row: JobRow, data: dict[str, Any], advice: list[Advice], record: AcctRecord | None = None
 ) -> str:
@@ -138,12 +144,7 @@ def program_results_text(
         text = " ".join(command) if isinstance(command, list) else str(command)
         took = f", {format_duration(data['elapsed_seconds'])}" if data.get("elapsed_seconds") is not None else ""
         lines.append(f"  ran {text} (exit {data.get('exit_code', '?')}{took})")
-    if record is not None and len(record.attempts) > 1:
-        lines.append(f"  charge {record.su:.3f} SU for {attempts_text(record)}")
-    elif row.su is not None:
-        lines.append(f"  charge {row.su:.3f} SU")
-    if nodes_text(Path(row.run_dir)):
-        lines.append(f"  {nodes_text(Path(row.run_dir))}")
+    lines += charge_lines(row, record)
     history = [h for h in data.get("history") or [] if isinstance(h, dict)]
     keys = metric_keys(history)
     if not history:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
+    from deltajobs.payloads.config import RunConfig
     from deltajobs.spec import ResolvedJob
 
 
@@ -51,3 +52,18 @@ class Payload(ABC):
         """The spec key a sweep's `--grid KEY=...` varies (a bare `lr` means `train.lr` or
         `run.params.lr`); raises SpecError for keys the payload cannot vary."""
         return key
+
+
+class UserPayload(Payload):
+    """A payload of the user's own (`run:`): its section of the spec and its working directory."""
+
+    @property
+    def run(self) -> RunConfig:
+        run = self.job.spec.run
+        assert run is not None
+        return run
+
+    @property
+    def workdir(self) -> Path:
+        """Where the job runs: the spec's `run.workdir` (resolved at submit: the submit directory)."""
+        return Path(self.run.workdir or ".").expanduser().absolute()

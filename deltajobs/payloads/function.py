@@ -23,7 +23,6 @@ Importing this module must stay cheap: every task imports it to unpickle its cal
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
 import signal
@@ -38,8 +37,7 @@ from typing import Any
 
 from deltajobs import contract
 from deltajobs.errors import SpecError
-from deltajobs.payloads.base import Payload
-from deltajobs.payloads.config import RunConfig
+from deltajobs.payloads.base import UserPayload
 
 REASON_CHARS = 200  # how much of a pickling error a SpecError quotes
 
@@ -160,19 +158,9 @@ def import_paths() -> list[str]:
     return found
 
 
-class FunctionPayload(Payload):
+class FunctionPayload(UserPayload):
     kind = "function"
     requeue_from_batch = True  # the task writes the request, the batch script requeues (as for scripts)
-
-    @property
-    def run(self) -> RunConfig:
-        run = self.job.spec.run
-        assert run is not None
-        return run
-
-    @property
-    def workdir(self) -> Path:
-        return Path(self.run.workdir or ".").expanduser().absolute()
 
     @property
     def call(self) -> PackedCall:
@@ -299,43 +287,11 @@ class FunctionJob:
         return fn, args, kwargs
 
     def _finish(self, run_dir: Path, seconds: float) -> None:
-        from deltajobs.gpu_usage import GPU_FILE, read_samples, summarize
-        from deltajobs.job import global_rank
-        from deltajobs.payloads.runner import METRICS_FILE, RESULTS, read_metrics
+        from deltajobs.payloads.runner import write_completed
 
-        if global_rank() != 0:
-            return
-        results: dict[str, Any] = {
-            "payload": "function",
-            "status": "completed",
-            "exit_code": 0,
-            "command": self.name,
-            "elapsed_seconds": round(seconds, 3),
-            "history": read_metrics(run_dir / METRICS_FILE),
-        }
-        gpu = summarize(read_samples(run_dir / GPU_FILE))
-        if gpu is not None:
-            results["gpu_util"] = gpu
-        tmp = run_dir / (RESULTS + ".tmp")
-        tmp.write_text(json.dumps(results, indent=2) + "\n")
-        tmp.replace(run_dir / RESULTS)
+        write_completed(run_dir, "function", self.name, seconds)
 
     def _ask_requeue(self, restarted: int) -> None:
-        """sys.exit(85): ask for a requeue. On SLURM this process exits and the batch script requeues
-        the job; on this machine it returns, and the next attempt starts in this process."""
-        from deltajobs.job import global_rank
-        from deltajobs.payloads.runner import REQUEUE_FILE_ENV
+        from deltajobs.payloads.runner import ask_requeue
 
-        if restarted >= self.max_requeues:
-            raise RuntimeError(
-                f"{self.name} asked for a requeue (sys.exit(85)) after {restarted} requeue(s): "
-                f"resources.max_requeues={self.max_requeues} reached"
-            )
-        request = os.environ.get(REQUEUE_FILE_ENV)
-        if request is None:
-            print(f"deltajobs: {self.name} asked for a requeue (sys.exit(85)): calling it again", flush=True)
-            return
-        if global_rank() == 0:
-            Path(request).write_text(f"{time.time()}\n")
-            print(f"deltajobs: {self.name} asked for a requeue (sys.exit(85)): requeueing the job", flush=True)
-        sys.exit(-1)
+        ask_requeue(self.name, "sys.exit(85)", "calling it again", restarted, self.max_requeues)

@@ -12,22 +12,12 @@ from typing import Any
 
 from deltajobs.errors import SpecError
 from deltajobs.payloads import snapshot
-from deltajobs.payloads.base import Payload
-from deltajobs.payloads.config import RunConfig, param_args
+from deltajobs.payloads.base import UserPayload
+from deltajobs.payloads.config import param_args
 
 
-class ProgramPayload(Payload):
+class ProgramPayload(UserPayload):
     """What script and command share: arguments, parameters, the working directory, the task."""
-
-    @property
-    def run(self) -> RunConfig:
-        run = self.job.spec.run
-        assert run is not None
-        return run
-
-    @property
-    def workdir(self) -> Path:
-        return Path(self.run.workdir or ".").expanduser().absolute()
 
     def program(self, run_dir: Path | None) -> list[str]:
         """The program and its own leading words: `python train.py`, `python -m pkg`."""

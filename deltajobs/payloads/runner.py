@@ -109,22 +109,7 @@ class CommandJob:
             self.child.send_signal(forward)
 
     def _finish(self, run_dir: Path, seconds: float) -> dict[str, Any]:
-        results = {
-            "payload": self.kind,
-            "status": "completed",
-            "exit_code": 0,
-            "command": self.shown,
-            "elapsed_seconds": round(seconds, 3),
-            "history": read_metrics(run_dir / METRICS_FILE),
-        }
-        gpu = summarize(read_samples(run_dir / GPU_FILE)) if (run_dir / GPU_FILE).exists() else None
-        if gpu is not None:
-            results["gpu_util"] = gpu
-        if global_rank() == 0:
-            tmp = run_dir / (RESULTS + ".tmp")
-            tmp.write_text(json.dumps(results, indent=2) + "\n")
-            tmp.replace(run_dir / RESULTS)
-        return results
+        return write_completed(run_dir, self.kind, self.shown, seconds)
 
     def _fail(self, code: int) -> None:
         if code < 0:
@@ -135,21 +120,47 @@ class CommandJob:
         sys.exit(code)  # the task fails with the program's own status (no traceback of ours)
 
     def _ask_requeue(self, restarted: int) -> None:
-        """Exit 85: ask for a requeue. On SLURM this process exits and the batch script requeues
-        the job; on this machine it returns, and the next attempt starts in this process."""
-        if restarted >= self.max_requeues:
-            raise RuntimeError(
-                f"{self.argv[0]} asked for a requeue (exit 85) after {restarted} requeue(s): "
-                f"resources.max_requeues={self.max_requeues} reached"
-            )
-        request = os.environ.get(REQUEUE_FILE_ENV)
-        if request is None:
-            print(f"deltajobs: {self.argv[0]} asked for a requeue (exit 85): starting it again", flush=True)
-            return
-        if global_rank() == 0:
-            Path(request).write_text(f"{time.time()}\n")
-            print(f"deltajobs: {self.argv[0]} asked for a requeue (exit 85): requeueing the job", flush=True)
-        sys.exit(-1)
+        ask_requeue(self.argv[0], "exit 85", "starting it again", restarted, self.max_requeues)
+
+
+def write_completed(run_dir: Path, kind: str, command: str, seconds: float) -> dict[str, Any]:
+    """results.json of a user's program that completed (rank 0 writes it): what ran, how long, its
+    reports and the GPUs' summary. The other ranks get the same dict back."""
+    results: dict[str, Any] = {
+        "payload": kind,
+        "status": "completed",
+        "exit_code": 0,
+        "command": command,
+        "elapsed_seconds": round(seconds, 3),
+        "history": read_metrics(run_dir / METRICS_FILE),
+    }
+    gpu = summarize(read_samples(run_dir / GPU_FILE)) if (run_dir / GPU_FILE).exists() else None
+    if gpu is not None:
+        results["gpu_util"] = gpu
+    if global_rank() == 0:
+        tmp = run_dir / (RESULTS + ".tmp")
+        tmp.write_text(json.dumps(results, indent=2) + "\n")
+        tmp.replace(run_dir / RESULTS)
+    return results
+
+
+def ask_requeue(who: str, how: str, again: str, restarted: int, max_requeues: int) -> None:
+    """The program asked for a requeue (`how`: exit 85, sys.exit(85)). On SLURM rank 0 writes the
+    request the batch script acts on and this process exits; on this machine it returns, and the
+    caller starts the next attempt (`again` says so). Past `max_requeues` it raises."""
+    if restarted >= max_requeues:
+        raise RuntimeError(
+            f"{who} asked for a requeue ({how}) after {restarted} requeue(s): "
+            f"resources.max_requeues={max_requeues} reached"
+        )
+    request = os.environ.get(REQUEUE_FILE_ENV)
+    if request is None:
+        print(f"deltajobs: {who} asked for a requeue ({how}): {again}", flush=True)
+        return
+    if global_rank() == 0:
+        Path(request).write_text(f"{time.time()}\n")
+        print(f"deltajobs: {who} asked for a requeue ({how}): requeueing the job", flush=True)
+    sys.exit(-1)
 
 
 def task_env(run_dir: Path, restarted: int, gpus_per_node: int, extra: dict[str, str]) -> dict[str, str]:

@@ -14,7 +14,7 @@ from typing import Any
 
 from deltajobs import contract
 from deltajobs.errors import SpecError
-from deltajobs.payloads.base import Payload
+from deltajobs.payloads.base import UserPayload
 from deltajobs.payloads.sbatch_file import SbatchFile, parse_sbatch, to_spec_dict
 from deltajobs.payloads.sbatch_lint import lint
 
@@ -41,22 +41,11 @@ FIELD_OPTIONS = {
     "schedule.mail_type": ("mail-type",),
     "schedule.mail_user": ("mail-user",),
 }
-# Spec fields the command line may override, and the sbatch option each becomes.
+# Spec fields the command line may override: each becomes its first sbatch option above.
 OVERRIDES = {
-    ("account",): "account",
-    ("resources", "partition"): "partition",
-    ("resources", "nodes"): "nodes",
-    ("resources", "gpus_per_node"): "gpus-per-node",
-    ("resources", "cpus_per_task"): "cpus-per-task",
-    ("resources", "mem"): "mem",
-    ("resources", "time"): "time",
-    ("resources", "constraint"): "constraint",
-    ("schedule", "dependency"): "dependency",
-    ("schedule", "qos"): "qos",
-    ("schedule", "reservation"): "reservation",
-    ("schedule", "exclude"): "exclude",
-    ("schedule", "mail_type"): "mail-type",
-    ("schedule", "mail_user"): "mail-user",
+    tuple(field.split(".")): options[0]
+    for field, options in FIELD_OPTIONS.items()
+    if field not in ("name", "resources.tasks_per_node", "resources.signal_grace")
 }
 
 # Passed even where the script is silent: the account deltajobs charges and checks the balance of,
@@ -90,22 +79,14 @@ def directive_for(parsed: SbatchFile, field: str) -> str | None:
     return f"line {found[-1].line}: #SBATCH {found[-1].text}" if found else None
 
 
-class SbatchPayload(Payload):
+class SbatchPayload(UserPayload):
     kind = "sbatch"
     requeue_from_batch = False  # the script is the user's: it requeues itself, if it wants to
     one_task_per_gpu = False
 
     @property
     def path(self) -> Path:
-        run = self.job.spec.run
-        assert run is not None and run.sbatch
-        return Path(run.sbatch)
-
-    @property
-    def workdir(self) -> Path:
-        run = self.job.spec.run
-        assert run is not None
-        return Path(run.workdir or ".").absolute()
+        return Path(str(self.run.sbatch))
 
     def describe(self) -> str:
         return f"the sbatch script {self.path}, as written"

@@ -181,7 +181,11 @@ def resolve_search(
     or path, or the raw spec of a script or command (`payloads.command_line_spec`)."""
     from deltajobs.sweep.program_trial import check_searchable
 
-    raw, source = (job, "<dict>") if isinstance(job, dict) else (read_job(find_job(job)), str(find_job(job)))
+    if isinstance(job, dict):
+        raw, source = job, "<dict>"
+    else:
+        path = find_job(job)
+        raw, source = read_job(path), str(path)
     resolved = resolve_job(raw, overrides, settings, cluster, require_account=require_account)
     payload = resolved.payload
     search = search.renamed({key: payload.sweep_key(key) for key in search.keys})
