@@ -25,6 +25,8 @@ import time
 from types import FrameType
 from typing import Any
 
+from deltajobs.diskspace import append_line
+
 RUN_DIR = "DELTAJOBS_RUN_DIR"
 CHECKPOINT_DIR = "DELTAJOBS_CHECKPOINT_DIR"
 RESTART_COUNT = "DELTAJOBS_RESTART_COUNT"
@@ -78,7 +80,9 @@ def report(step: int | None = None, **metrics: Any) -> dict[str, Any]:
 
     In a job (rank 0 only) it appends one JSON line to DELTAJOBS_METRICS, the file `results`,
     `--plot`, `sweep results`, TensorBoard and searches read; outside a job it prints the line.
-    `epoch` (or `step`) orders the records; a search's objective is one of the keys.
+    `epoch` (or `step`) orders the records; a search's objective is one of the keys. A write that
+    fails (a full disk: ENOSPC, a quota: EDQUOT) leaves the file as it was and raises OSError
+    naming it; the job then ends with the disk-full message and exit status 28.
     """
     record: dict[str, Any] = {}
     if step is not None:
@@ -93,8 +97,7 @@ def report(step: int | None = None, **metrics: Any) -> dict[str, Any]:
         return record
     if os.environ.get("RANK", "0") != "0":
         return record
-    with open(path, "a") as handle:  # one write of one line: whole lines even if a reader looks now
-        handle.write(line + "\n")
+    append_line(path, line)  # whole lines even if a reader looks now, or the disk is full
     return record
 
 

@@ -5,6 +5,9 @@ It sets the contract's environment (`deltajobs.contract`), starts the program as
 the submit directory, forwards SIGUSR2/SIGTERM to it, samples the GPUs around it, and turns its
 exit status into the job's fate: 0 completes (results.json), 85 asks for a requeue, anything else
 fails the task with the status in the log. The program dies with this process (PR_SET_PDEATHSIG).
+A program that dies while the run directory's filesystem is full (statvfs), or whose last words in
+the log are ENOSPC/EDQUOT, ends the task with exit status 28 and the disk-full message
+(`deltajobs.diskspace`), also left in RUN_DIR/disk-full.txt.
 
 Importing this module must stay cheap: every task imports it to unpickle its call.
 """
@@ -14,7 +17,9 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import re
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -22,7 +27,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from deltajobs import contract
+from deltajobs import contract, diskspace
 from deltajobs.gpu_usage import GPU_FILE, GpuSampler, read_samples, summarize
 from deltajobs.job import global_rank, record_attempt
 
@@ -31,6 +36,9 @@ CHECKPOINTS = "checkpoints"
 REQUEUE_FILE_ENV = "DELTAJOBS_REQUEUE_FILE"  # set by the batch script: the file that asks it to requeue
 FORWARDED = (signal.SIGUSR2, signal.SIGTERM)
 _PR_SET_PDEATHSIG = 1
+LOG_TAIL = 8192  # bytes of the task's stderr log searched for the program's ENOSPC/EDQUOT
+# Python's words for both errnos, and the file where it says which (`...: '/path'`)
+FULL_WORDS = re.compile(r"\[Errno (?:28|122)\] (?:No space left on device|Disk quota exceeded)(?:: '([^']+)')?")
 
 
 class CommandJob:
@@ -75,7 +83,7 @@ class CommandJob:
                 if code == 0:
                     return self._finish(run_dir, seconds)
                 if code != contract.EXIT_REQUEUE:
-                    self._fail(code)
+                    self._fail(code, run_dir)
                 self._ask_requeue(restarted)  # on SLURM this process exits; here the next attempt starts
         finally:
             for sig, handler in previous.items():
@@ -85,6 +93,8 @@ class CommandJob:
         env = task_env(run_dir, restarted, self.gpus_per_node, self.env)
         argv = with_rendezvous(self.argv, env, self.gpus_per_node)
         main = global_rank() == 0
+        if main:
+            diskspace.clear_marker(run_dir)  # the last attempt's note no longer describes the run
         sampler = GpuSampler(run_dir / GPU_FILE).start() if main else None
         start = time.time()
         print(f"deltajobs: running {' '.join(argv)} in {self.workdir} (attempt {restarted + 1})", flush=True)
@@ -111,7 +121,14 @@ class CommandJob:
     def _finish(self, run_dir: Path, seconds: float) -> dict[str, Any]:
         return write_completed(run_dir, self.kind, self.shown, seconds)
 
-    def _fail(self, code: int) -> None:
+    def _fail(self, code: int, run_dir: Path) -> None:
+        full = disk_full_message(run_dir, log_tail()) if code > 0 else None
+        if full is not None:
+            message = f"{self.argv[0]} exited with status {code}; {full}"
+            if global_rank() == 0:
+                diskspace.write_marker(run_dir, message)
+            print(f"deltajobs: {message}", file=sys.stderr, flush=True)
+            sys.exit(diskspace.EXIT_DISK_FULL)
         if code < 0:
             name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
             print(f"deltajobs: {self.argv[0]} was killed by {name}", file=sys.stderr, flush=True)
@@ -121,6 +138,29 @@ class CommandJob:
 
     def _ask_requeue(self, restarted: int) -> None:
         ask_requeue(self.argv[0], "exit 85", "starting it again", restarted, self.max_requeues)
+
+
+def disk_full_message(run_dir: Path, tail: str) -> str | None:
+    """The disk-full message for a program that failed, if the run directory's filesystem is full
+    (statvfs) or the program's last words (`tail` of its log) were ENOSPC or EDQUOT; else None."""
+    said = list(FULL_WORDS.finditer(tail))
+    if not said and not diskspace.looks_full(run_dir):
+        return None
+    path = Path(said[-1].group(1)) if said and said[-1].group(1) else run_dir
+    kept = f"what it saved in {run_dir / CHECKPOINTS} is kept"
+    return str(diskspace.DiskFullError(path, kept, "resubmit"))
+
+
+def log_tail() -> str:
+    """The end of this task's stderr where it is a file (SLURM's log): the program writes there too."""
+    try:
+        if not stat.S_ISREG(os.fstat(2).st_mode):  # a terminal or a pipe: nothing to read back
+            return ""
+        with open(os.readlink("/proc/self/fd/2"), "rb") as handle:
+            handle.seek(max(0, os.fstat(handle.fileno()).st_size - LOG_TAIL))
+            return handle.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
 
 
 def write_completed(run_dir: Path, kind: str, command: str, seconds: float) -> dict[str, Any]:

@@ -10,6 +10,11 @@ resumes from `run_dir/checkpoint.pt` when asked, trains, and writes into `run_di
     gpu_util.jsonl  nvidia-smi readings every few seconds, where there is an nvidia-smi
     results.json    the returned dict
     checkpoint.pt   every `checkpoint_every` epochs, at the end, and when `should_stop` fires
+
+A write refused for want of space or quota (ENOSPC, EDQUOT) ends the run with a DiskFullError
+(exit status 28 from the CLI and the job): it names the file, the filesystem and what is free, says
+which checkpoint is kept (a failed checkpoint write leaves the previous one intact) and how to
+continue; the same line goes to run_dir/disk-full.txt for `status` and `results`.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import json
 import math
 import os
 import resource
+import shlex
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,6 +32,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from deltajobs import diskspace
+from deltajobs.diskspace import DiskFullError, clear_marker, write_marker, writing
 from deltajobs.errors import SpecError
 from deltajobs.gpu_usage import GPU_FILE, GpuSampler
 from deltajobs.train.board import attach_board
@@ -138,18 +146,20 @@ def _train(
     trainer = build_trainer(config, device, info, should_stop=should_stop, log=log)
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
+        clear_marker(run_dir)  # an earlier attempt's disk-full note no longer describes this run
     config_dict = dataclasses.asdict(config)
+    kept: list[tuple[int, int]] = []  # (epoch, step) of the checkpoint on disk, once there is one
 
     def save() -> None:
         if info.is_main:
             state = {"version": VERSION, "config": config_dict, "rng": rng_state(device), **trainer.state_dict()}
             save_checkpoint(run_dir / CHECKPOINT, state)
+            kept[:] = [(trainer.progress.epoch, trainer.progress.step)]
         barrier(info)
 
     def append_metrics(record: dict[str, Any]) -> None:
         if info.is_main:
-            with (run_dir / METRICS).open("a") as handle:
-                handle.write(json.dumps(record) + "\n")
+            append_line(run_dir / METRICS, json.dumps(record))
             if on_epoch is not None:
                 on_epoch(record)
 
@@ -161,12 +171,32 @@ def _train(
         trainer.load_state_dict(state)
         set_rng_state(state["rng"], device)
         p = trainer.progress
+        kept[:] = [(p.epoch, p.step)]
         log(f"resuming {checkpoint}: epoch {p.epoch + 1} step {p.step}" if not p.done else f"{checkpoint}: done")
     elif resume:
         log(f"no {CHECKPOINT} in {run_dir}; starting from scratch")
+    try:
+        return _fit(trainer, config, run_dir, info, device, log)
+    except DiskFullError as err:
+        if info.is_main:
+            err.kept = kept_text(kept[0] if kept else None)
+            err.again = resume_text(run_dir) if kept else "run it again"
+            write_marker(run_dir, str(err))
+        raise
+
+
+def _fit(
+    trainer: Trainer,
+    config: TrainConfig,
+    run_dir: Path,
+    info: DistInfo,
+    device: torch.device,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    """Train the prepared `trainer` and write its results (rank 0)."""
     if info.is_main:  # the metrics file holds exactly the epochs the checkpoint knows
         lines = [json.dumps(record) + "\n" for record in trainer.progress.history]
-        (run_dir / METRICS).write_text("".join(lines))
+        write_atomically(run_dir / METRICS, "".join(lines))
 
     params = count_parameters(trainer.core)
     data, step_note = trainer.data, trainer.train_step.describe()
@@ -194,10 +224,44 @@ def _train(
         if board is not None:
             board.close()
     if info.is_main:
-        tmp = run_dir / (RESULTS + ".tmp")
-        tmp.write_text(json.dumps(results, indent=2) + "\n")
-        tmp.replace(run_dir / RESULTS)
+        write_atomically(run_dir / RESULTS, json.dumps(results, indent=2) + "\n")
     return results
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Replace `path` with `text` through a tmp file; on a full disk the old file stays, the tmp file
+    goes and DiskFullError names it."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with writing(tmp):
+            tmp.write_text(text)
+    except DiskFullError:
+        tmp.unlink(missing_ok=True)
+        raise
+    tmp.replace(path)
+
+
+def append_line(path: Path, line: str) -> None:
+    """Append one line to `path`; on a full disk the file stays as it was and DiskFullError names it."""
+    with writing(path):
+        diskspace.append_line(path, line)
+
+
+def kept_text(position: tuple[int, int] | None) -> str:
+    """What a run that stopped on a full disk keeps: its last checkpoint, by epoch (and step)."""
+    if position is None:
+        return "no checkpoint was written yet, so the run starts again from scratch"
+    epoch, step = position
+    where = f"epoch {epoch}" if step == 0 else f"epoch {epoch + 1}, step {step}"
+    return f"the last checkpoint ({where}) is kept"
+
+
+def resume_text(run_dir: Path) -> str:
+    """How to continue a run from its checkpoint: this run directory's spec, resumed in place (in
+    `deltajobs shell` on Delta: the login node is not for training)."""
+    spec = run_dir / "spec.yaml"
+    command = ["deltajobs", "train", str(spec) if spec.is_file() else "JOB", "--run-dir", str(run_dir), "--resume"]
+    return f"continue from it with `{shlex.join(command)}`"
 
 
 def summarize(trainer: Trainer, status: str, params: int, device: torch.device, info: DistInfo) -> dict[str, Any]:

@@ -10,18 +10,24 @@ resumes from a checkpoint after `resumed_steps` steps opens its writer with purg
 resumed_steps + 1: TensorBoard then drops what the interrupted attempt wrote past the checkpoint,
 and no step is shown twice. A sweep's points each write their own `point-NNN/tb/`, so one
 TensorBoard over the sweep directory compares them (curves, and the HParams table).
+
+On a full filesystem or quota, TensorBoard's writer thread fails and the next write re-raises its
+OSError: the Board turns that into a DiskFullError naming tb/ (the run then ends as on any full
+disk, see `deltajobs.train.api`), and keeps the thread's own traceback out of the job's log.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
+from deltajobs.diskspace import is_disk_full, writing
 from deltajobs.train.config import TrainConfig
 
 if TYPE_CHECKING:
@@ -52,17 +58,31 @@ class Board:
         from torch.utils.tensorboard import SummaryWriter
 
         self.log_dir, self.config = log_dir, config
-        self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=purge_step)
+        with writing(log_dir):
+            self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=purge_step)
+        self.previous_hook = threading.excepthook
+        threading.excepthook = self.quiet_disk_full
         self.last_samples, self.last_seconds = 0, 0.0  # the trainer's totals at the last epoch
         self.last_step = 0  # the global step of the last epoch written
 
+    def quiet_disk_full(self, args: threading.ExceptHookArgs) -> None:
+        """A writer thread that died of a full disk says nothing: its error comes back, once, from
+        the next write in the main thread. Anything else is reported as usual."""
+        if not is_disk_full(args.exc_value) or args.thread is threading.main_thread():
+            self.previous_hook(args)
+
     def step_loss(self, global_step: int, loss: torch.Tensor) -> None:
         """The training loss of one step (a 0-dim tensor; reading it waits for the device)."""
-        self.writer.add_scalar("loss/train_step", float(loss.item()), global_step)
+        with writing(self.log_dir):
+            self.writer.add_scalar("loss/train_step", float(loss.item()), global_step)
 
     def epoch(self, record: dict[str, Any], global_step: int, samples: int, train_seconds: float) -> None:
         """One epoch's record (see `loop.Trainer.end_epoch`), plus examples per second of training
         since the last epoch (`samples`, `train_seconds`: the trainer's running totals)."""
+        with writing(self.log_dir):
+            self._epoch(record, global_step, samples, train_seconds)
+
+    def _epoch(self, record: dict[str, Any], global_step: int, samples: int, train_seconds: float) -> None:
         for key, tag in EPOCH_SCALARS.items():
             if isinstance(record.get(key), int | float):
                 self.writer.add_scalar(tag, record[key], global_step)
@@ -78,10 +98,19 @@ class Board:
         """The HParams view's row for this run: its train config and final metrics."""
         metrics = {f"final/{k}": float(results[k]) for k in FINAL_METRICS if isinstance(results.get(k), int | float)}
         if metrics:
-            self.writer.add_hparams(hparams(self.config), metrics, run_name=".", global_step=self.last_step)
+            with writing(self.log_dir):
+                self.writer.add_hparams(hparams(self.config), metrics, run_name=".", global_step=self.last_step)
 
     def close(self) -> None:
-        self.writer.close()
+        """Close the writer; on a full disk what it still held is dropped (the error was raised, or
+        will be by the next write elsewhere)."""
+        try:
+            self.writer.close()
+        except OSError as err:
+            if not is_disk_full(err):
+                raise
+        finally:
+            threading.excepthook = self.previous_hook
 
 
 def hparams(config: TrainConfig) -> dict[str, bool | int | float | str]:

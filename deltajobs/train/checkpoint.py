@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from deltajobs.diskspace import writing
 from deltajobs.errors import DataError, SpecError
 
 CHECKPOINT = "checkpoint.pt"
@@ -53,11 +54,22 @@ def set_rng_state(state: dict[str, Any], device: torch.device) -> None:
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Write `state` to `path` atomically: a reader (or a requeued job) sees the old file or the new."""
+    """Write `state` to `path` atomically: a reader (or a requeued job) sees the old file or the new.
+
+    A write that fails (a full filesystem, a quota) removes its tmp file, so the old checkpoint is
+    all that stays and no half-written file keeps filling the disk; the failure is a DiskFullError
+    naming the tmp file (ENOSPC/EDQUOT) or the error as it came (anything else)."""
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    with tmp.open("rb") as handle:  # on the parallel file systems of clusters, flush before rename
-        os.fsync(handle.fileno())
+    try:
+        with writing(tmp), tmp.open("wb") as handle:
+            # torch.save into a Python file object: a failed write raises OSError with its errno
+            # (given a path, torch's own writer reports only "unexpected pos", and no errno)
+            torch.save(state, handle)
+            handle.flush()
+            os.fsync(handle.fileno())  # on the parallel file systems of clusters, flush before rename
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     tmp.replace(path)
 
 
