@@ -104,6 +104,10 @@ class ClusterProfile:
     # The compute nodes' CPU architecture, as `uname -m` prints it; None: not checked.
     arch: str | None = constrained(None, pattern=r"x86_64|aarch64|ppc64le")
     title: str = ""  # the system's name in messages ("DeltaAI"); empty: the profile's name
+    # SLURM's MaxArraySize (`scontrol show config`): an array's task ids run 0..MaxArraySize-1, so a
+    # sweep needs at most this many tasks; None: not known, not checked. Its source, or "a guess".
+    max_array_size: int | None = constrained(None, minimum=1)
+    max_array_size_source: str = ""
 
     def partition(self, name: str, field_name: str = "resources.partition") -> Partition:
         try:

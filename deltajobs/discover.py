@@ -84,6 +84,7 @@ class ConfigInfo:
     max_mem_per_cpu_mb: int | None = None
     max_mem_per_node_mb: int | None = None
     warnings: tuple[str, ...] = ()  # values it could not read (then taken as not set)
+    max_array_size: int | None = None  # MaxArraySize: array task ids run 0..MaxArraySize-1
 
     @property
     def max_tres(self) -> bool:
@@ -199,7 +200,18 @@ def parse_config(text: str) -> ConfigInfo:
         max_mem_per_cpu_mb=megabytes("MaxMemPerCPU"),
         max_mem_per_node_mb=megabytes("MaxMemPerNode"),
         warnings=tuple(warnings),
+        max_array_size=_array_size(values.get("MaxArraySize"), warnings),
     )
+
+
+def _array_size(value: str | None, warnings: list[str]) -> int | None:
+    """MaxArraySize: a positive count, or None (absent, 0: arrays disabled, or unreadable: said)."""
+    if value is None:
+        return None
+    if value.isdigit():
+        return int(value) or None
+    warnings.append(f"scontrol show config: MaxArraySize = {value!r} is not a number; taken as not set")
+    return None
 
 
 def parse_gres_gpus(gres: str, where: str = "scontrol show node") -> tuple[int, tuple[str, ...]]:

@@ -126,6 +126,8 @@ def build_profile(
         module_reset=False,
         python=None,
         default_mem_per_cpu_mb=(config.def_mem_per_cpu_mb if config and config.def_mem_per_cpu_mb else 1000),
+        max_array_size=config.max_array_size if config else None,
+        max_array_size_source="scontrol show config" if config and config.max_array_size else "",
     )
     if config is None:
         result.cluster_notes.append("no scontrol show config: ClusterName taken as the profile name")
@@ -276,6 +278,14 @@ def render_profile(found: Discovery, source: str) -> str:
         f"default_mem_per_cpu_mb: {p.default_mem_per_cpu_mb}",
         "distributed_env: {}         # TODO: e.g. NCCL settings for multi-node jobs",
         f"charge_mem_unit_bytes: {2**30}   # SLURM's G in TRESBillingWeights",
+        *(
+            [
+                f"max_array_size: {p.max_array_size}        # MaxArraySize: a sweep needs at most this many tasks",
+                f"max_array_size_source: {_yaml(p.max_array_size_source)}",
+            ]
+            if p.max_array_size
+            else []
+        ),
         "# TODO filesystems: runs_dir and data_root (config.yaml) must be on a filesystem the compute nodes see.",
         "",
         "partitions:",

@@ -75,6 +75,25 @@ def run_command(
             help="Run at most P points at once (SLURM's %P; local default: the CPUs); a search's workers.",
         ),
     ] = None,
+    per_task: Annotated[
+        int | None,
+        typer.Option(
+            "--per-task",
+            min=1,
+            help="Run K points one after another in each array task (its walltime: K x --time); "
+            "default: from the points' typical runtime and the minimum charge per task, else 1.",
+        ),
+    ] = None,
+    pack: Annotated[
+        int,
+        typer.Option("--pack", min=1, help="Run K points at once on one GPU in each task (separate processes)."),
+    ] = 1,
+    stagger: Annotated[
+        float,
+        typer.Option(
+            "--stagger", min=0, help="Seconds between the starts of array tasks that would start together (charged)."
+        ),
+    ] = 0.0,
     search: Annotated[
         str | None, typer.Option("--search", help="Adaptive search with Optuna: tpe (Bayesian), random or grid.")
     ] = None,
@@ -115,14 +134,19 @@ def run_command(
     from deltajobs.charge.budget import check_budget
     from deltajobs.charge.estimate import describe_count, estimate_job
     from deltajobs.config import load_settings
+    from deltajobs.sweep.layout import plan_layout
     from deltajobs.sweep.plan import parse_sweep, plan_sweep, sweep_points_text
-    from deltajobs.sweep.submit import new_sweep_id, render_sweep, submit_sweep, sweep_dir_for
+    from deltajobs.sweep.submit import new_sweep_id, render_sweep, submit_sweep, sweep_dir_for, task_job
 
     settings = load_settings()
     backend = chosen_backend(local, settings)
     if search is not None:
         if random_points is not None:
             raise SpecError("--random", "is for random sweeps; a search draws its own: use --search random")
+        if per_task is not None or pack > 1 or stagger:
+            raise SpecError(
+                "--per-task", "--per-task, --pack and --stagger are for grid and random sweeps, not --search"
+            )
         options = (search, trials, ranges or [], [*(grid or []), *(choices or [])], prune, objective)
         from deltajobs.cli.searches import start_search
 
@@ -157,28 +181,47 @@ def run_command(
         flags.cluster_name(settings),
         require_account=backend.needs_account,
     )
+    layout = plan_layout(
+        plan.resolved,
+        settings,
+        per_task=per_task,
+        pack=pack,
+        stagger_s=stagger,
+        max_parallel=max_parallel,
+        charges=backend.charges,
+    )
+    if layout.chosen and not as_json:
+        note(layout.chosen)
+    one_task, tasks = task_job(plan, max_parallel, layout)
     if dry_run:
         sweep_id = new_sweep_id()
-        script = render_sweep(plan, sweep_dir_for(settings, plan.name, sweep_id), max_parallel)
+        script = render_sweep(plan, sweep_dir_for(settings, plan.name, sweep_id), max_parallel, layout)
         if as_json:
-            emit_json({"sweep_id": sweep_id, **plan.params(), "script": script})
+            emit_json(
+                {"sweep_id": sweep_id, **plan.params(), "tasks": layout.groups(len(plan.points)), "script": script}
+            )
             return
         typer.echo(script, nl=False)  # first, so that `> sweep.sh` keeps the #! line first
-        typer.echo(f"\n# {len(plan.points)} points of {plan.job}; nothing submitted (--dry-run)")
+        typer.echo(
+            f"\n# {len(plan.points)} points of {plan.job}{_in_tasks(layout, tasks)}; nothing submitted (--dry-run)"
+        )
         typer.echo("\n".join(f"# {line}" for line in sweep_points_text(plan).splitlines()))
         return
     if backend.charges:
-        count = len(plan.points)
-        if not as_json:  # one array task per point: under a minimum charge, each pays it
-            note(f"estimate: at most {describe_count(estimate_job(plan.resolved[0]), count, 'points')}")
-        check_budget(plan.resolved[0], settings, yes, count=count)
-    sub = submit_sweep(plan, settings, backend, max_parallel)
+        if not as_json:  # each array task pays the minimum charge, if the profile has one
+            noun = "points" if not layout.grouped else f"tasks of {layout.points_per_task} points"
+            note(f"estimate: at most {describe_count(estimate_job(one_task), tasks, noun)}")
+        check_budget(one_task, settings, yes, count=tasks)
+    sub = submit_sweep(plan, settings, backend, max_parallel, layout=layout)
     if as_json:
         emit_json(sub.to_dict())
         return
     how = f"array job {sub.array_job_id}" if sub.array_job_id else "local jobs"
-    limit = f", at most {sub.max_parallel} at once" if sub.max_parallel and sub.max_parallel < len(plan.points) else ""
-    typer.echo(f"submitted sweep {sub.sweep_id}: {len(plan.points)} points as {how} ({sub.backend}{limit})")
+    limit = f", at most {sub.max_parallel} at once" if sub.max_parallel and sub.max_parallel < tasks else ""
+    typer.echo(
+        f"submitted sweep {sub.sweep_id}: {len(plan.points)} points{_in_tasks(layout, tasks)} as {how} "
+        f"({sub.backend}{limit})"
+    )
     typer.echo(f"  sweep dir: {sub.sweep_dir}")
     typer.echo(f"  logs:      {sub.log_pattern}")
     typer.echo(f"  follow:    deltajobs sweep status {sub.sweep_id}")
@@ -316,6 +359,20 @@ def cancel_command(sweep_id: SweepIdArg) -> None:
 
     done = cancel_sweep(load_settings(), sweep_id)
     typer.echo(f"{sweep_id}: cancelled {len(done)} point(s)")
+
+
+def _in_tasks(layout: Any, tasks: int) -> str:
+    """` in 4 array tasks of 4 (one after another)`, for a grouped sweep; "" otherwise."""
+    if not layout.grouped:
+        return ""
+    how = []
+    if layout.per_task > 1:
+        how.append(f"{layout.per_task} one after another")
+    if layout.pack > 1:
+        how.append(f"{layout.pack} at once on one GPU")
+    if layout.stagger_s:
+        how.append(f"starts {layout.stagger_s:g} s apart")
+    return f" in {tasks} array task{'s' if tasks != 1 else ''} ({', '.join(how)}; walltime per task covers them)"
 
 
 def _load(sweep_id: str) -> Any:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from deltajobs import backends
 from deltajobs.config import Settings
 from deltajobs.errors import SpecError
 from deltajobs.lifecycle import refresh
-from deltajobs.registry import Registry
+from deltajobs.registry import JobRow, Registry
 
 HIGHER_IS_BETTER = ("acc", "accuracy", "per_second")
 TABLE_METRICS = ("test_acc", "test_loss", "train_loss")
@@ -74,7 +75,9 @@ def load_sweep(settings: Settings, sweep_id: str) -> SweepView:
     params = sweep["params"]
     values = params.get("points", [])
     points: list[PointRow] = []
-    for row in result.rows:
+    if params.get("tasks"):  # grouped (--per-task, --pack): one row per task, its points from their files
+        points = grouped_points(result.rows, params["tasks"], values, Path(sweep["run_dir"]))
+    for row in result.rows if not params.get("tasks") else []:
         index = row.sweep_index if row.sweep_index is not None else len(points)
         point = PointRow(
             index=index,
@@ -101,6 +104,66 @@ def load_sweep(settings: Settings, sweep_id: str) -> SweepView:
         points=sorted(points, key=lambda p: p.index),
         warning=result.warning,
     )
+
+
+def grouped_points(rows: list[JobRow], groups: list[list[int]], values: list[Any], sweep_dir: Path) -> list[PointRow]:
+    """The points of a grouped sweep, each with its state from its own files and its task's state:
+    done (results.json) is COMPLETED, failed.json FAILED; a started point of a running task RUNNING,
+    one not yet started PENDING; a point its task left unfinished takes the task's final state
+    (CANCELLED, TIMEOUT, ...). A point's SU is its task's shared evenly by the task's points."""
+    from deltajobs.sweep.submit import point_dir
+
+    count = sum(len(g) for g in groups)
+    tasks = {row.sweep_index: row for row in rows}
+    points = []
+    for t, group in enumerate(groups):
+        task = tasks.get(t)
+        for index in group:
+            run_dir = point_dir(sweep_dir, index, count)
+            state, reason = _point_state(run_dir, task)
+            points.append(
+                PointRow(
+                    index=index,
+                    job_id=task.job_id if task else "",
+                    state=state,
+                    params=values[index] if index < len(values) else {},
+                    run_dir=str(run_dir),
+                    elapsed_s=point_elapsed(run_dir),
+                    reason=reason,
+                    su=task.su / len(group) if task and task.su is not None else None,
+                    metrics=read_metrics(run_dir),
+                )
+            )
+    return points
+
+
+def _point_state(run_dir: Path, task: JobRow | None) -> tuple[str, str | None]:
+    from deltajobs.sweep.tasks import point_state
+
+    own = point_state(run_dir)
+    if own == "done":
+        return "COMPLETED", None
+    if own == "failed":
+        return "FAILED", None
+    if task is None:
+        return "UNKNOWN", "its task is not in the registry"
+    if task.state == "RUNNING":
+        return ("RUNNING", None) if own == "started" else ("PENDING", f"after the points before it in {task.job_id}")
+    if task.final:
+        return ("FAILED" if task.state == "COMPLETED" else task.state), None
+    return task.state, task.reason
+
+
+def point_elapsed(run_dir: Path) -> int | None:
+    """Seconds from the point's first start to its results (or to now while it runs)."""
+    try:
+        starts = json.loads((run_dir / "attempts.json").read_text())["starts"]
+        first = float(starts[0]["time"])
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        return None
+    results = run_dir / "results.json"
+    end = results.stat().st_mtime if results.exists() else time.time()
+    return max(0, round(end - first))
 
 
 def read_metrics(run_dir: Path) -> dict[str, float]:

@@ -35,6 +35,7 @@ from deltajobs.errors import SpecError
 from deltajobs.lifecycle import cancel, job_row, prepare_run_dir
 from deltajobs.registry import Registry
 from deltajobs.spec import ResolvedJob, resolve_job
+from deltajobs.sweep.layout import Layout
 from deltajobs.sweep.plan import SweepPlan
 from deltajobs.sweep.search import WORKERS_DIR, SearchSpec
 
@@ -52,11 +53,23 @@ def point_dir(sweep_dir: Path, index: int, count: int) -> Path:
     return sweep_dir / f"point-{index:0{max(3, len(str(count - 1)))}d}"
 
 
-def render_sweep(plan: SweepPlan, sweep_dir: Path, max_parallel: int | None) -> str:
+def render_sweep(plan: SweepPlan, sweep_dir: Path, max_parallel: int | None, layout: Layout | None = None) -> str:
     """The array script SLURM would get (for --dry-run)."""
     from deltajobs.backends.slurm import render_array
 
-    return render_array(plan.resolved[0], sweep_dir, len(plan.points), max_parallel)
+    job, tasks = task_job(plan, max_parallel, layout)
+    return render_array(job, sweep_dir, tasks, max_parallel)
+
+
+def task_job(plan: SweepPlan, max_parallel: int | None, layout: Layout | None) -> tuple[ResolvedJob, int]:
+    """What one array task reserves (its walltime covers its points) and how many tasks there are."""
+    if layout is None or not layout.grouped:
+        return plan.resolved[0], len(plan.points)
+    from deltajobs.sweep.grouped import with_walltime
+
+    tasks = layout.tasks(len(plan.points))
+    seconds = layout.walltime_s(plan.resolved[0].spec.resources.seconds, max_parallel or tasks)
+    return with_walltime(plan.resolved[0], seconds), tasks
 
 
 @dataclass(frozen=True)
@@ -67,10 +80,16 @@ class SweepSubmission:
     array_job_id: str | None
     max_parallel: int | None
     log_pattern: Path
-    points: list[Submission] = field(default_factory=list)
+    points: list[Submission] = field(default_factory=list)  # one per array task (a point each, by default)
+    groups: list[list[int]] | None = None  # grouped sweeps: the point indexes each task runs
+    point_dirs: list[Path] = field(default_factory=list)  # grouped sweeps: each point's run directory
+
+    @property
+    def point_count(self) -> int:
+        return sum(len(g) for g in self.groups) if self.groups else len(self.points)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        record: dict[str, Any] = {
             "sweep_id": self.sweep_id,
             "backend": self.backend,
             "sweep_dir": str(self.sweep_dir),
@@ -79,12 +98,31 @@ class SweepSubmission:
             "logs": str(self.log_pattern),
             "points": [{"index": i, **p.to_dict()} for i, p in enumerate(self.points)],
         }
+        if self.groups:  # points, each with the task that runs it; the tasks beside them
+            pairs = enumerate(zip(self.groups, self.points, strict=True))
+            record["tasks"] = [{"task": t, "points": group, **task.to_dict()} for t, (group, task) in pairs]
+            record["points"] = [
+                {"index": i, "task": t, "job_id": self.points[t].job_id, "run_dir": str(self.point_dirs[i])}
+                for t, group in enumerate(self.groups)
+                for i in group
+            ]
+        return record
 
 
 def submit_sweep(
-    plan: SweepPlan, settings: Settings, backend: Backend, max_parallel: int | None = None, sweep_id: str | None = None
+    plan: SweepPlan,
+    settings: Settings,
+    backend: Backend,
+    max_parallel: int | None = None,
+    sweep_id: str | None = None,
+    layout: Layout | None = None,
 ) -> SweepSubmission:
-    """Create the sweep directory, submit every point, record the sweep; undo all of it on failure."""
+    """Create the sweep directory, submit every point, record the sweep; undo all of it on failure.
+    With a grouped `layout` (--per-task, --pack, --stagger) each array task runs several points."""
+    if layout is not None and layout.grouped:
+        from deltajobs.sweep.grouped import submit_grouped
+
+        return submit_grouped(plan, settings, backend, max_parallel, sweep_id or new_sweep_id(), layout)
     sweep_id = sweep_id or new_sweep_id()
     sweep_dir = sweep_dir_for(settings, plan.name, sweep_id)
     dirs = [point_dir(sweep_dir, p.index, len(plan.points)) for p in plan.points]
