@@ -1,67 +1,104 @@
-"""SLURM commands: argv builders and pure parsers for squeue/sacct/scancel/scontrol.
+"""SLURM commands: argv builders and the calls (sbatch/squeue/sacct/scancel/scontrol).
 
-Every command goes through `run()`, the single process seam that unit tests replace. Parsers are
-pure functions from text to dataclasses, tested on recorded output, and total: what they cannot
-read (a line, a value) becomes a warning on the `Parsed` list they return, never an exception,
-unless nothing at all is readable. sbatch itself is called by submitit (see `submit.py`), with the
-script `render.py` produced.
+Every command goes through `run()`, the single process seam that unit tests replace. The parsers
+are pure functions in `slurm_parse.py` (their names are importable from here as well). sbatch
+runs here: `sbatch()` for sbatch files, and for everything else through submitit, whose
+`_submit_command` `submitit_private.py` replaces with a call of `sbatch()`.
+
+A busy controller: sbatch and squeue may fail with "Socket timed out on send/recv operation" or
+"Unable to contact slurm controller", and a timed-out sbatch may have queued its job all the same.
+`run()` raises `SlurmBusy` for such answers and `patiently()` asks again after a pause, within a
+deadline (`Patience`). Every submission carries a tag in its --comment (`new_tag`), and before
+sbatch runs again the tag is looked up (`find_tagged`): one submission is at most one job.
 """
 
 from __future__ import annotations
 
 import getpass
+import os
 import re
+import secrets
 import subprocess
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
 
-from deltajobs.errors import SlurmError
+from deltajobs.errors import SlurmError, SpecError
+from deltajobs.slurm_parse import (
+    FINAL_STATES,
+    SACCT_FIELDS,
+    SQUEUE_FIELDS,
+    AcctRecord,
+    Attempt,
+    Parsed,
+    QueueRecord,
+    normalise_state,
+    one_line,
+    oom_state,
+    parse_config_value,
+    parse_duration,
+    parse_reason,
+    parse_sacct,
+    parse_size_mb,
+    parse_squeue,
+    parse_tres,
+    split_fields,
+    step_tasks,
+)
+
+__all__ = [  # the parsers' names, importable from here as before the split
+    "FINAL_STATES",
+    "SACCT_FIELDS",
+    "SQUEUE_FIELDS",
+    "AcctRecord",
+    "Attempt",
+    "Parsed",
+    "QueueRecord",
+    "normalise_state",
+    "one_line",
+    "oom_state",
+    "parse_config_value",
+    "parse_duration",
+    "parse_reason",
+    "parse_sacct",
+    "parse_size_mb",
+    "parse_squeue",
+    "parse_tres",
+    "split_fields",
+    "step_tasks",
+]
 
 DEFAULT_TIMEOUT = 30.0
 SBATCH_TIMEOUT = 60.0
+DEADLINE_ENV = "DELTAJOBS_SLURM_DEADLINE"  # seconds a submit or cancel keeps asking a busy SLURM
 
-# States after which a job never changes again (sacct's vocabulary).
-FINAL_STATES = frozenset(
-    {
-        "BOOT_FAIL",
-        "CANCELLED",
-        "COMPLETED",
-        "DEADLINE",
-        "FAILED",
-        "NODE_FAIL",
-        "OUT_OF_MEMORY",
-        "PREEMPTED",
-        "TIMEOUT",
-        "REVOKED",
-    }
-)
+# SLURM's words for "busy, ask again", and whether the command may have taken effect all the same:
+# a request sent and not answered may have been carried out; one that never reached slurmctld not.
+BUSY = {
+    "socket timed out on send/recv operation": True,
+    "zero bytes were transmitted or received": True,
+    "connection reset by peer": True,
+    "unable to contact slurm controller": False,  # (connect failure): nothing was sent
+    "connection refused": False,
+    "temporarily unable to accept job": False,  # sbatch's own retries ran out
+}
 
-SQUEUE_FIELDS = ("%i", "%j", "%T", "%P", "%r", "%M", "%l", "%D", "%b", "%V", "%S")
-SACCT_FIELDS = (
-    "JobID",
-    "JobName",
-    "State",
-    "Partition",
-    "Account",
-    "AllocTRES",
-    "ElapsedRaw",
-    "TimelimitRaw",
-    "TotalCPU",
-    "MaxRSS",
-    "ExitCode",
-    "Submit",
-    "Start",
-    "End",
-    "NCPUS",
-    "NNodes",
-    "ReqMem",
-    "NTasks",
-)
+
+class SlurmBusy(SlurmError):
+    """SLURM did not answer in time, or said it is busy. `maybe_done`: the request may have been
+    carried out all the same (a timed-out sbatch may have queued its job)."""
+
+    def __init__(self, message: str, maybe_done: bool, reason: str = "") -> None:
+        super().__init__(message)
+        self.maybe_done = maybe_done
+        self.reason = reason or message  # SLURM's words alone, for the retry line
 
 
 def run(argv: Sequence[str], timeout: float = DEFAULT_TIMEOUT, input_text: str | None = None) -> str:
-    """Run a SLURM command and return its stdout; raise SlurmError with its stderr otherwise.
+    """Run a SLURM command and return its stdout; raise SlurmError with its stderr otherwise, and
+    SlurmBusy where it timed out or SLURM said it is busy (see BUSY).
 
     Bytes that are not UTF-8 (a job name or a node's Reason= typed in Latin-1) read as U+FFFD:
     SLURM passes names through as bytes, and one such job must not stop us reading the others.
@@ -80,128 +117,107 @@ def run(argv: Sequence[str], timeout: float = DEFAULT_TIMEOUT, input_text: str |
     except FileNotFoundError:
         raise SlurmError(f"{argv[0]} not found: is SLURM installed here? (--local runs on this machine)") from None
     except subprocess.TimeoutExpired:
-        raise SlurmError(f"{argv[0]} did not answer within {timeout:g}s: is slurmctld up?") from None
+        reason = f"{argv[0]} did not answer within {timeout:g}s"
+        raise SlurmBusy(f"{reason}: is slurmctld up?", maybe_done=True, reason=reason) from None
     if proc.returncode != 0:
         lines = (proc.stderr.strip() or proc.stdout.strip()).splitlines()
         detail = lines[-1] if lines else f"exit code {proc.returncode}"
-        raise SlurmError(f"{argv[0]} failed: {detail}")
+        message = f"{argv[0]} failed: {detail}"
+        busy = [done for words, done in BUSY.items() if words in detail.lower()]
+        if busy:
+            raise SlurmBusy(message, maybe_done=busy[0], reason=f"{argv[0]}: {detail.split(': ')[-1]}")
+        raise SlurmError(message)
     return proc.stdout
 
 
-def sbatch(options: Sequence[str], script: str) -> str:
-    """Submit an sbatch script file as written with `options` (which include --parsable); its job id."""
-    out = run(["sbatch", *options, script], timeout=SBATCH_TIMEOUT)
-    job_id = out.strip().splitlines()[-1].split(";")[0] if out.strip() else ""
-    if not re.fullmatch(r"\d+(_\d+)?", job_id):
-        raise SlurmError(f"sbatch did not print a job id: {out.strip()[:200]!r}")
-    return job_id
+# -- asking a busy SLURM again ---------------------------------------------------------------------
 
+
+@dataclass(frozen=True)
+class Patience:
+    """How long to keep asking a busy SLURM: a pause before each retry, and a deadline for all the
+    tries together (each try's own timeout is cut to what is left). `announce`: say on stderr,
+    once, that SLURM is slow (submit and cancel do; queries fall back to the cache quietly)."""
+
+    pauses_s: tuple[float, ...]
+    deadline_s: float
+    announce: bool = True
+
+
+# sbatch and scancel: 5 tries within 2 minutes. With Delta's MessageTimeout unknown (SLURM's default
+# is 10 s, as on minidelta: a guess for Delta), a try that times out costs 10 s, so ~4 fit.
+SUBMIT_PATIENCE = Patience((3.0, 6.0, 12.0, 24.0), 120.0)
+# squeue/sacct: one retry, then the caller shows the cached state with one warning line.
+QUERY_PATIENCE = Patience((2.0,), 20.0, announce=False)
+
+
+def submit_patience() -> Patience:
+    """SUBMIT_PATIENCE, with its deadline from $DELTAJOBS_SLURM_DEADLINE where set (seconds)."""
+    text = os.environ.get(DEADLINE_ENV)
+    if text is None:
+        return SUBMIT_PATIENCE
+    try:
+        deadline = float(text)
+    except ValueError:
+        deadline = -1.0
+    if not 1 <= deadline <= 3600:
+        raise SpecError(DEADLINE_ENV, f"{text!r} is not a number of seconds between 1 and 3600")
+    return Patience(SUBMIT_PATIENCE.pauses_s, deadline)
+
+
+def _say(message: str) -> None:
+    print(f"deltajobs: {message}", file=sys.stderr, flush=True)
+
+
+notify: Callable[[str], None] = _say  # where retries are announced (the CLI's stderr)
 
 T = TypeVar("T")
 
 
-class Parsed(list[T], Generic[T]):
-    """What a parser read, and a warning for each line or value it could not read (skipped or read
-    as unknown). A plain list to its callers; `warning` says it all in one line for the user."""
+def patiently(
+    attempt: Callable[[float], T],
+    patience: Patience,
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    lookup: Callable[[float], T | None] | None = None,
+) -> T:
+    """`attempt(timeout)`, asked again after each SlurmBusy while `patience` allows.
 
-    def __init__(self, records: Iterable[T] = (), warnings: Iterable[str] = ()) -> None:
-        super().__init__(records)
-        self.warnings = list(warnings)
-
-    @property
-    def warning(self) -> str | None:
-        return one_line(self.warnings)
-
-
-def one_line(warnings: Sequence[str]) -> str | None:
-    """Warnings as one line for the user: the first, and how many more; None when there are none."""
-    if not warnings:
-        return None
-    more = len(warnings) - 1
-    return warnings[0] + (f" (and {more} more)" if more else "")
-
-
-@dataclass(frozen=True)
-class QueueRecord:
-    """One line of squeue: a job that is pending or running."""
-
-    job_id: str
-    name: str
-    state: str
-    partition: str
-    reason: str
-    elapsed: str
-    time_limit: str
-    nodes: int
-    gres: str
-    submit: str
-    start: str
-
-
-@dataclass(frozen=True)
-class Attempt:
-    """One run of a job: a job that was requeued (timeout, preemption, node failure) has several,
-    and each one is charged (`sacct --duplicates` lists them all)."""
-
-    state: str
-    start: str
-    end: str
-    elapsed_s: int
-    billing: float
-
-    @property
-    def su(self) -> float:
-        return self.elapsed_s * self.billing / 3_600_000
-
-
-@dataclass(frozen=True)
-class AcctRecord:
-    """One job from sacct, with its steps and earlier attempts folded in.
-
-    `state`, `end`, `exit_code` and `alloc_tres` are the last attempt's; `submit` and `start` the
-    first attempt's; `elapsed_s`, `total_cpu_s` and the charge add up
-    every attempt; MaxRSS is the peak over all steps of all attempts.
+    With `lookup`, an attempt that may have been carried out is not repeated blindly: before the
+    next try `lookup(timeout)` is asked, and what it finds is the result; while it cannot answer
+    either, it is asked again and the attempt is not. Past the deadline: the last SlurmBusy, with
+    how often and how long SLURM was asked, and whether an attempt may have been carried out.
     """
-
-    job_id: str
-    name: str
-    state: str
-    partition: str
-    account: str
-    alloc_tres: dict[str, str]
-    elapsed_s: int
-    timelimit_s: int | None
-    total_cpu_s: float
-    max_rss_mb: float | None
-    exit_code: str
-    submit: str
-    start: str
-    end: str
-    ncpus: int
-    nnodes: int
-    req_mem: str
-    steps: list[str] = field(default_factory=list)
-    attempts: list[Attempt] = field(default_factory=list)
-
-    @property
-    def billing(self) -> float:
-        return _float(self.alloc_tres.get("billing", ""))
-
-    @property
-    def gpus(self) -> int:
-        return _int(self.alloc_tres.get("gres/gpu", ""))
-
-    @property
-    def su(self) -> float:
-        """Charge in Service Units, as jobcharge computes it: elapsed x billing / 3,600,000, summed
-        over every attempt of a requeued job."""
-        if self.attempts:
-            return sum(a.su for a in self.attempts)
-        return self.elapsed_s * self.billing / 3_600_000
-
-    @property
-    def restarts(self) -> int:
-        return max(0, len(self.attempts) - 1)
+    started = time.monotonic()
+    deadline = started + patience.deadline_s
+    maybe_done = False  # an attempt may have been carried out, and no lookup has said otherwise
+    tries = 0
+    last: SlurmBusy | None = None
+    for retry in range(len(patience.pauses_s) + 1):
+        if last is not None:
+            if retry == 1 and patience.announce:
+                notify(
+                    f"SLURM is slow to answer ({last.reason}); retrying (1/{len(patience.pauses_s)}), "
+                    f"for {patience.deadline_s:g}s at most..."
+                )
+            time.sleep(max(0.0, min(patience.pauses_s[retry - 1], deadline - time.monotonic() - 1)))
+        try:
+            if maybe_done and lookup is not None:
+                found = lookup(min(timeout, max(1.0, deadline - time.monotonic())))
+                if found is not None:
+                    return found
+                maybe_done = False
+            left = deadline - time.monotonic()
+            if left < 1:
+                break
+            tries += 1
+            return attempt(min(timeout, left))
+        except SlurmBusy as err:
+            last = err
+            maybe_done = maybe_done or err.maybe_done
+    assert last is not None
+    spent = time.monotonic() - started
+    raise SlurmBusy(f"{last} (asked {tries} time{'s' if tries != 1 else ''} in {spent:.0f}s)", maybe_done)
 
 
 # -- argv builders --------------------------------------------------------------------------------
@@ -237,270 +253,131 @@ def scancel_argv(job_ids: Iterable[str]) -> list[str]:
     return ["scancel", *job_ids]
 
 
-# -- parsers --------------------------------------------------------------------------------------
+def tagged_squeue_argv() -> list[str]:
+    """Every job of the user slurmctld still holds, whatever its state: its id (an array's own
+    id for every task) and its comment, which squeue shows as soon as sbatch has queued it."""
+    return ["squeue", "--noheader", "--states=all", f"--user={getpass.getuser()}", "--format=%F|%k"]
 
 
-def split_fields(line: str, count: int, name_at: int = 1) -> list[str] | None:
-    """`line` split at `|` into `count` fields, or None when some are missing.
-
-    SLURM does not escape a `|` in the job name (users name jobs freely), and the name is the only
-    field a user writes: every extra `|` belongs to the field at `name_at`.
-    """
-    parts = line.split("|")
-    extra = len(parts) - count
-    if extra < 0:
-        return None
-    return [*parts[:name_at], "|".join(parts[name_at : name_at + extra + 1]), *parts[name_at + extra + 1 :]]
+def tagged_sacct_argv() -> list[str]:
+    """The user's jobs of the last hour with their submit lines (which hold the --comment), for a
+    job that already left slurmctld's memory (MinJobAge). sacct's Comment needs
+    AccountingStoreFlags=job_comment; SubmitLine is stored without it (Slurm 21.08+)."""
+    user = f"--user={getpass.getuser()}"
+    return ["sacct", "--noheader", "--parsable2", "-X", user, "--starttime=now-1hours", "--format=JobID,SubmitLine"]
 
 
-def parse_reason(text: str) -> str:
-    """squeue's reason: `(Priority)` -> `Priority`; a `)` of the reason's own stays, as in
-    `Job's QOS not permitted to use this partition (gpu allows normal not scav)`."""
-    text = text.strip()
-    return text[1:-1] if text.startswith("(") and text.endswith(")") else text
+# -- submitting exactly once ------------------------------------------------------------------------
 
 
-def parse_squeue(text: str) -> Parsed[QueueRecord]:
-    """`squeue --format` with SQUEUE_FIELDS -> one record per job; unreadable lines are warnings."""
-    records: Parsed[QueueRecord] = Parsed()
-    unreadable: list[str] = []
-    for line in _lines(text):
-        parts = split_fields(line, len(SQUEUE_FIELDS))
-        if parts is None:
-            unreadable.append(line)
-            continue
-        job_id, name, state, partition, reason, elapsed, limit, nodes, gres, submit, start = parts
-        if not nodes.strip().isdigit():
-            records.warnings.append(f"squeue: job {job_id.strip()}: NODES={nodes!r} is not a number (read as 0)")
-        records.append(
-            QueueRecord(
-                job_id=job_id.strip(),
-                name=name,
-                state=state.strip(),
-                partition=partition,
-                reason=parse_reason(reason),
-                elapsed=elapsed,
-                time_limit=limit,
-                nodes=_int(nodes),
-                gres=gres,
-                submit=submit,
-                start=start,
-            )
-        )
-    return _finish(records, unreadable, "squeue")
+def new_tag(name: str) -> str:
+    """A submission's tag, its --comment: `deltajobs:<run or sweep directory>:<nonce>`."""
+    return f"deltajobs:{name}:{secrets.token_hex(4)}"
 
 
-# What sacct prints in the fields deltajobs computes with (empty: not applicable, as for steps).
-_SACCT_VALUES = {
-    "ElapsedRaw": re.compile(r"\d+"),
-    "TimelimitRaw": re.compile(r"\d+|UNLIMITED|Partition_Limit"),
-    "TotalCPU": re.compile(r"(?:\d+-)?(?:\d+:)?\d+:\d+(?:\.\d+)?"),
-    "MaxRSS": re.compile(r"\d+(?:\.\d+)?[KMGTP]?"),
-    "NCPUS": re.compile(r"\d+"),
-    "NNodes": re.compile(r"\d+"),
-    "NTasks": re.compile(r"\d+"),
-    "billing": re.compile(r"\d+(?:\.\d+)?"),  # in AllocTRES
-}
+def with_tag(options: Sequence[str], tag: str) -> list[str]:
+    """sbatch `options` whose --comment is `tag` (any other --comment given is replaced)."""
+    return [*(o for o in options if not o.startswith("--comment=")), f"--comment={tag}"]
 
 
-def parse_sacct(text: str) -> Parsed[AcctRecord]:
-    """Parse `sacct --parsable2 [--duplicates]` output with SACCT_FIELDS into one record per job.
-
-    Steps (123.batch, 123.0) fold into the attempt they follow; the attempts of a requeued job (the
-    same JobID listed again, oldest first) fold into one record whose elapsed time and charge are
-    their sums (see `AcctRecord`). A line or value it cannot read is a warning: that job is left
-    out, or the value read as 0, and the other jobs are read as usual.
-    """
-    attempts: dict[str, list[tuple[dict[str, str], list[dict[str, str]]]]] = {}
-    unreadable: list[str] = []
-    warnings: list[str] = []
-    for line in _lines(text):
-        parts = split_fields(line, len(SACCT_FIELDS))
-        if parts is None:
-            unreadable.append(line)
-            continue
-        row = dict(zip(SACCT_FIELDS, parts, strict=True))
-        values = {**row, "billing": parse_tres(row["AllocTRES"]).get("billing", "")}
-        odd = [
-            f"{key}={value!r}"
-            for key, form in _SACCT_VALUES.items()
-            if (value := values[key]) and not form.fullmatch(value)
-        ]
-        if odd:
-            warnings.append(f"sacct: {row['JobID']}: could not read {', '.join(odd)} (read as 0)")
-        job_id, dot, _step = row["JobID"].partition(".")
-        if not dot:
-            attempts.setdefault(job_id, []).append((row, []))
-        elif job_id in attempts:
-            attempts[job_id][-1][1].append(row)
-    records = Parsed((_fold(job_id, runs) for job_id, runs in attempts.items()), warnings)
-    return _finish(records, unreadable, "sacct")
-
-
-def _lines(text: str) -> list[str]:
-    return [line for line in text.splitlines() if line.strip()]
-
-
-def _finish(records: Parsed[T], unreadable: list[str], command: str) -> Parsed[T]:
-    """The records, with a warning for each line left out; SlurmError when no line was readable:
-    that is not the output deltajobs asked for (an error message, another format)."""
-    if unreadable and not records:
-        raise SlurmError(f"{command} printed an unexpected line: {unreadable[0][:200]!r}")
-    records.warnings[:0] = [f"{command}: skipped a line it could not read: {line[:120]!r}" for line in unreadable]
-    return records
-
-
-def _fold(job_id: str, runs: list[tuple[dict[str, str], list[dict[str, str]]]]) -> AcctRecord:
-    last, _ = runs[-1]
-    alloc_tres = parse_tres(last["AllocTRES"])
-    done: list[Attempt] = []
-    peak: float | None = None
-    total_cpu = 0.0
-    step_names: list[str] = []
-    for job, steps in runs:
-        tres = parse_tres(job["AllocTRES"])
-        run_state = normalise_state(job["State"])
-        for row, tasks in [(job, 1), *((step, step_tasks(step)) for step in steps)]:
-            rss = parse_size_mb(row["MaxRSS"])
-            if rss is not None:
-                peak = max(peak or 0.0, rss)
-                run_state = oom_state(run_state, rss, tres, tasks)
-        total_cpu += max(parse_duration(job["TotalCPU"]), sum(parse_duration(s["TotalCPU"]) for s in steps))
-        step_names = [s["JobID"] for s in steps]
-        done.append(
-            Attempt(
-                state=run_state,
-                start=job["Start"],
-                end=job["End"],
-                elapsed_s=_int(job["ElapsedRaw"]),
-                billing=_float(tres.get("billing", "")),
-            )
-        )
-    return AcctRecord(
-        job_id=job_id,
-        name=last["JobName"],
-        state=done[-1].state,
-        partition=last["Partition"],
-        account=last["Account"],
-        alloc_tres=alloc_tres,
-        elapsed_s=sum(a.elapsed_s for a in done),
-        timelimit_s=_int(last["TimelimitRaw"]) * 60 if last["TimelimitRaw"].isdigit() else None,
-        total_cpu_s=total_cpu,
-        max_rss_mb=peak,
-        exit_code=last["ExitCode"],
-        submit=runs[0][0]["Submit"],
-        start=runs[0][0]["Start"],
-        end=last["End"],
-        ncpus=_int(last["NCPUS"]),
-        nnodes=_int(last["NNodes"]),
-        req_mem=last["ReqMem"],
-        steps=step_names,
-        attempts=done,
-    )
-
-
-def step_tasks(step: dict[str, str]) -> int:
-    """Tasks per node of a step (the batch step runs one)."""
-    tasks, nodes = _int(step.get("NTasks", "")), _int(step.get("NNodes", ""))
-    return max(1, tasks // max(1, nodes))
-
-
-def oom_state(state: str, peak_mb: float | None, alloc_tres: dict[str, str], tasks_per_node: int = 1) -> str:
-    """FAILED with a step's tasks above the memory reserved per node is OUT_OF_MEMORY.
-
-    With cgroups (Delta) SLURM says OUT_OF_MEMORY itself; without them (JobAcctGatherParams=
-    OverMemoryKill, as on minidelta) it kills the step and the job only shows FAILED. MaxRSS is
-    the largest task's, and `mem` in AllocTRES is the whole job's: the tasks on one node share that
-    node's part, so the peak counts once per task on a node (DDP ranks are alike).
-    """
-    reserved = parse_size_mb(alloc_tres.get("mem", ""))
-    nodes = max(1, _int(alloc_tres.get("node", "1")))
-    if state == "FAILED" and peak_mb is not None and reserved and peak_mb * tasks_per_node > reserved / nodes:
-        return "OUT_OF_MEMORY"
-    return state
-
-
-def normalise_state(state: str) -> str:
-    """`CANCELLED by 0` -> `CANCELLED`; `RUNNING` stays."""
-    return state.split()[0] if state else "UNKNOWN"
-
-
-def parse_tres(text: str) -> dict[str, str]:
-    """`billing=1000,cpu=1,gres/gpu=1,mem=16G,node=1` -> dict."""
-    result = {}
-    for item in text.split(","):
-        key, sep, value = item.partition("=")
-        if sep:
-            result[key.strip()] = value.strip()
-    return result
-
-
-_DURATION = re.compile(r"(?:(?P<d>\d+)-)?(?:(?P<h>\d+):)?(?P<m>\d+):(?P<s>\d+(?:\.\d+)?)")
-
-
-def parse_duration(text: str) -> float:
-    """sacct's `[D-][HH:]MM:SS[.mmm]` -> seconds; empty or unknown -> 0."""
-    match = _DURATION.fullmatch(text.strip())
-    if not match:
-        return 0.0
-    days, hours = int(match["d"] or 0), int(match["h"] or 0)
-    return ((days * 24 + hours) * 60 + int(match["m"])) * 60 + float(match["s"])
-
-
-_SIZE = re.compile(r"(?P<n>\d+(?:\.\d+)?)(?P<unit>[KMGTP]?)")
-_MB = {"": 1 / (1024 * 1024), "K": 1 / 1024, "M": 1, "G": 1024, "T": 1024**2, "P": 1024**3}
-
-
-def parse_size_mb(text: str) -> float | None:
-    """sacct's `123456K`, `1.5G` -> megabytes; empty -> None. A bare number is bytes."""
-    match = _SIZE.fullmatch(text.strip())
-    return float(match["n"]) * _MB[match["unit"]] if match else None
-
-
-def _int(text: str) -> int:
-    text = text.strip()
-    return int(text) if text.isdigit() else 0
-
-
-def _float(text: str) -> float:
+def find_tagged(tag: str, timeout: float = DEFAULT_TIMEOUT) -> str | None:
+    """The id of the job whose comment is `tag` (an array's own id), or None: squeue first, then
+    sacct's submit lines. SlurmBusy when squeue cannot answer (nothing is known then)."""
+    for line in run(tagged_squeue_argv(), timeout=timeout).splitlines():
+        job_id, _, comment = line.partition("|")
+        if comment.strip() == tag:
+            return job_id.strip()
     try:
-        return float(text)
-    except ValueError:
-        return 0.0
+        text = run(tagged_sacct_argv(), timeout=timeout)
+    except SlurmError:
+        return None  # slurmctld answered without it; slurmdbd adds nothing it would have missed
+    for line in text.splitlines():
+        job_id, _, submit_line = line.partition("|")
+        if f"--comment={tag}" in submit_line.split():
+            return job_id.split("_")[0].strip()
+    return None
+
+
+def sbatch(options: Sequence[str], script: str, tag: str, patience: Patience | None = None) -> str:
+    """Submit `script` with `options` (which include --parsable) tagged with `tag`; its job id.
+
+    One call is at most one job: a busy SLURM is asked again (`submit_patience()`), and after a
+    try that may have queued the job, its tag is looked up before sbatch runs again.
+    """
+    argv = ["sbatch", *with_tag(options, tag), script]
+
+    def attempt(timeout: float) -> str:
+        out = run(argv, timeout=timeout).strip()
+        # `ID` or `ID;CLUSTER` with --parsable; `Submitted batch job ID` without it
+        found = re.fullmatch(r"(?:Submitted batch job )?(\d+)(?:;\S*)?", out.splitlines()[-1] if out else "")
+        if found is None:
+            raise SlurmError(f"sbatch did not print a job id: {out[:200]!r}")
+        return found.group(1)
+
+    def lookup(timeout: float) -> str | None:
+        found = find_tagged(tag, timeout)
+        if found is not None:
+            notify(f"sbatch timed out, but SLURM had queued the job: {found} (comment {tag})")
+        return found
+
+    try:
+        return patiently(attempt, patience or submit_patience(), timeout=SBATCH_TIMEOUT, lookup=lookup)
+    except SlurmBusy as err:
+        if not err.maybe_done:
+            raise SlurmBusy(f"slurmctld is not answering ({err}); nothing was submitted", False) from None
+        raise SlurmBusy(
+            f"slurmctld is not answering ({err}); sbatch may yet queue the job: `squeue --me --format='%i %k'` "
+            f"shows it with comment {tag}; nothing was recorded, so scancel it if it appears",
+            maybe_done=True,
+        ) from None
 
 
 # -- calls ----------------------------------------------------------------------------------------
 
 
 def squeue(user: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> Parsed[QueueRecord]:
-    return parse_squeue(run(squeue_argv(user), timeout=timeout))
+    text = patiently(lambda t: run(squeue_argv(user), timeout=t), QUERY_PATIENCE, timeout=timeout)
+    return parse_squeue(text)
 
 
 def sacct(job_ids: Iterable[str] = (), timeout: float = DEFAULT_TIMEOUT, **kwargs: str | None) -> Parsed[AcctRecord]:
-    return parse_sacct(run(sacct_argv(job_ids, **kwargs), timeout=timeout))
+    argv = sacct_argv(job_ids, **kwargs)
+    return parse_sacct(patiently(lambda t: run(argv, timeout=t), QUERY_PATIENCE, timeout=timeout))
 
 
-def scancel(job_ids: Iterable[str], timeout: float = DEFAULT_TIMEOUT) -> None:
-    run(scancel_argv(job_ids), timeout=timeout)
+def scancel(job_ids: Iterable[str], timeout: float = DEFAULT_TIMEOUT, patience: Patience | None = None) -> None:
+    """Cancel the jobs; a busy SLURM is asked again (cancelling twice does no harm), and then
+    squeue says whether they did leave the queue."""
+    ids = list(job_ids)
+    busy: list[SlurmBusy] = []
 
+    def attempt(limit: float) -> None:
+        try:
+            run(scancel_argv(ids), timeout=limit)
+        except SlurmBusy as err:
+            busy.append(err)
+            raise
 
-def ping(timeout: float = 10.0) -> None:
-    """Raise SlurmError unless slurmctld answers (sbatch alone would retry for minutes)."""
     try:
-        out = run(["scontrol", "ping"], timeout=timeout)
-    except SlurmError as err:
-        raise SlurmError(f"slurmctld is not answering ({err}); nothing was submitted") from None
-    if "UP" not in out:
-        raise SlurmError(f"slurmctld is not answering ({out.strip()}); nothing was submitted")
+        patiently(attempt, patience or submit_patience(), timeout=timeout)
+    except SlurmBusy as err:
+        undone = "they may or may not be cancelled" if err.maybe_done else "nothing was cancelled"
+        raise SlurmBusy(f"slurmctld is not answering ({err}); {undone}: cancel again later", err.maybe_done) from None
+    if busy:
+        still = still_queued(ids, timeout)
+        if still:
+            raise SlurmError(f"scancel answered, but squeue still shows {', '.join(still)}: cancel again")
 
 
-def parse_config_value(text: str, key: str) -> str | None:
-    """A value from `scontrol show config` output (`Key = value` lines)."""
-    for line in text.splitlines():
-        name, sep, value = line.partition("=")
-        if sep and name.strip() == key:
-            return value.strip()
-    return None
+def still_queued(job_ids: list[str], timeout: float = DEFAULT_TIMEOUT) -> list[str]:
+    """`job_ids` that squeue shows pending or running (`ID STATE`); none where it cannot answer."""
+    argv = ["squeue", "--noheader", "--states=all", "--jobs=" + ",".join(job_ids), "--format=%i|%T"]
+    try:
+        text = patiently(lambda t: run(argv, timeout=t), QUERY_PATIENCE, timeout=timeout)
+    except SlurmError:
+        return []  # an unknown id (gone already) is an error to squeue; a busy one tells nothing
+    pairs = [line.split("|", 1) for line in text.splitlines() if "|" in line]
+    return [f"{job} {state}" for job, state in pairs if state.strip() in ("PENDING", "RUNNING", "SUSPENDED")]
 
 
 def cluster_name() -> str | None:

@@ -1,11 +1,14 @@
 """The SLURM backend: sbatch (through submitit, with the script `render.py` produced), one squeue and
 one sacct call to refresh any number of jobs, one scancel to cancel them.
+
+Each submission is tagged (`slurm.new_tag`: its run or sweep directory and a nonce, as --comment):
+a busy SLURM is asked again, and a timed-out sbatch that queued its job all the same is found by
+its tag, so one submission is one job (see `slurm.sbatch`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import io
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +18,7 @@ from deltajobs.backends.submitit_private import DeltaSlurmArrayExecutor, DeltaSl
 from deltajobs.errors import SlurmError
 from deltajobs.registry import JobRow
 from deltajobs.render import job_python, render, submitit_folder
+from deltajobs.slurm import SlurmBusy
 from deltajobs.spec import ResolvedJob
 
 
@@ -31,13 +35,13 @@ class SlurmBackend(Backend):
             return submit_sbatch_file(resolved, run_dir)
         script = render(resolved, run_dir)
         (run_dir / "job.sh").write_text(script)
-        slurm.ping()
         folder = submitit_folder(run_dir)
-        executor = _executor(DeltaSlurmExecutor, resolved, folder, script)
+        executor = _executor(DeltaSlurmExecutor, resolved, folder, script, slurm.new_tag(run_dir.name))
         try:
-            with contextlib.redirect_stderr(io.StringIO()):  # submitit echoes sbatch's stderr; we say it once
-                job = executor.submit(payload.task(run_dir))
-        except (FailedJobError, OSError, RuntimeError) as err:
+            job = executor.submit(payload.task(run_dir))
+        except SlurmBusy:
+            raise
+        except (SlurmError, FailedJobError, OSError, RuntimeError) as err:
             raise SlurmError(f"sbatch refused the job: {sbatch_error_line(err)}") from None
         return _submission(str(job.job_id), run_dir, folder, run_dir / "job.sh")
 
@@ -52,13 +56,14 @@ class SlurmBackend(Backend):
         """ONE sbatch call of the array script: task i unpickles point i's task (or calls[i])."""
         script = render_array(resolved[0], sweep_dir, len(resolved), max_parallel)
         (sweep_dir / "job.sh").write_text(script)
-        slurm.ping()
         folder = submitit_folder(sweep_dir)
-        executor = _executor(DeltaSlurmArrayExecutor, resolved[0], folder, script)
+        executor = _executor(DeltaSlurmArrayExecutor, resolved[0], folder, script, slurm.new_tag(sweep_dir.name))
         calls = calls or [one.payload.task(run_dir) for one, run_dir in zip(resolved, run_dirs, strict=True)]
         try:
             jobs = executor.submit_array(calls)
-        except (FailedJobError, OSError, RuntimeError) as err:
+        except SlurmBusy:
+            raise
+        except (SlurmError, FailedJobError, OSError, RuntimeError) as err:
             raise SlurmError(f"sbatch refused the sweep: {sbatch_error_line(err)}") from None
         points = [
             _submission(str(job.job_id), run_dir, folder, sweep_dir / "job.sh")
@@ -113,11 +118,13 @@ def submit_sbatch_file(resolved: ResolvedJob, run_dir: Path) -> Submission:
 
     payload = resolved.payload
     assert isinstance(payload, SbatchPayload)
-    slurm.ping()
-    options = payload.sbatch_options(run_dir)
+    tag = slurm.new_tag(run_dir.name)
+    options = slurm.with_tag(payload.sbatch_options(run_dir), tag)
     (run_dir / "sbatch.args").write_text(" ".join(options) + "\n")
     try:
-        job_id = slurm.sbatch(options, str(run_dir / SCRIPT))
+        job_id = slurm.sbatch(options, str(run_dir / SCRIPT), tag)
+    except SlurmBusy:
+        raise
     except SlurmError as err:
         raise SlurmError(f"sbatch refused the job: {sbatch_error_line(err)}") from None
     log, err_log = payload.log_paths(run_dir, job_id, getpass.getuser())
@@ -170,7 +177,9 @@ def sbatch_error_line(err: BaseException) -> str:
     return (errors or lines or [err.__class__.__name__])[-1]
 
 
-def _executor(cls: type[DeltaSlurmExecutor], resolved: ResolvedJob, folder: Path, script: str) -> DeltaSlurmExecutor:
+def _executor(
+    cls: type[DeltaSlurmExecutor], resolved: ResolvedJob, folder: Path, script: str, tag: str
+) -> DeltaSlurmExecutor:
     res = resolved.spec.resources
     return cls(
         folder,
@@ -178,6 +187,7 @@ def _executor(cls: type[DeltaSlurmExecutor], resolved: ResolvedJob, folder: Path
         python=job_python(resolved),
         timeout_min=max(1, res.seconds // 60),
         max_requeues=res.max_requeues,
+        tag=tag,
     )
 
 

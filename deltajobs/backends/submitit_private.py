@@ -6,6 +6,9 @@ What we need that submitit does not offer publicly:
 - the sbatch script must be OUR rendered one, byte for byte (`_make_submission_file_text`);
 - a job array of that script: one sbatch call, one pickle per task (`_internal_process_submissions`
   with `_throttle`, `_submit_command`, `JobPaths.get_first_id_independent_folder`);
+- that sbatch call made by `deltajobs.slurm.sbatch`, tagged and asked again while SLURM is busy,
+  never twice for one job (`_submit_command`, with `_num_tasks`, `_write_job_id`,
+  `_set_job_permissions`, `JobPaths.move_temporary_file`);
 - local jobs whose controller outlives the CLI, with no inherited terminal or pipes
   (`submitit.local.local.start_controller` replaced while submitting; `submitit.local._local`);
 - a job that requeues itself after SLURM's timeout warning (`JobEnvironment._requeue`).
@@ -28,6 +31,7 @@ from submitit.core import core, utils
 from submitit.local import local
 from submitit.slurm.slurm import SlurmJob
 
+from deltajobs import slurm
 from deltajobs.errors import DeltaJobsError
 
 SUPPORTED = (">=1.5", "<1.6")  # keep in step with pyproject.toml
@@ -35,17 +39,32 @@ FailedJobError = utils.FailedJobError
 
 
 class DeltaSlurmExecutor(submitit.SlurmExecutor):
-    """submitit's SLURM executor whose sbatch script is our rendered one."""
+    """submitit's SLURM executor whose sbatch script is our rendered one, submitted by
+    `slurm.sbatch` with `tag` as its --comment (one job per submission, a busy SLURM or not)."""
 
-    def __init__(self, folder: Path, script: str, python: str, timeout_min: int, max_requeues: int) -> None:
+    def __init__(self, folder: Path, script: str, python: str, timeout_min: int, max_requeues: int, tag: str) -> None:
         super().__init__(folder=folder, max_num_timeout=max_requeues, python=shlex.quote(python))
         self.script = script
+        self.tag = tag
         self.parameters["time"] = timeout_min  # submitit's own timeout bookkeeping
 
     def _make_submission_file_text(self, command: str, uid: str) -> str:
         if command not in self.script:  # the launch line render() wrote must be submitit's
             raise DeltaJobsError(f"internal: rendered script does not run submitit's command {command!r}")
         return self.script
+
+    def _submit_command(self, command: str) -> core.Job[Any]:
+        """submitit's own steps, with its `sbatch FILE` (CommandFunction) replaced by `slurm.sbatch`."""
+        uid = uuid.uuid4().hex
+        path = utils.JobPaths.get_first_id_independent_folder(self.folder) / f".submission_file_{uid}.sh"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(self._make_submission_file_text(command, uid))
+        job_id = slurm.sbatch(["--parsable"], str(path), self.tag)
+        job: core.Job[Any] = self.job_class(folder=self.folder, job_id=job_id, tasks=list(range(self._num_tasks())))
+        job.paths.move_temporary_file(path, "submission_file", keep_as_symlink=True)
+        self._write_job_id(job.job_id, uid)
+        self._set_job_permissions(job.paths.folder)
+        return job
 
 
 class DeltaSlurmArrayExecutor(DeltaSlurmExecutor):
@@ -147,6 +166,10 @@ _EXPECTED: list[tuple[Any, str, list[str] | None]] = [
     (submitit.SlurmExecutor, "_internal_process_submissions", ["self", "delayed_submissions"]),
     (submitit.SlurmExecutor, "_submit_command", ["self", "command"]),
     (submitit.SlurmExecutor, "_throttle", ["self"]),
+    (submitit.SlurmExecutor, "_num_tasks", ["self"]),
+    (submitit.SlurmExecutor, "_write_job_id", ["self", "job_id", "uid"]),
+    (submitit.SlurmExecutor, "_set_job_permissions", ["folder"]),
+    (submitit.SlurmExecutor, "job_class", None),
     (submitit.SlurmExecutor, "_submitit_command_str", None),
     (submitit.LocalExecutor, "_internal_process_submissions", ["self", "delayed_submissions"]),
     (utils.JobPaths, "get_first_id_independent_folder", ["folder"]),
