@@ -164,12 +164,16 @@ def append_line(path: Path | str, line: str) -> None:
 
 
 def write_marker(run_dir: Path, message: str) -> bool:
-    """Leave `message` in RUN_DIR/disk-full.txt for `status`/`results` (best effort: the disk is full,
-    though the failed write's own bytes have usually been freed). True if it was written."""
+    """Leave `message` in RUN_DIR/disk-full.txt for `status`/`results`. Best effort: the disk is full
+    (the trainer's failed write freed its own bytes; a user's program may not have), so where it does
+    not fit no part of it stays, and the exit status (28) is what tells. True if it was written."""
+    path = Path(run_dir) / DISK_FULL_FILE
     try:
-        (Path(run_dir) / DISK_FULL_FILE).write_text(message + "\n")
+        path.write_text(message + "\n")
         return True
     except OSError:
+        with contextlib.suppress(OSError):
+            path.unlink()
         return False
 
 

@@ -156,7 +156,7 @@ def log_tail() -> str:
     try:
         if not stat.S_ISREG(os.fstat(2).st_mode):  # a terminal or a pipe: nothing to read back
             return ""
-        with open(os.readlink("/proc/self/fd/2"), "rb") as handle:
+        with open("/proc/self/fd/2", "rb") as handle:  # its own open file: even if deleted
             handle.seek(max(0, os.fstat(handle.fileno()).st_size - LOG_TAIL))
             return handle.read().decode("utf-8", "replace")
     except OSError:
