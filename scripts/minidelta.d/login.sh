@@ -94,6 +94,9 @@ login_keys() {
 # login_user: $LOGIN_USER with a home and bash, no password (not locked: '*', so that sshd without
 # PAM lets a key in), the client key authorised, and `module` in every bash (~/.bashrc, before
 # Debian's "not interactive: return", as RHEL's /etc/bashrc does on Delta -- a guess about Delta).
+# The test is `type module`, not Lmod's variables: a job's bash inherits SSH_CLIENT from the login
+# session, so Debian's bash reads ~/.bashrc instead of BASH_ENV (the TaskProlog's Lmod), with
+# LMOD_CMD set and no `module` function (exported functions do not survive sbatch's /bin/sh).
 login_user() {
     local home ssh_dir rc line
     if ! id "$LOGIN_USER" >/dev/null 2>&1; then
@@ -111,7 +114,7 @@ login_user() {
         log "authorised $LOGIN_CLIENT_KEY for $LOGIN_USER"
     fi
     rc="$home/.bashrc"
-    line="[ -z \"\${LMOD_CMD:-}\" ] && [ -r /etc/profile.d/lmod.sh ] && . /etc/profile.d/lmod.sh $MARKER"
+    line="type module >/dev/null 2>&1 || { [ -r /etc/profile.d/lmod.sh ] && . /etc/profile.d/lmod.sh; } $MARKER"
     if ! grep -qxF "$line" "$rc" 2>/dev/null; then
         { echo "$line"; grep -vF "$MARKER" "$rc" 2>/dev/null || true; } >"$rc.minidelta"
         chown "$LOGIN_USER:$LOGIN_USER" "$rc.minidelta"
