@@ -25,7 +25,11 @@ import submitit
 
 from deltajobs.backends import submitit_private
 
-ATTEMPTS_FILE = "attempts.json"
+# What a run directory says of its starts lives in progress.py, which status imports without submitit.
+from deltajobs.progress import ATTEMPTS_FILE as ATTEMPTS_FILE
+from deltajobs.progress import attempt_nodes as attempt_nodes
+from deltajobs.progress import nodes_text as nodes_text
+from deltajobs.progress import restarts as restarts
 
 
 class StopFlag:
@@ -88,33 +92,6 @@ def record_attempt(run_dir: Path) -> int:
         tmp.write_text(json.dumps(data, indent=1))
         tmp.replace(path)
     return len(data["starts"]) - 1
-
-
-def attempt_nodes(run_dir: Path) -> list[str]:
-    """The nodes each start of a job ran on (SLURM's node list, e.g. `gpua[001-002]`), in order."""
-    try:
-        starts = json.loads((Path(run_dir) / ATTEMPTS_FILE).read_text())["starts"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return []
-    return [str(s.get("nodes") or s.get("host") or "?") for s in starts if isinstance(s, dict)]
-
-
-def nodes_text(run_dir: Path) -> str:
-    """`ran on gpua001, then gpua002 (after a requeue)`: "" when no start was recorded."""
-    nodes = attempt_nodes(run_dir)
-    if not nodes:
-        return ""
-    if len(set(nodes)) == 1:
-        return f"ran on {nodes[0]}" + (f" ({len(nodes)} attempts)" if len(nodes) > 1 else "")
-    return "ran on " + ", then ".join(nodes)
-
-
-def restarts(run_dir: Path) -> int:
-    path = Path(run_dir) / ATTEMPTS_FILE
-    try:
-        return max(0, len(json.loads(path.read_text())["starts"]) - 1)
-    except (OSError, ValueError, KeyError):
-        return 0
 
 
 class TrainJob(submitit.helpers.Checkpointable):

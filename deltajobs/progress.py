@@ -1,4 +1,5 @@
-"""How far a training job is, for the progress line of `submit --wait` and `status --watch`.
+"""How far a job is, for the progress line of `submit --wait` and `status --watch`, and how often it
+started (`attempts.json`, which `record_attempt` in job.py writes at each start), for `status`.
 
 Two sources, both torch-free: the trainer's epoch lines in a job's log
 (`epoch 3/10 train_loss 0.1234 ... test_acc 0.9712 lr 1.0e-03 12.3s`) and a run directory's
@@ -21,6 +22,7 @@ from deltajobs.units import format_duration
 EPOCH_LINE = re.compile(r"^epoch (\d+)/(\d+) (.*?) ([\d.]+)s(?: |$)")
 SHOWN = ("train_loss", "val_acc", "test_acc")  # the metrics the line shows, when present
 BAR_WIDTH = 30
+ATTEMPTS_FILE = "attempts.json"
 
 
 @dataclass(frozen=True)
@@ -100,3 +102,30 @@ class LiveLine:
         if self.text:
             self._emit("\r\033[K")
             self.text = ""
+
+
+def attempt_nodes(run_dir: Path) -> list[str]:
+    """The nodes each start of a job ran on (SLURM's node list, e.g. `gpua[001-002]`), in order."""
+    try:
+        starts = json.loads((Path(run_dir) / ATTEMPTS_FILE).read_text())["starts"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    return [str(s.get("nodes") or s.get("host") or "?") for s in starts if isinstance(s, dict)]
+
+
+def nodes_text(run_dir: Path) -> str:
+    """`ran on gpua001, then gpua002 (after a requeue)`: "" when no start was recorded."""
+    nodes = attempt_nodes(run_dir)
+    if not nodes:
+        return ""
+    if len(set(nodes)) == 1:
+        return f"ran on {nodes[0]}" + (f" ({len(nodes)} attempts)" if len(nodes) > 1 else "")
+    return "ran on " + ", then ".join(nodes)
+
+
+def restarts(run_dir: Path) -> int:
+    path = Path(run_dir) / ATTEMPTS_FILE
+    try:
+        return max(0, len(json.loads(path.read_text())["starts"]) - 1)
+    except (OSError, ValueError, KeyError):
+        return 0

@@ -31,7 +31,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,7 @@ from deltajobs.config import Settings, private_dir
 from deltajobs.errors import DeltaJobsError, NotFoundError
 from deltajobs.slurm import FINAL_STATES
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: jobs.restarts (version 1 files gain the column on open)
 JOURNAL_MODE = "DELETE"  # see the module docstring: WAL does not work across hosts
 BUSY_TIMEOUT_S = 30.0
 
@@ -72,11 +72,13 @@ CREATE TABLE IF NOT EXISTS jobs (
     exit_code     TEXT,
     billing       REAL,
     su            REAL,
-    updated_at    REAL NOT NULL
+    updated_at    REAL NOT NULL,
+    restarts      INTEGER                 -- set when the job ends (attempts.json), NULL before
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
 CREATE INDEX IF NOT EXISTS jobs_sweep ON jobs(sweep_id);
 CREATE INDEX IF NOT EXISTS jobs_spec_key ON jobs(spec_key);
+CREATE INDEX IF NOT EXISTS jobs_submitted ON jobs(submitted_at);
 CREATE TABLE IF NOT EXISTS sweeps (
     sweep_id     TEXT PRIMARY KEY,
     job          TEXT NOT NULL,
@@ -120,16 +122,18 @@ class JobRow:
     billing: float | None = None
     su: float | None = None
     updated_at: float = 0.0
+    restarts: int | None = None  # recorded when the job ends, so that listing finished jobs reads no file
 
     @property
     def final(self) -> bool:
         return self.state in FINAL_STATES
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {name: getattr(self, name) for name in _COLUMNS}  # every field is a scalar: no deep copy
 
 
 _COLUMNS = [f.name for f in fields(JobRow)]
+_SELECT_JOBS = f"SELECT {','.join(_COLUMNS)} FROM jobs"  # in JobRow's order: rows build positionally (fast)
 
 Restore = tuple[list[JobRow], list[dict[str, Any]]]  # what a new registry starts from: rows recorded elsewhere
 
@@ -230,6 +234,8 @@ class Registry:
             existed = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'jobs'").fetchone() is not None
             for statement in _SCHEMA.split(";"):
                 conn.execute(statement)
+            if "restarts" not in {r["name"] for r in conn.execute("PRAGMA table_info(jobs)")}:  # version 1
+                conn.execute("ALTER TABLE jobs ADD COLUMN restarts INTEGER")
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             if restore is not None and not existed:
                 _insert(conn, *restore(), replace=False)
@@ -273,6 +279,7 @@ class Registry:
 
     def update_many(self, changes: dict[str, dict[str, Any]]) -> None:
         """Change rows; a job whose state changed has its `job.json` rewritten too."""
+        from deltajobs.progress import restarts
         from deltajobs.rebuild import record_jobs
 
         if not changes:
@@ -286,6 +293,8 @@ class Registry:
                 if unknown:
                     raise ValueError(f"unknown registry columns: {sorted(unknown)}")
                 old = conn.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+                if old is not None and values.get("state") in FINAL_STATES and old["state"] not in FINAL_STATES:
+                    values["restarts"] = restarts(Path(old["run_dir"]))  # final now: counted once, kept
                 assignments = ", ".join(f"{k} = ?" for k in values)
                 conn.execute(f"UPDATE jobs SET {assignments} WHERE job_id = ?", [*values.values(), job_id])
                 if old is not None and values.get("state", old["state"]) != old["state"]:
@@ -295,21 +304,21 @@ class Registry:
     def get(self, job_id: str) -> JobRow:
         """One job by id; `last` is the most recently submitted one."""
         if job_id == "last":
-            found = self._rows("SELECT * FROM jobs ORDER BY submitted_at DESC LIMIT 1")
+            found = self._rows(f"{_SELECT_JOBS} ORDER BY submitted_at DESC LIMIT 1")
         else:
-            found = self._rows("SELECT * FROM jobs WHERE job_id = ?", (job_id,))
+            found = self._rows(f"{_SELECT_JOBS} WHERE job_id = ?", (job_id,))
         if not found:
             raise NotFoundError(
                 f"job {job_id} is not in the registry ({self.path}); `deltajobs status --all` lists them"
             )
-        return JobRow(**dict(found[0]))
+        return JobRow(*found[0])
 
     def find(self, job_ids: Iterable[str]) -> list[JobRow]:
         return [self.get(job_id) for job_id in job_ids]
 
     def query(self, *, recent_since: float | None = None, sweep_id: str | None = None) -> list[JobRow]:
         """All rows; or those not final or submitted after `recent_since`; or one sweep's."""
-        sql, args = "SELECT * FROM jobs", list[Any]()
+        sql, args = _SELECT_JOBS, list[Any]()
         if sweep_id is not None:
             sql += " WHERE sweep_id = ?"
             args.append(sweep_id)
@@ -317,7 +326,7 @@ class Registry:
             sql += f" WHERE state NOT IN ({','.join('?' for _ in FINAL_STATES)}) OR submitted_at >= ?"
             args += [*sorted(FINAL_STATES), recent_since]
         sql += " ORDER BY sweep_index, submitted_at, job_id" if sweep_id else " ORDER BY submitted_at, job_id"
-        return [JobRow(**dict(r)) for r in self._rows(sql, args)]
+        return [JobRow(*r) for r in self._rows(sql, args)]
 
     def history_elapsed(self, spec_key: str) -> list[int]:
         rows = self._rows(

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from deltajobs.charge.advice import Advice
-from deltajobs.job import nodes_text, restarts
 from deltajobs.lifecycle import STATE_ADVICE, attempts_text, reason_words, right_sizing
+from deltajobs.progress import nodes_text, restarts
 from deltajobs.registry import JobRow
 from deltajobs.slurm import AcctRecord
 from deltajobs.units import format_duration
@@ -22,11 +22,30 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+STATUS_ROWS = 30  # plain `status` shows every unfinished job and the newest finished ones, this many rows in all
+
+
+def restart_count(row: JobRow) -> int:
+    """How often the job was restarted: recorded in the row once it ended, else from its run directory."""
+    return row.restarts if row.final and row.restarts is not None else restarts(Path(row.run_dir))
+
+
+def newest(rows: list[JobRow], limit: int | None) -> tuple[list[JobRow], int]:
+    """Every unfinished row and the newest finished ones, `limit` rows in all (in their order), and how
+    many finished rows that leaves out; every row when `limit` is None."""
+    if limit is None or len(rows) <= limit:
+        return rows, 0
+    room = max(0, limit - sum(not r.final for r in rows))
+    finished = [i for i, r in enumerate(rows) if r.final]
+    dropped = set(finished[: len(finished) - room])
+    return [r for i, r in enumerate(rows) if i not in dropped], len(dropped)
+
+
 def status_dict(row: JobRow, detail: bool = False, record: AcctRecord | None = None) -> dict[str, Any]:
     """One job of `status --json`: the registry row, the pending reason in words, restarts, advice."""
     data = row.to_dict()
     data["reason_words"] = reason_words(row.reason) if row.state == "PENDING" else ""
-    data["restarts"] = restarts(Path(row.run_dir))
+    data["restarts"] = restart_count(row)
     data["advice"] = STATE_ADVICE.get(row.state, "")
     if detail:
         data["right_sizing"] = [a.to_dict() for a in right_sizing(row, record)]
@@ -34,17 +53,21 @@ def status_dict(row: JobRow, detail: bool = False, record: AcctRecord | None = N
     return data
 
 
-def status_table(rows: list[JobRow], detail: bool = False, records: dict[str, AcctRecord] | None = None) -> str:
+def status_table(
+    rows: list[JobRow], detail: bool = False, records: dict[str, AcctRecord] | None = None, limit: int | None = None
+) -> str:
     """The status table; with `detail`, each finished job's attempts and right-sizing advice below it
-    (`records`: sacct's, from `lifecycle.usage`)."""
+    (`records`: sacct's, from `lifecycle.usage`); with `limit`, at most that many rows (`newest`) and
+    a line saying how many finished jobs it leaves out."""
     if not rows:
         return "no jobs (submit one with `deltajobs submit mnist`)"
+    rows, hidden = newest(rows, limit)
     body, notes = [], []
     for row in rows:
         record = (records or {}).get(row.job_id)
         why = reason_words(row.reason) if row.state == "PENDING" else ""
-        why = why or (row.reason or "" if row.state == "PENDING" else "")
-        count = restarts(Path(row.run_dir))
+        why = why or (row.reason or "" if row.state == "PENDING" and row.reason != "None" else "")
+        count = restart_count(row)
         gpus = (row.nodes or 1) * (row.gpus_per_node or 0)
         body.append(
             [
@@ -68,6 +91,8 @@ def status_table(rows: list[JobRow], detail: bool = False, records: dict[str, Ac
         if detail:
             notes += [f"{row.job_id}: {a.message}" for a in right_sizing(row, record)]
     text = table(["JOBID", "NAME", "STATE", "PARTITION", "GPUS", "ELAPSED", "SU", "REASON"], body)
+    if hidden:
+        text += f"\n({hidden:,} earlier finished job{'s' if hidden != 1 else ''} not shown: `deltajobs status --all`)"
     return text + ("\n\n" + "\n".join(notes) if notes else "")
 
 
