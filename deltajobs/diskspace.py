@@ -279,7 +279,7 @@ def parse_quota(text: str) -> tuple[list[QuotaRow], list[str]]:
             used, soft, hard = (parse_size(c, SIZE_UNITS) for c in cells[1:4])
             files, files_soft, files_hard = (parse_size(c, COUNT_UNITS) for c in cells[4:7])
         except ValueError:
-            warnings.append(f"`quota` printed a line deltajobs cannot read: {stripped[:100]}")
+            warnings.append(f"`quota` printed a line deltajobs cannot read: {' '.join(stripped.split())[:100]}")
             continue
         rows.append(QuotaRow(cells[0], owner, used or 0, soft, hard, files or 0, files_soft, files_hard))
     if not rows and not warnings and text.strip():

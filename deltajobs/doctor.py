@@ -3,7 +3,9 @@
     checks = run_checks(resolved, settings)      # a list of Check: name, status, detail, fix
 
 The account and its balance; the runs and data directories (existing, writable, on a filesystem
-the compute nodes see: not /tmp; not $HOME, which NCSA says is not for job I/O); the modules and
+the compute nodes see: not /tmp; not $HOME, which NCSA says is not for job I/O); the free space of
+the runs directory's filesystem (statvfs: a warning under 1 GB or 5 %) and, where there is a `quota`
+command (Delta's), the quota of the directory holding it and any other at 90 % or more; the modules and
 the job's interpreter, set up in a subshell with the very lines of the rendered script
 (`render.setup_lines`), importing deltajobs and submitit at this side's versions, and torch; the
 data; a user script. `submit` runs the interpreter check itself, cached per set-up
@@ -16,6 +18,7 @@ import hashlib
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import time
 from dataclasses import asdict, dataclass
@@ -47,6 +50,7 @@ LMOD_INIT = (
     '[ -f "$init" ] && . "$init" && break; done; fi'
 )
 PROBE_TIMEOUT_S = 180
+QUOTA_TIMEOUT_S = 30  # Delta's `quota` asks Lustre for every directory: seconds, not minutes
 CACHE_TTL_S = 86400
 UNSEEN_ROOTS = ("/tmp", "/var/tmp", "/dev/shm")  # local to the login node: compute nodes do not see them
 
@@ -65,6 +69,7 @@ class Check:
 def run_checks(job: ResolvedJob, settings: Settings, *, program: bool = True) -> list[Check]:
     """Every check for `job` (`program`: the job names a script or command of the user's)."""
     checks = [account_check(job), directory_check("runs directory", settings.runs_path, "--runs-dir")]
+    checks += [space_check(settings.runs_path), *quota_checks(settings.runs_path)]
     if job.payload.kind == "train" and job.spec.train.data_root:
         checks.append(directory_check("data directory", Path(job.spec.train.data_root), "--data-root"))
         checks.append(data_check(Path(job.spec.train.data_root)))
@@ -131,6 +136,60 @@ def directory_check(name: str, path: Path, flag: str) -> Check:
     if path == home or home in path.parents:
         return Check(name, "warn", f"{path} is under $HOME, which NCSA says is not for job I/O", suggestion)
     return Check(name, "ok", f"{path}" + ("" if path.exists() else " (created at the first submit)"))
+
+
+def space_check(path: Path) -> Check:
+    """Free space on the filesystem that will hold the runs (statvfs; not what a quota leaves)."""
+    from deltajobs.diskspace import human, low_space, space
+
+    found = space(path.expanduser())
+    if found is None:
+        return Check("free space", "warn", f"{path}: its filesystem cannot be read (statvfs)")
+    detail = (
+        f"{found.path} on {found.describe()}: {human(found.free)} free of {human(found.total)} ({found.fraction:.0%})"
+    )
+    low = low_space(found)
+    if low is None:
+        return Check("free space", "ok", detail)
+    fix = "free space there, or put the runs elsewhere: deltajobs init --runs-dir /work/hdd/<group>/$USER/runs"
+    return Check("free space", "warn", f"{detail}: {low}", fix)
+
+
+def quota_checks(path: Path) -> list[Check]:
+    """Delta's `quota` (none where the command does not exist): the directory holding `path`, and
+    any other at QUOTA_WARN of its soft quota or more. Output it cannot read is one warning."""
+    from deltajobs.diskspace import QUOTA_WARN, parse_quota, quota_for
+
+    command = shutil.which("quota")
+    if command is None:
+        return []
+    try:
+        proc = subprocess.run([command], capture_output=True, text=True, errors="replace", timeout=QUOTA_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return [Check("quota", "warn", f"`quota` did not answer within {QUOTA_TIMEOUT_S}s")]
+    except OSError as err:
+        return [Check("quota", "warn", f"`quota` could not run: {err.strerror}")]
+    rows, warnings = parse_quota(proc.stdout)
+    checks = [Check("quota", "warn", warning) for warning in warnings]
+    if not rows and not warnings:
+        last = (proc.stderr.strip().splitlines() or ["no quotas"])[-1]
+        return [Check("quota", "ok" if proc.returncode == 0 else "warn", f"`quota`: {last}")]
+    holding = quota_for(rows, path.expanduser())
+    fix = "delete or move files (`quota` shows every directory; NCSA: a soft quota has 7 days' grace)"
+    for row in rows:
+        if row is not holding and row.share() < QUOTA_WARN and not row.at_hard_limit():
+            continue
+        if row.at_hard_limit():
+            checks.append(Check("quota", "fail", f"{row.describe()}: at its hard limit, writes fail", fix))
+        elif row.share() >= 1:
+            checks.append(Check("quota", "warn", f"{row.describe()}: over its soft quota", fix))
+        elif row.share() >= QUOTA_WARN:
+            checks.append(Check("quota", "warn", f"{row.describe()}: near its soft quota", fix))
+        else:
+            checks.append(Check("quota", "ok", row.describe() + " (the runs directory's)"))
+    if holding is None and not any(c.status != "ok" for c in checks):
+        checks.append(Check("quota", "ok", f"{len(rows)} directories, none at {QUOTA_WARN:.0%} of its soft quota"))
+    return checks
 
 
 def data_check(root: Path) -> Check:
