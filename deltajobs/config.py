@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,22 @@ ENV_VARS = {
 }
 
 
+REMOTE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+HOST_PATTERN = r"^[A-Za-z0-9_.\[][A-Za-z0-9_.:%\[\]-]*$"  # never a leading '-': ssh would read an option
+
+
+@dataclass(frozen=True)
+class RemoteRecord:
+    """A login node that deltajobs drives over the user's own OpenSSH (`deltajobs remote add`)."""
+
+    host: str = constrained(pattern=HOST_PATTERN, doc="an ssh destination or Host alias")
+    user: str | None = constrained(None, pattern=r"^[A-Za-z0-9_.][A-Za-z0-9_.-]*$")
+    workdir: str = "deltajobs"  # on the remote; relative: under its home. Holds venv/ and src/
+    ssh_config: str | None = None  # a file for `ssh -F` (default: the user's ~/.ssh/config)
+    modules: list[str] = constrained(default_factory=lambda: ["pytorch-conda/2.8"], doc="loaded before python")
+    python: str = "python3"  # the interpreter the venv is made with, after the modules
+
+
 @dataclass(frozen=True)
 class UserConfig:
     """What `~/.config/deltajobs/config.yaml` may hold."""
@@ -38,6 +54,8 @@ class UserConfig:
     runs_dir: str | None = None
     data_root: str | None = None
     max_su_per_job: float | None = constrained(None, minimum=0, doc="refuse bigger jobs without --yes")
+    remote: str | None = None  # run every command on this remote unless --remote says otherwise
+    remotes: dict[str, RemoteRecord] = constrained(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -105,11 +123,12 @@ def load_settings() -> Settings:
     return replace(settings, **overrides)
 
 
-def write_user_config(values: dict[str, object], path: Path | None = None) -> Path:
-    """Merge `values` into the user config file (validated, written atomically, mode 0600)."""
+def write_user_config(values: dict[str, object], path: Path | None = None, *, remove: tuple[str, ...] = ()) -> Path:
+    """Merge `values` into the user config file, less the keys in `remove` (validated, written
+    atomically, mode 0600)."""
     path = path or config_path()
-    current = vars(read_user_config(path))
-    merged = {k: v for k, v in {**current, **values}.items() if v is not None}
+    current = asdict(read_user_config(path))
+    merged = {k: v for k, v in {**current, **values}.items() if v not in (None, {}) and k not in remove}
     from_dict(UserConfig, merged, str(path))
     private_dir(path.parent)
     tmp = path.with_suffix(".tmp")

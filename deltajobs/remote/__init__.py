@@ -1,0 +1,20 @@
+"""deltajobs from a laptop: every command forwarded to a login node's own deltajobs over OpenSSH.
+
+- `records.py`: the remotes in the user config (`remotes:` and the `remote:` default) and which one
+  a command line names (`--remote NAME`, DELTAJOBS_REMOTE, `remote:`).
+- `ssh.py`: the OpenSSH seam: argv lists, one ControlMaster socket per remote in a private
+  directory (one authentication, one Duo prompt, per ControlPersist period), ssh's failures in words.
+- `sync.py`: rsync of the files a command names (a script's repository or directory, as the submit
+  snapshot sees it) into a mirror under the remote's workdir, and of a run directory back.
+- `argv.py`: what a command line needs done here (files to send, --plot, --checkpoints), pure.
+- `dispatch.py`: runs the remote's deltajobs with the same arguments and streams its stdout, stderr
+  and exit code back unchanged; `results.py`: the local mirror of a run and --plot; `tunnel.py`:
+  `tensorboard` through the control socket.
+- `install.py`: `deltajobs remote setup` (a wheel of this version, a venv over the module's python).
+
+The laptop imports neither torch nor SLURM code: only this package, `config` and `payloads.snapshot`.
+"""
+
+from deltajobs.remote.ssh import RemoteError
+
+__all__ = ["RemoteError"]

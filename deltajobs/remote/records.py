@@ -1,0 +1,83 @@
+"""The remotes of the user config (`remotes:` by name, `remote:` the default) and which one a
+command line asks for: `--remote NAME`, else DELTAJOBS_REMOTE, else `remote:`; `--no-remote` (or
+DELTAJOBS_REMOTE set empty) runs here whatever the config says."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import asdict
+from pathlib import Path
+
+from deltajobs.config import HOST_PATTERN, REMOTE_NAME_PATTERN, RemoteRecord, read_user_config, write_user_config
+from deltajobs.errors import NotFoundError, SpecError
+
+ENV_VAR = "DELTAJOBS_REMOTE"
+ON_REMOTE_VAR = "DELTAJOBS_ON_REMOTE"  # set by the dispatcher on the remote: its defaults never forward again
+
+
+def all_remotes() -> dict[str, RemoteRecord]:
+    return dict(read_user_config().remotes)
+
+
+def get_remote(name: str) -> RemoteRecord:
+    remotes = all_remotes()
+    if name not in remotes:
+        known = ", ".join(sorted(remotes)) or "none yet"
+        raise NotFoundError(
+            f"remote {name!r} is unknown (known: {known}); add it with `deltajobs remote add {name} --host HOST`"
+        )
+    return remotes[name]
+
+
+def default_remote() -> str | None:
+    """The remote a command without --remote goes to: DELTAJOBS_REMOTE, else the config's `remote:`."""
+    if os.environ.get(ON_REMOTE_VAR):
+        return None
+    if ENV_VAR in os.environ:
+        return os.environ[ENV_VAR] or None
+    return read_user_config().remote
+
+
+def add_remote(name: str, record: RemoteRecord, *, make_default: bool) -> Path:
+    """Record (or replace) a remote; the first one becomes the default unless another is."""
+    if not re.fullmatch(REMOTE_NAME_PATTERN, name):
+        raise SpecError("NAME", f"{name!r} is not a remote name: letters, digits and _.- (e.g. delta)")
+    if not re.fullmatch(HOST_PATTERN, record.host):
+        raise SpecError(
+            "--host", f"{record.host!r} is not a host name or ssh alias (e.g. dt-login03.delta.ncsa.illinois.edu)"
+        )
+    if record.ssh_config and not Path(record.ssh_config).expanduser().is_file():
+        raise SpecError("--ssh-config", f"no such file: {record.ssh_config}")
+    config = read_user_config()
+    remotes = {key: asdict(value) for key, value in config.remotes.items()}
+    remotes[name] = {key: value for key, value in asdict(record).items() if value is not None}
+    values: dict[str, object] = {"remotes": remotes}
+    if make_default:
+        values["remote"] = name
+    return write_user_config(values)
+
+
+def remove_remote(name: str) -> Path:
+    get_remote(name)
+    config = read_user_config()
+    remotes = {key: asdict(value) for key, value in config.remotes.items() if key != name}
+    remove = ("remote",) if config.remote == name else ()
+    return write_user_config({"remotes": remotes}, remove=remove + (() if remotes else ("remotes",)))
+
+
+def workdir_shell(record: RemoteRecord) -> str:
+    """The remote workdir as a POSIX shell word: relative (or ~/) is under the remote's $HOME."""
+    import shlex
+
+    path = record.workdir
+    if path.startswith("/"):
+        return shlex.quote(path)
+    path = path[2:] if path.startswith("~/") else path
+    return '"$HOME"/' + shlex.quote(path.rstrip("/") or ".")
+
+
+def workdir_rsync(record: RemoteRecord) -> str:
+    """The workdir as rsync's remote side reads it (relative to the login directory, the home)."""
+    path = record.workdir
+    return path[2:] if path.startswith("~/") else path.rstrip("/")

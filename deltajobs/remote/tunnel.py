@@ -1,0 +1,66 @@
+"""`deltajobs tensorboard --remote NAME`: the remote serves TensorBoard on its localhost behind its
+token; the laptop forwards a local port to it through the control socket (`ssh -O forward -L`, no
+second login) and prints the URL that works here; the forward is cancelled when the command ends."""
+
+from __future__ import annotations
+
+import re
+import socket
+
+from deltajobs.remote.argv import Scratch
+from deltajobs.remote.dispatch import Rewriter, note
+from deltajobs.remote.ssh import Ssh, run
+
+URL = re.compile(r"http://(?:localhost|127\.0\.0\.1):(\d+)(/\S*)?")
+
+
+def free_port(preferred: int) -> int:
+    """`preferred` if it is free here (the same URL on both sides), else any free port."""
+    for port in (preferred, 0):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return int(probe.getsockname()[1])
+    raise OSError("no free port")
+
+
+class Tunnel(Rewriter):
+    def __init__(self, ssh: Ssh, scratch: list[Scratch]) -> None:
+        super().__init__(scratch)
+        self.ssh = ssh
+        self.forwards: list[str] = []
+        self.ports: tuple[int, int] | None = None
+
+    @property
+    def active(self) -> bool:
+        return True
+
+    def __call__(self, line: str) -> str:
+        line = super().__call__(line)
+        found = URL.search(line)
+        if "open:" in line and found and self.ports is None:
+            remote_port = int(found.group(1))
+            local_port = free_port(remote_port)
+            spec = f"127.0.0.1:{local_port}:localhost:{remote_port}"
+            done = run(self.ssh.control("forward", "-L", spec), timeout=30)
+            if done.returncode != 0:
+                why = done.stderr.strip() or "ssh -O forward failed"
+                note(f"could not forward port {local_port} to {self.ssh.name}: {why}")
+                return line
+            self.forwards.append(spec)
+            self.ports = (local_port, remote_port)
+            return line.replace(found.group(0), f"http://localhost:{local_port}{found.group(2) or '/'}")
+        if line.lstrip().startswith("laptop:") and self.ports is not None:
+            local_port, remote_port = self.ports
+            return (
+                f"  tunnel:  localhost:{local_port} here -> localhost:{remote_port} on {self.ssh.name}, "
+                "through the control socket (closed when this stops)"
+            )
+        return line
+
+    def close(self) -> None:
+        for spec in self.forwards:
+            run(self.ssh.control("cancel", "-L", spec), timeout=30)
+        self.forwards.clear()
