@@ -193,6 +193,7 @@ def parse_config(text: str) -> ConfigInfo:
             warnings.append(f"scontrol show config: {key} = {value!r} is not a number of MB; taken as not set")
         return None
 
+    array_size = _array_size(values.get("MaxArraySize"), warnings)
     return ConfigInfo(
         cluster_name=values["ClusterName"],
         priority_flags=tuple(f.strip().upper() for f in flags.split(",") if f.strip() and f != "(null)"),
@@ -200,7 +201,7 @@ def parse_config(text: str) -> ConfigInfo:
         max_mem_per_cpu_mb=megabytes("MaxMemPerCPU"),
         max_mem_per_node_mb=megabytes("MaxMemPerNode"),
         warnings=tuple(warnings),
-        max_array_size=_array_size(values.get("MaxArraySize"), warnings),
+        max_array_size=array_size,
     )
 
 

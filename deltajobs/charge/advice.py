@@ -238,9 +238,82 @@ def gpu_advice(
                 "gpu_util",
                 "",
                 f"GPU busy {util:.0f}% of the time: the input pipeline or the host is the bottleneck, not the "
-                "GPU (try a larger train.batch_size, fewer host syncs, or a smaller GPU)",
+                "GPU (try a larger train.batch_size, fewer host syncs, or a smaller GPU; for a sweep of such "
+                f"runs, --pack {pack_for(util)} runs {pack_for(util)} points at once on one GPU)",
                 now,
                 now,
             )
         )
     return advice
+
+
+PACK_TARGET_UTIL = 80.0  # % busy that --pack aims for: K points of `util` each, the GPU not saturated
+MAX_PACK = 8
+
+
+def pack_for(util: float) -> int:
+    """How many points of a GPU busy `util` % share one GPU: enough to keep it ~80 % busy (2 to 8)."""
+    return max(2, min(MAX_PACK, math.floor(PACK_TARGET_UTIL / max(util, 1.0))))
+
+
+# -- sweeps: the minimum charge per array task and idle GPUs (deltajobs.sweep.advise) --------------
+
+
+def points_under_minimum(est: Estimate, typical_s: float) -> int:
+    """How many points of `typical_s` one after another a task holds before its formula charge
+    reaches the minimum it pays anyway (at least 1): the --per-task the advice and the sweep use."""
+    per_point = est.su_per_hour * typical_s / 3600
+    if per_point <= 0 or est.minimum.su <= 0:
+        return 1
+    return max(1, math.floor(est.minimum.su / per_point + 1e-9))
+
+
+def per_task_advice(est: Estimate, tasks: list[list[float]], accounted_su: float | None = None) -> Advice | None:
+    """After a sweep whose tasks ran the points of `tasks` (each task: its points' seconds): what its
+    points were billed under the minimum per array task, and what `--per-task K` would have cost,
+    both by `est`'s rules (charge_minimum, billed vs formula). None when grouping saves nothing.
+    `accounted_su`: what SLURM's accounting says the tasks cost, shown where it differs."""
+    seconds = [s for task in tasks for s in task]
+    if not seconds or est.minimum.su <= 0 or est.minimum.array_tasks != "each":
+        return None
+    typical = sorted(seconds)[len(seconds) // 2]
+    per_task = min(len(seconds), points_under_minimum(est, typical))
+    if per_task <= max(len(task) for task in tasks):
+        return None
+    before = sum(est.su_for(sum(task)) for task in tasks)
+    after = sum(est.su_for(sum(seconds[i : i + per_task])) for i in range(0, len(seconds), per_task))
+    if not _saves(before, after):
+        return None
+    formula = sum(est.formula_su_for(s) for s in seconds)
+    source = f"; {est.minimum.source}" if est.minimum.source else ""
+    accounted = ""
+    if accounted_su is not None and abs(accounted_su - before) > MEANINGFUL_SAVING * max(before, 1e-9):
+        accounted = f"; SLURM's accounting says {format_su(accounted_su)} SU"
+    return Advice(
+        "per_task",
+        f"--per-task {per_task}",
+        f"{len(seconds)} points of {format_hours(typical)} each were charged {format_su(before)} SU "
+        f"(at least {est.minimum.su:g} SU per array task{source}{accounted}); with --per-task {per_task} they "
+        f"would have cost {format_su(after)} SU ({format_su(formula)} SU by the formula either way)",
+        before,
+        after,
+    )
+
+
+def pack_advice(utils: list[float]) -> Advice | None:
+    """The points' GPUs were busy less than LOW_GPU_UTIL % on average: run several on one GPU."""
+    busy = [u for u in utils if u > 0]
+    if not busy:
+        return None
+    mean = sum(busy) / len(busy)
+    if mean >= LOW_GPU_UTIL:
+        return None
+    pack = pack_for(mean)
+    return Advice(
+        "gpu_util",
+        f"--pack {pack}",
+        f"the points kept their GPU busy {mean:.0f}% of the time on average: --pack {pack} runs {pack} points "
+        f"at once on one GPU (separate processes), about 1/{pack} of the GPU-hours",
+        0.0,
+        0.0,
+    )

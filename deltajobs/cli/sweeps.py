@@ -203,7 +203,7 @@ def run_command(
             return
         typer.echo(script, nl=False)  # first, so that `> sweep.sh` keeps the #! line first
         typer.echo(
-            f"\n# {len(plan.points)} points of {plan.job}{_in_tasks(layout, tasks)}; nothing submitted (--dry-run)"
+            f"\n# {len(plan.points)} points of {plan.job}{layout.in_tasks(tasks)}; nothing submitted (--dry-run)"
         )
         typer.echo("\n".join(f"# {line}" for line in sweep_points_text(plan).splitlines()))
         return
@@ -219,7 +219,7 @@ def run_command(
     how = f"array job {sub.array_job_id}" if sub.array_job_id else "local jobs"
     limit = f", at most {sub.max_parallel} at once" if sub.max_parallel and sub.max_parallel < tasks else ""
     typer.echo(
-        f"submitted sweep {sub.sweep_id}: {len(plan.points)} points{_in_tasks(layout, tasks)} as {how} "
+        f"submitted sweep {sub.sweep_id}: {len(plan.points)} points{layout.in_tasks(tasks)} as {how} "
         f"({sub.backend}{limit})"
     )
     typer.echo(f"  sweep dir: {sub.sweep_dir}")
@@ -314,7 +314,10 @@ def results_command(
 
         search_results(settings, sweep_id, plot, as_json)
         return
+    from deltajobs.sweep.advise import sweep_advice
+
     view = _load(sweep_id)
+    advice = sweep_advice(view)
     metric = metric or default_metric(view.points)
     ranked = rank(view.points, metric)
     best = best_point(view.points, metric)
@@ -330,6 +333,7 @@ def results_command(
                 "higher_is_better": higher_is_better(metric),
                 "best": best.to_dict() if best else None,
                 "points": [p.to_dict() for p in ranked],
+                "advice": [a.to_dict() for a in advice],
             }
         )
         return
@@ -345,6 +349,8 @@ def results_command(
     if best is not None:
         params = ", ".join(f"{k}={format_value(best.params.get(k))}" for k in view.keys)
         typer.echo(f"\nbest by {metric}: point {best.index} ({params}) in {best.run_dir}")
+    if advice:
+        typer.echo("\nAdvice:\n" + "\n".join(f"  - {a.message}" for a in advice))
     if plot is not None:
         typer.echo(f"wrote {plot}")
     if view.warning:
@@ -355,24 +361,33 @@ def results_command(
 def cancel_command(sweep_id: SweepIdArg) -> None:
     """Cancel every point of a sweep that is not final (one scancel for the array)."""
     from deltajobs.config import load_settings
+    from deltajobs.slurm import FINAL_STATES
     from deltajobs.sweep.submit import cancel_sweep
 
+    before = _load(sweep_id)
     done = cancel_sweep(load_settings(), sweep_id)
-    typer.echo(f"{sweep_id}: cancelled {len(done)} point(s)")
+    if len({p.job_id for p in before.points}) == len(before.points):
+        typer.echo(f"{sweep_id}: cancelled {len(done)} point(s)")  # one point per task
+        return
+    tasks = set(done)
+    points = [p for p in before.points if p.job_id in tasks and p.state not in FINAL_STATES]
+    typer.echo(f"{sweep_id}: cancelled {len(points)} point(s) in {len(tasks)} array task(s)")
 
 
-def _in_tasks(layout: Any, tasks: int) -> str:
-    """` in 4 array tasks of 4 (one after another)`, for a grouped sweep; "" otherwise."""
-    if not layout.grouped:
-        return ""
-    how = []
-    if layout.per_task > 1:
-        how.append(f"{layout.per_task} one after another")
-    if layout.pack > 1:
-        how.append(f"{layout.pack} at once on one GPU")
-    if layout.stagger_s:
-        how.append(f"starts {layout.stagger_s:g} s apart")
-    return f" in {tasks} array task{'s' if tasks != 1 else ''} ({', '.join(how)}; walltime per task covers them)"
+@sweep_app.command("logs")
+def logs_command(
+    sweep_id: SweepIdArg,
+    point: Annotated[int, typer.Option("--point", min=0, help="The point whose log to print.")],
+    err: Annotated[bool, typer.Option("--err", help="Its stderr (tracebacks) instead of stdout.")] = False,
+) -> None:
+    """One point's log: its task's log, or its part of it when the task ran several points."""
+    from deltajobs.config import load_settings
+    from deltajobs.sweep.pointlog import point_log
+
+    found = point_log(load_settings(), sweep_id, point, err)
+    if found.note:
+        note(found.note)
+    typer.echo(found.text, nl=False)
 
 
 def _load(sweep_id: str) -> Any:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from deltajobs.charge.advice import points_under_minimum
 from deltajobs.charge.estimate import Estimate, estimate_job, format_hours
 from deltajobs.config import Settings
 from deltajobs.errors import SpecError
@@ -54,6 +55,19 @@ class Layout:
     def stagger_of(self, task: int, wave: int) -> float:
         """How long task `task` waits before its first start: stagger x its place in its wave."""
         return self.stagger_s * (task % max(1, wave))
+
+    def in_tasks(self, tasks: int) -> str:
+        """` in 4 array tasks (4 one after another; ...)` for a grouped sweep's summary; "" otherwise."""
+        if not self.grouped:
+            return ""
+        how = []
+        if self.per_task > 1:
+            how.append(f"{self.per_task} one after another")
+        if self.pack > 1:
+            how.append(f"{self.pack} at once on one GPU")
+        if self.stagger_s:
+            how.append(f"starts {self.stagger_s:g} s apart")
+        return f" in {tasks} array task{'s' if tasks != 1 else ''} ({', '.join(how)}; each task's walltime covers them)"
 
     def walltime_s(self, point_seconds: int, wave: int) -> int:
         """A task's walltime: its rounds of points, plus the longest stagger wait."""
@@ -135,15 +149,6 @@ def choose_per_task(
     tasks = math.ceil(len(resolved) / (rounds * pack))
     rounds = math.ceil(len(resolved) / (tasks * pack))  # as even as the same number of tasks allows
     return Layout(rounds, pack, stagger_s, chosen=chosen_line(rounds * pack, typical, est))
-
-
-def points_under_minimum(est: Estimate, typical_s: float) -> int:
-    """How many points of `typical_s` one after another a task holds before its formula charge
-    reaches the minimum it pays anyway (at least 1)."""
-    per_point = est.su_per_hour * typical_s / 3600
-    if per_point <= 0:
-        return 1
-    return max(1, math.floor(est.minimum.su / per_point + 1e-9))
 
 
 def chosen_line(points: int, typical_s: float, est: Estimate) -> str:

@@ -58,6 +58,8 @@ class SweepView:
     random: bool
     points: list[PointRow]
     warning: str | None = None  # SLURM did not answer: states are the cached ones
+    tasks: list[JobRow] = field(default_factory=list)  # the registry's rows: one per array task
+    groups: list[list[int]] | None = None  # grouped sweeps: the points each task ran
 
     @property
     def counts(self) -> dict[str, int]:
@@ -103,6 +105,8 @@ def load_sweep(settings: Settings, sweep_id: str) -> SweepView:
         random=bool(params.get("random")),
         points=sorted(points, key=lambda p: p.index),
         warning=result.warning,
+        tasks=result.rows,
+        groups=params.get("tasks"),
     )
 
 
