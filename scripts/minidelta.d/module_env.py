@@ -6,13 +6,15 @@ on PATH: an interpreter with PyTorch that has never heard of the venv deltajobs 
 
     python module_env.py --linked ENV_DIR ... --bare ENV_DIR ...
 
-- `--linked DIR`: a venv (no pip) on the same base interpreter as the venv running this script,
-  whose site-packages holds a symlink to each entry of that venv's site-packages, except
-  deltajobs, submitit, cloudpickle and typer (what a deltajobs job needs that a PyTorch module
-  lacks), pip (a `pip install` there would write through the links into the source venv) and the
-  .pth files that put the repository on sys.path. torch, numpy and the rest come without copying
-  gigabytes; console scripts (torchrun) are written for the env's own interpreter.
-- `--bare DIR`: a venv with the standard library only (Delta's plain `python` module).
+- `--linked DIR`: a Python installation (no pip) on the same base interpreter as the venv running
+  this script, whose site-packages holds a symlink to each entry of that venv's site-packages,
+  except deltajobs, submitit, cloudpickle and typer (what a deltajobs job needs that a PyTorch
+  module lacks), pip (a `pip install` there would write through the links into the source venv)
+  and the .pth files that put the repository on sys.path. torch, numpy and the rest come without
+  copying gigabytes; console scripts (torchrun) are written for the env's own interpreter. Not a
+  venv: a prefix of its own, as a conda env is (ensure_prefix), so that a venv made over it with
+  `--system-site-packages` sees its packages, as a venv over Delta's conda modules does.
+- `--bare DIR`: the same with the standard library only (Delta's plain `python` module).
 
 Idempotent: an env whose base interpreter is unchanged is updated in place (links added or
 removed), not rebuilt. Prints one line per env for the script's log. Standard library only.
@@ -27,12 +29,12 @@ import re
 import shutil
 import sys
 import sysconfig
-import venv
 from pathlib import Path
 
 # Distributions a module's Python must lack, as on Delta; pip: see the module docstring.
 EXCLUDED = frozenset({"deltajobs", "submitit", "cloudpickle", "typer", "pip"})
 MARK = "# Written by minidelta's module_env.py"
+PREFIX_STAMP = "minidelta-env.cfg"  # the base Python an env was made from (ensure_prefix)
 SCRIPT = """#!{python}
 {mark}: the console script {name} of {dist}.
 import sys
@@ -81,20 +83,40 @@ def console_scripts(site_packages: Path, entries: list[str]) -> dict[str, tuple[
 
 
 def site_packages_of(prefix: Path) -> Path:
-    """The purelib folder of the venv at `prefix` (the same layout as this interpreter's)."""
+    """The purelib folder of the env or venv at `prefix` (the same layout as this interpreter's)."""
     return Path(sysconfig.get_path("purelib", vars={"base": str(prefix), "platbase": str(prefix)}))
 
 
-def ensure_venv(prefix: Path) -> bool:
-    """A venv at `prefix` on this interpreter's base Python, made if missing or on another Python
-    (returns True if it was (re)made)."""
-    cfg = prefix / "pyvenv.cfg"
-    if cfg.is_file() and (prefix / "bin" / "python").exists():
-        lines = dict(line.split(" = ", 1) for line in cfg.read_text().splitlines() if " = " in line)
-        home = str(Path(getattr(sys, "_base_executable", sys.executable)).parent)  # EnvBuilder's `home`
-        if lines.get("home") == home and lines.get("version") == platform.python_version():
-            return False
-    venv.EnvBuilder(clear=prefix.exists(), symlinks=True, with_pip=False).create(prefix)
+def ensure_prefix(prefix: Path) -> bool:
+    """A Python installation at `prefix`, as a conda env is (not a venv), on this interpreter's base
+    Python; made if missing, a venv (older minideltas) or on another Python. Returns True if (re)made.
+
+    bin/python3.X is a copy of the base interpreter (it finds libpython by its RUNPATH) and
+    lib/python3.X links each entry of the base's standard library but site-packages, which is the
+    env's own: Python takes `prefix` as its prefix (the stdlib landmark is there), so a venv made
+    with `python3 -m venv --system-site-packages` over it sees the env's packages. Delta's PyTorch
+    modules are conda installations (NCSA Delta_doc software.rst, "Python": anaconda3_gpu), which
+    behave so; that users build their venvs that way there is a guess, not NCSA's words. A venv
+    over a venv would see only the base Python's site-packages, not the module's torch.
+    """
+    base = Path(sys.base_prefix)
+    stamp, want = prefix / PREFIX_STAMP, f"base = {base}\nversion = {platform.python_version()}\n"
+    if stamp.is_file() and stamp.read_text() == want and (prefix / "bin" / "python").exists():
+        return False
+    if prefix.exists():
+        shutil.rmtree(prefix)
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    bin_dir, stdlib = prefix / "bin", prefix / "lib" / version
+    bin_dir.mkdir(parents=True)
+    stdlib.mkdir(parents=True)
+    shutil.copy2(Path(getattr(sys, "_base_executable", sys.executable)).resolve(), bin_dir / version)
+    for name in ("python", f"python{sys.version_info.major}"):
+        (bin_dir / name).symlink_to(version)
+    for entry in sorted((base / "lib" / version).iterdir()):
+        if entry.name != "site-packages":
+            (stdlib / entry.name).symlink_to(entry)
+    (stdlib / "site-packages").mkdir()
+    stamp.write_text(want)
     return True
 
 
@@ -122,13 +144,13 @@ def write_scripts(prefix: Path, scripts: dict[str, tuple[str, str]]) -> None:
     distributions no longer linked are removed, unchanged ones left alone."""
     bin_dir = prefix / "bin"
     for path in bin_dir.iterdir():
-        if path.name not in scripts and path.is_file() and not path.is_symlink() and MARK in path.read_text():
+        if path.name not in scripts and path.is_file() and not path.is_symlink() and MARK.encode() in path.read_bytes():
             path.unlink()
     for name, (dist, target) in scripts.items():
         module, _, attr = target.partition(":")
         path = bin_dir / name
         if path.is_symlink() or not attr:
-            continue  # python, python3: the venv's own
+            continue  # python, python3: the env's own
         python = bin_dir / "python"
         text = SCRIPT.format(
             python=python, mark=MARK, name=name, dist=dist, module=module, head=attr.split(".")[0], attr=attr
@@ -140,7 +162,7 @@ def write_scripts(prefix: Path, scripts: dict[str, tuple[str, str]]) -> None:
 
 def build_linked(prefix: Path, source_prefix: Path) -> str:
     source = site_packages_of(source_prefix)
-    made = ensure_venv(prefix)
+    made = ensure_prefix(prefix)
     entries = linked_entries(source) if source.is_dir() else []
     added, removed = sync_links(site_packages_of(prefix), source, entries)
     write_scripts(prefix, console_scripts(source, entries))
@@ -153,7 +175,7 @@ def build_linked(prefix: Path, source_prefix: Path) -> str:
 
 
 def build_bare(prefix: Path) -> str:
-    made = ensure_venv(prefix)
+    made = ensure_prefix(prefix)
     return f"module env {prefix}: {'made' if made else 'up to date'}, Python {sys.version.split()[0]} alone"
 
 
