@@ -245,3 +245,26 @@ def test_status_shows_the_login_node_and_login_is_idempotent(ssh_config: Path) -
         f"login      up (started by minidelta): ssh -F {SSH_CONFIG} {HOST} ({USER}@10.78.0.2:22, log {SSHD_LOG})"
         in status.splitlines()
     )
+
+
+def test_a_failed_login_node_drops_its_sessions_and_heals(ssh_config: Path) -> None:
+    """`scripts/minidelta fail login` kills sshd and every session (as a server that dies
+    mid-command); status says DOWN; `heal login` brings it back with the same host key."""
+    if os.geteuid() != 0:
+        pytest.skip("scripts/minidelta fail/heal need root")
+    argv = ["ssh", "-F", str(ssh_config), "-o", "BatchMode=yes", HOST, "echo started; sleep 60"]
+    session = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert session.stdout is not None and session.stdout.readline() == "started\n"
+        failed = subprocess.run([str(MINIDELTA), "fail", "login"], capture_output=True, text=True, timeout=60)
+        assert failed.returncode == 0, failed.stderr
+        assert session.wait(timeout=30) == 255
+        status = subprocess.run([str(MINIDELTA), "status"], capture_output=True, text=True, timeout=60)
+        assert f"login      DOWN (sshd log: {SSHD_LOG})" in status.stdout.splitlines()
+        refused = ssh(ssh_config, "true", "-o", "ConnectTimeout=5")
+        assert refused.returncode == 255 and "10.78.0.2 port 22" in refused.stderr
+    finally:
+        session.kill()
+        healed = subprocess.run([str(MINIDELTA), "heal", "login"], capture_output=True, text=True, timeout=120)
+    assert healed.returncode == 0, healed.stderr
+    assert checked(ssh(ssh_config, "hostname")).strip() == HOST

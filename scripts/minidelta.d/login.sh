@@ -293,6 +293,15 @@ login_down() {
     rm -f "$SSH_CLIENT_CONFIG" "$LOGIN_KNOWN_HOSTS"
 }
 
+# login_fail: the login node dies: sshd and every session (ssh commands, a `logs --follow`) are
+# killed at once; the namespace stays, `heal login` (login_up) starts sshd again.
+login_fail() {
+    ip netns list | grep -qw "$LOGIN_NS" || die "the login node is not up (sudo $0 login)"
+    log "failing the login node: killing sshd and every session in namespace $LOGIN_NS"
+    kill_netns "$LOGIN_NS"
+    rm -f "$SSHD_PID"
+}
+
 # login_status: one line; returns 1 when the login node was started but is not answering.
 login_status() {
     if login_running && login_port_open; then
