@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from deltajobs import __version__
-from deltajobs.remote import ssh as ssh_seam
+from deltajobs.remote import ssh as seam
 from deltajobs.remote.argv import LOCAL_ONLY, Mirror, Plan, Scratch, command_words, plan, split_remote
 from deltajobs.remote.records import ON_REMOTE_VAR, default_remote, get_remote, workdir_rsync, workdir_shell
-from deltajobs.remote.ssh import RemoteError, Ssh, connect, explain, is_ssh_noise
+from deltajobs.remote.ssh import RemoteError, Ssh, explain, is_ssh_noise
 from deltajobs.remote.sync import Tree
 
 HEADER = "@@deltajobs-remote"
@@ -50,9 +50,10 @@ def route(argv: list[str]) -> tuple[list[str], int | None]:
 
 
 def forward(name: str, args: list[str]) -> int:
+    _interrupt_on_term()
     ssh = Ssh.for_remote(name, get_remote(name))
     job = plan(args)
-    connect(ssh)  # the one authentication of a session
+    seam.connect(ssh)  # the one authentication of a session
     if job.sending:
         send(ssh, job)
     rewrite: Rewriter = Rewriter(job.scratch)
@@ -69,6 +70,19 @@ def forward(name: str, args: list[str]) -> int:
 
         after(ssh, job)
     return code
+
+
+def _interrupt_on_term() -> None:
+    """SIGTERM and SIGHUP (a closed terminal, a killed session) end the remote command as Ctrl-C
+    does, instead of leaving it running there with nobody reading."""
+    import signal
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, handler)
 
 
 def send(ssh: Ssh, job: Plan) -> None:
@@ -143,17 +157,19 @@ class Rewriter:
 def execute(ssh: Ssh, job: Plan, rewrite: Rewriter) -> int:
     """Run the remote deltajobs; once more if the connection was lost before it started, or, for
     commands that change nothing, while it ran."""
-    tty = ssh_seam.interactive() and sys.stdout.isatty()
+    tty = seam.interactive() and sys.stdout.isatty()
     argv = ssh.command("sh -c " + shlex.quote(script(ssh, job, Path.cwd())), tty=tty)
     doing = " ".join(job.words)
     for attempt in (1, 2):
         outcome = stream(ssh, argv, tty, rewrite)
-        if outcome.code == 255 and (outcome.noise or outcome.version is None):
-            detail = explain(ssh, "\n".join(outcome.noise))
+        if outcome.code == 255:  # ssh's own failure: deltajobs never exits 255
+            detail = (
+                explain(ssh, "\n".join(outcome.noise)) if outcome.noise else f"the connection to {ssh.where} was lost"
+            )
             if attempt == 1 and (outcome.version is None or job.read_only):
                 note(f"{detail}; trying once more")
                 try:
-                    connect(ssh)
+                    seam.connect(ssh)
                 except RemoteError as err:
                     raise RemoteError(f"lost the connection to {ssh.where} during `{doing}`: {err}") from None
                 continue
@@ -184,7 +200,7 @@ def checked(ssh: Ssh, outcome: Outcome) -> int:
 
 
 def stream(ssh: Ssh, argv: list[str], tty: bool, rewrite: Rewriter) -> Outcome:
-    process = ssh_seam.popen(argv, tty=tty)
+    process = seam.popen(argv, tty=tty)
     outcome = Outcome(code=255)
     errors = threading.Thread(target=_pass_stderr, args=(process, outcome), daemon=True)
     errors.start()
@@ -237,7 +253,7 @@ def _pass_stderr(process: subprocess.Popen[bytes], outcome: Outcome) -> None:
 def interrupt(ssh: Ssh, process: subprocess.Popen[bytes], outcome: Outcome) -> int:
     """Ctrl-C without a terminal: SIGINT to the remote's deltajobs, which says `interrupted` and exits."""
     if outcome.pid and outcome.pid.isdigit():
-        ssh_seam.run(ssh.command(f"kill -INT {outcome.pid}"), timeout=15)
+        seam.run(ssh.command(f"kill -INT {outcome.pid}"), timeout=15)
     try:
         return process.wait(timeout=15)
     except (subprocess.TimeoutExpired, KeyboardInterrupt):

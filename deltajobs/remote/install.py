@@ -20,8 +20,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from deltajobs import __version__
+from deltajobs.remote import ssh as seam
 from deltajobs.remote.records import workdir_rsync, workdir_shell
-from deltajobs.remote.ssh import RemoteError, Ssh, run
+from deltajobs.remote.ssh import RemoteError, Ssh
 from deltajobs.remote.sync import Tree, check, push_to
 
 INSTALL_TIMEOUT_S = 1200
@@ -106,7 +107,7 @@ def install(ssh: Ssh, tell: Callable[[str], None]) -> str:
         push_to(ssh, Tree(wheel.parent, [Path(wheel.name)]), f"{workdir_rsync(ssh.record)}/wheels")
     modules = ", ".join(ssh.record.modules) or "no modules"
     tell(f"installing into {ssh.record.workdir}/venv on {ssh.name} ({modules}; {ssh.record.python})")
-    done = run(ssh.command("bash -c " + shlex.quote(install_script(ssh, wheel.name))), timeout=INSTALL_TIMEOUT_S)
+    done = seam.run(ssh.command("bash -c " + shlex.quote(install_script(ssh, wheel.name))), timeout=INSTALL_TIMEOUT_S)
     if done.returncode == 255:
         check(ssh, done, f"installing deltajobs on {ssh.name}")
     if done.returncode != 0:

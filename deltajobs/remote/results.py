@@ -8,8 +8,9 @@ import json
 import shlex
 from pathlib import Path
 
+from deltajobs.remote import ssh as seam
 from deltajobs.remote.argv import Plan
-from deltajobs.remote.ssh import RemoteError, Ssh, run
+from deltajobs.remote.ssh import RemoteError, Ssh
 from deltajobs.remote.sync import Stats
 
 
@@ -46,7 +47,7 @@ def remote_run_dir(ssh: Ssh, job_id: str) -> str:
     from deltajobs.remote.dispatch import HEADER, script
 
     status = Plan(("status",), ["status", job_id, "--json"])
-    done = run(ssh.command("sh -c " + shlex.quote(script(ssh, status, Path.cwd()))), timeout=120)
+    done = seam.run(ssh.command("sh -c " + shlex.quote(script(ssh, status, Path.cwd()))), timeout=120)
     text = done.stdout.split(HEADER, 1)[-1].split("\n", 1)[-1]
     try:
         rows = json.loads(text)

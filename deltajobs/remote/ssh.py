@@ -190,6 +190,10 @@ _PROMPT = (
     "command for " + PERSIST + ")"
 )
 _DENIED = "cannot log in to {where}: authentication failed ({detail})"
+_KEYS = (
+    "cannot log in to {where}: it refused the keys offered ({detail}); check the IdentityFile and ssh-agent, or, "
+    "for a key with a passphrase, run `deltajobs remote connect {name}` in a terminal once"
+)
 LOST = re.compile(
     r"mux_client|client_loop|Control socket|Broken pipe|closed by remote host|Connection reset|"
     r"Connection closed|Timeout, server .* not responding|packet_write|master .* died|Read from remote host"
@@ -204,8 +208,14 @@ def explain(ssh: Ssh, stderr: str) -> str:
     for pattern, message in _FAILURES:
         if re.search(pattern, stderr):
             return message.format(**values)
-    if re.search(r"Permission denied|Too many authentication failures|keyboard-interactive", stderr):
-        return (_PROMPT if ssh.batch else _DENIED).format(**values)
+    denied = re.search(r"Permission denied \(([^)]*)\)|Too many authentication failures", stderr)
+    if denied:
+        methods = denied.group(1) or ""
+        if ssh.batch and re.search(r"password|keyboard-interactive", methods):
+            return _PROMPT.format(**values)
+        if ssh.batch:
+            return _KEYS.format(**values)
+        return _DENIED.format(**values)
     if LOST.search(stderr):
         return f"the connection to {ssh.where} was lost ({detail})"
     return f"ssh to {ssh.where} failed: {detail}"

@@ -16,8 +16,9 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
+from deltajobs.remote import ssh as seam
 from deltajobs.remote.records import workdir_rsync
-from deltajobs.remote.ssh import Completed, RemoteError, Ssh, explain, run
+from deltajobs.remote.ssh import Completed, RemoteError, Ssh, explain
 
 SYNC_TIMEOUT_S = 1800
 SMALL_FILE_MAX = "64M"  # a run's files above this stay on the remote unless --checkpoints
@@ -84,7 +85,7 @@ def push_to(ssh: Ssh, tree: Tree, dest: str) -> Stats:
         f"{tree.root}/", f"{ssh.record.host}:{dest}/",
     ]  # fmt: skip
     listing = "\0".join(str(f) for f in tree.files if (tree.root / f).is_file())
-    done = run(argv, timeout=SYNC_TIMEOUT_S, input_text=listing)
+    done = seam.run(argv, timeout=SYNC_TIMEOUT_S, input_text=listing)
     check(ssh, done, f"sending {tree.root} to {ssh.name}:{dest}")
     return parse_stats(done.stdout)
 
@@ -99,7 +100,7 @@ def pull_run(ssh: Ssh, run_dir: str, local: Path, *, checkpoints: bool) -> Stats
     if not checkpoints:
         argv += [f"--max-size={SMALL_FILE_MAX}"]
     argv += [f"{ssh.record.host}:{run_dir.rstrip('/')}/", f"{local}/"]
-    done = run(argv, timeout=SYNC_TIMEOUT_S)
+    done = seam.run(argv, timeout=SYNC_TIMEOUT_S)
     check(ssh, done, f"fetching {ssh.name}:{run_dir}")
     return parse_stats(done.stdout)
 
@@ -109,7 +110,7 @@ def fetch_file(ssh: Ssh, remote_path: str, local: Path) -> None:
     local.absolute().parent.mkdir(parents=True, exist_ok=True)
     argv = ["rsync", "--protect-args", "--remove-source-files", "-e", ssh.rsync_shell()]
     argv += [f"{ssh.record.host}:{remote_path}", str(local)]
-    check(ssh, run(argv, timeout=SYNC_TIMEOUT_S), f"fetching {ssh.name}:{remote_path}")
+    check(ssh, seam.run(argv, timeout=SYNC_TIMEOUT_S), f"fetching {ssh.name}:{remote_path}")
 
 
 def check(ssh: Ssh, done: Completed, doing: str) -> None:

@@ -7,9 +7,10 @@ from __future__ import annotations
 import re
 import socket
 
+from deltajobs.remote import ssh as seam
 from deltajobs.remote.argv import Scratch
 from deltajobs.remote.dispatch import Rewriter, note
-from deltajobs.remote.ssh import Ssh, run
+from deltajobs.remote.ssh import Ssh
 
 URL = re.compile(r"http://(?:localhost|127\.0\.0\.1):(\d+)(/\S*)?")
 
@@ -44,7 +45,7 @@ class Tunnel(Rewriter):
             remote_port = int(found.group(1))
             local_port = free_port(remote_port)
             spec = f"127.0.0.1:{local_port}:localhost:{remote_port}"
-            done = run(self.ssh.control("forward", "-L", spec), timeout=30)
+            done = seam.run(self.ssh.control("forward", "-L", spec), timeout=30)
             if done.returncode != 0:
                 why = done.stderr.strip() or "ssh -O forward failed"
                 note(f"could not forward port {local_port} to {self.ssh.name}: {why}")
@@ -62,5 +63,5 @@ class Tunnel(Rewriter):
 
     def close(self) -> None:
         for spec in self.forwards:
-            run(self.ssh.control("cancel", "-L", spec), timeout=30)
+            seam.run(self.ssh.control("cancel", "-L", spec), timeout=30)
         self.forwards.clear()

@@ -1,0 +1,109 @@
+"""`deltajobs remote add/list/remove` and the records in the user config: bad input is one line
+naming the field, and nothing is written; the sync helpers' pure parts (rsync --stats, the files
+that travel, a full disk in words)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from deltajobs.config import RemoteRecord, config_path
+from deltajobs.remote.ssh import Completed, RemoteError, Ssh
+from deltajobs.remote.sync import check, code_tree, parse_stats
+
+
+def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "deltajobs", *args], capture_output=True, text=True, timeout=60, cwd=cwd
+    )
+
+
+def test_add_list_remove(tmp_path: Path) -> None:
+    ssh_config = tmp_path / "ssh_config"
+    ssh_config.write_text("Host x\n")
+    done = cli("remote", "add", "md", "--host", "minidelta-login", "--ssh-config", str(ssh_config), "--default")
+    assert done.returncode == 0, done.stderr
+    assert "next: deltajobs remote setup md" in done.stdout and "every command now runs on md" in done.stdout
+    saved = yaml.safe_load(config_path().read_text())
+    assert saved == {
+        "remote": "md",
+        "remotes": {
+            "md": {
+                "host": "minidelta-login",
+                "modules": ["pytorch-conda/2.8"],
+                "python": "python3",
+                "ssh_config": str(ssh_config),
+                "workdir": "deltajobs",
+            }
+        },
+    }
+    assert config_path().stat().st_mode & 0o077 == 0
+    assert (
+        cli("remote", "add", "delta", "--host", "dt-login03.delta.ncsa.illinois.edu", "--user", "alice").returncode == 0
+    )
+    listing = cli("remote", "list").stdout.splitlines()
+    assert listing[0].startswith("  delta        alice@dt-login03.delta.ncsa.illinois.edu  deltajobs")
+    assert listing[1].startswith("* md           minidelta-login  deltajobs  (ssh -F ")
+    assert cli("remote", "remove", "md").stdout == "removed remote md\n"
+    assert yaml.safe_load(config_path().read_text())["remotes"].keys() == {"delta"}
+    assert "remote" not in yaml.safe_load(config_path().read_text())  # the default went with it
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["remote", "add", "md", "--host", "-oProxyCommand=touch x"], "--host: '-oProxyCommand=touch x' is not a host"),
+        (["remote", "add", "m d", "--host", "h"], "NAME: 'm d' is not a remote name"),
+        (["remote", "add", "md", "--host", "h", "--ssh-config", "/nonexistent"], "--ssh-config: no such file"),
+        (["remote", "remove", "nope"], "remote 'nope' is unknown (known: none yet)"),
+        (["status", "--remote", "nope"], "remote 'nope' is unknown"),
+    ],
+)
+def test_bad_input_is_one_line_and_writes_nothing(args: list[str], message: str) -> None:
+    done = cli(*args)
+    assert done.returncode != 0 and done.stdout == ""
+    assert done.stderr.startswith("deltajobs: error: ") and message in done.stderr
+    assert len(done.stderr.splitlines()) == 1 and not config_path().exists()
+
+
+# rsync 3.2.7's --stats, recorded sending a directory of 4 files to minidelta's login node.
+STATS = """
+Number of files: 5 (reg: 4, dir: 1)
+Number of created files: 5 (reg: 4, dir: 1)
+Number of deleted files: 0
+Number of regular files transferred: 4
+Total file size: 57,807 bytes
+Total transferred file size: 57,807 bytes
+"""
+
+
+def test_parse_stats() -> None:
+    stats = parse_stats(STATS)
+    assert (stats.files, stats.sent, stats.bytes) == (4, 4, 57807)
+
+
+def test_code_tree_honours_gitignore(tmp_path: Path) -> None:
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    (tmp_path / ".gitignore").write_text("data/\n*.ckpt\n")
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "train.py").write_text("")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "big.bin").write_bytes(b"0" * 1000)
+    (tmp_path / "model.ckpt").write_text("")
+    tree = code_tree(tmp_path / "src" / "train.py")
+    assert tree.root == tmp_path and sorted(map(str, tree.files)) == [".gitignore", "src/train.py"]
+
+
+def test_full_disk_in_words() -> None:
+    # rsync's receiver error, as rsync 3.2 prints it (hand-made: no quota on this machine's disks)
+    stderr = 'rsync: [receiver] write failed on "/u/deltajobs/src/p/train.py": Disk quota exceeded (122)\n'
+    ssh = Ssh("delta", RemoteRecord(host="h"), batch=True)
+    with pytest.raises(RemoteError) as info:
+        check(ssh, Completed(11, "", stderr), "sending /p to delta:deltajobs/src/p")
+    assert str(info.value).startswith(
+        "delta has no room left: sending /p to delta:deltajobs/src/p failed with 'Disk quota"
+    )
