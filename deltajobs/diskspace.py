@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -161,6 +162,23 @@ def append_line(path: Path | str, line: str) -> None:
             raise OSError(err.errno, err.strerror, str(path)) from None
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def quiet_threads() -> Iterator[None]:
+    """Inside: a thread that dies of a full disk prints no traceback. For TensorBoard's event writer
+    thread, whose error comes back from the next write in the main thread, once."""
+    previous = threading.excepthook
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        if not is_disk_full(args.exc_value) or args.thread is threading.main_thread():
+            previous(args)
+
+    threading.excepthook = hook
+    try:
+        yield
+    finally:
+        threading.excepthook = previous
 
 
 def write_marker(run_dir: Path, message: str) -> bool:

@@ -7,7 +7,9 @@ TensorBoard scalars beside whatever it wrote to RUN_DIR/tb itself.
 tensorboard). Each run's `tb/reports/` is rewritten from its metrics.jsonl every time, so a
 running job's curves grow with each serve and nothing is written twice. The x-axis is the
 record's `epoch`, else its `step`, else its position. Uses `tensorboard.summary.Writer`, the
-framework-free writer TensorBoard ships (no torch needed on the login node).
+framework-free writer TensorBoard ships (no torch needed on the login node). On a full disk or
+quota it says so in one line (which run, which filesystem), removes that run's partial tb/reports
+and stops: the curves exported before stay, and TensorBoard serves what there is.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 
 import yaml
 
+from deltajobs.diskspace import EXIT_DISK_FULL, DiskFullError, quiet_threads, writing
 from deltajobs.payloads.runner import METRICS_FILE, read_metrics
 
 REPORTS_DIR = Path("tb") / "reports"
@@ -66,7 +69,14 @@ def export(run_dir: Path) -> int:
 def main(argv: list[str]) -> int:
     for directory in argv:
         for run_dir in program_runs(Path(directory)):
-            export(run_dir)
+            try:
+                with quiet_threads(), writing(run_dir / REPORTS_DIR):
+                    export(run_dir)
+            except DiskFullError as err:
+                shutil.rmtree(run_dir / REPORTS_DIR, ignore_errors=True)  # no half-written curves
+                err.kept, err.again = "the reports of the runs before it are exported", "serve again"
+                print(f"deltajobs: {err}", file=sys.stderr, flush=True)
+                return EXIT_DISK_FULL
     return 0
 
 

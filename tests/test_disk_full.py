@@ -165,3 +165,20 @@ def test_the_trainer_stops_on_a_full_disk_in_one_line_and_resumes_once_space_is_
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3]  # epoch 2 once, not twice
     assert not (run_dir / "disk-full.txt").exists()
+
+
+def test_tensorboard_on_a_full_disk_is_one_disk_full_error_without_a_thread_traceback(
+    small_fs: Mount, capfd: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("tensorboard")
+    from deltajobs.train.board import Board
+    from deltajobs.train.config import TrainConfig
+
+    fs = small_fs(256)
+    board = Board(fs / "tb", TrainConfig())
+    fill(fs)
+    with pytest.raises(DiskFullError, match=rf"^disk full / quota exceeded writing {fs}/tb \(tmpfs at {fs}, 0 MB"):
+        for step in range(10_000):  # the writer thread fails at its first flush; the next write says so
+            board.epoch({"epoch": step, "train_loss": 0.5, "pad": "x" * 100}, step, step * 64, step + 1.0)
+    board.close()  # the rest it held is dropped, quietly
+    assert "Traceback" not in capfd.readouterr().err

@@ -6,6 +6,7 @@ The full disk is a real tmpfs (root only; skipped otherwise) filled by the progr
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -78,3 +79,28 @@ def test_an_ordinary_failure_keeps_its_status_and_words(tmp_path: Path, capfd: p
     assert exited.value.code == 3
     assert capfd.readouterr().err.strip().splitlines()[-1] == f"deltajobs: {sys.executable} exited with status 3"
     assert not (tmp_path / DISK_FULL_FILE).exists()
+
+
+def test_exporting_reports_for_tensorboard_on_a_full_disk_is_one_line(small_fs: Mount) -> None:  # noqa: F811
+    pytest.importorskip("tensorboard")
+    fs = small_fs(256)
+    run_dir = fs / "run"
+    run_dir.mkdir()
+    (run_dir / "spec.yaml").write_text("name: mine\nrun: {command: python train.py}\n")
+    (run_dir / "metrics.jsonl").write_text("".join(f'{{"epoch": {i}, "loss": {1 / (i + 1)}}}\n' for i in range(50)))
+    (fs / "filler").write_bytes(b"")
+    try:
+        with (fs / "filler").open("wb") as handle:
+            handle.write(b"\0" * (1 << 20))
+    except OSError:
+        pass
+    proc = subprocess.run(
+        [sys.executable, "-m", "deltajobs.reportboard", str(fs)], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == EXIT_DISK_FULL, proc.stderr
+    assert "Traceback" not in proc.stderr and "Exception in thread" not in proc.stderr, proc.stderr
+    [line] = proc.stderr.strip().splitlines()
+    assert line.startswith(f"deltajobs: disk full / quota exceeded writing {run_dir}/tb/reports (tmpfs at {fs}, ")
+    assert line.endswith("the reports of the runs before it are exported; free space (`quota` shows your "
+                         "quotas on Delta) and serve again")  # fmt: skip
+    assert not (run_dir / "tb" / "reports").exists()

@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from deltajobs.diskspace import is_disk_full, writing
+from deltajobs.diskspace import is_disk_full, quiet_threads, writing
 from deltajobs.train.config import TrainConfig
 
 if TYPE_CHECKING:
@@ -60,16 +59,10 @@ class Board:
         self.log_dir, self.config = log_dir, config
         with writing(log_dir):
             self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=purge_step)
-        self.previous_hook = threading.excepthook
-        threading.excepthook = self.quiet_disk_full
+        self.quiet = quiet_threads()  # the writer thread's own traceback stays out of the log
+        self.quiet.__enter__()
         self.last_samples, self.last_seconds = 0, 0.0  # the trainer's totals at the last epoch
         self.last_step = 0  # the global step of the last epoch written
-
-    def quiet_disk_full(self, args: threading.ExceptHookArgs) -> None:
-        """A writer thread that died of a full disk says nothing: its error comes back, once, from
-        the next write in the main thread. Anything else is reported as usual."""
-        if not is_disk_full(args.exc_value) or args.thread is threading.main_thread():
-            self.previous_hook(args)
 
     def step_loss(self, global_step: int, loss: torch.Tensor) -> None:
         """The training loss of one step (a 0-dim tensor; reading it waits for the device)."""
@@ -110,7 +103,7 @@ class Board:
             if not is_disk_full(err):
                 raise
         finally:
-            threading.excepthook = self.previous_hook
+            self.quiet.__exit__(None, None, None)
 
 
 def hparams(config: TrainConfig) -> dict[str, bool | int | float | str]:
