@@ -149,6 +149,7 @@ class Patience:
 SUBMIT_PATIENCE = Patience((3.0, 6.0, 12.0, 24.0), 120.0)
 # squeue/sacct: one retry, then the caller shows the cached state with one warning line.
 QUERY_PATIENCE = Patience((2.0,), 20.0, announce=False)
+MIN_TRY_S = 5.0  # a retry is not started with less time than this left before the deadline
 
 
 def submit_patience() -> Patience:
@@ -195,29 +196,32 @@ def patiently(
     last: SlurmBusy | None = None
     for retry in range(len(patience.pauses_s) + 1):
         if last is not None:
+            pause = patience.pauses_s[retry - 1]
+            if time.monotonic() + pause + MIN_TRY_S > deadline:
+                break  # no time left for another try worth the name
             if retry == 1 and patience.announce:
                 notify(
                     f"SLURM is slow to answer ({last.reason}); retrying (1/{len(patience.pauses_s)}), "
                     f"for {patience.deadline_s:g}s at most..."
                 )
-            time.sleep(max(0.0, min(patience.pauses_s[retry - 1], deadline - time.monotonic() - 1)))
+            time.sleep(pause)
         try:
             if maybe_done and lookup is not None:
-                found = lookup(min(timeout, max(1.0, deadline - time.monotonic())))
+                found = lookup(min(timeout, deadline - time.monotonic()))
                 if found is not None:
                     return found
                 maybe_done = False
             left = deadline - time.monotonic()
-            if left < 1:
+            if tries and left < MIN_TRY_S:
                 break
             tries += 1
-            return attempt(min(timeout, left))
+            return attempt(min(timeout, max(left, MIN_TRY_S)))
         except SlurmBusy as err:
             last = err
             maybe_done = maybe_done or err.maybe_done
     assert last is not None
     spent = time.monotonic() - started
-    raise SlurmBusy(f"{last} (asked {tries} time{'s' if tries != 1 else ''} in {spent:.0f}s)", maybe_done)
+    raise SlurmBusy(f"{last}; asked {tries} time{'s' if tries != 1 else ''} in {spent:.0f}s", maybe_done)
 
 
 # -- argv builders --------------------------------------------------------------------------------
@@ -324,9 +328,9 @@ def sbatch(options: Sequence[str], script: str, tag: str, patience: Patience | N
         return patiently(attempt, patience or submit_patience(), timeout=SBATCH_TIMEOUT, lookup=lookup)
     except SlurmBusy as err:
         if not err.maybe_done:
-            raise SlurmBusy(f"slurmctld is not answering ({err}); nothing was submitted", False) from None
+            raise SlurmBusy(f"slurmctld is not answering: {err}; nothing was submitted", False) from None
         raise SlurmBusy(
-            f"slurmctld is not answering ({err}); sbatch may yet queue the job: `squeue --me --format='%i %k'` "
+            f"slurmctld is not answering: {err}; sbatch may yet queue the job: `squeue --me --format='%i %k'` "
             f"shows it with comment {tag}; nothing was recorded, so scancel it if it appears",
             maybe_done=True,
         ) from None
@@ -362,7 +366,7 @@ def scancel(job_ids: Iterable[str], timeout: float = DEFAULT_TIMEOUT, patience: 
         patiently(attempt, patience or submit_patience(), timeout=timeout)
     except SlurmBusy as err:
         undone = "they may or may not be cancelled" if err.maybe_done else "nothing was cancelled"
-        raise SlurmBusy(f"slurmctld is not answering ({err}); {undone}: cancel again later", err.maybe_done) from None
+        raise SlurmBusy(f"slurmctld is not answering: {err}; {undone}: cancel again later", err.maybe_done) from None
     if busy:
         still = still_queued(ids, timeout)
         if still:

@@ -190,10 +190,12 @@ def test_slurmctld_down_status_is_cached_and_submit_records_nothing(env: None, t
         assert status.returncode == 3
         assert sub["job_id"] in status.stdout and "RUNNING" in status.stdout
         assert "showing cached states" in status.stderr and "Traceback" not in status.stderr
-        submitted = cli("submit", "mnist", *sets, timeout=120)
+        # sbatch is asked again for DELTAJOBS_SLURM_DEADLINE s (2 minutes by default), said once
+        submitted = cli("submit", "mnist", *sets, env={"DELTAJOBS_SLURM_DEADLINE": "30"}, timeout=120)
         assert submitted.returncode == 3
         errors = submitted.stderr.strip().splitlines()
-        assert len(errors) == 1 and "slurmctld is not answering" in errors[0]
+        assert len(errors) == 2 and errors[0].startswith("deltajobs: SLURM is slow to answer (sbatch: ")
+        assert "slurmctld is not answering" in errors[1] and errors[1].endswith("; nothing was submitted")
         assert sorted(load_settings().runs_path.iterdir()) == runs_before
         with sqlite3.connect(registry) as conn:
             assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
