@@ -147,7 +147,7 @@ login_python() {
     exe=$(readlink -f "$("$PYTHON" -c 'import sys; print(sys._base_executable)')")
     dir=${exe%/*}
     while [[ -n $dir ]]; do
-        if [[ $(stat -c %A "$dir") != *x ]]; then
+        if (((8#$(stat -c %a "$dir") & 1) == 0)); then
             chmod o+x "$dir"
             log "$dir: o+x, so that $LOGIN_USER and its jobs can run $exe (the modules' Python)"
         fi
