@@ -268,3 +268,13 @@ def test_a_failed_login_node_drops_its_sessions_and_heals(ssh_config: Path) -> N
         healed = subprocess.run([str(MINIDELTA), "heal", "login"], capture_output=True, text=True, timeout=120)
     assert healed.returncode == 0, healed.stderr
     assert checked(ssh(ssh_config, "hostname")).strip() == HOST
+
+
+def test_the_proxy_relays_tls_only(ssh_config: Path) -> None:
+    """The login node's proxy is no open relay: CONNECT to port 443 only, nothing but CONNECT."""
+    replies = []
+    for request in (b"CONNECT 10.78.0.1:22 HTTP/1.1\r\n\r\n", b"GET http://pypi.org/ HTTP/1.1\r\n\r\n"):
+        with socket.create_connection(("10.78.0.1", 3128), timeout=10) as conn:
+            conn.sendall(request)
+            replies.append(conn.recv(200).split(b"\r\n")[0])
+    assert replies == [b"HTTP/1.1 403 Forbidden", b"HTTP/1.1 405 Method Not Allowed"]
