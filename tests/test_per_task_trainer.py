@@ -29,6 +29,8 @@ def test_two_trainer_points_in_one_task_each_train_into_their_own_run_directory(
         assert results["status"] == "completed" and 0 <= results["test_acc"] <= 1
         assert f"lr: {point['params']['train.lr']}" in (run_dir / "spec.yaml").read_text()
     log = Path(sub["tasks"][0]["log"]).read_text()  # one task ran both, one after the other
-    assert log.index("deltajobs: point 0 (lr=1e-3) starts in") < log.index("deltajobs: point 1 (lr=1e-2) starts in")
+    assert log.index("deltajobs: point 0 (train.lr=1e-3) starts in") < log.index(
+        "deltajobs: point 1 (train.lr=1e-2) starts"
+    )
     ranked = cli_json("sweep", "results", sub["sweep_id"])
     assert ranked["best"]["index"] in (0, 1) and len(ranked["points"]) == 2
