@@ -23,7 +23,7 @@ from deltajobs.config import Settings
 from deltajobs.errors import SlurmError, SpecError
 from deltajobs.gpu_usage import run_gpu_summary
 from deltajobs.registry import JobRow, Registry, RegistryDamaged, spec_key
-from deltajobs.slurm import AcctRecord
+from deltajobs.slurm_parse import AcctRecord
 from deltajobs.spec import ResolvedJob
 from deltajobs.units import format_duration
 

@@ -385,4 +385,5 @@ def still_queued(job_ids: list[str], timeout: float = DEFAULT_TIMEOUT) -> list[s
 
 
 def cluster_name() -> str | None:
-    return parse_config_value(run(["scontrol", "show", "config"], timeout=5.0), "ClusterName")
+    text = patiently(lambda t: run(["scontrol", "show", "config"], timeout=t), QUERY_PATIENCE, timeout=5.0)
+    return parse_config_value(text, "ClusterName")

@@ -364,6 +364,32 @@ def test_a_sweep_array_whose_sbatch_timed_out_is_one_array(
     assert sorted(r.job_id for r in registry_rows()) == ["6160_0", "6160_1"]
 
 
+SBATCH_FILE = """#!/bin/bash
+#SBATCH --account=bgvu-delta-cpu
+#SBATCH --partition=cpu
+#SBATCH --cpus-per-task=1
+#SBATCH --time=00:05:00
+#SBATCH --comment=mine
+echo hello
+"""
+
+
+def test_an_sbatch_file_whose_sbatch_timed_out_is_one_job_tagged_in_its_recorded_options(
+    said: list[str], account: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    (tmp_path / "train.sh").write_text(SBATCH_FILE)
+    monkeypatch.chdir(tmp_path)
+    seam = fake(monkeypatch, sbatch=[busy(TIMED_OUT, True)], squeue=[""])
+    seam.answers["squeue"] = [seam.queued("7170")]
+    code, out, err = run_main(monkeypatch, capsys, "submit", "train.sh", "--yes")
+    assert code == 0 and out.startswith("submitted 7170 (slurm)\n"), err
+    assert seam.names() == ["sbatch", "squeue"]
+    [row] = registry_rows()
+    assert row.job_id == "7170" and seam.tag.startswith(f"deltajobs:{Path(row.run_dir).name}:")
+    recorded = (Path(row.run_dir) / "sbatch.args").read_text().split()
+    assert [o for o in recorded if o.startswith("--comment=")] == [f"--comment={seam.tag}"]
+
+
 # -- on minidelta: slurmctld stopped (SIGSTOP) and resumed ----------------------------------------
 
 STOP_AT_MOST_S = 18.0  # slurmctld is shared: never stopped longer than this
