@@ -78,3 +78,14 @@ def run_main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
         main()
     captured = capsys.readouterr()
     return int(exited.value.code or 0), captured.out, captured.err
+
+
+@pytest.fixture(scope="session")
+def minidelta_login() -> Path:
+    """minidelta's login node (an OpenSSH server in front of minidelta, issue 26), started if needed
+    (`scripts/minidelta login`, as root): the path of its client config, /run/minidelta/ssh_config,
+    whose `Host minidelta-login` reaches user mdlogin. Skips without minidelta, or without root
+    when the login node is not up; fails when starting it fails."""
+    from test_minidelta_login import ensure_login_node
+
+    return ensure_login_node()
