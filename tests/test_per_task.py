@@ -140,7 +140,8 @@ def test_a_sweep_beyond_max_array_size_is_refused_before_anything_exists(
     assert "--per-task 3 runs them in 3 tasks" in err
     assert not (isolated_env / "state" / "runs").exists()  # nothing half-written
     code, out, err = run_main(monkeypatch, capsys, *base, "--per-task", "3", "--dry-run")
-    assert code == 0 and "#SBATCH --array=0-2" in out and "# 9 points of mnist in 3 array tasks" in out
+    assert code == 0 and "#SBATCH --array=0-2" in out and "#SBATCH --time=00:15:00" in out
+    assert "# 9 points of mnist in 3 array tasks (3 one after another; walltime 00:15:00 each, for all of them)" in out
 
 
 def test_without_per_task_k_comes_from_history_and_the_minimum_and_is_said_in_one_line(

@@ -193,6 +193,7 @@ def run_command(
     if layout.chosen and not as_json:
         note(layout.chosen)
     one_task, tasks = task_job(plan, max_parallel, layout)
+    grouping = layout.in_tasks(tasks, one_task.spec.resources.time)  # "" for one point per task
     if dry_run:
         sweep_id = new_sweep_id()
         script = render_sweep(plan, sweep_dir_for(settings, plan.name, sweep_id), max_parallel, layout)
@@ -202,9 +203,7 @@ def run_command(
             )
             return
         typer.echo(script, nl=False)  # first, so that `> sweep.sh` keeps the #! line first
-        typer.echo(
-            f"\n# {len(plan.points)} points of {plan.job}{layout.in_tasks(tasks)}; nothing submitted (--dry-run)"
-        )
+        typer.echo(f"\n# {len(plan.points)} points of {plan.job}{grouping}; nothing submitted (--dry-run)")
         typer.echo("\n".join(f"# {line}" for line in sweep_points_text(plan).splitlines()))
         return
     if backend.charges:
@@ -218,10 +217,7 @@ def run_command(
         return
     how = f"array job {sub.array_job_id}" if sub.array_job_id else "local jobs"
     limit = f", at most {sub.max_parallel} at once" if sub.max_parallel and sub.max_parallel < tasks else ""
-    typer.echo(
-        f"submitted sweep {sub.sweep_id}: {len(plan.points)} points{layout.in_tasks(tasks)} as {how} "
-        f"({sub.backend}{limit})"
-    )
+    typer.echo(f"submitted sweep {sub.sweep_id}: {len(plan.points)} points{grouping} as {how} ({sub.backend}{limit})")
     typer.echo(f"  sweep dir: {sub.sweep_dir}")
     typer.echo(f"  logs:      {sub.log_pattern}")
     typer.echo(f"  follow:    deltajobs sweep status {sub.sweep_id}")

@@ -56,8 +56,9 @@ class Layout:
         """How long task `task` waits before its first start: stagger x its place in its wave."""
         return self.stagger_s * (task % max(1, wave))
 
-    def in_tasks(self, tasks: int) -> str:
-        """` in 4 array tasks (4 one after another; ...)` for a grouped sweep's summary; "" otherwise."""
+    def in_tasks(self, tasks: int, walltime: str = "") -> str:
+        """` in 4 array tasks (4 one after another; walltime 00:12:00 each, for all of them)` for a grouped
+        sweep's summary; "" otherwise."""
         if not self.grouped:
             return ""
         how = []
@@ -67,7 +68,8 @@ class Layout:
             how.append(f"{self.pack} at once on one GPU")
         if self.stagger_s:
             how.append(f"starts {self.stagger_s:g} s apart")
-        return f" in {tasks} array task{'s' if tasks != 1 else ''} ({', '.join(how)}; each task's walltime covers them)"
+        covers = f"walltime {walltime} each, for all of them" if walltime else "each task's walltime covers them"
+        return f" in {tasks} array task{'s' if tasks != 1 else ''} ({', '.join(how)}; {covers})"
 
     def walltime_s(self, point_seconds: int, wave: int) -> int:
         """A task's walltime: its rounds of points, plus the longest stagger wait."""
