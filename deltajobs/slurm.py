@@ -150,6 +150,7 @@ SUBMIT_PATIENCE = Patience((3.0, 6.0, 12.0, 24.0), 120.0)
 # squeue/sacct: one retry, then the caller shows the cached state with one warning line.
 QUERY_PATIENCE = Patience((2.0,), 20.0, announce=False)
 MIN_TRY_S = 5.0  # a retry is not started with less time than this left before the deadline
+SETTLE_S = 2.0  # a tag not found is looked up once more this much later before sbatch runs again
 
 
 def submit_patience() -> Patience:
@@ -320,6 +321,9 @@ def sbatch(options: Sequence[str], script: str, tag: str, patience: Patience | N
 
     def lookup(timeout: float) -> str | None:
         found = find_tagged(tag, timeout)
+        if found is None:  # a submission slurmctld received before the lookup may still be in hand
+            time.sleep(SETTLE_S)
+            found = find_tagged(tag, timeout)
         if found is not None:
             notify(f"sbatch timed out, but SLURM had queued the job: {found} (comment {tag})")
         return found

@@ -69,6 +69,7 @@ def said(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """No pauses between tries (the deadline stays), and what would go to stderr."""
     monkeypatch.setattr(slurm, "SUBMIT_PATIENCE", Patience((0.0, 0.0, 0.0, 0.0), 60.0))
     monkeypatch.setattr(slurm, "QUERY_PATIENCE", Patience((0.0,), 20.0, announce=False))
+    monkeypatch.setattr(slurm, "SETTLE_S", 0.0)
     lines: list[str] = []
     monkeypatch.setattr(slurm, "notify", lines.append)
     return lines
@@ -102,8 +103,8 @@ def test_a_job_in_neither_squeue_nor_sacct_is_submitted_again_once(
 ) -> None:
     seam = fake(monkeypatch, sbatch=[busy(TIMED_OUT, True), "4243\n"], squeue=["99|deltajobs:x:1\n"], sacct=[""])
     assert slurm.sbatch(["--parsable"], "job.sh", "deltajobs:run-2:abcd1234") == "4243"
-    assert seam.names() == ["sbatch", "squeue", "sacct", "sbatch"]
-    assert seam.calls[0] == seam.calls[3] == ["sbatch", "--parsable", "--comment=deltajobs:run-2:abcd1234", "job.sh"]
+    assert seam.names() == ["sbatch", "squeue", "sacct", "squeue", "sacct", "sbatch"]  # absent twice, then again
+    assert seam.calls[0] == seam.calls[5] == ["sbatch", "--parsable", "--comment=deltajobs:run-2:abcd1234", "job.sh"]
     assert seam.calls[1][-1] == "--format=%F|%k" and "--states=all" in seam.calls[1]
     assert len(said) == 1
 
