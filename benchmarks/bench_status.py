@@ -1,6 +1,6 @@
 """`deltajobs status` over 10,000 finished jobs against a baseline of 10 (issue 24, section 5).
 
-    python benchmarks/bench_status.py [--rows 10000] [--baseline 10] [--repeat 7]
+    python benchmarks/bench_status.py [--rows 10000] [--baseline 10] [--repeat 7] [--old DIR]
 
 Fills two registries through the Registry API, as submit and status do (`add_many` of pending
 rows, then `update_many` to their final states; each run directory holds its `job.json`, and one
@@ -9,7 +9,8 @@ submitted over the last 30 days (so about a quarter are "recent", the ones plain
 every one final: no squeue or sacct runs, the figures are deltajobs' own. Then times the real CLI
 in a fresh process, alternating between the two registries at each round: `status`,
 `status --all`, `status --all --json`, `status JOBID`. Prints medians, the ratio 10,000 : 10, and
-how many lines each printed.
+how many lines each printed. With `--old DIR` (an older checkout, e.g. a `git worktree`), the same
+for it, on registries it filled itself, alternating with this one, and the ratio old : new.
 """
 
 from __future__ import annotations
@@ -99,10 +100,25 @@ def fill(home: Path, count: int) -> None:
         registry.update_many(ended)
 
 
-def run_once(argv: list[str], home: Path) -> tuple[float, int]:
-    env = {**os.environ, "DELTAJOBS_HOME": str(home), "DELTAJOBS_CLUSTER": "minidelta"}
+REPO = Path(__file__).resolve().parent.parent
+COMMANDS = {
+    "status": ["status"],
+    "status --all": ["status", "--all"],
+    "status --all --json": ["status", "--all", "--json"],
+    "status JOBID": ["status", "100000"],
+}
+
+
+def tree_env(tree: Path, home: Path) -> dict[str, str]:
+    """The environment that runs deltajobs from `tree` (a checkout) on the registry under `home`."""
+    return {**os.environ, "PYTHONPATH": str(tree), "DELTAJOBS_HOME": str(home), "DELTAJOBS_CLUSTER": "minidelta"}
+
+
+def run_once(argv: list[str], tree: Path, home: Path) -> tuple[float, int]:
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "deltajobs", *argv], capture_output=True, text=True, env=env)
+    proc = subprocess.run(
+        [sys.executable, "-m", "deltajobs", *argv], capture_output=True, text=True, env=tree_env(tree, home), cwd=tree
+    )
     took = time.perf_counter() - start
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(argv)} failed ({proc.returncode}): {proc.stderr.strip()}")
@@ -114,34 +130,45 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=10_000)
     parser.add_argument("--baseline", type=int, default=10)
     parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--new", type=Path, default=REPO, help="the checkout to time (default: this one)")
+    parser.add_argument("--old", type=Path, help="an older checkout to time in the same run (its own registries)")
+    parser.add_argument("--fill", nargs=2, metavar=("HOME", "COUNT"), help=argparse.SUPPRESS)  # one registry
     args = parser.parse_args()
+    if args.fill:
+        fill(Path(args.fill[0]), int(args.fill[1]))
+        return
+    trees = {"new": args.new.resolve(), **({"old": args.old.resolve()} if args.old else {})}
+    counts = (args.baseline, args.rows)
     with tempfile.TemporaryDirectory(prefix="bench-status-") as tmp:
-        homes = {n: Path(tmp) / f"home-{n}" for n in (args.baseline, args.rows)}
-        for count, home in homes.items():
+        homes = {(t, n): Path(tmp) / f"{t}-{n}" for t in trees for n in counts}
+        for (t, count), home in homes.items():  # each checkout fills its own, through its own Registry
             started = time.perf_counter()
-            fill(home, count)
-            print(f"filled {count:,} rows in {time.perf_counter() - started:.1f}s", file=sys.stderr)
-        commands = {
-            "status": ["status"],
-            "status --all": ["status", "--all"],
-            "status --all --json": ["status", "--all", "--json"],
-            "status JOBID": ["status", "100000"],
-        }
-        samples: dict[tuple[str, int], list[float]] = {(c, n): [] for c in commands for n in homes}
-        lines: dict[tuple[str, int], int] = {}
-        run_once(["--help"], homes[args.baseline])  # warm the file cache once
-        for _ in range(args.repeat):
-            for label, argv in commands.items():
-                for count, home in homes.items():
-                    took, lines[label, count] = run_once(argv, home)
-                    samples[label, count].append(took)
+            argv = [sys.executable, str(Path(__file__).resolve()), "--fill", str(home), str(count)]
+            subprocess.run(argv, check=True, env=tree_env(trees[t], home), cwd=trees[t])
+            print(f"{t}: filled {count:,} rows in {time.perf_counter() - started:.1f}s", file=sys.stderr)
+        samples: dict[tuple[str, str, int], list[float]] = {(c, t, n): [] for c in COMMANDS for t, n in homes}
+        lines: dict[tuple[str, str, int], int] = {}
+        for t, n in homes:
+            run_once(["--help"], trees[t], homes[t, n])  # warm the file cache once
+        for _ in range(args.repeat):  # alternating, so that a busy moment hits every figure alike
+            for label, argv in COMMANDS.items():
+                for t, n in homes:
+                    took, lines[label, t, n] = run_once(argv, trees[t], homes[t, n])
+                    samples[label, t, n].append(took)
     print(f"python {platform.python_version()}, CPU {cpu_model()} x {os.cpu_count()}, medians of {args.repeat}")
-    print(f"| command | {args.baseline:,} jobs | {args.rows:,} jobs | ratio | lines printed |")
-    print("|---|---|---|---|---|")
-    for label in commands:
-        small, big = (statistics.median(samples[label, n]) for n in (args.baseline, args.rows))
-        printed = f"{lines[label, args.baseline]:,} / {lines[label, args.rows]:,}"
-        print(f"| `{label}` | {small * 1000:.0f} ms | {big * 1000:.0f} ms | {big / small:.1f}x | {printed} |")
+    for t in trees:
+        print(f"\n{t}: {trees[t]}")
+        print(f"| command | {args.baseline:,} jobs | {args.rows:,} jobs | ratio | lines printed |")
+        print("|---|---|---|---|---|")
+        for label in COMMANDS:
+            small, big = (statistics.median(samples[label, t, n]) for n in counts)
+            printed = f"{lines[label, t, args.baseline]:,} / {lines[label, t, args.rows]:,}"
+            print(f"| `{label}` | {small * 1000:.0f} ms | {big * 1000:.0f} ms | {big / small:.1f}x | {printed} |")
+    if "old" in trees:
+        print(f"\nnew against old, {args.rows:,} jobs: ", end="")
+        median = {(c, t): statistics.median(samples[c, t, args.rows]) for c in COMMANDS for t in trees}
+        ratios = [f"`{c}` {median[c, 'old'] / median[c, 'new']:.2f}x" for c in COMMANDS]
+        print(", ".join(ratios) + " faster")
 
 
 if __name__ == "__main__":
