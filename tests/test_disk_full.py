@@ -182,3 +182,52 @@ def test_tensorboard_on_a_full_disk_is_one_disk_full_error_without_a_thread_trac
             board.epoch({"epoch": step, "train_loss": 0.5, "pad": "x" * 100}, step, step * 64, step + 1.0)
     board.close()  # the rest it held is dropped, quietly
     assert "Traceback" not in capfd.readouterr().err
+
+
+def _rank(rank: int, port: int, config: dict[str, object], run_dir: str, outcome: str) -> None:
+    from deltajobs.train.api import run_training
+    from deltajobs.train.config import TrainConfig
+
+    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": "2", "RANK": str(rank)})
+    os.environ["LOCAL_RANK"] = str(rank)
+    try:
+        run_training(TrainConfig(**config), Path(run_dir), log=lambda line: None)  # type: ignore[arg-type]
+        said = "completed"
+    except DiskFullError as err:
+        said = str(err)
+    Path(outcome, f"rank{rank}").write_text(said)
+
+
+@pytest.mark.train
+def test_with_two_ranks_both_stop_on_rank_0s_full_disk(small_fs: Mount, tiny_mnist: Path, tmp_path: Path) -> None:
+    """Rank 0 writes; rank 1 must not wait for it forever in a collective: both raise at the save."""
+    import socket
+
+    config = {"data_root": str(tiny_mnist), "val_size": 100, "batch_size": 32, "epochs": 3, "threads": 1,
+              "device": "cpu", "tensorboard": False}  # fmt: skip
+    probe = tmp_path / "probe"
+    from deltajobs.train.api import run_training
+    from deltajobs.train.config import TrainConfig
+
+    run_training(TrainConfig(**{**config, "epochs": 1}), probe, log=lambda line: None)  # type: ignore[arg-type]
+    fs = small_fs(int((probe / "checkpoint.pt").stat().st_size * 1.5) // 1024)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    outcome = tmp_path / "outcome"
+    outcome.mkdir()
+    context = torch.multiprocessing.spawn(
+        _rank, args=(port, config, str(fs / "run"), str(outcome)), nprocs=2, join=False
+    )
+    for _ in range(120):
+        if context.join(timeout=1):
+            break
+    else:
+        for process in context.processes:
+            process.kill()
+        pytest.fail("a rank hung after rank 0 found the disk full")
+    said = {p.name: p.read_text() for p in outcome.iterdir()}
+    assert said["rank0"].startswith(f"disk full / quota exceeded writing {fs}/run/checkpoint.pt.tmp (")
+    assert "the last checkpoint (epoch 1) is kept" in said["rank0"]
+    assert said["rank1"].startswith("disk full / quota exceeded writing ")
+    assert load_checkpoint(fs / "run" / "checkpoint.pt", torch.device("cpu"))["epoch"] == 1

@@ -48,7 +48,7 @@ from deltajobs.train.checkpoint import (
 )
 from deltajobs.train.config import TrainConfig
 from deltajobs.train.data import load_mnist
-from deltajobs.train.distributed import DistInfo, barrier, dist_info, init_distributed, pick_device, shutdown
+from deltajobs.train.distributed import DistInfo, any_rank, dist_info, init_distributed, pick_device, shutdown
 from deltajobs.train.loop import Trainer, steps_per_epoch
 from deltajobs.train.models import build_model, count_parameters, model_config
 from deltajobs.train.optim import build_optimizer, build_scheduler, check_optim
@@ -149,13 +149,18 @@ def _train(
         clear_marker(run_dir)  # an earlier attempt's disk-full note no longer describes this run
     config_dict = dataclasses.asdict(config)
     kept: list[tuple[int, int]] = []  # (epoch, step) of the checkpoint on disk, once there is one
+    full: list[DiskFullError] = []  # with several ranks: rank 0's full disk, raised on all at the next save
 
     def save() -> None:
-        if info.is_main:
+        if info.is_main and not full:
             state = {"version": VERSION, "config": config_dict, "rng": rng_state(device), **trainer.state_dict()}
-            save_checkpoint(run_dir / CHECKPOINT, state)
-            kept[:] = [(trainer.progress.epoch, trainer.progress.step)]
-        barrier(info)
+            try:
+                save_checkpoint(run_dir / CHECKPOINT, state)
+                kept[:] = [(trainer.progress.epoch, trainer.progress.step)]
+            except DiskFullError as err:
+                full.append(err)
+        if any_rank(bool(full), info, device):  # every rank stops here, none waits for rank 0 forever
+            raise full[0] if full else DiskFullError(run_dir / CHECKPOINT)
 
     def append_metrics(record: dict[str, Any]) -> None:
         if info.is_main:
@@ -176,7 +181,7 @@ def _train(
     elif resume:
         log(f"no {CHECKPOINT} in {run_dir}; starting from scratch")
     try:
-        return _fit(trainer, config, run_dir, info, device, log)
+        return _fit(trainer, config, run_dir, info, device, log, full)
     except DiskFullError as err:
         if info.is_main:
             err.kept = kept_text(kept[0] if kept else None)
@@ -192,8 +197,11 @@ def _fit(
     info: DistInfo,
     device: torch.device,
     log: Callable[[str], None],
+    full: list[DiskFullError],
 ) -> dict[str, Any]:
-    """Train the prepared `trainer` and write its results (rank 0)."""
+    """Train the prepared `trainer` and write its results (rank 0). With several ranks, rank 0's
+    per-epoch and per-step writes that find the disk full go to `full` (the next save raises it on
+    every rank) instead of raising on rank 0 alone while the others wait in a collective."""
     if info.is_main:  # the metrics file holds exactly the epochs the checkpoint knows
         lines = [json.dumps(record) + "\n" for record in trainer.progress.history]
         write_atomically(run_dir / METRICS, "".join(lines))
@@ -207,6 +215,9 @@ def _fit(
         + (f"; {step_note}" if step_note else "")
     )
     board = attach_board(trainer, run_dir, log) if info.is_main else None  # TensorBoard: run_dir/tb
+    if info.enabled and info.is_main:
+        trainer.on_epoch = deferred(trainer.on_epoch, full)
+        trainer.on_step_loss = deferred(trainer.on_step_loss, full)
     sampler = GpuSampler(run_dir / GPU_FILE).start() if info.is_main else None  # if nvidia-smi is here
     try:
         status = trainer.fit()
@@ -239,6 +250,22 @@ def write_atomically(path: Path, text: str) -> None:
         tmp.unlink(missing_ok=True)
         raise
     tmp.replace(path)
+
+
+def deferred(hook: Callable[..., None] | None, full: list[DiskFullError]) -> Callable[..., None] | None:
+    """`hook`, with a DiskFullError kept in `full` instead of raised (and later calls skipped)."""
+    if hook is None:
+        return None
+
+    def call(*args: Any) -> None:
+        if full:
+            return
+        try:
+            hook(*args)
+        except DiskFullError as err:
+            full.append(err)
+
+    return call
 
 
 def append_line(path: Path, line: str) -> None:
