@@ -5,6 +5,8 @@ advice after a sweep priced with the minimum charge. Real points run in tests/te
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -84,6 +86,29 @@ def test_a_failed_point_is_recorded_and_the_next_point_still_runs(
     assert task() == {"4": "failed", "5": "done"} and starts(dirs[0]) == 1  # not rerun
     out = capsys.readouterr().out
     assert "deltajobs: point 4 (x) starts in" in out and "points 4, 5 finished before this start: skipped" in out
+
+
+class Warned(Counting):
+    """A point that completes just as SLURM's time-limit warning (USR2) reaches the task."""
+
+    def __call__(self) -> dict[str, str]:
+        results = super().__call__()
+        os.kill(os.getpid(), signal.SIGUSR2)
+        return results
+
+
+def test_a_time_limit_warning_between_points_starts_no_further_point(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SUBMITIT_EXECUTOR", raising=False)  # not on SLURM: nothing to requeue
+    dirs = [tmp_path / "p0", tmp_path / "p1"]
+    for d in dirs:
+        d.mkdir()
+    task = PointsTask([Warned(dirs[0]), Counting(dirs[1])], [str(d) for d in dirs], [0, 1], ["a", "b"])
+    with pytest.raises(SystemExit) as stopped:
+        task()
+    assert stopped.value.code == -1 and [point_state(d) for d in dirs] == ["done", None]
+    assert signal.getsignal(signal.SIGUSR2) != task._on_signal  # the task's handlers are gone again
 
 
 def test_a_points_part_of_a_task_log_is_every_attempt_of_it() -> None:

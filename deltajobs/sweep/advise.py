@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from deltajobs import backends
 from deltajobs.charge.advice import Advice, pack_advice, per_task_advice
 from deltajobs.charge.estimate import Estimate, Request, estimate
 from deltajobs.cluster import load_profile
@@ -19,7 +20,7 @@ from deltajobs.sweep.results import SweepView
 def sweep_advice(view: SweepView) -> list[Advice]:
     """Advice for a sweep whose points finished (none while any runs, or without a charge model)."""
     done = [p for p in view.points if p.state == "COMPLETED" and p.elapsed_s]
-    if not done or len(done) < len(view.points) or not view.tasks:
+    if not done or len(done) < len(view.points) or not view.tasks or not backends.get(view.backend).charges:
         return []
     advice = []
     by_index = {p.index: float(p.elapsed_s or 0) for p in done}

@@ -129,11 +129,27 @@ class PointsTask:
             if self.pack > 1:
                 self._run_packed(todo)
             else:
-                for n in todo:
-                    run_point(self.calls[n], dirs[n], self.indexes[n], self.labels[n])
+                self._run_in_turn(todo, dirs)
         except PointStopped:
             sys.exit(-1)  # requeued or killed: the next start of this task resumes here
         return {str(i): point_state(d) or "not started" for i, d in zip(self.indexes, dirs, strict=True)}
+
+    def _run_in_turn(self, todo: list[int], dirs: list[Path]) -> None:
+        """The points one after another in this process. Each point's call installs its own signal
+        handlers while it runs; between points ours note a time-limit warning (USR2) or SIGTERM, and
+        no further point starts: the task requeues itself (USR2) or ends (SIGTERM)."""
+        stops = (signal.SIGUSR2, signal.SIGTERM)
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in stops}
+        try:
+            for n in todo:
+                if self.stop_signal is not None:
+                    self._requeue_once()
+                run_point(self.calls[n], dirs[n], self.indexes[n], self.labels[n])
+                for sig in stops:
+                    signal.signal(sig, self._on_signal)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
     # -- --pack: separate processes on the same GPU ------------------------------------------------
 
@@ -177,18 +193,18 @@ class PointsTask:
             return subprocess.Popen(argv, stdout=out, stderr=err, start_new_session=True)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        """The time-limit warning (USR2) or SIGTERM: every running point gets SIGTERM, which makes
-        it checkpoint and stop without requeueing the task itself; no further point starts."""
+        """The time-limit warning (USR2) or SIGTERM: no further point starts, and every running
+        packed point gets SIGTERM, which makes it checkpoint and stop without requeueing the task."""
         if self.stop_signal is not None:
             return
         self.stop_signal = signum
-        print(f"deltajobs: caught {signal.Signals(signum).name}: stopping the packed points", flush=True)
+        print(f"deltajobs: caught {signal.Signals(signum).name}: no further point starts", flush=True)
         for child in self.children.values():
             if child.poll() is None:
                 os.killpg(child.pid, signal.SIGTERM)
 
     def _requeue_once(self) -> None:
-        """After the packed points stopped: requeue the task once (not once per point), then exit."""
+        """Once the running points stopped: requeue the task once (not once per point), then stop."""
         wanted = [Path(d) for d in self.run_dirs if (Path(d) / REQUEUE_WANTED).exists()]
         for run_dir in wanted:
             (run_dir / REQUEUE_WANTED).unlink(missing_ok=True)
