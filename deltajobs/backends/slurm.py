@@ -172,7 +172,8 @@ def render_array(resolved: ResolvedJob, sweep_dir: Path, count: int, max_paralle
 
 
 def sbatch_error_line(err: BaseException) -> str:
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    """sbatch's own error line (`slurm.run` prefixes it with `sbatch failed: `)."""
+    lines = [line.strip().removeprefix("sbatch failed: ") for line in str(err).splitlines() if line.strip()]
     errors = [line for line in lines if "error" in line.lower()]
     return (errors or lines or [err.__class__.__name__])[-1]
 
