@@ -113,8 +113,9 @@ class SbatchPayload(UserPayload):
         raise SpecError(key, "an sbatch script takes no swept values; sweep a script (train.py) or a spec instead")
 
     def sbatch_options(self, run_dir: Path) -> list[str]:
-        """sbatch's command-line options: the contract's environment, a tag, the working directory,
-        the flags given to deltajobs that differ from the script, and logs where deltajobs can find them."""
+        """sbatch's command-line options: the contract's environment, the working directory, the
+        flags given to deltajobs that differ from the script, and logs where deltajobs can find them
+        (the SLURM backend adds the submission's tag, `--comment=deltajobs:RUN:NONCE`)."""
         parsed = read(self.path)
         written = to_spec_dict(parsed)
         spec = self.job.spec.to_dict()
@@ -126,7 +127,6 @@ class SbatchPayload(UserPayload):
         options = [
             "--parsable",
             f"--chdir={self.workdir}",
-            f"--comment=deltajobs:{run_dir.name}",
             "--export=ALL," + ",".join(f"{key}={value}" for key, value in env.items()),
         ]
         for path, option in OVERRIDES.items():
