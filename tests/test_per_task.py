@@ -35,7 +35,7 @@ class Counting:
     def __init__(self, run_dir: Path, stop_first: bool = False, fail: bool = False) -> None:
         self.run_dir, self.stop_first, self.fail = run_dir, stop_first, fail
 
-    def __call__(self) -> dict[str, str]:
+    def __call__(self) -> dict[str, object]:
         starts = json.loads((self.run_dir / "attempts.json").read_text())["starts"] if self.started else []
         starts.append({"time": time.time()})
         (self.run_dir / "attempts.json").write_text(json.dumps({"starts": starts}))
@@ -91,7 +91,7 @@ def test_a_failed_point_is_recorded_and_the_next_point_still_runs(
 class Warned(Counting):
     """A point that completes just as SLURM's time-limit warning (USR2) reaches the task."""
 
-    def __call__(self) -> dict[str, str]:
+    def __call__(self) -> dict[str, object]:
         results = super().__call__()
         os.kill(os.getpid(), signal.SIGUSR2)
         return results
