@@ -211,9 +211,9 @@ class PointsTask:
         request = os.environ.get("DELTAJOBS_REQUEUE_FILE")
         if request and Path(request).exists():
             raise PointStopped  # a script's request: the batch script requeues when we exit
-        if (wanted or self.stop_signal == signal.SIGUSR2) and os.environ.get("SUBMITIT_EXECUTOR") == "slurm":
-            from deltajobs.backends import submitit_private
+        from deltajobs.backends import submitit_private
 
+        if (wanted or self.stop_signal == signal.SIGUSR2) and submitit_private.running_on_slurm():
             if _rank() == 0:
                 submitit_private.requeue(self.max_requeues)
                 print("deltajobs: requeued the task for its unfinished points", flush=True)
