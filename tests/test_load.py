@@ -111,6 +111,10 @@ def test_100_parallel_submits_and_20_watchers_lose_and_duplicate_nothing(tmp_pat
         stderr = {name: (tmp_path / name).with_suffix(".err").read_text() for name in procs}
         failed = {name: (p.returncode, stderr[name][-300:]) for name, p in procs.items() if p.returncode != 0}
         assert not failed, f"{len(failed)} processes failed: {dict(list(failed.items())[:5])}"
+        said = sorted({line for name in submits for line in stderr[name].splitlines()})
+        print(
+            f"{SUBMITS} submits in {max(submits_ended.values()) - watch_started:.0f}s after the first row; said: {said}"
+        )
         locked = {name: text for name, text in stderr.items() if any(word in text for word in LOCKED)}
         assert not locked, f"locked registry on stderr: {dict(list(locked.items())[:3])}"
         # The watchers ran while the submits went on (else this tests nothing about them).
