@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from deltajobs.diskspace import append_line, is_disk_full
+
 GPU_FILE = "gpu_util.jsonl"
 QUERY = ["--query-gpu=index,utilization.gpu,memory.used", "--format=csv,noheader,nounits"]
 SAMPLE_SECONDS = 5.0
@@ -60,6 +62,7 @@ class GpuSampler:
         self.samples: list[list[list[float]]] = []
         self.stopping = threading.Event()
         self.thread: threading.Thread | None = None
+        self.writing = True  # False once the disk was full
 
     def start(self) -> GpuSampler:
         if shutil.which("nvidia-smi") is not None:
@@ -83,10 +86,20 @@ class GpuSampler:
             reading = query_gpus()
             if reading:
                 self.samples.append(reading)
-                with self.path.open("a") as handle:
-                    handle.write(json.dumps({"time": round(time.time(), 3), "gpus": reading}) + "\n")
+                self._append(reading)
             if self.stopping.wait(self.interval):
                 return
+
+    def _append(self, reading: list[list[float]]) -> None:
+        """One line of gpu_util.jsonl; on a full disk or quota the readings stay in memory only (the
+        trainer's own writes say disk full, once, in the main thread)."""
+        if self.writing:
+            try:
+                append_line(self.path, json.dumps({"time": round(time.time(), 3), "gpus": reading}))
+            except OSError as err:
+                if not is_disk_full(err):
+                    raise
+                self.writing = False
 
     def summary(self) -> dict[str, Any] | None:
         return summarize(self.samples)

@@ -5,7 +5,8 @@ the training loop polls at every step; the loop then writes a checkpoint at a cl
 and returns "interrupted". On a timeout warning (USR2) the job requeues itself through submitit's
 job environment (`scontrol requeue`); on SIGTERM (preemption or scancel) it just exits and SLURM
 decides (preempt partitions requeue jobs submitted with --requeue). The next start resumes from
-the checkpoint with the same model, optimizer, scheduler, RNG and data order.
+the checkpoint with the same model, optimizer, scheduler, RNG and data order. A full disk or quota
+ends the task with the trainer's one-line message and exit status 28 (`deltajobs.diskspace`).
 
 Importing this module must stay cheap: torch is imported inside `__call__` only.
 """
@@ -108,6 +109,7 @@ class TrainJob(submitit.helpers.Checkpointable):
         return cls(resolved.spec.to_dict(), str(run_dir), resolved.spec.resources.max_requeues)
 
     def __call__(self) -> dict[str, Any]:
+        from deltajobs.diskspace import DiskFullError
         from deltajobs.schema import from_dict
         from deltajobs.train.api import run_training
         from deltajobs.train.config import TrainConfig
@@ -120,7 +122,12 @@ class TrainJob(submitit.helpers.Checkpointable):
         resume = (run_dir / "checkpoint.pt").exists()
         if resume:
             print(f"deltajobs: resuming from {run_dir / 'checkpoint.pt'} (restart {restarted})", flush=True)
-        results = run_training(config, run_dir, resume=resume, should_stop=stop)
+        try:
+            results = run_training(config, run_dir, resume=resume, should_stop=stop)
+        except DiskFullError as err:  # one line in the log (rank 0's), and an exit status that says it
+            if global_rank() == 0:
+                print(f"deltajobs: {err}", file=sys.stderr, flush=True)
+            sys.exit(err.exit_code)
         if results.get("status") != "interrupted":
             # SLURM may send the warning up to a minute early, even as the process exits: a late
             # USR2 must not turn a finished run into a job killed by a signal.

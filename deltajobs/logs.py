@@ -152,6 +152,12 @@ def results(row: JobRow) -> dict[str, Any]:
 
         return {"status": row.state, "history": read_metrics(metrics)}
     if not path.exists():
+        from deltajobs.diskspace import EXIT_DISK_FULL, read_marker
+
+        note = read_marker(Path(row.run_dir)) if row.final else None
+        if note is not None or (row.exit_code or "").split(":")[0] == str(EXIT_DISK_FULL):
+            said = note or "disk full / quota exceeded (exit status 28): `deltajobs logs {id} --err` says where"
+            raise NotFoundError(f"job {row.job_id} ended {row.state} without results: {said.format(id=row.job_id)}")
         hint = "it has not finished" if not row.final else f"it ended {row.state} without results"
         raise NotFoundError(f"job {row.job_id} has no results.json yet ({hint}); see `deltajobs logs {row.job_id}`")
     try:

@@ -24,6 +24,7 @@ run `deltajobs registry rebuild` (rebuild.py).
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -149,6 +150,8 @@ class RegistryDamaged(DeltaJobsError):
 def registry_failure(path: Path, err: sqlite3.Error) -> DeltaJobsError:
     """An SQLite error as the one line a user can act on."""
     name, text = getattr(err, "sqlite_errorname", "") or "", str(err)
+    if name.startswith("SQLITE_FULL"):
+        return registry_full(path)
     if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")) or text.startswith(("no such table", "no such column")):
         return RegistryDamaged(path, text)
     if name.startswith("SQLITE_IOERR") and "LOCK" in name:
@@ -160,6 +163,15 @@ def registry_failure(path: Path, err: sqlite3.Error) -> DeltaJobsError:
     return DeltaJobsError(f"the registry at {path} cannot be used ({text})")
 
 
+def registry_full(path: Path) -> DeltaJobsError:
+    """The registry's filesystem is full or over quota (SQLITE_FULL, ENOSPC, EDQUOT): nothing is lost,
+    each job is also in its run directory's job.json."""
+    from deltajobs.diskspace import DiskFullError
+
+    kept = "every job is also in its run directory's job.json (`deltajobs registry rebuild` reads them)"
+    return DiskFullError(path, kept, "run the command again")
+
+
 def db_path(settings: Settings) -> Path:
     return settings.home_path / "registry.sqlite"
 
@@ -168,9 +180,14 @@ class Registry:
     def __init__(self, path: Path, restore: Callable[[], Restore] | None = None) -> None:
         """Open (or create) the registry at `path`; a new one starts with the rows `restore` gives."""
         self.path = path
-        private_dir(path.parent)  # 0700 whatever the umask, when this makes it (config.py)
-        if not path.exists():  # create private before SQLite opens it
-            os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+        try:
+            private_dir(path.parent)  # 0700 whatever the umask, when this makes it (config.py)
+            if not path.exists():  # create private before SQLite opens it
+                os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+        except OSError as err:
+            if err.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise registry_full(path) from None
+            raise
         try:
             self._conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
         except sqlite3.Error as err:

@@ -107,3 +107,26 @@ def test_status_table_of_nothing_or_one_job_is_unchanged(count: int, tmp_path: P
     text = status_table(rows, limit=STATUS_ROWS)
     assert "not shown" not in text
     assert text.startswith("no jobs") if not count else text.splitlines()[1].startswith("5000")
+
+
+def test_the_cli_limits_plain_status_and_lists_everything_with_all(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from conftest import run_main
+
+    now = time.time()
+    rows = [job(i, "COMPLETED", tmp_path) for i in range(STATUS_ROWS + 12)]
+    for i, row in enumerate(rows):
+        row.submitted_at = now - 3600 + i  # all within the last week: plain status would list every one
+    with Registry.open(load_settings()) as registry:
+        registry.add_many(rows)
+    code, out, err = run_main(monkeypatch, capsys, "status")
+    lines = out.splitlines()
+    assert code == 0 and err == ""
+    assert len(lines) == 1 + STATUS_ROWS + 1
+    assert lines[1].startswith("5012 ") and lines[STATUS_ROWS].startswith(f"{5000 + STATUS_ROWS + 11} ")  # the newest
+    assert lines[-1] == "(12 earlier finished jobs not shown: `deltajobs status --all`)"
+    code, out, _ = run_main(monkeypatch, capsys, "status", "--all")
+    assert code == 0 and len(out.splitlines()) == 1 + STATUS_ROWS + 12 and "not shown" not in out
+    code, out, _ = run_main(monkeypatch, capsys, "status", "--json")
+    assert code == 0 and len(json.loads(out)) == STATUS_ROWS + 12  # --json: every row, for programs

@@ -17,6 +17,7 @@ from typing import Any
 from deltajobs.backends.base import ArraySubmission, Backend, StateChanges, Submission
 from deltajobs.backends.slots import SlotJob, started
 from deltajobs.backends.submitit_private import DetachedLocalExecutor
+from deltajobs.diskspace import EXIT_DISK_FULL, read_marker
 from deltajobs.registry import JobRow
 from deltajobs.render import submitit_folder
 from deltajobs.spec import ResolvedJob
@@ -114,11 +115,10 @@ def local_state(row: JobRow) -> dict[str, Any]:
     else:
         state = "FAILED"  # died without a result: killed, or crashed before submitit could write one
     end = result.stat().st_mtime if result.exists() else now
-    return {
-        "state": state,
-        "elapsed_s": int(end - row.submitted_at),
-        "exit_code": "0:0" if state == "COMPLETED" else "1:0",
-    }
+    code = "0:0" if state == "COMPLETED" else "1:0"
+    if state == "FAILED" and read_marker(Path(row.run_dir)) is not None:  # as sacct would say it
+        code = f"{EXIT_DISK_FULL}:0"
+    return {"state": state, "elapsed_s": int(end - row.submitted_at), "exit_code": code}
 
 
 def _submission(pid: str, run_dir: Path, folder: Path) -> Submission:

@@ -127,8 +127,9 @@ def status_command(
     interval: Annotated[float, typer.Option("--interval", help="Seconds between refreshes with --watch.")] = 5.0,
     as_json: JsonOpt = False,
 ) -> None:
-    """Live state of your jobs: one squeue and one sacct call for all that are not final."""
-    from deltajobs.cli.views import progress_lines, status_dict, status_table
+    """Live state of your jobs: one squeue and one sacct call for all that are not final. Without ids or
+    --all: every unfinished job and the newest finished ones of the last 7 days, 30 rows at most."""
+    from deltajobs.cli.views import STATUS_ROWS, progress_lines, status_dict, status_table
     from deltajobs.config import load_settings
     from deltajobs.lifecycle import status
 
@@ -140,7 +141,8 @@ def status_command(
         if as_json:
             emit_json([status_dict(r, detail, view.records.get(r.job_id)) for r in view.rows])
         else:
-            typer.echo(status_table(view.rows, detail, view.records))
+            limit = None if every or job_ids else STATUS_ROWS  # the rest: one line naming --all
+            typer.echo(status_table(view.rows, detail, view.records, limit))
             if watch and sys.stdout.isatty():
                 typer.echo(progress_lines(view.rows), nl=False)
         for line in view.notes:

@@ -44,7 +44,7 @@ def newest(rows: list[JobRow], limit: int | None) -> tuple[list[JobRow], int]:
 def status_dict(row: JobRow, detail: bool = False, record: AcctRecord | None = None) -> dict[str, Any]:
     """One job of `status --json`: the registry row, the pending reason in words, restarts, advice."""
     data = row.to_dict()
-    data["reason_words"] = reason_words(row.reason) if row.state == "PENDING" else ""
+    data["reason_words"] = reason_words(row.reason) if row.state == "PENDING" else disk_full_reason(row)
     data["restarts"] = restart_count(row)
     data["advice"] = STATE_ADVICE.get(row.state, "")
     if detail:
@@ -66,7 +66,7 @@ def status_table(
     for row in rows:
         record = (records or {}).get(row.job_id)
         why = reason_words(row.reason) if row.state == "PENDING" else ""
-        why = why or (row.reason or "" if row.state == "PENDING" and row.reason != "None" else "")
+        why = why or (row.reason or "" if row.state == "PENDING" and row.reason != "None" else disk_full_reason(row))
         count = restart_count(row)
         gpus = (row.nodes or 1) * (row.gpus_per_node or 0)
         body.append(
@@ -94,6 +94,17 @@ def status_table(
     if hidden:
         text += f"\n({hidden:,} earlier finished job{'s' if hidden != 1 else ''} not shown: `deltajobs status --all`)"
     return text + ("\n\n" + "\n".join(notes) if notes else "")
+
+
+def disk_full_reason(row: JobRow) -> str:
+    """A failed job that stopped on a full disk or quota (exit status 28: sacct's, or the local
+    backend's from the note in the run directory): the REASON column's words; "" otherwise. From
+    the row alone: status reads no file per finished job."""
+    from deltajobs.diskspace import EXIT_DISK_FULL
+
+    if row.state != "FAILED" or (row.exit_code or "").split(":")[0] != str(EXIT_DISK_FULL):
+        return ""
+    return f"disk full / quota: `deltajobs results {row.job_id}`"
 
 
 def progress_lines(rows: list[JobRow]) -> str:

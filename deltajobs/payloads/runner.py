@@ -223,7 +223,8 @@ def task_env(run_dir: Path, restarted: int, gpus_per_node: int, extra: dict[str,
         }
     )
     env.setdefault("MASTER_ADDR", "127.0.0.1")
-    env.setdefault("MASTER_PORT", str(20000 + int(env.get("SLURM_JOB_ID", os.getpid())) % 20000))
+    # Below the ephemeral ports (32768 and up), as the job script's (templates/job.sh.j2).
+    env.setdefault("MASTER_PORT", str(20000 + int(env.get("SLURM_JOB_ID", os.getpid())) % 12000))
     return env
 
 

@@ -28,9 +28,11 @@ export SUBMITIT_EXECUTOR=slurm
 export PYTHONUNBUFFERED=1
 
 # One process per GPU: 2 node(s) x 4 = 8 ranks.
-# The first node hosts the rendezvous (torch.distributed env://).
+# The first node hosts the rendezvous (torch.distributed env://), on a port below Linux's ephemeral
+# range (ip_local_port_range, 32768-60999 by default): there, another job's connection on a shared
+# node may hold it, and the first rank's bind would fail with "Address already in use".
 export MASTER_ADDR="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)"
-export MASTER_PORT=$((20000 + SLURM_JOB_ID % 20000))
+export MASTER_PORT=$((20000 + SLURM_JOB_ID % 12000))
 export NCCL_DEBUG=INFO
 # Between nodes NCCL needs the network plugin the profile's multi-node modules load (Delta: `nccl`,
 # AWS OFI for Slingshot 11) and the interface below. With NCCL_DEBUG=INFO the log names the
