@@ -19,124 +19,57 @@ node, hence this file is only a cache: each row is also in its run directory (`j
 before the row and at each change of state), each sweep's in its directory (`sweep-row.json`). A
 deleted registry is recreated from them by the next command; a damaged one raises `RegistryDamaged`:
 run `deltajobs registry rebuild` (rebuild.py).
+
+The shape of a row and of the tables (`JobRow`, the schema and its migration) is registry_schema.py,
+the runtime history (`spec_key`, `typical_elapsed`) registry_history.py; their names are importable
+from here as well.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import json
 import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, fields, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from deltajobs.config import Settings, private_dir
 from deltajobs.errors import DeltaJobsError, NotFoundError
+from deltajobs.registry_history import spec_key, typical_elapsed
+from deltajobs.registry_schema import (
+    JOB_COLUMNS,
+    SCHEMA_VERSION,
+    SELECT_JOBS,
+    JobRow,
+    Restore,
+    create_tables,
+    insert_rows,
+)
 from deltajobs.slurm import FINAL_STATES
 
-SCHEMA_VERSION = 2  # 2: jobs.restarts (version 1 files gain the column on open)
+__all__ = [  # JobRow, Restore and the history's names are importable from here as before the split
+    "BUSY_TIMEOUT_S",
+    "JOURNAL_MODE",
+    "SCHEMA_VERSION",
+    "JobRow",
+    "Registry",
+    "RegistryDamaged",
+    "Restore",
+    "db_path",
+    "registry_failure",
+    "registry_full",
+    "spec_key",
+    "typical_elapsed",
+]
+
 JOURNAL_MODE = "DELETE"  # see the module docstring: WAL does not work across hosts
 BUSY_TIMEOUT_S = 30.0
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    job_id        TEXT PRIMARY KEY,
-    name          TEXT NOT NULL,
-    cluster       TEXT NOT NULL,
-    backend       TEXT NOT NULL,          -- slurm | local
-    account       TEXT,
-    partition     TEXT,
-    nodes         INTEGER,
-    gpus_per_node INTEGER,
-    ntasks_per_node INTEGER,
-    cpus_per_task INTEGER,
-    mem           TEXT,
-    time_limit    TEXT,
-    run_dir       TEXT NOT NULL,
-    log_path      TEXT NOT NULL,
-    err_path      TEXT NOT NULL,
-    spec_key      TEXT,
-    sweep_id      TEXT,
-    sweep_index   INTEGER,
-    submitted_at  REAL NOT NULL,
-    state         TEXT NOT NULL,
-    reason        TEXT,
-    started_at    TEXT,
-    ended_at      TEXT,
-    elapsed_s     INTEGER,
-    exit_code     TEXT,
-    billing       REAL,
-    su            REAL,
-    updated_at    REAL NOT NULL,
-    restarts      INTEGER                 -- set when the job ends (attempts.json), NULL before
-);
-CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
-CREATE INDEX IF NOT EXISTS jobs_sweep ON jobs(sweep_id);
-CREATE INDEX IF NOT EXISTS jobs_spec_key ON jobs(spec_key);
-CREATE INDEX IF NOT EXISTS jobs_submitted ON jobs(submitted_at);
-CREATE TABLE IF NOT EXISTS sweeps (
-    sweep_id     TEXT PRIMARY KEY,
-    job          TEXT NOT NULL,
-    array_job_id TEXT,
-    backend      TEXT NOT NULL,
-    created_at   REAL NOT NULL,
-    params       TEXT NOT NULL,           -- JSON: the swept keys and the points
-    run_dir      TEXT NOT NULL
-)
-"""
-_SWEEP_COLUMNS = ["sweep_id", "job", "array_job_id", "backend", "created_at", "params", "run_dir"]
-
-
-@dataclass
-class JobRow:
-    job_id: str
-    name: str
-    cluster: str
-    backend: str
-    run_dir: str
-    log_path: str
-    err_path: str
-    submitted_at: float
-    state: str
-    account: str | None = None
-    partition: str | None = None
-    nodes: int | None = None
-    gpus_per_node: int | None = None
-    ntasks_per_node: int | None = None
-    cpus_per_task: int | None = None
-    mem: str | None = None
-    time_limit: str | None = None
-    spec_key: str | None = None
-    sweep_id: str | None = None
-    sweep_index: int | None = None
-    reason: str | None = None
-    started_at: str | None = None
-    ended_at: str | None = None
-    elapsed_s: int | None = None
-    exit_code: str | None = None
-    billing: float | None = None
-    su: float | None = None
-    updated_at: float = 0.0
-    restarts: int | None = None  # recorded when the job ends, so that listing finished jobs reads no file
-
-    @property
-    def final(self) -> bool:
-        return self.state in FINAL_STATES
-
-    def to_dict(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in _COLUMNS}  # every field is a scalar: no deep copy
-
-
-_COLUMNS = [f.name for f in fields(JobRow)]
-_SELECT_JOBS = f"SELECT {','.join(_COLUMNS)} FROM jobs"  # in JobRow's order: rows build positionally (fast)
-
-Restore = tuple[list[JobRow], list[dict[str, Any]]]  # what a new registry starts from: rows recorded elsewhere
 
 
 class RegistryDamaged(DeltaJobsError):
@@ -211,7 +144,7 @@ class Registry:
         A missing one is recreated from what the run directories recorded."""
 
         def recorded() -> Restore:
-            from deltajobs.rebuild import recorded_rows
+            from deltajobs.rebuild_records import recorded_rows
 
             return recorded_rows(settings.runs_path)
 
@@ -248,14 +181,7 @@ class Registry:
     def _create(self, restore: Callable[[], Restore] | None) -> None:
         """The tables, in one transaction: of processes creating it at once, exactly one restores."""
         with self.transaction() as conn:
-            existed = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'jobs'").fetchone() is not None
-            for statement in _SCHEMA.split(";"):
-                conn.execute(statement)
-            if "restarts" not in {r["name"] for r in conn.execute("PRAGMA table_info(jobs)")}:  # version 1
-                conn.execute("ALTER TABLE jobs ADD COLUMN restarts INTEGER")
-            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-            if restore is not None and not existed:
-                _insert(conn, *restore(), replace=False)
+            create_tables(conn, restore)
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -278,18 +204,18 @@ class Registry:
         self.add_many([row])
 
     def add_many(self, rows: Iterable[JobRow]) -> None:
-        from deltajobs.rebuild import record_jobs  # the run directories' copy, which rebuild reads back
+        from deltajobs.rebuild_records import record_jobs  # the run directories' copy, which rebuild reads back
 
         now = time.time()
         rows = [replace(r, updated_at=now) for r in rows]
         record_jobs(rows, strict=True)
         with self.transaction() as conn:
-            _insert(conn, rows, [], replace=False, ignore=False)
+            insert_rows(conn, rows, [], replace=False, ignore=False)
 
     def restore(self, jobs: list[JobRow], sweeps: list[dict[str, Any]], replace: bool = True) -> None:
         """Rows recorded elsewhere (the run directories); `replace`: they win over rows already here."""
         with self.transaction() as conn:
-            _insert(conn, jobs, sweeps, replace=replace)
+            insert_rows(conn, jobs, sweeps, replace=replace)
 
     def update(self, job_id: str, **values: Any) -> None:
         self.update_many({job_id: values})
@@ -297,7 +223,7 @@ class Registry:
     def update_many(self, changes: dict[str, dict[str, Any]]) -> None:
         """Change rows; a job whose state changed has its `job.json` rewritten too."""
         from deltajobs.progress import restarts
-        from deltajobs.rebuild import record_jobs
+        from deltajobs.rebuild_records import record_jobs
 
         if not changes:
             return
@@ -306,7 +232,7 @@ class Registry:
         with self.transaction() as conn:
             for job_id, values in changes.items():
                 values = {**values, "updated_at": now}
-                unknown = set(values) - set(_COLUMNS)
+                unknown = set(values) - set(JOB_COLUMNS)
                 if unknown:
                     raise ValueError(f"unknown registry columns: {sorted(unknown)}")
                 old = conn.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
@@ -321,9 +247,9 @@ class Registry:
     def get(self, job_id: str) -> JobRow:
         """One job by id; `last` is the most recently submitted one."""
         if job_id == "last":
-            found = self._rows(f"{_SELECT_JOBS} ORDER BY submitted_at DESC LIMIT 1")
+            found = self._rows(f"{SELECT_JOBS} ORDER BY submitted_at DESC LIMIT 1")
         else:
-            found = self._rows(f"{_SELECT_JOBS} WHERE job_id = ?", (job_id,))
+            found = self._rows(f"{SELECT_JOBS} WHERE job_id = ?", (job_id,))
         if not found:
             raise NotFoundError(
                 f"job {job_id} is not in the registry ({self.path}); `deltajobs status --all` lists them"
@@ -335,7 +261,7 @@ class Registry:
 
     def query(self, *, recent_since: float | None = None, sweep_id: str | None = None) -> list[JobRow]:
         """All rows; or those not final or submitted after `recent_since`; or one sweep's."""
-        sql, args = _SELECT_JOBS, list[Any]()
+        sql, args = SELECT_JOBS, list[Any]()
         if sweep_id is not None:
             sql += " WHERE sweep_id = ?"
             args.append(sweep_id)
@@ -354,13 +280,13 @@ class Registry:
     # sweeps
     def add_sweep(self, sweep_id: str, job: str, backend: str, params: dict[str, Any], run_dir: str) -> None:
         """Record a new sweep: its `sweep-row.json` first, then its row."""
-        from deltajobs.rebuild import record_sweep
+        from deltajobs.rebuild_records import record_sweep
 
         row: dict[str, Any] = {"sweep_id": sweep_id, "job": job, "array_job_id": None, "backend": backend}
         row |= {"created_at": time.time(), "params": params, "run_dir": run_dir}
         record_sweep(row, strict=True)
         with self.transaction() as conn:
-            _insert(conn, [], [row], replace=False, ignore=False)
+            insert_rows(conn, [], [row], replace=False, ignore=False)
 
     def sweep(self, sweep_id: str) -> dict[str, Any]:
         found = self._rows("SELECT * FROM sweeps WHERE sweep_id = ?", (sweep_id,))
@@ -375,7 +301,7 @@ class Registry:
         self._update_sweep(sweep_id, "array_job_id", array_job_id)
 
     def _update_sweep(self, sweep_id: str, column: str, value: Any) -> None:
-        from deltajobs.rebuild import record_sweep
+        from deltajobs.rebuild_records import record_sweep
 
         with self.transaction() as conn:
             conn.execute(f"UPDATE sweeps SET {column} = ? WHERE sweep_id = ?", (value, sweep_id))
@@ -385,45 +311,3 @@ class Registry:
         with self.transaction() as conn:
             conn.execute("DELETE FROM jobs WHERE sweep_id = ?", (sweep_id,))
             conn.execute("DELETE FROM sweeps WHERE sweep_id = ?", (sweep_id,))
-
-
-def _insert(
-    conn: sqlite3.Connection, jobs: list[JobRow], sweeps: list[dict[str, Any]], replace: bool, ignore: bool = True
-) -> None:
-    verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE" if ignore else "INSERT"
-    marks = ",".join("?" for _ in _COLUMNS)
-    conn.executemany(
-        f"{verb} INTO jobs ({','.join(_COLUMNS)}) VALUES ({marks})", [[getattr(r, c) for c in _COLUMNS] for r in jobs]
-    )
-    marks = ",".join("?" for _ in _SWEEP_COLUMNS)
-    conn.executemany(
-        f"{verb} INTO sweeps ({','.join(_SWEEP_COLUMNS)}) VALUES ({marks})",
-        [[json.dumps(s[c]) if c == "params" else s[c] for c in _SWEEP_COLUMNS] for s in sweeps],
-    )
-
-
-def spec_key(resolved: Any) -> str:
-    """Jobs with the same cluster, resources and payload (training config, or script with its
-    arguments) share a key (for typical runtimes)."""
-    spec = resolved.spec.to_dict()
-    # The walltime limit, requeue settings and data location do not change how long a job runs.
-    resources = {k: v for k, v in spec["resources"].items() if k not in ("time", "max_requeues", "signal_grace")}
-    payload = {"cluster": resolved.profile.name, "resources": resources}
-    if "train" in spec:
-        payload["train"] = {k: v for k, v in spec["train"].items() if k != "data_root"}
-    else:
-        payload["run"] = {k: v for k, v in spec["run"].items() if k not in ("workdir", "snapshot")}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def typical_elapsed(settings: Settings, resolved: Any) -> float | None:
-    """Median elapsed seconds of the completed jobs with the same spec key as `resolved`, if any ran."""
-    path = db_path(settings)
-    if not path.exists():
-        return None
-    with Registry(path) as registry:
-        values = sorted(registry.history_elapsed(spec_key(resolved)))
-    if not values:
-        return None
-    mid = len(values) // 2
-    return float(values[mid]) if len(values) % 2 else (values[mid - 1] + values[mid]) / 2

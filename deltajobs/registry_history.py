@@ -1,0 +1,41 @@
+"""What past jobs say of the next one: `spec_key` groups the jobs that run alike, `typical_elapsed`
+is their median runtime (charge estimates and sweep layouts use it). The rows live in registry.py;
+both names are importable from there as well.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from deltajobs.config import Settings
+
+
+def spec_key(resolved: Any) -> str:
+    """Jobs with the same cluster, resources and payload (training config, or script with its
+    arguments) share a key (for typical runtimes)."""
+    spec = resolved.spec.to_dict()
+    # The walltime limit, requeue settings and data location do not change how long a job runs.
+    resources = {k: v for k, v in spec["resources"].items() if k not in ("time", "max_requeues", "signal_grace")}
+    payload = {"cluster": resolved.profile.name, "resources": resources}
+    if "train" in spec:
+        payload["train"] = {k: v for k, v in spec["train"].items() if k != "data_root"}
+    else:
+        payload["run"] = {k: v for k, v in spec["run"].items() if k not in ("workdir", "snapshot")}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def typical_elapsed(settings: Settings, resolved: Any) -> float | None:
+    """Median elapsed seconds of the completed jobs with the same spec key as `resolved`, if any ran."""
+    from deltajobs.registry import Registry, db_path  # registry.py imports this module
+
+    path = db_path(settings)
+    if not path.exists():
+        return None
+    with Registry(path) as registry:
+        values = sorted(registry.history_elapsed(spec_key(resolved)))
+    if not values:
+        return None
+    mid = len(values) // 2
+    return float(values[mid]) if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
