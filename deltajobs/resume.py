@@ -1,0 +1,221 @@
+"""Continue a stopped run on the queue (`deltajobs resume RUN`): submit its run directory again, to
+the backend it ran on, from its spec.yaml, so that the new job finds its checkpoint (TrainJob:
+RUN/checkpoint.pt; a user's program: RUN/checkpoints, its DELTAJOBS_CHECKPOINT_DIR; an sbatch
+script: whatever it keeps, as written).
+
+    found = resumable(settings, "1234")                  # refuses active, completed, sweep, no checkpoint
+    sub = resume_job(resolved, settings, found.row, backend)
+
+A run directory holds one job at a time: the earlier job's own files move to RUN/previous/JOBID/
+(its job.json, so that `registry rebuild` keeps its row and charge; its attempts, results, notes;
+a copy of its spec.yaml), and its registry row stays: each attempt's charge is real.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from deltajobs.backends.base import Backend, Submission
+from deltajobs.config import Settings
+from deltajobs.diskspace import DISK_FULL_FILE
+from deltajobs.errors import NotFoundError, SpecError
+from deltajobs.lifecycle import job_row, refresh
+from deltajobs.progress import ATTEMPTS_FILE
+from deltajobs.rebuild_records import RECORD
+from deltajobs.registry import JobRow, Registry
+from deltajobs.spec import ResolvedJob
+
+PREVIOUS_DIR = "previous"  # RUN/previous/JOBID/: the files of a job whose run was resumed
+# The files of a run directory that describe one job, not the run (backends/local.py: CANCELLED).
+JOB_FILES = (RECORD, ATTEMPTS_FILE, "results.json", DISK_FULL_FILE, "CANCELLED")
+CHECKPOINTS = ("checkpoint.pt", "checkpoints")  # the trainer's file; DELTAJOBS_CHECKPOINT_DIR
+RESUMABLE_SETS = ("resources.", "schedule.", "environment.", "account")  # what --set may change
+
+
+def checkpoint_in(run_dir: Path) -> Path | None:
+    """What a resumed job continues from: the trainer's checkpoint.pt, or a non-empty checkpoints/."""
+    for name in CHECKPOINTS:
+        path = run_dir / name
+        if path.is_file() or (path.is_dir() and any(path.iterdir())):
+            return path
+    return None
+
+
+def run_rows(registry: Registry, ident: str) -> list[JobRow]:
+    """The jobs of the run RUN names (a job id, `last`, or a run directory), oldest first."""
+    from deltajobs.targets import find_target
+
+    path = Path(ident).expanduser()
+    if os.sep in ident or path.is_dir():
+        run_dir = path.absolute()
+        if not (run_dir / "spec.yaml").is_file():
+            raise NotFoundError(f"{run_dir} is not a run directory (it holds no spec.yaml)")
+    else:
+        target = find_target(registry, ident)
+        if target.is_sweep:
+            raise SpecError("", f"{ident} is {target.label}: {sweep_advice(registry, target.sweep_id or '')}")
+        run_dir = Path(target.rows[0].run_dir)
+    rows = [r for r in registry.query() if Path(r.run_dir) == run_dir]
+    if not rows:
+        raise NotFoundError(
+            f"no job in the registry ({registry.path}) ran in {run_dir}; `deltajobs registry rebuild` reads them back"
+        )
+    return sorted(rows, key=lambda r: (r.submitted_at, r.job_id))
+
+
+def sweep_advice(registry: Registry, sweep_id: str) -> str:
+    """What continues a sweep's work: `sweep resume` for a search's workers; a grid's points have none."""
+    if "search" in registry.sweep(sweep_id)["params"]:
+        return f"resume takes single jobs; `deltajobs sweep resume {sweep_id}` starts the search's workers again"
+    return (
+        "resume takes single jobs, and a grid sweep's points are not resumed one by one "
+        f"(`deltajobs sweep status {sweep_id}` shows them; `deltajobs submit RUN_DIR/spec.yaml` runs one anew)"
+    )
+
+
+@dataclass(frozen=True)
+class Resumable:
+    """A run that may be resumed: its latest job (final) and what the next one continues from."""
+
+    row: JobRow
+    checkpoint: Path | None
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.row.run_dir)
+
+    def spec(self) -> dict[str, Any]:
+        data = yaml.safe_load((self.run_dir / "spec.yaml").read_text())
+        if not isinstance(data, dict):
+            raise SpecError("spec.yaml", f"{self.run_dir / 'spec.yaml'} holds no job spec")
+        return data
+
+
+def resumable(settings: Settings, ident: str, restart: bool = False) -> Resumable:
+    """The run RUN names, if it may be resumed: its latest job is final, did not complete, is not a
+    sweep's, and the run holds a checkpoint (or `restart`: it starts over). Else one line (SpecError)."""
+    with Registry.open(settings) as registry:
+        rows = run_rows(registry, ident)
+        latest = rows[-1]
+        refresh(registry, [latest])
+        if latest.sweep_id is not None:
+            advice = sweep_advice(registry, latest.sweep_id)
+            raise SpecError("", f"job {latest.job_id} is a point of sweep {latest.sweep_id}: {advice}")
+    resumed = ident != latest.job_id and ident in {r.job_id for r in rows}
+    name = f"job {ident} was resumed as {latest.job_id}, which" if resumed else f"job {latest.job_id}"
+    if not latest.final:
+        raise SpecError("", f"{name} is still {latest.state}; `deltajobs cancel {latest.job_id}` first")
+    if latest.state == "COMPLETED":
+        raise SpecError("", f"{name} COMPLETED: nothing to resume (`deltajobs results {latest.job_id}`)")
+    checkpoint = checkpoint_in(Path(latest.run_dir))
+    if checkpoint is None and not restart:
+        raise SpecError(
+            "",
+            f"{latest.run_dir} holds no checkpoint (checkpoint.pt, or files in checkpoints/): job {latest.job_id} "
+            "would start over; pass --restart to run it again from the start",
+        )
+    return Resumable(latest, checkpoint)
+
+
+def resume_job(resolved: ResolvedJob, settings: Settings, previous: JobRow, backend: Backend) -> Submission:
+    """Submit the run of `previous` (final) again into its run directory, its files set aside first;
+    a new row for the new job. On any failure the run directory is as it was and no row is added."""
+    run_dir = Path(previous.run_dir)
+    with Registry.open(settings) as registry:
+        aside = set_aside(run_dir, previous.job_id)
+        try:
+            (run_dir / "spec.yaml").write_text(yaml.safe_dump(resolved.spec.to_dict(), sort_keys=False))
+            submission = backend.submit(resolved, run_dir)
+        except BaseException:
+            put_back(run_dir, aside)
+            raise
+        try:
+            registry.add(job_row(resolved, submission, backend))
+        except BaseException:
+            backend.undo([submission.job_id])
+            put_back(run_dir, aside)
+            raise
+    return submission
+
+
+def set_aside(run_dir: Path, job_id: str) -> Path:
+    """Move the job's own files to RUN/previous/JOBID/ (spec.yaml: a copy). Its creation is the lock:
+    a second `resume` of the same job at the same time fails here."""
+    aside = run_dir / PREVIOUS_DIR / job_id
+    aside.parent.mkdir(exist_ok=True)
+    try:
+        aside.mkdir()
+    except FileExistsError:
+        raise SpecError("", f"job {job_id} is being resumed already ({aside} exists)") from None
+    shutil.copy2(run_dir / "spec.yaml", aside / "spec.yaml")
+    for name in JOB_FILES:
+        if (run_dir / name).exists():
+            os.replace(run_dir / name, aside / name)
+    return aside
+
+
+def put_back(run_dir: Path, aside: Path) -> None:
+    """Undo `set_aside`: the files back where they were, the new job's record gone."""
+    (run_dir / RECORD).unlink(missing_ok=True)
+    for entry in aside.iterdir():
+        os.replace(entry, run_dir / entry.name)
+    aside.rmdir()
+    with contextlib.suppress(OSError):
+        aside.parent.rmdir()  # only if empty: this was the first resume
+
+
+def resume_chain(row: JobRow) -> tuple[str | None, str | None]:
+    """(the job this one resumes, the job that resumed it), from RUN/previous/ and the run's job.json;
+    (None, None) for a run that was never resumed (one failed listdir: cheap for many rows)."""
+    try:
+        earlier = sorted((Path(row.run_dir) / PREVIOUS_DIR).iterdir(), key=_submitted_at)
+    except OSError:
+        return None, None
+    chain = [p.name for p in earlier] + [_recorded_id(Path(row.run_dir))]
+    if row.job_id not in chain:
+        return None, None
+    at = chain.index(row.job_id)
+    before = chain[at - 1] if at > 0 else None
+    after = chain[at + 1] if at + 1 < len(chain) and chain[at + 1] else None
+    return before, after
+
+
+def resume_links(row: JobRow) -> str:
+    """`resumes 1234`, `resumed by 1240`, both, or "" (what `status` and `results` show)."""
+    before, after = resume_chain(row)
+    return ", ".join([*([f"resumes {before}"] if before else []), *([f"resumed by {after}"] if after else [])])
+
+
+def _submitted_at(aside: Path) -> float:
+    try:
+        return float(json.loads((aside / RECORD).read_text())["submitted_at"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return aside.stat().st_mtime
+
+
+def _recorded_id(run_dir: Path) -> str:
+    try:
+        return str(json.loads((run_dir / RECORD).read_text())["job_id"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+
+
+def check_sets(sets: list[str]) -> None:
+    """--set on resume changes where and how long the job runs, never what it runs (the checkpoint
+    was written by that): resources.*, schedule.*, environment.*, account."""
+    for text in sets:
+        key = text.split("=", 1)[0].strip()
+        if not key.startswith(RESUMABLE_SETS[:3]) and key != RESUMABLE_SETS[3]:
+            raise SpecError(
+                "--set",
+                f"{key!r} cannot change on resume (the checkpoint was written with it); choose keys under "
+                "resources., schedule., environment., or account; a changed job is a new run (`deltajobs submit`)",
+            )
