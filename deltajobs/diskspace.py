@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import shlex
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from deltajobs.errors import DeltaJobsError
 
 EXIT_DISK_FULL = 28  # ENOSPC's errno number; distinct from 85 (requeue) and the CLI's 1-6
 DISK_FULL_FILE = "disk-full.txt"
+JOB_RECORD = "job.json"  # a submitted job's registry row in its run directory (rebuild_records.RECORD)
 FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 FULL_BELOW = 1 << 20  # a filesystem with less than 1 MiB free for users counts as full
 LOW_BYTES = 10**9  # doctor warns below 1 GB free ...
@@ -193,6 +195,21 @@ def write_marker(run_dir: Path, message: str) -> bool:
         with contextlib.suppress(OSError):
             path.unlink()
         return False
+
+
+def resume_hint(run_dir: Path) -> str | None:
+    """How a submitted job's run continues once space is freed: `continue from it with `deltajobs
+    resume RUN_DIR`` (a new job in the same run directory, on the queue). None where the run was not
+    submitted as a single job (no job.json, or a sweep's point): the caller says what continues it."""
+    import json
+
+    try:
+        record = json.loads((Path(run_dir) / JOB_RECORD).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("sweep_id") is not None:
+        return None
+    return f"continue from it with `deltajobs resume {shlex.quote(str(run_dir))}`"
 
 
 def read_marker(run_dir: Path) -> str | None:

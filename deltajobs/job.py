@@ -140,9 +140,10 @@ class TrainJob(submitit.helpers.Checkpointable):
         if global_rank() != 0 or signum != signal.SIGUSR2:
             sys.exit(-1)  # SIGTERM: preempted (SLURM requeues --requeue jobs) or cancelled
         if not submitit_private.running_on_slurm():
-            raise RuntimeError(
-                "timed out on the local backend; continue with `deltajobs train JOB --resume --run-dir ...`"
-            )
+            from deltajobs.diskspace import resume_hint
+
+            again = resume_hint(Path(self.run_dir)) or "continue with `deltajobs train JOB --resume --run-dir ...`"
+            raise RuntimeError(f"timed out on the local backend; {again}")
         if restarted >= self.max_requeues:
             raise RuntimeError(
                 f"timed out after {restarted} requeue(s): resources.max_requeues={self.max_requeues} reached"

@@ -22,16 +22,19 @@ import json
 import math
 import os
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-from deltajobs.job import StopFlag, TrainJob, record_attempt
+from deltajobs.diskspace import DiskFullError
+from deltajobs.job import StopFlag, TrainJob, global_rank, record_attempt
 from deltajobs.sweep.optuna_private import trial_by_number
 from deltajobs.sweep.search import HEARTBEAT_S, STALE_S, WORKERS_DIR, SearchSpec, tell
 from deltajobs.units import parse_walltime
 
+SWEEP_RECORD = "sweep-row.json"  # the sweep's row in its directory (rebuild_records.SWEEP_RECORD)
 RETRY_OF = "retry_of"  # user attr of a trial enqueued again after its worker vanished: the lost one
 
 
@@ -80,7 +83,10 @@ class SearchWorker(TrainJob):
                 if trial is None:
                     break
             self.claim(trial.number)
-            outcome = self.run_trial(study, search, trial, stop)
+            try:
+                outcome = self.run_trial(study, search, trial, stop)
+            except DiskFullError as err:
+                self.stop_on_full_disk(trial.number, err)
             if outcome == "interrupted":
                 self.claim(trial.number, released=stop.signal != signal.SIGUSR2)  # requeued: keep it
                 self._after_interrupt(stop.signal, restarted)
@@ -89,6 +95,17 @@ class SearchWorker(TrainJob):
             done.append(trial.number)
         signal.signal(signal.SIGUSR2, signal.SIG_IGN)  # a late warning must not fail a finished worker
         return {"status": "completed", "trials": done}
+
+    def stop_on_full_disk(self, number: int, err: DiskFullError) -> NoReturn:
+        """A full disk or quota (as TrainJob ends): the trial is released, so that a worker of
+        `sweep resume` adopts it from its checkpoint once space is freed; one line, exit 28."""
+        with contextlib.suppress(OSError):  # the disk is full: the state file may not change
+            self.claim(number, released=True)
+        sweep_id = (_read_json(Path(self.sweep_dir) / SWEEP_RECORD) or {}).get("sweep_id", Path(self.sweep_dir).name)
+        err.again = f"`deltajobs sweep resume {sweep_id}` continues trial {number} from its checkpoint"
+        if global_rank() == 0:
+            print(f"deltajobs: worker {self.task}: trial {number}: {err}", file=sys.stderr, flush=True)
+        sys.exit(err.exit_code)
 
     # -- which trial ----------------------------------------------------------------------------------
 
@@ -200,6 +217,8 @@ class SearchWorker(TrainJob):
                     should_stop=lambda: stop() or pruned.is_set(),
                     on_epoch=report,
                 )
+            except DiskFullError:
+                raise  # not the trial's fault: the worker ends with exit 28 and the trial waits (`__call__`)
             except Exception as err:  # noqa: BLE001 - a bad trial fails alone; the search goes on
                 print(f"deltajobs: trial {trial.number} failed: {err}", flush=True)
                 trial.set_user_attr("error", str(err)[:500])

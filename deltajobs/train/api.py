@@ -284,8 +284,12 @@ def kept_text(position: tuple[int, int] | None) -> str:
 
 
 def resume_text(run_dir: Path) -> str:
-    """How to continue a run from its checkpoint: this run directory's spec, resumed in place (in
-    `deltajobs shell` on Delta: the login node is not for training)."""
+    """How to continue a run from its checkpoint: a submitted job's with `deltajobs resume RUN_DIR`
+    (a new job on the queue); a `deltajobs train` run's here, this run directory's spec resumed in
+    place (in `deltajobs shell` on Delta: the login node is not for training)."""
+    submitted = diskspace.resume_hint(run_dir)
+    if submitted is not None:
+        return submitted
     spec = run_dir / "spec.yaml"
     command = ["deltajobs", "train", str(spec) if spec.is_file() else "JOB", "--run-dir", str(run_dir), "--resume"]
     return f"continue from it with `{shlex.join(command)}`"
