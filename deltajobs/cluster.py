@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import platform
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,14 +26,62 @@ from deltajobs.units import parse_walltime
 PROFILE_DIR = Path(__file__).parent / "clusters"
 
 
+# How the largest term (GPU-equivalents needed) becomes the units billed: "none" bills the fraction
+# (Delta); whole units, one at least: "up" (ceil), "nearest" (a half rounded down), "down" (truncated).
+Rounding = Literal["none", "up", "nearest", "down"]
+ROUNDING_WORDS = {"up": "rounded up", "nearest": "to the nearest whole (a half down)", "down": "rounded down"}
+EPSILON = 1e-9  # 300 GB / 120 GB is 2.5000000000000004 in floats: a half, not more
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One way of billing the largest term (`rounding`), and where it comes from (`source`)."""
+
+    rounding: Rounding = "none"
+    source: str = ""
+
+    def units(self, largest: float) -> float:
+        """The units billed per node for `largest` GPU-equivalents: 2.5 is 3 "up", 2 "nearest"."""
+        if self.rounding == "none":
+            return largest
+        if self.rounding == "up":
+            whole = math.ceil(largest - EPSILON)
+        elif self.rounding == "nearest":
+            whole = math.ceil(largest - 0.5 - EPSILON)
+        else:
+            whole = math.floor(largest + EPSILON)
+        return float(max(1, whole))
+
+    @property
+    def words(self) -> str:
+        return ROUNDING_WORDS.get(self.rounding, "")
+
+    @property
+    def name(self) -> str:
+        return self.source or f"rounding {self.rounding}"
+
+
 @dataclass(frozen=True)
 class GpuEquivalent:
-    """How many cores, and how much memory, SLURM bills as one GPU on this node type. `whole`: a
-    job is charged whole units, the number it needs rounded up (DeltaAI bills GH200 superchips)."""
+    """How many cores, and how much memory, SLURM bills as one GPU on this node type, and how the
+    number a job needs is billed (`rounding`: DeltaAI bills whole GH200 superchips). Where the
+    source reads two ways, `rounding_alt` is the other reading: the estimate shows both where they
+    differ and the budget guard takes the larger. The sources name each reading in the estimate."""
 
     cpus: float = constrained(exclusive_minimum=0)
     mem_gb: float = constrained(exclusive_minimum=0)
-    whole: bool = False
+    rounding: Rounding = "none"
+    rounding_source: str = ""
+    rounding_alt: Rounding | None = None
+    rounding_alt_source: str = ""
+
+    @property
+    def readings(self) -> tuple[Reading, ...]:
+        """Each reading of the rule, the headline first."""
+        headline = Reading(self.rounding, self.rounding_source)
+        if self.rounding_alt is None:
+            return (headline,)
+        return (headline, Reading(self.rounding_alt, self.rounding_alt_source))
 
 
 @dataclass(frozen=True)

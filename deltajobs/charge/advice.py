@@ -17,8 +17,16 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from deltajobs.charge.estimate import MB_PER_GB, Estimate, Request, estimate, format_hours, format_su
-from deltajobs.cluster import Partition
+from deltajobs.charge.estimate import (
+    BYTES_PER_SLURM_GB,
+    MB_PER_GB,
+    Estimate,
+    Request,
+    estimate,
+    format_hours,
+    format_su,
+)
+from deltajobs.cluster import Partition, Reading
 from deltajobs.slurm import AcctRecord
 from deltajobs.units import format_walltime
 
@@ -317,3 +325,60 @@ def pack_advice(utils: list[float]) -> Advice | None:
         0.0,
         0.0,
     )
+
+
+# -- whole units: the request that bills one fewer (deltajobs estimate) ---------------------------
+
+
+def one_unit_fewer(est: Estimate, tasks_per_node: int = 1) -> Advice | None:
+    """Where units are whole (DeltaAI's GH200s): the largest --mem (in sbatch's G) and/or --cpus
+    (per task) with which `est` bills one unit fewer per node by every reading, never below what its
+    GPUs need. None where units are fractions, where the GPUs set the count, or where no core fits.
+    The message adds the headline reading's own limit where it alone allows more memory."""
+    target = est.units_per_node - 1
+    if not est.whole or target < max(1.0, est.reserved["gpus"]):
+        return None
+    limits = _largest_within(est, target, est.readings)
+    options = []
+    if est.reserved["cpus"] > limits["cpus"]:
+        per_task = int(limits["cpus"]) // tasks_per_node
+        if per_task < 1:
+            return None
+        options.append(f"--cpus {per_task}")
+    if est.reserved["mem_gb"] > limits["mem_gb"]:
+        options.append(_mem_option(est, limits["mem_gb"]))
+    saved = est.nodes * est.charge_factor  # SU per hour: one unit on every node
+    per_node = " per node" if est.nodes > 1 else ""
+    message = f"one {est.unit} fewer: {' and '.join(options)} would be {target:g} {est.unit}{per_node}"
+    if len(est.readings) == 1:
+        message += f": {saved:g} SU per hour less"
+    else:
+        message += f" by every reading: {saved:g} SU per hour less in the worst case"
+        headline = est.readings[0]
+        alone = _largest_within(est, target, (headline,))["mem_gb"]
+        if headline.units(est.terms["mem"]) > target and alone > limits["mem_gb"]:
+            message += f"; by {headline.name} alone, {_mem_option(est, alone)} would do"
+    option = " ".join(o.split(" (")[0] for o in options)
+    resource = "+".join(o.split()[0].lstrip("-") for o in options)
+    return Advice(resource, option, message, est.su, est.su - saved * est.hours)
+
+
+def _largest_within(est: Estimate, target: float, readings: tuple[Reading, ...]) -> dict[str, float]:
+    """The most cores, and the most whole G of memory, per node that bill at most `target` units by
+    every one of `readings` (a count down from one unit above: at most one unit's worth of steps)."""
+    per_core = 1 / est.divisors["cpus"]
+    per_g = BYTES_PER_SLURM_GB / est.mem_unit_bytes / est.divisors["mem_gb"]
+    limits = {}
+    for name, step in (("cpus", per_core), ("mem_gb", per_g)):
+        value = math.floor((target + 1) / step)
+        while value > 0 and max(r.units(value * step) for r in readings) > target:
+            value -= 1
+        limits[name] = float(value)
+    return limits
+
+
+def _mem_option(est: Estimate, gib: float) -> str:
+    """`--mem 223G (239.4 GB)`: sbatch's G, and the charge formula's GB where they differ."""
+    if est.mem_unit_bytes == BYTES_PER_SLURM_GB:
+        return f"--mem {gib:g}G"
+    return f"--mem {gib:g}G ({gib * BYTES_PER_SLURM_GB / est.mem_unit_bytes:.1f} GB)"

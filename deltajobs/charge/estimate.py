@@ -9,8 +9,11 @@ partition counts the larger of cores and memory / mem_gb_per_cpu (in core-equiva
 which is what SLURM's `billing` TRES carries (billing / 1000 = SU per hour). The ratios and factors
 come from the profile (`clusters/*.yaml`), never from this file, and so does the size of the "GB" in
 the memory term (`charge_mem_unit_bytes`: NCSA's is 1e9 bytes, while `--mem 64G` is 64 x 2^30).
-Where the profile bills whole units (`gpu_equiv.whole`: DeltaAI's GH200 superchips), the largest
-term is rounded up, to one unit at least.
+Where the profile bills whole units (`gpu_equiv.rounding`: DeltaAI's GH200 superchips), the
+largest term becomes a whole number of units, one at least: rounded up, to the nearest or down.
+Where the profile's source reads two ways (`rounding_alt`), `Estimate.readings` holds both, the
+headline first: `su` is the larger (what the budget guard uses) and the estimate shows both
+where they differ, as it does the minimum.
 
 A profile's `charge_minimum` is the least a job is billed: `Estimate.su` is the billed figure,
 max(formula, minimum), which the budget guard, sweeps and advice use; `formula_su` is the formula's.
@@ -19,11 +22,10 @@ Both are shown wherever they differ, with the minimum's source.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
-from deltajobs.cluster import ChargeMinimum, Partition
+from deltajobs.cluster import ChargeMinimum, Partition, Reading
 from deltajobs.errors import SpecError
 from deltajobs.slurm import AcctRecord, parse_size_mb
 from deltajobs.spec import ResolvedJob, Resources
@@ -86,7 +88,7 @@ class Estimate:
     divisors: dict[str, float]  # cpus and mem_gb per charge unit, from the profile
     mem_unit_bytes: float = BYTES_PER_SLURM_GB  # the charge formula's GB (reserved mem_gb is SLURM's G)
     unit_name: str = ""  # the profile's charge_unit ("GH200"); empty: GPU- or core-equivalent
-    whole: bool = False  # whole units: the largest term rounded up
+    readings: tuple[Reading, ...] = (Reading(),)  # how units are billed, the headline first
     minimum: ChargeMinimum = ChargeMinimum()
 
     @property
@@ -95,9 +97,30 @@ class Estimate:
         return self.reserved["mem_gb"] * BYTES_PER_SLURM_GB / self.mem_unit_bytes
 
     @property
+    def largest(self) -> float:
+        """The largest term, in (fractional) units: what the readings round."""
+        return self.terms[self.dominant]
+
+    @property
+    def whole(self) -> bool:
+        return self.readings[0].rounding != "none"
+
+    @property
     def units_per_node(self) -> float:
-        units = self.terms[self.dominant]
-        return float(max(1, math.ceil(units - 1e-9))) if self.whole else units
+        """The units billed per node by the larger reading: what `su` and the budget guard use."""
+        return max(reading.units(self.largest) for reading in self.readings)
+
+    @property
+    def readings_differ(self) -> bool:
+        return len({reading.units(self.largest) for reading in self.readings}) > 1
+
+    @property
+    def worst_reading(self) -> Reading:
+        return next(r for r in self.readings if r.units(self.largest) == self.units_per_node)
+
+    def reading_su(self, reading: Reading) -> float:
+        """The formula's charge at the full walltime by one reading."""
+        return reading.units(self.largest) * self.nodes * self.charge_factor * self.hours
 
     @property
     def su_per_hour(self) -> float:
@@ -163,7 +186,18 @@ class Estimate:
         }
 
     def to_dict(self) -> dict[str, Any]:
-        """`su` as billed (what the budget guard uses), `su_formula` before the minimum."""
+        """`su` as billed (what the budget guard uses), `su_formula` before the minimum; `readings`
+        each reading of whole units (the headline first), `su` its formula's charge."""
+        readings = [
+            {
+                "rounding": reading.rounding,
+                "source": reading.source,
+                "units_per_node": reading.units(self.largest),
+                "su_per_hour": reading.units(self.largest) * self.nodes * self.charge_factor,
+                "su": self.reading_su(reading),
+            }
+            for reading in self.readings
+        ]
         minimum = {
             "su": self.minimum.su,
             "array_tasks": self.minimum.array_tasks,
@@ -176,25 +210,35 @@ class Estimate:
             "su_per_hour": self.su_per_hour,
             "dominant": self.dominant,
             "minimum": minimum,
+            "readings": readings,
+            "readings_differ": self.readings_differ,
             **self.breakdown(),
         }
 
     def explain(self) -> str:
-        """`max(gpus 1, cpus 1/16 = 0.06, mem 16G/62.5G = 0.26) = 1 GPU-equivalent (gpus)`."""
+        """`max(gpus 1, cpus 1/16 = 0.06, mem 16G/62.5G = 0.26) = 1 GPU-equivalent (gpus)`; in whole
+        units each reading where they differ: `... = 2.496 GH200 (mem), billed as 2 by NCSA's worked
+        example (300 GB -> 2 GH200), to the nearest whole (a half down); 3 by ..., rounded up`."""
+        digits = ".3f" if self.whole else ".2f"  # near a half, 2.50 could be 2.496 or 2.504
         parts = []
         if self.kind == "gpu":
             parts.append(f"gpus {self.reserved['gpus']:g}")
         cpus, mem = self.reserved["cpus"], self.reserved["mem_gb"]
         cpu_div, mem_div = self.divisors["cpus"], self.divisors["mem_gb"]
-        parts.append(f"cpus {cpus:g}" if cpu_div == 1 else f"cpus {cpus:g}/{cpu_div:g} = {self.terms['cpus']:.2f}")
+        cpu_term, mem_term = format(self.terms["cpus"], digits), format(self.terms["mem"], digits)
+        parts.append(f"cpus {cpus:g}" if cpu_div == 1 else f"cpus {cpus:g}/{cpu_div:g} = {cpu_term}")
         if self.mem_unit_bytes == BYTES_PER_SLURM_GB:
-            parts.append(f"mem {mem:g}G/{mem_div:g}G = {self.terms['mem']:.2f}")
+            parts.append(f"mem {mem:g}G/{mem_div:g}G = {mem_term}")
         else:  # `mem 64G = 68.72 GB/62.5 GB = 1.10`: SLURM's G converted to the formula's GB
-            parts.append(f"mem {mem:g}G = {self.mem_charged_gb:.2f} GB/{mem_div:g} GB = {self.terms['mem']:.2f}")
-        largest, units = self.terms[self.dominant], f"{self.unit} ({self.dominant})"
-        if self.whole and self.units_per_node != largest:  # `= 2.68, rounded up to 3 GH200`
-            return f"max({', '.join(parts)}) = {largest:.3g}, rounded up to {self.units_per_node:g} {units}"
-        return f"max({', '.join(parts)}) = {self.units_per_node:.3g} {units}"
+            parts.append(f"mem {mem:g}G = {self.mem_charged_gb:.2f} GB/{mem_div:g} GB = {mem_term}")
+        head, largest, units = f"max({', '.join(parts)})", self.largest, f"{self.unit} ({self.dominant})"
+        if self.readings_differ:
+            each = "; ".join(f"{r.units(largest):g} by {r.name}, {r.words}" for r in self.readings)
+            return f"{head} = {largest:.4g} {units}, billed as {each}"
+        if self.whole and self.units_per_node != largest:  # `= 2.684, rounded up: 3 GH200 (mem)`
+            words = " and ".join(dict.fromkeys(r.words for r in self.readings))
+            return f"{head} = {largest:.4g}, {words}: {self.units_per_node:g} {units}"
+        return f"{head} = {self.units_per_node:.3g} {units}"
 
 
 def estimate(request: Request, partition: Partition) -> Estimate:
@@ -228,7 +272,7 @@ def estimate(request: Request, partition: Partition) -> Estimate:
         divisors=divisors,
         mem_unit_bytes=partition.charge_mem_unit_bytes,
         unit_name=partition.charge_unit or "",
-        whole=partition.kind == "gpu" and partition.gpu_equiv is not None and partition.gpu_equiv.whole,
+        readings=partition.gpu_equiv.readings if partition.kind == "gpu" and partition.gpu_equiv else (Reading(),),
         minimum=partition.charge_minimum,
     )
 
@@ -269,15 +313,19 @@ def format_hours(seconds: float) -> str:
 
 def describe(est: Estimate) -> str:
     """One line for humans: `1.0 SU on gpuA100x4 (1 node x 1 GPU-equivalent x factor 1 x 1 h)`; under
-    a minimum, `1.0 SU on gpuA100x4, billed at least 1 SU per job (0.083 SU by the formula: ...)`."""
+    a minimum, `1.0 SU on gpuA100x4, billed at least 1 SU per job (0.083 SU by the formula: ...)`;
+    where readings differ, the larger first: `3.0 SU on ghx4 by X (...); 2.0 SU by Y`."""
     nodes = f"{est.nodes} node{'s' if est.nodes != 1 else ''}"
     formula = f"{nodes} x {est.units_per_node:.3g} {est.unit} x factor {est.charge_factor:g} x {est.hours:.3g} h"
+    where = f"{est.partition} by {est.worst_reading.name}" if est.readings_differ else est.partition
+    others = [r for r in est.readings if r.units(est.largest) != est.units_per_node]
+    also = "".join(f"; {format_su(est.reading_su(r))} SU by {r.name}" for r in others)
     if est.minimum_applies:
         return (
-            f"{format_su(est.su)} SU on {est.partition}, billed at least {est.minimum.su:g} SU per job "
-            f"({format_su(est.formula_su)} SU by the formula: {formula})"
+            f"{format_su(est.su)} SU on {where}, billed at least {est.minimum.su:g} SU per job "
+            f"({format_su(est.formula_su)} SU by the formula: {formula}){also}"
         )
-    return f"{format_su(est.su)} SU on {est.partition} ({formula})"
+    return f"{format_su(est.su)} SU on {where} ({formula}){also}"
 
 
 def describe_minimum(est: Estimate) -> str:

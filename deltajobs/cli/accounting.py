@@ -20,7 +20,9 @@ def estimate_command(
     job: PayloadArg = None, script_args: ScriptArgs = None, *, flags: JobFlags, as_json: JsonOpt = False
 ) -> None:
     """Estimate a job's charge in SU: the worst case (full walltime) and, if it ran before, the typical
-    case; as billed, with the formula's figure and the minimum's source where a minimum charge applies."""
+    case; as billed, with the formula's figure and the minimum's source where a minimum charge applies;
+    where units are whole (DeltaAI's GH200s), each reading of the rule and the request one unit fewer."""
+    from deltajobs.charge.advice import one_unit_fewer
     from deltajobs.charge.estimate import describe, describe_minimum, estimate_job, format_su
     from deltajobs.config import load_settings
     from deltajobs.registry import typical_elapsed
@@ -29,6 +31,7 @@ def estimate_command(
     settings = load_settings()
     resolved = flags.resolve(job, settings, args=script_args, require_account=False)
     est = estimate_job(resolved)
+    fewer = one_unit_fewer(est, resolved.spec.resources.ntasks_per_node)
     elapsed = typical_elapsed(settings, resolved)
     typical = None
     if elapsed is not None:
@@ -42,6 +45,7 @@ def estimate_command(
                 **est.to_dict(),
                 "walltime": format_walltime(int(est.seconds)),
                 "typical": typical,
+                "one_fewer": fewer.to_dict() if fewer else None,
             }
         )
         return
@@ -63,6 +67,8 @@ def estimate_command(
         typer.echo(f"typical:    {format_su(typical['su'])} SU ({ran})")
     if est.minimum_applies or (typical is not None and typical["su"] > typical["su_formula"]):
         typer.echo(f"minimum:    {describe_minimum(est)}; what was billed: deltajobs charge --detail")
+    if fewer is not None:
+        typer.echo(f"advice:     {fewer.message}")
 
 
 @app.command("accounts")
