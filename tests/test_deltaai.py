@@ -271,6 +271,28 @@ def test_estimate_cli_without_a_fewer_request(
     assert json.loads(out)["one_fewer"] is None
 
 
+def test_check_of_an_sbatch_script_names_the_request_one_gh200_fewer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    script = tmp_path / "train.sh"
+    directives = [
+        "partition=ghx4",
+        "account=bgvu-dtai-gh",
+        "gpus-per-node=1",
+        "cpus-per-task=16",
+        "mem=300G",
+        "time=1:00:00",
+    ]
+    script.write_text("#!/bin/bash\n" + "".join(f"#SBATCH --{d}\n" for d in directives) + "python train.py\n")
+    code, out, err = run_main(monkeypatch, capsys, "check", str(script), "--cluster", "deltaai")
+    assert code == 0, err
+    assert "  estimate: at most 3.0 SU on ghx4 (1 node x 3 GH200 x factor 1 x 1 h)" in out.splitlines()
+    assert "  advice: one GH200 fewer: --mem 223G (239.4 GB) would be 2 GH200 by every reading: " in out
+    code, out, _ = run_main(monkeypatch, capsys, "check", str(script), "--cluster", "deltaai", "--json")
+    data = json.loads(out)
+    assert data["one_fewer"]["option"] == "--mem 223G" and data["estimate"]["readings_differ"] is False
+
+
 def test_a_delta_partition_is_refused_with_deltaais_choices() -> None:
     with pytest.raises(SpecError, match="partition 'gpuA100x4' is unknown on deltaai; choose one of: ghx4, ghx4-"):
         resolve_job("mnist", Overrides(), load_settings(), "deltaai", require_account=False)

@@ -103,6 +103,7 @@ def check_command(
     """Read an existing sbatch script as sbatch does, check every directive against the cluster's
     limits, say what sbatch would ignore or what will hurt, and price it; nothing is submitted.
     Exit 2 if sbatch or the cluster would refuse it."""
+    from deltajobs.charge.advice import one_unit_fewer
     from deltajobs.charge.estimate import describe, estimate_job
     from deltajobs.config import load_settings
     from deltajobs.errors import SpecError
@@ -115,11 +116,12 @@ def check_command(
     findings = lint(parsed)
     errors = [f.message for f in findings if f.level == "error"]
     warnings = [f.message for f in findings if f.level == "warning"]
-    resolved, estimate = None, None
+    resolved, estimate, fewer = None, None, None
     if not errors:
         try:
             resolved = flags.resolve(str(script), load_settings(), require_account=False)
             estimate = estimate_job(resolved)
+            fewer = one_unit_fewer(estimate, resolved.spec.resources.ntasks_per_node)
         except SpecError as err:
             where = directive_for(parsed, err.field)
             errors.append(f"{where}: {err}" if where else str(err))
@@ -132,6 +134,7 @@ def check_command(
                 "warnings": warnings,
                 "job": resolved.spec.to_dict() if resolved else None,
                 "estimate": estimate.to_dict() if estimate else None,
+                "one_fewer": fewer.to_dict() if fewer else None,
             }
         )
     else:
@@ -149,6 +152,8 @@ def check_command(
             typer.echo(f"  warning: {message}")
         if estimate is not None:
             typer.echo(f"  estimate: at most {describe(estimate)}")
+        if fewer is not None:  # whole units (DeltaAI): the request that bills one unit fewer
+            typer.echo(f"  advice: {fewer.message}")
         typer.echo("ok: `deltajobs submit " + str(script) + "` submits it as written" if not errors else "refused")
     if errors:
         raise typer.Exit(2)
