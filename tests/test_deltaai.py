@@ -148,6 +148,27 @@ def test_a_node_exclusive_hour_is_4_gh200_hours() -> None:
     assert est.su == 4.0 and est.units_per_node == 4
 
 
+def test_the_budget_guard_takes_the_larger_reading(monkeypatch: pytest.MonkeyPatch) -> None:
+    """--mem 279G is 2 SU per hour by the worked example, 3 by the rule: a cap of 2.5 refuses it."""
+    import dataclasses
+
+    from deltajobs.charge import budget
+    from deltajobs.errors import BudgetError
+
+    monkeypatch.setattr(budget, "balance", lambda account: None)
+    settings = dataclasses.replace(load_settings(), max_su_per_job=2.5)
+    job = resolve_job(
+        "mnist", Overrides(partition="ghx4", mem="279G", time="01:00:00"), settings, "deltaai", require_account=False
+    )
+    with pytest.raises(BudgetError, match=r"^the estimate 3\.00 SU .*exceeds max_su_per_job 2\.5"):
+        budget.check_budget(job, settings, yes=False)
+    assert budget.check_budget(job, settings, yes=True) == 3.0
+    fits = resolve_job(
+        "mnist", Overrides(partition="ghx4", mem="223G", time="01:00:00"), settings, "deltaai", require_account=False
+    )
+    assert budget.check_budget(fits, settings, yes=False) == 2.0
+
+
 # -- one superchip fewer: the largest request that bills one GH200 less -----------------------------
 
 

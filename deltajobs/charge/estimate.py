@@ -103,7 +103,8 @@ class Estimate:
 
     @property
     def whole(self) -> bool:
-        return self.readings[0].rounding != "none"
+        """Whether a reading bills whole units (DeltaAI's GH200s)."""
+        return any(reading.rounding != "none" for reading in self.readings)
 
     @property
     def units_per_node(self) -> float:
