@@ -339,17 +339,18 @@ def one_unit_fewer(est: Estimate, tasks_per_node: int = 1) -> Advice | None:
     if not est.whole or target < max(1.0, est.reserved["gpus"]):
         return None
     limits = _largest_within(est, target, est.readings)
-    options = []
+    changes: dict[str, str] = {}  # resource: its option (`--mem 223G`)
     if est.reserved["cpus"] > limits["cpus"]:
         per_task = int(limits["cpus"]) // tasks_per_node
         if per_task < 1:
             return None
-        options.append(f"--cpus {per_task}")
+        changes["cpus"] = f"--cpus {per_task}"
     if est.reserved["mem_gb"] > limits["mem_gb"]:
-        options.append(_mem_option(est, limits["mem_gb"]))
+        changes["mem"] = f"--mem {limits['mem_gb']:g}G"
+    shown = [_mem_shown(est, limits["mem_gb"]) if name == "mem" else option for name, option in changes.items()]
     saved = est.nodes * est.charge_factor  # SU per hour: one unit on every node
     per_node = " per node" if est.nodes > 1 else ""
-    message = f"one {est.unit} fewer: {' and '.join(options)} would be {target:g} {est.unit}{per_node}"
+    message = f"one {est.unit} fewer: {' and '.join(shown)} would be {target:g} {est.unit}{per_node}"
     if len(est.readings) == 1:
         message += f": {saved:g} SU per hour less"
     else:
@@ -357,10 +358,9 @@ def one_unit_fewer(est: Estimate, tasks_per_node: int = 1) -> Advice | None:
         headline = est.readings[0]
         alone = _largest_within(est, target, (headline,))["mem_gb"]
         if headline.units(est.terms["mem"]) > target and alone > limits["mem_gb"]:
-            message += f"; by {headline.name} alone, {_mem_option(est, alone)} would do"
-    option = " ".join(o.split(" (")[0] for o in options)
-    resource = "+".join(o.split()[0].lstrip("-") for o in options)
-    return Advice(resource, option, message, est.su, est.su - saved * est.hours)
+            message += f"; by {headline.name} alone, {_mem_shown(est, alone)} would do"
+    after = max(est.formula_su - saved * est.hours, est.minimum.su)
+    return Advice("+".join(changes), " ".join(changes.values()), message, est.su, after)
 
 
 def _largest_within(est: Estimate, target: float, readings: tuple[Reading, ...]) -> dict[str, float]:
@@ -377,7 +377,7 @@ def _largest_within(est: Estimate, target: float, readings: tuple[Reading, ...])
     return limits
 
 
-def _mem_option(est: Estimate, gib: float) -> str:
+def _mem_shown(est: Estimate, gib: float) -> str:
     """`--mem 223G (239.4 GB)`: sbatch's G, and the charge formula's GB where they differ."""
     if est.mem_unit_bytes == BYTES_PER_SLURM_GB:
         return f"--mem {gib:g}G"
