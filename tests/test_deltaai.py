@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import platform
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -366,3 +368,34 @@ def test_an_x86_venv_is_refused_for_deltaai(tmp_path: Path) -> None:
     assert arch_mismatch(DELTAAI, arm) is None and arch_mismatch(load_profile("delta"), x86) is None
     assert arch_mismatch(load_profile("minidelta"), arm) is None  # no arch in the profile: not checked
     assert arch_mismatch(DELTAAI, tmp_path / "missing") is None  # unknown: not refused
+
+
+# -- SLURM's billing is an integer: the mechanism deltaai.yaml weighs ----------------------------
+
+
+def minidelta_up() -> bool:
+    if shutil.which("sbatch") is None:
+        return False
+    try:
+        return subprocess.run(["sinfo", "-h"], capture_output=True, timeout=10).returncode == 0
+    except (subprocess.TimeoutExpired, OSError):
+        return False
+
+
+@pytest.mark.slurm
+@pytest.mark.skipif(not minidelta_up(), reason="minidelta is not up (scripts/minidelta up)")
+@pytest.mark.parametrize(("cpus", "mem", "billing"), [(3, "1000M", "187"), (1, "30000M", "468")])
+def test_slurm_truncates_the_billing_tres(cpus: int, mem: str, billing: str) -> None:
+    """minidelta's gpuA100x4 weighs CPU=62.5 and Mem=16G: 3 cores bill 187.5, 30000M bill 468.75.
+    SLURM stores billing as an integer, truncated (tres.html), not rounded: 187 and 468. A held job
+    shows it in `scontrol show job` without running."""
+    argv = ["sbatch", "--parsable", "--hold", "--account=bgvu-delta-gpu", "--partition=gpuA100x4"]
+    argv += [f"--cpus-per-task={cpus}", f"--mem={mem}", "--time=00:01:00", "--output=/dev/null"]
+    job_id = subprocess.run([*argv, "--job-name=deltaai_billing", "--wrap=true"], capture_output=True, text=True)
+    assert job_id.returncode == 0, job_id.stderr
+    try:
+        shown = subprocess.run(["scontrol", "show", "job", job_id.stdout.strip()], capture_output=True, text=True)
+        tres = next(line.strip() for line in shown.stdout.splitlines() if line.strip().startswith("TRES="))
+        assert dict(item.split("=", 1) for item in tres[len("TRES=") :].split(","))["billing"] == billing
+    finally:
+        subprocess.run(["scancel", job_id.stdout.strip()], capture_output=True)
