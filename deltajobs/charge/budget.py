@@ -5,6 +5,8 @@ the user says `--yes`. A sweep is guarded as all its points together.
 The guard uses the figures as billed: where the profile has a minimum charge (`charge_minimum`),
 a job costs at least that, and so does each array task of a sweep (`array_tasks: each`) or the
 array once (`whole`). Its messages name the formula's figure too where the minimum raised it.
+Where the profile's whole units read two ways (DeltaAI's GH200s: NCSA's worked example and its
+stated rule), the guard takes the larger, and its messages name the other.
 """
 
 from __future__ import annotations
@@ -49,9 +51,13 @@ def check_budget(resolved: ResolvedJob, settings: Settings, yes: bool, count: in
 
 
 def _why(est: Estimate, count: int = 1) -> str:
-    """` (at least 1 SU per job; 0.083 SU by the formula)` where the minimum raised the figure."""
+    """` (at least 1 SU per job; 0.083 SU by the formula)` where the minimum raised the figure;
+    ` (by NCSA's stated rule; 2.0 SU by NCSA's worked example ...)` where the readings differ."""
     formula = est.formula_su * count
     billed = est.su if count == 1 else est.array_su(count)
-    if billed <= formula:
-        return ""
-    return f" (at least {est.minimum.su:g} SU per job; {format_su(formula)} SU by the formula)"
+    if billed > formula:
+        return f" (at least {est.minimum.su:g} SU per job; {format_su(formula)} SU by the formula)"
+    if est.readings_differ:
+        headline = est.readings[0]
+        return f" (by {est.worst_reading.name}; {format_su(est.reading_su(headline) * count)} SU by {headline.name})"
+    return ""
