@@ -167,11 +167,12 @@ def execute(ssh: Ssh, job: Plan, rewrite: Rewriter) -> int:
                 explain(ssh, "\n".join(outcome.noise)) if outcome.noise else f"the connection to {ssh.where} was lost"
             )
             if attempt == 1 and (outcome.version is None or job.read_only):
-                note(f"{detail}; trying once more")
                 try:
                     seam.connect(ssh)
                 except RemoteError as err:
                     raise RemoteError(f"lost the connection to {ssh.where} during `{doing}`: {err}") from None
+                if outcome.version is not None:  # it had started: its output comes again from the start
+                    note(f"{detail}; reconnected, running `{doing}` again")
                 continue
             if outcome.version is None:
                 raise RemoteError(detail)
