@@ -121,3 +121,34 @@ def test_a_cancelled_script_resumes_from_its_checkpoint_dir(env: None, tmp_path:
     assert "restart 0 starts at " in log and "finished 40" in log
     assert "restart 0 starts at 0" not in log  # it continued, it did not start over
     assert load_settings().runs_path in run_dir.parents
+
+
+SBATCH = """\
+#!/bin/bash
+#SBATCH --account=bgvu-delta-cpu
+#SBATCH --partition=cpu
+#SBATCH --cpus-per-task=1
+#SBATCH --mem=1g
+#SBATCH --time=00:05:00
+#SBATCH --output=count_%j.out
+mkdir -p "$DELTAJOBS_CHECKPOINT_DIR"
+n=$(cat "$DELTAJOBS_CHECKPOINT_DIR/n" 2>/dev/null || echo 0)
+echo "starting at $n"
+while [ "$n" -lt 8 ]; do sleep 1; n=$((n+1)); echo $n > "$DELTAJOBS_CHECKPOINT_DIR/n"; done
+echo "done at $n"
+"""
+
+
+def test_a_cancelled_sbatch_script_is_submitted_again_as_written(env: None, tmp_path: Path) -> None:
+    (tmp_path / "count.sh").write_text(SBATCH)
+    sub = cli_json("submit", "count.sh", "-A", "bgvu-delta-cpu", cwd=tmp_path)
+    run_dir = Path(sub["run_dir"])
+    cancel_after(sub["job_id"], run_dir / "checkpoints" / "n")
+    (tmp_path / "count.sh").write_text(SBATCH.replace("done at", "edited after submit:"))  # the copy runs
+    proc = resume(sub["job_id"], "--wait")
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    new_id = proc.stdout.split()[3]
+    assert f"  log:     {tmp_path / f'count_{new_id}.out'}" in proc.stdout  # the script's own --output
+    log = (tmp_path / f"count_{new_id}.out").read_text()
+    assert "starting at 0" not in log and "done at 8" in log  # it continued from its state, as written
+    assert (tmp_path / f"count_{sub['job_id']}.out").read_text().startswith("starting at 0")
