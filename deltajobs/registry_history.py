@@ -1,15 +1,19 @@
 """What past jobs say of the next one: `spec_key` groups the jobs that run alike, `typical_elapsed`
-is their median runtime (charge estimates and sweep layouts use it). The rows live in registry.py;
-both names are importable from there as well.
+is their median runtime (charge estimates use it; sweep layouts `median_elapsed` over several
+keys). The rows live in registry.py; `spec_key` and `typical_elapsed` are importable from there too.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from deltajobs.config import Settings
+
+if TYPE_CHECKING:
+    from deltajobs.registry import Registry
 
 
 def spec_key(resolved: Any) -> str:
@@ -34,7 +38,12 @@ def typical_elapsed(settings: Settings, resolved: Any) -> float | None:
     if not path.exists():
         return None
     with Registry(path) as registry:
-        values = sorted(registry.history_elapsed(spec_key(resolved)))
+        return median_elapsed(registry, [spec_key(resolved)])
+
+
+def median_elapsed(registry: Registry, keys: Iterable[str]) -> float | None:
+    """Median elapsed seconds of the completed jobs under any of the spec `keys`, if any ran."""
+    values = sorted(value for key in dict.fromkeys(keys) for value in registry.history_elapsed(key))
     if not values:
         return None
     mid = len(values) // 2
