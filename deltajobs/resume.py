@@ -36,6 +36,7 @@ from deltajobs.spec import ResolvedJob
 PREVIOUS_DIR = "previous"  # RUN/previous/JOBID/: the files of a job whose run was resumed
 # The files of a run directory that describe one job, not the run (backends/local.py: CANCELLED).
 JOB_FILES = (RECORD, ATTEMPTS_FILE, "results.json", DISK_FULL_FILE, "CANCELLED")
+RUN_FILES = ("metrics.jsonl",)  # the run's, unless it starts over (--restart): then the old job's too
 CHECKPOINTS = ("checkpoint.pt", "checkpoints")  # the trainer's file; DELTAJOBS_CHECKPOINT_DIR
 RESUMABLE_SETS = ("resources.", "schedule.", "environment.", "account")  # what --set may change
 
@@ -125,12 +126,14 @@ def resumable(settings: Settings, ident: str, restart: bool = False) -> Resumabl
     return Resumable(latest, checkpoint)
 
 
-def resume_job(resolved: ResolvedJob, settings: Settings, previous: JobRow, backend: Backend) -> Submission:
+def resume_job(
+    resolved: ResolvedJob, settings: Settings, previous: JobRow, backend: Backend, over: bool = False
+) -> Submission:
     """Submit the run of `previous` (final) again into its run directory, its files set aside first;
     a new row for the new job. On any failure the run directory is as it was and no row is added."""
     run_dir = Path(previous.run_dir)
     with Registry.open(settings) as registry:
-        aside = set_aside(run_dir, previous.job_id)
+        aside = set_aside(run_dir, previous.job_id, over)
         try:
             (run_dir / "spec.yaml").write_text(yaml.safe_dump(resolved.spec.to_dict(), sort_keys=False))
             submission = backend.submit(resolved, run_dir)
@@ -146,9 +149,10 @@ def resume_job(resolved: ResolvedJob, settings: Settings, previous: JobRow, back
     return submission
 
 
-def set_aside(run_dir: Path, job_id: str) -> Path:
-    """Move the job's own files to RUN/previous/JOBID/ (spec.yaml: a copy). Its creation is the lock:
-    a second `resume` of the same job at the same time fails here."""
+def set_aside(run_dir: Path, job_id: str, over: bool = False) -> Path:
+    """Move the job's own files to RUN/previous/JOBID/ (spec.yaml: a copy; with `over`, a run that
+    starts over, its metrics.jsonl too). Its creation is the lock: a second `resume` of the same
+    job at the same time fails here."""
     aside = run_dir / PREVIOUS_DIR / job_id
     aside.parent.mkdir(exist_ok=True)
     try:
@@ -156,7 +160,7 @@ def set_aside(run_dir: Path, job_id: str) -> Path:
     except FileExistsError:
         raise SpecError("", f"job {job_id} is being resumed already ({aside} exists)") from None
     shutil.copy2(run_dir / "spec.yaml", aside / "spec.yaml")
-    for name in JOB_FILES:
+    for name in JOB_FILES + (RUN_FILES if over else ()):
         if (run_dir / name).exists():
             os.replace(run_dir / name, aside / name)
     return aside

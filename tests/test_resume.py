@@ -260,6 +260,20 @@ def test_a_second_resume_of_the_same_job_at_once_is_refused(env: None) -> None:
         set_aside(Path(old.run_dir), "local-3")
 
 
+def test_a_run_that_starts_over_sets_its_metrics_aside_too(
+    env: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    old = recorded_run("local-4", "FAILED", checkpoint=False)
+    run_dir = Path(old.run_dir)
+    (run_dir / "metrics.jsonl").write_text('{"epoch": 1}\n')
+    code, out, err = run_main(monkeypatch, capsys, "resume", "local-4", "--restart")
+    assert code == 0 and "  from:    the start (no checkpoint; --restart)" in out
+    assert err.strip() == f"deltajobs: {run_dir} holds no checkpoint: job {out.split()[3]} starts over (--restart)"
+    assert (run_dir / PREVIOUS_DIR / "local-4" / "metrics.jsonl").read_text() == '{"epoch": 1}\n'
+    assert not (run_dir / "metrics.jsonl").exists()  # the new job's epochs are not appended to the old ones
+    wait_final(out.split()[3], monkeypatch, capsys)
+
+
 def test_the_disk_full_line_names_resume_for_a_submitted_run(tmp_path: Path) -> None:
     from deltajobs.diskspace import resume_hint
 

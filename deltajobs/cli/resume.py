@@ -74,7 +74,7 @@ def resume_command(
 
         require_interpreter(resolved)
     estimate = check_budget(resolved, settings, yes) if backend.charges else None
-    sub = resume_job(resolved, settings, old, backend)
+    sub = resume_job(resolved, settings, old, backend, over=found.checkpoint is None)
     start = str(found.checkpoint) if found.checkpoint is not None else None
     info = {
         **sub.to_dict(),
