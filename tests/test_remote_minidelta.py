@@ -6,8 +6,8 @@ sshd of this module's own in minidelta's login namespace (mdlogin), on port 2222
 node's host key, users and settings (scripts/minidelta login) but its own log: the authentications
 counted are this module's alone, and stopping that server stops no one else's. The tests run in
 order: setup, a submit --wait then results --plot (the issue's "done when"), an edit that sends one
-file, a followed log, a sweep, a cancel, one authentication for all of it, the control socket
-killed mid-follow (retried), and the server stopped mid-follow (one line).
+file, a followed log, a sweep, a cancel, TensorBoard's URL through the tunnel, one authentication
+for all of it, the control socket killed mid-follow (retried), the server stopped mid-follow.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -46,6 +47,7 @@ for epoch in range(1, args.epochs + 1):
 """
 SLEEPER = """\
 import time
+import urllib.request
 for i in range(90):
     print("tick", i, flush=True)
     time.sleep(1)
@@ -128,10 +130,9 @@ class Login:
         return self.log.read_text().count("Accepted publickey for mdlogin")
 
     def master_pid(self) -> int:
-        check = subprocess.run(
-            ["ssh", "-F", str(self.ssh_config), "-o", f"ControlPath={self.runtime}/deltajobs/%C", "-O", "check", "md-test"],
-            capture_output=True, text=True, timeout=30,
-        )  # fmt: skip
+        socket = f"ControlPath={self.runtime}/deltajobs/%C"
+        argv = ["ssh", "-F", str(self.ssh_config), "-o", socket, "-O", "check", "md-test"]
+        check = subprocess.run(argv, capture_output=True, text=True, timeout=30)
         found = re.search(r"pid=(\d+)", check.stderr)
         assert found, check.stderr
         return int(found.group(1))
@@ -255,6 +256,33 @@ def test_sweep_and_cancel(login: Login) -> None:
     job = job_id_of(login.cli("submit", "sleeper.py", "--remote", "md", "-A", ACCOUNT, "-t", "00:05:00").stdout)
     cancel = login.cli("cancel", job, "--remote", "md")
     assert cancel.returncode == 0 and cancel.stdout == f"{job}: cancelled\n", cancel.stderr
+
+
+def test_tensorboard_through_the_control_socket(login: Login) -> None:
+    """The printed URL works here; Ctrl-C stops TensorBoard there and closes the forward."""
+    argv = [sys.executable, "-m", "deltajobs", "tensorboard", "last", "--remote", "md"]
+    board = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=login.env,
+                             stdin=subprocess.DEVNULL, cwd=login.project)  # fmt: skip
+    assert board.stdout is not None
+    lines = []
+    while "serving" not in (line := board.stdout.readline()):
+        assert line, board.stderr.read() if board.stderr else ""
+        lines.append(line)
+    url = re.search(r"open:    (http://localhost:\d+/\?token=\S+)", "".join(lines))
+    assert url and "  tunnel:  localhost:" in "".join(lines), lines
+    status = 0
+    for _ in range(60):  # TensorBoard starts listening a moment after it says `serving`
+        try:
+            status = urllib.request.urlopen(url.group(1), timeout=10).status
+            break
+        except OSError:
+            time.sleep(0.5)
+    board.send_signal(signal.SIGINT)
+    board.communicate(timeout=60)
+    assert status == 200
+    with pytest.raises(OSError):
+        urllib.request.urlopen(url.group(1), timeout=5)
+    assert login.ssh("pgrep -u mdlogin -f '[d]eltajobs tensorboard' || true").stdout == ""
 
 
 def test_one_authentication_for_all_of_it(login: Login) -> None:
