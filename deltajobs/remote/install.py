@@ -88,7 +88,7 @@ def install_script(ssh: Ssh, wheel_name: str) -> str:
         LMOD_INIT,
         *([f"module reset >/dev/null 2>&1 || true; module load {modules}"] if record.modules else []),
         f"PY=$(command -v {shlex.quote(record.python)})"
-        f' || {{ echo "no {record.python} after the modules" >&2; exit 3; }}',
+        f" || {{ echo {shlex.quote(f'no {record.python} on PATH after the modules')} >&2; exit 3; }}",
         'if [ ! -x "$W/venv/bin/python" ]; then "$PY" -m venv --system-site-packages "$W/venv"; fi',
         *MODULE_ENV_PTH,
         '"$W/venv/bin/python" -m pip install --disable-pip-version-check --quiet ' + wheel,
