@@ -165,18 +165,12 @@ def chosen_line(points: int, typical_s: float, est: Estimate) -> str:
 def typical_point_seconds(settings: Settings, resolved: list[ResolvedJob]) -> float | None:
     """The median elapsed time of the finished runs that share a spec with any of the points."""
     from deltajobs.registry import Registry, db_path, spec_key
+    from deltajobs.registry_history import median_elapsed
 
     if not db_path(settings).exists():
         return None
-    values: list[int] = []
     with Registry(db_path(settings)) as registry:
-        for key in dict.fromkeys(spec_key(r) for r in resolved):
-            values += registry.history_elapsed(key)
-    if not values:
-        return None
-    values.sort()
-    mid = len(values) // 2
-    return float(values[mid]) if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+        return median_elapsed(registry, [spec_key(r) for r in resolved])
 
 
 def check_array_size(job: ResolvedJob, count: int, layout: Layout) -> None:
