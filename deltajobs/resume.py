@@ -179,8 +179,11 @@ def put_back(run_dir: Path, aside: Path) -> None:
 def resume_chain(row: JobRow) -> tuple[str | None, str | None]:
     """(the job this one resumes, the job that resumed it), from RUN/previous/ and the run's job.json;
     (None, None) for a run that was never resumed (one failed listdir: cheap for many rows)."""
+    previous = os.path.join(row.run_dir, PREVIOUS_DIR)
+    if not os.path.isdir(previous):  # most runs: one stat, no Path objects (status --json of 10,000 rows)
+        return None, None
     try:
-        earlier = sorted((Path(row.run_dir) / PREVIOUS_DIR).iterdir(), key=_submitted_at)
+        earlier = sorted(Path(previous).iterdir(), key=_submitted_at)
     except OSError:
         return None, None
     chain = [p.name for p in earlier] + [_recorded_id(Path(row.run_dir))]
