@@ -50,7 +50,7 @@ def test_forward_and_check_go_through_the_socket() -> None:
     assert argv[-6:] == ["-O", "forward", "-L", "127.0.0.1:6006:localhost:6006", "--", RECORD.host]
 
 
-def test_control_dir_of_someone_else_is_refused(runtime_dir: Path) -> None:
+def test_a_control_dir_left_open_is_tightened(runtime_dir: Path) -> None:
     (runtime_dir / "deltajobs").mkdir(mode=0o755)
     (runtime_dir / "deltajobs").chmod(0o755)
     assert stat.S_IMODE(seam.control_dir().stat().st_mode) == 0o700  # ours, tightened
