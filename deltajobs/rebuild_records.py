@@ -14,6 +14,7 @@ no job id and is skipped, named.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import socket
@@ -30,7 +31,8 @@ from deltajobs.registry_schema import JobRow, Restore
 RECORD = "job.json"  # a job's row, in its run directory
 SWEEP_RECORD = "sweep-row.json"  # a sweep's row, in its sweep directory
 SWEEP_FILE = "sweep.json"  # what sweep/submit.py writes: the submission and each point's parameters
-SKIP = frozenset({"submitit", "code", "tb", "slots"})  # directories inside a run that hold no runs
+PREVIOUS = "previous"  # RUN/previous/JOBID/: the record (and files) of a job whose run was resumed (resume.py)
+SKIP = frozenset({"submitit", "code", "tb", "slots", PREVIOUS})  # directories inside a run that hold no runs
 MAX_DEPTH = 3  # runs/<run>, runs/<sweep>/point-000, runs/<search>/workers/task-0
 _JOB_FIELDS = frozenset(f.name for f in fields(JobRow))
 _SUBMISSION_KEYS = frozenset({"sweep_id", "backend", "sweep_dir", "array_job_id", "logs", "points"})
@@ -65,8 +67,11 @@ def _record(directory: str, name: str, data: dict[str, Any], strict: bool) -> No
 
 
 def record_jobs(rows: Iterable[JobRow], strict: bool = False) -> None:
+    """Each row in its run directory's job.json, or, for a job whose run was resumed since, in
+    RUN/previous/JOBID/job.json (the run's job.json is the newer job's)."""
     for row in rows:
-        _record(row.run_dir, RECORD, row.to_dict(), strict)
+        earlier = Path(row.run_dir) / PREVIOUS / row.job_id
+        _record(str(earlier) if earlier.is_dir() else row.run_dir, RECORD, row.to_dict(), strict)
 
 
 def record_sweep(row: dict[str, Any], strict: bool = False) -> None:
@@ -143,12 +148,16 @@ def _guarded(path: Path, found: Found, read: Callable[[], None]) -> None:
 
 
 def _read_job(directory: Path, found: Found) -> None:
-    def read() -> None:
-        data = json.loads((directory / RECORD).read_text())
+    """A run directory's job, and the earlier jobs of a run that was resumed (RUN/previous/*/job.json)."""
+
+    def read(path: Path) -> None:
+        data = json.loads(path.read_text())
         row = JobRow(**{k: v for k, v in data.items() if k in _JOB_FIELDS})
         found.add(_moved(row, directory))
 
-    _guarded(directory / RECORD, found, read)
+    earlier = sorted((directory / PREVIOUS).glob(f"*/{RECORD}")) if (directory / PREVIOUS).is_dir() else []
+    for path in [directory / RECORD, *earlier]:
+        _guarded(path, found, functools.partial(read, path))
 
 
 def _read_sweep(directory: Path, found: Found) -> None:

@@ -1,7 +1,8 @@
 """A trainer job on minidelta whose run directory fills up mid-run (a tmpfs mounted on the host
 under the runs directory: slurmd's jobs share the host's mounts; root only). The job's log ends with
 the one line, sacct's exit code is 28:0, `status` says disk full / quota, `results` repeats the
-line, the epoch-1 checkpoint is intact, and once space is freed the printed command completes it.
+line, the epoch-1 checkpoint is intact, and once space is freed the printed
+`deltajobs resume RUN_DIR` completes it as a new job.
 """
 
 from __future__ import annotations
@@ -69,6 +70,10 @@ def check_job(runs: Path) -> None:
 
     remount(runs, 64 * 1024)  # space freed
     command = shlex.split(re.search(r"continue from it with `([^`]+)`", last).group(1))  # type: ignore[union-attr]
-    again = cli(*command[1:], "--json", timeout=300)
+    assert command[:3] == ["deltajobs", "resume", str(run_dir)]  # on the queue, not on the login node
+    again = cli(*command[1:], "--wait", "--json", timeout=300)
     assert again.returncode == 0, again.stderr
-    assert json.loads(again.stdout)["epochs"] == 3 and "epoch 2 step 0" in again.stderr
+    resumed = json.loads(again.stdout)
+    assert resumed["resumes"] == job_id and resumed["state"] == "COMPLETED"
+    assert json.loads(cli("results", resumed["job_id"], "--json").stdout)["epochs"] == 3
+    assert "epoch 2 step 0" in cli("logs", resumed["job_id"]).stdout

@@ -1,6 +1,6 @@
 """A job on the local backend whose run directory fills up: `status` says disk full / quota in its
-REASON column and `results` gives the trainer's one line; the printed command resumes it once
-space is freed. A real tmpfs under the runs directory (root only; skipped otherwise)."""
+REASON column and `results` gives the trainer's one line; the printed `deltajobs resume` completes it
+once space is freed. A real tmpfs under the runs directory (root only; skipped otherwise)."""
 
 from __future__ import annotations
 
@@ -61,9 +61,13 @@ def check_disk_full_job(runs: Path, env: dict[str, str]) -> None:
     assert "checkpoint.pt.tmp (tmpfs at " in last and "the last checkpoint (epoch 1) is kept" in last
     subprocess.run(["mount", "-o", "remount,size=65536k", str(runs)], check=True)
     command = shlex.split(re.search(r"continue from it with `([^`]+)`", last).group(1))  # type: ignore[union-attr]
-    again = deltajobs(*command[1:], "--json", env=env)
+    assert command[:2] == ["deltajobs", "resume"]  # a submitted job goes back to its backend, not `train` here
+    again = deltajobs(*command[1:], "--wait", "--json", env=env)
     assert again.returncode == 0, again.stderr
-    assert json.loads(again.stdout)["epochs"] == 3
+    resumed = json.loads(again.stdout)
+    assert resumed["resumes"] == job_id and resumed["state"] == "COMPLETED"
+    results = deltajobs("results", resumed["job_id"], "--json", env=env)
+    assert results.returncode == 0 and json.loads(results.stdout)["epochs"] == 3
 
 
 def test_the_gpu_sampler_keeps_its_readings_in_memory_on_a_full_disk(

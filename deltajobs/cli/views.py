@@ -10,6 +10,7 @@ from deltajobs.charge.advice import Advice
 from deltajobs.lifecycle import STATE_ADVICE, attempts_text, reason_words, right_sizing
 from deltajobs.progress import nodes_text, restarts
 from deltajobs.registry import JobRow
+from deltajobs.resume import resume_chain, resume_links
 from deltajobs.slurm import AcctRecord
 from deltajobs.units import format_duration
 
@@ -47,6 +48,7 @@ def status_dict(row: JobRow, detail: bool = False, record: AcctRecord | None = N
     data["reason_words"] = reason_words(row.reason) if row.state == "PENDING" else disk_full_reason(row)
     data["restarts"] = restart_count(row)
     data["advice"] = STATE_ADVICE.get(row.state, "")
+    data["resumes"], data["resumed_by"] = resume_chain(row)  # `deltajobs resume`: the jobs of one run directory
     if detail:
         data["right_sizing"] = [a.to_dict() for a in right_sizing(row, record)]
         data["attempts"] = [dataclasses.asdict(a) for a in record.attempts] if record is not None else []
@@ -84,6 +86,9 @@ def status_table(
         advice = STATE_ADVICE.get(row.state, "")
         if advice and (detail or len(rows) == 1):
             notes.append(f"{row.job_id}: {advice.replace('JOBID', row.job_id)}")
+        links = resume_links(row) if detail or len(rows) == 1 else ""
+        if links:
+            notes.append(f"{row.job_id}: {links} (the same run directory: `deltajobs resume`)")
         if detail and record is not None and len(record.attempts) > 1:
             notes.append(f"{row.job_id}: charged for {attempts_text(record)} ({record.su:.3f} SU)")
         if detail and row.started_at and nodes_text(Path(row.run_dir)):
@@ -124,7 +129,7 @@ def results_text(row: JobRow, data: dict[str, Any], advice: list[Advice], record
     if "model" not in data:  # a user's own program: what it ran and what it reported
         return program_results_text(row, data, advice, record)
     lines = [
-        f"job {row.job_id} ({row.name}) {row.state} in {Path(row.run_dir)}",
+        heading(row),
         f"  model {data.get('model', '?')}  params {data.get('params', 0):,}  device {data.get('device', '?')}"
         f"  world_size {data.get('world_size', 1)}",
         f"  test_acc {data.get('test_acc', 0):.4f}  test_loss {data.get('test_loss', 0):.4f}"
@@ -156,6 +161,13 @@ def results_text(row: JobRow, data: dict[str, Any], advice: list[Advice], record
     return "\n".join(lines)
 
 
+def heading(row: JobRow) -> str:
+    """`job 1240 (mnist) COMPLETED in RUN_DIR`, and `(resumes 1234)` for a run continued by `deltajobs
+    resume`: the results shown are the run directory's, its latest job's."""
+    links = resume_links(row)
+    return f"job {row.job_id} ({row.name}) {row.state} in {Path(row.run_dir)}" + (f" ({links})" if links else "")
+
+
 METRIC_COLUMNS = 8  # a user's metrics table shows at most this many keys
 
 
@@ -174,7 +186,7 @@ def program_results_text(
     row: JobRow, data: dict[str, Any], advice: list[Advice], record: AcctRecord | None = None
 ) -> str:
     """Results of a script, command, sbatch file or function: its command, exit, reported metrics."""
-    lines = [f"job {row.job_id} ({row.name}) {row.state} in {Path(row.run_dir)}"]
+    lines = [heading(row)]
     command = data.get("command")
     if command:
         text = " ".join(command) if isinstance(command, list) else str(command)

@@ -148,7 +148,7 @@ def disk_full_message(run_dir: Path, tail: str) -> str | None:
         return None
     path = Path(said[-1].group(1)) if said and said[-1].group(1) else run_dir
     kept = f"what it saved in {run_dir / CHECKPOINTS} is kept"
-    return str(diskspace.DiskFullError(path, kept, "resubmit"))
+    return str(diskspace.DiskFullError(path, kept, diskspace.resume_hint(run_dir) or "resubmit"))
 
 
 def log_tail() -> str:
