@@ -285,6 +285,16 @@ def test_tensorboard_through_the_control_socket(login: Login) -> None:
     assert login.ssh("pgrep -u mdlogin -f '[d]eltajobs tensorboard' || true").stdout == ""
 
 
+def test_at_a_terminal_the_remote_gets_one_and_the_exit_code_comes_back(login: Login) -> None:
+    """With a terminal (script(1) gives one), ssh -t: the remote's output as on the login node, its
+    exit code ours; a pty's stray NUL before the version header does not hide it."""
+    command = f"{sys.executable} -m deltajobs logs nosuchjob --remote md; echo rc=$?"
+    done = subprocess.run(["script", "-qec", command, "/dev/null"], capture_output=True, text=True, env=login.env,
+                          cwd=login.project, timeout=120, stdin=subprocess.DEVNULL)  # fmt: skip
+    lines = done.stdout.replace("\r", "").splitlines()
+    assert lines[0].startswith("deltajobs: error: nosuchjob is not a job") and lines[-1] == "rc=5", done.stdout
+
+
 def test_one_authentication_for_all_of_it(login: Login) -> None:
     assert login.authentications() == 1  # every command above rode one ControlMaster connection
 

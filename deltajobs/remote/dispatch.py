@@ -223,8 +223,9 @@ def _pass_stdout(process: subprocess.Popen[bytes], outcome: Outcome, rewrite: Re
         if outcome.version is None:
             while outcome.version is None and b"\n" in pending:
                 line, pending = pending.split(b"\n", 1)
-                words = line.decode(errors="replace").strip().split()
-                if len(words) == 3 and words[0] == HEADER:  # lines before it: a login banner, an rc file
+                text = line.decode(errors="replace")
+                words = text[text.find(HEADER) :].split() if HEADER in text else []  # a pty may put a NUL first
+                if len(words) == 3:  # lines before it: a login banner, an rc file
                     outcome.pid, outcome.version = words[1], words[2]
             if outcome.version is None:
                 continue
