@@ -156,3 +156,11 @@ def test_plot_is_written_there_and_named_here(
     (rsync,) = fake.runs
     assert rsync[0] == "rsync" and "--remove-source-files" in rsync
     assert rsync[-2:] == [f"minidelta-login:deltajobs/tmp/{remote_file[0]}", "plots/acc.png"]
+
+
+def test_a_broken_config_leaves_the_command_to_say_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    from deltajobs.config import config_path
+
+    FakeSsh(monkeypatch)
+    config_path().write_text("remote: [\n")
+    assert route(["--version"]) == (["--version"], None)  # runs here, where it says nothing of the config

@@ -36,7 +36,10 @@ def default_remote() -> str | None:
         return None
     if ENV_VAR in os.environ:
         return os.environ[ENV_VAR] or None
-    return read_user_config().remote
+    try:
+        return read_user_config().remote
+    except SpecError:  # a broken config: the command says so if it reads it (`init` and `--help` need not)
+        return None
 
 
 def add_remote(name: str, record: RemoteRecord, *, make_default: bool) -> Path:
