@@ -16,6 +16,7 @@ from deltajobs.cli import resume as _resume  # noqa: F401
 from deltajobs.cli import runs as _runs  # noqa: F401
 from deltajobs.cli import setup as _setup  # noqa: F401
 from deltajobs.cli import specs as _specs  # noqa: F401
+from deltajobs.cli import sweep_views as _sweep_views  # noqa: F401
 from deltajobs.cli import sweeps as _sweeps  # noqa: F401
 from deltajobs.cli import training as _training  # noqa: F401
 from deltajobs.cli.app import app, main
