@@ -295,6 +295,30 @@ def test_at_a_terminal_the_remote_gets_one_and_the_exit_code_comes_back(login: L
     assert lines[0].startswith("deltajobs: error: nosuchjob is not a job") and lines[-1] == "rc=5", done.stdout
 
 
+def test_no_room_on_the_remote_is_one_line(login: Login, tmp_path: Path) -> None:
+    """A workdir on a full filesystem there (a 256 KiB tmpfs mounted in the mount namespace of this
+    module's sshd, where its sessions see it): rsync's ENOSPC is one line naming the remote."""
+    full = Path(f"/home/mdlogin/dj-full-{os.getpid()}")
+    full.mkdir()
+    inside = ["nsenter", "-t", str(login.sshd), "-m"]
+    mount = f"mount -t tmpfs -o size=256k,mode=0755,uid=$(id -u mdlogin),gid=$(id -g mdlogin) tmpfs {full}"
+    subprocess.run([*inside, "sh", "-c", mount], check=True, timeout=30)
+    try:
+        added = login.cli("remote", "add", "full", "--host", "md-test", "--ssh-config", str(login.ssh_config),
+                          "--workdir", str(full))  # fmt: skip
+        assert added.returncode == 0, added.stderr
+        (tmp_path / "train.py").write_text("print(1)\n")
+        (tmp_path / "weights.bin").write_bytes(os.urandom(1024 * 1024))
+        done = login.cli("render", "train.py", "--remote", "full", cwd=tmp_path)
+    finally:
+        subprocess.run([*inside, "umount", str(full)], check=True, timeout=30)
+        full.rmdir()
+        login.cli("remote", "remove", "full")  # md's connection (the same host) stays open
+    assert done.returncode == 7 and done.stdout == ""
+    assert done.stderr.startswith(f"deltajobs: error: full has no room left: sending {tmp_path} to full:{full}/src")
+    assert "failed with 'No space left on device'" in done.stderr and len(done.stderr.splitlines()) == 1
+
+
 def test_one_authentication_for_all_of_it(login: Login) -> None:
     assert login.authentications() == 1  # every command above rode one ControlMaster connection
 

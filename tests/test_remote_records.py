@@ -107,3 +107,18 @@ def test_full_disk_in_words() -> None:
     assert str(info.value).startswith(
         "delta has no room left: sending /p to delta:deltajobs/src/p failed with 'Disk quota"
     )
+
+
+def test_rsync_says_the_cause_not_its_summary() -> None:
+    # recorded: rsync 3.2.7 into a directory of root's on minidelta's login node
+    stderr = (
+        'rsync: [Receiver] mkdir "/home/mdlogin/djfull/src" failed: Permission denied (13)\n'
+        "rsync error: error in file IO (code 11) at main.c(800) [Receiver=3.2.7]\n"
+    )
+    ssh = Ssh("md", RemoteRecord(host="h"), batch=True)
+    with pytest.raises(RemoteError) as info:
+        check(ssh, Completed(11, "", stderr), "sending /p to md:/home/mdlogin/djfull/src/p")
+    assert str(info.value) == (
+        'sending /p to md:/home/mdlogin/djfull/src/p failed: rsync: [Receiver] mkdir "/home/mdlogin/djfull/src" '
+        "failed: Permission denied (13)"
+    )

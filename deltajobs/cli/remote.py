@@ -82,11 +82,18 @@ def list_command(as_json: JsonOpt = False) -> None:
 
 @remote_app.command("remove")
 def remove_command(name: NameArg) -> None:
-    """Forget a remote (its files there stay; its control socket is closed)."""
-    from deltajobs.remote.records import get_remote, remove_remote
+    """Forget a remote (its files there stay; its connection is closed unless another remote uses it)."""
+    from deltajobs.remote.records import all_remotes, get_remote, remove_remote
     from deltajobs.remote.ssh import Ssh, disconnect
 
-    disconnect(Ssh.for_remote(name, get_remote(name)))
+    record = get_remote(name)
+    same = [
+        n
+        for n, r in all_remotes().items()
+        if n != name and (r.host, r.user, r.ssh_config) == (record.host, record.user, record.ssh_config)
+    ]
+    if not same:
+        disconnect(Ssh.for_remote(name, record))
     remove_remote(name)
     typer.echo(f"removed remote {name}")
 

@@ -121,10 +121,14 @@ def check(ssh: Ssh, done: Completed, doing: str) -> None:
             f"{ssh.name} has no room left: {doing} failed with '{QUOTA.search(done.stderr).group(0)}' "  # type: ignore[union-attr]
             f"(your quota there: `quota`; or `deltajobs remote add {ssh.name} --workdir` on a roomier filesystem)"
         )
-    if done.returncode == 255 or "connection unexpectedly closed" in done.stderr:
+    lines = [line.strip() for line in done.stderr.splitlines() if line.strip()]
+    # rsync's own summary ("rsync error: ... (code 12)") says less than the line before it
+    # ("mkdir: cannot create directory ...: Permission denied", "rsync: [Receiver] ...")
+    causes = [line for line in lines if not line.startswith("rsync error:") and "unexpectedly closed" not in line]
+    if done.returncode == 255 or not causes and "connection unexpectedly closed" in done.stderr:
         raise RemoteError(f"{doing}: {explain(ssh, done.stderr)}")
-    lines = [line for line in done.stderr.splitlines() if line.strip()]
-    raise RemoteError(f"{doing} failed: {lines[-1] if lines else f'rsync exit code {done.returncode}'}")
+    detail = causes[0] if causes else lines[-1] if lines else f"rsync exit code {done.returncode}"
+    raise RemoteError(f"{doing} failed: {detail}")
 
 
 def parse_stats(text: str) -> Stats:
