@@ -25,7 +25,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_minidelta_login import SSH_CONFIG, ensure_login_node
 
 from deltajobs import __version__
 
@@ -57,7 +56,7 @@ for i in range(90):
 class Login:
     """This module's sshd in the login namespace, and the laptop's config and state for it."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, login_ssh_config: Path) -> None:
         self.root = root
         self.log = root / "sshd.log"
         self.workdir = f"deltajobs-test-{os.getpid()}"
@@ -74,7 +73,9 @@ class Login:
             self.env.pop(name, None)
         self.ssh_config = root / "ssh_config"
         self.ssh_config.write_text(
-            SSH_CONFIG.read_text().replace("Host minidelta-login", "Host md-test").replace("Port 22", f"Port {PORT}")
+            login_ssh_config.read_text()
+            .replace("Host minidelta-login", "Host md-test")
+            .replace("Port 22", f"Port {PORT}")
         )
         self.sshd: int | None = None  # the listener's pid (it daemonises: its PidFile says)
 
@@ -170,11 +171,10 @@ def descendants(pid: int) -> list[int]:
 
 
 @pytest.fixture(scope="module")
-def login(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Login]:
-    ensure_login_node()
+def login(tmp_path_factory: pytest.TempPathFactory, minidelta_login: Path) -> Iterator[Login]:
     if os.geteuid() != 0 or not LOGIN_SSHD_CONFIG.exists():
         pytest.skip("needs root and minidelta's login node (sudo scripts/minidelta login)")
-    node = Login(tmp_path_factory.mktemp("laptop"))
+    node = Login(tmp_path_factory.mktemp("laptop"), minidelta_login)
     node.start()
     try:
         added = node.cli("remote", "add", "md", "--host", "md-test", "--ssh-config", str(node.ssh_config),
