@@ -106,15 +106,17 @@ class Ssh:
     def control_path(self) -> str:
         return str(control_dir()).replace("%", "%%") + "/%C"  # %C: a hash of host, port and user
 
-    def options(self) -> list[str]:
-        """ssh's options, without the program name and the destination."""
+    def options(self, *, quiet: bool = True) -> list[str]:
+        """ssh's options, without the program name and the destination; `quiet`: ssh's own notices
+        (LogLevel INFO) not shown."""
         opts: list[str] = []
         if self.record.ssh_config:
             opts += ["-F", str(Path(self.record.ssh_config).expanduser())]
         opts += ["-o", "ControlMaster=auto", "-o", f"ControlPath={self.control_path}"]
         opts += ["-o", f"ControlPersist={PERSIST}", "-o", f"ConnectTimeout={CONNECT_TIMEOUT_S}"]
         opts += ["-o", f"ServerAliveInterval={ALIVE_INTERVAL_S}", "-o", "ServerAliveCountMax=3"]
-        opts += ["-o", "LogLevel=ERROR"]  # no "Shared connection to ... closed." after each command
+        if quiet:
+            opts += ["-o", "LogLevel=ERROR"]  # no "Shared connection to ... closed." after each command
         if self.batch:
             opts += ["-o", "BatchMode=yes"]
         if self.record.user:
@@ -149,12 +151,14 @@ def connect(ssh: Ssh) -> None:
     (password, Duo) goes to the terminal where there is one; without one, BatchMode says so."""
     if connected(ssh):
         return
-    argv = ["ssh", *ssh.options(), "-o", "ControlMaster=yes", "-N", "-f", "--", ssh.record.host]
+    # At a terminal ssh talks to the person: Duo's menu comes as keyboard-interactive text that
+    # ssh prints at LogLevel INFO on stderr, so neither is hidden there.
+    argv = ["ssh", *ssh.options(quiet=ssh.batch), "-o", "ControlMaster=yes", "-N", "-f", "--", ssh.record.host]
     with tempfile.TemporaryFile("w+") as errors:  # a file, not a pipe: the master outlives this call
         try:
             code = subprocess.run(
                 argv, stdin=None if not ssh.batch else subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                stderr=errors, timeout=START_TIMEOUT_S,
+                stderr=errors if ssh.batch else None, timeout=START_TIMEOUT_S,
             ).returncode  # fmt: skip
         except FileNotFoundError:
             raise RemoteError("ssh is not installed here; deltajobs --remote needs OpenSSH") from None
@@ -162,6 +166,8 @@ def connect(ssh: Ssh) -> None:
             raise RemoteError(f"ssh to {ssh.where} did not connect within {START_TIMEOUT_S}s") from None
         errors.seek(0)
         text = errors.read()
+    if code != 0 and not ssh.batch:
+        raise RemoteError(f"cannot log in to {ssh.where}: ssh said why above (exit code {code})")
     if code != 0:
         raise RemoteError(explain(ssh, text))
 
