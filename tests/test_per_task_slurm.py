@@ -71,6 +71,19 @@ def wait_for_points(sweep_id: str, timeout: float, release: bool = False) -> dic
         time.sleep(2.0)
 
 
+def array_tasks_in_sacct(array: str, count: int = 4, timeout: float = 60) -> list[str]:
+    """The array's tasks as sacct knows them. slurmdbd learns of tasks after slurmctld (under load,
+    seconds after the points' own files say they are done): ask until `count` are there."""
+    deadline = time.monotonic() + timeout
+    while True:
+        argv = ["sacct", "-X", "-n", "-P", "-j", array, "--format=JobID,State"]
+        sacct = subprocess.run(argv, capture_output=True, text=True, check=True)
+        tasks = sorted(line.split("|")[0] for line in sacct.stdout.splitlines() if line.strip())
+        if len(tasks) >= count or time.monotonic() > deadline:
+            return tasks
+        time.sleep(1)
+
+
 def starts(run_dir: str) -> int:
     """How many times a point was started (its attempts.json, one entry per start)."""
     return len(json.loads((Path(run_dir) / "attempts.json").read_text())["starts"])
@@ -87,12 +100,7 @@ def test_sixteen_points_per_task_4_are_four_array_tasks_each_point_in_its_own_ru
     assert "#SBATCH --array=0-3" in script and "#SBATCH --time=00:12:00" in script  # 4 points x 3 min
     status = wait_for_points(sub["sweep_id"], timeout=300)
     assert [p["state"] for p in status["points"]] == ["COMPLETED"] * 16, status["counts"]
-    sacct = subprocess.run(
-        ["sacct", "-X", "-n", "-P", "-j", array, "--format=JobID,State"], capture_output=True, text=True, check=True
-    )
-    assert sorted(line.split("|")[0] for line in sacct.stdout.splitlines() if line.strip()) == [
-        f"{array}_{i}" for i in range(4)
-    ]
+    assert array_tasks_in_sacct(array) == [f"{array}_{i}" for i in range(4)]
     dirs = {p["run_dir"] for p in status["points"]}
     assert len(dirs) == 16
     for point in status["points"]:

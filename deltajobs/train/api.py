@@ -87,12 +87,18 @@ def run_training(
         torch.cuda.reset_peak_memory_stats(device)
     owns_group = info.enabled and not torch.distributed.is_initialized()
     init_distributed(info, device)
+    together = False  # whether every rank ends here at the same point (see distributed.shutdown)
     try:
         main_log = log if info.is_main else _quiet
-        return _train(config, run_dir, info, device, resume, should_stop, main_log, on_epoch)
+        results = _train(config, run_dir, info, device, resume, should_stop, main_log, on_epoch)
+        together = True
+        return results
+    except DiskFullError:
+        together = True  # raised on every rank at the same save (any_rank)
+        raise
     finally:
         if owns_group:
-            shutdown()
+            shutdown(together)
 
 
 def check_config(config: TrainConfig) -> None:

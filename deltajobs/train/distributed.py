@@ -8,6 +8,7 @@ MASTER_PORT, which the rendered job script exports. One process per GPU (nccl) o
 
 from __future__ import annotations
 
+import datetime
 import os
 from dataclasses import dataclass
 
@@ -15,6 +16,8 @@ import torch
 import torch.distributed as dist
 
 from deltajobs.errors import DeltaJobsError
+
+TEARDOWN_BARRIER_S = 60  # how long ranks that ended together wait for each other before tearing down
 
 
 @dataclass(frozen=True)
@@ -72,9 +75,24 @@ def init_distributed(info: DistInfo, device: torch.device) -> None:
     )
 
 
-def shutdown() -> None:
-    if dist.is_initialized():
-        dist.destroy_process_group()
+def shutdown(together: bool = False) -> None:
+    """Tear the process group down. `together`: every rank is here at the same point (training ended,
+    or a stop all ranks agreed on, such as a full disk): meet at a barrier first, so that no rank (rank
+    0 hosts the rendezvous store) exits and closes its connections while another is still tearing
+    down or in its last collective: gloo's threads then end the late rank with SIGABRT ("terminate
+    called without an active exception", seen in the suite under load, issue 24 section 7). Not after
+    a rank's own error: the others would never reach the barrier (gloo's is bounded all the same)."""
+    if not dist.is_initialized():
+        return
+    if together and dist.get_world_size() > 1:
+        try:
+            if dist.get_backend() == "gloo":
+                dist.monitored_barrier(timeout=datetime.timedelta(seconds=TEARDOWN_BARRIER_S))
+            else:
+                dist.barrier()
+        except RuntimeError:  # a rank that never came: tear down anyway
+            pass
+    dist.destroy_process_group()
 
 
 def all_reduce_sum(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
