@@ -25,8 +25,8 @@ import yaml
 
 from deltajobs.backends.base import Backend, Submission
 from deltajobs.config import Settings
-from deltajobs.diskspace import DISK_FULL_FILE
-from deltajobs.errors import NotFoundError, SpecError
+from deltajobs.diskspace import DISK_FULL_FILE, DiskFullError, is_disk_full
+from deltajobs.errors import DeltaJobsError, NotFoundError, SpecError
 from deltajobs.lifecycle import job_row, refresh
 from deltajobs.progress import ATTEMPTS_FILE
 from deltajobs.rebuild_records import RECORD
@@ -64,7 +64,11 @@ def run_rows(registry: Registry, ident: str) -> list[JobRow]:
         if target.is_sweep:
             raise SpecError("", f"{ident} is {target.label}: {sweep_advice(registry, target.sweep_id or '')}")
         run_dir = Path(target.rows[0].run_dir)
-    rows = [r for r in registry.query() if Path(r.run_dir) == run_dir]
+    every = registry.query()
+    rows = [r for r in every if Path(r.run_dir) == run_dir]
+    if not rows:  # `cd` into a run under a symlinked runs directory, `resume .`: the path as resolved
+        real = run_dir.resolve()
+        rows = [r for r in every if Path(r.run_dir).resolve() == real]
     if not rows:
         raise NotFoundError(
             f"no job in the registry ({registry.path}) ran in {run_dir}; `deltajobs registry rebuild` reads them back"
@@ -123,7 +127,20 @@ def resumable(settings: Settings, ident: str, restart: bool = False) -> Resumabl
             f"{latest.run_dir} holds no checkpoint (checkpoint.pt, or files in checkpoints/): job {latest.job_id} "
             "would start over; pass --restart to run it again from the start",
         )
+    if latest.backend == "slurm" and requeued(latest.job_id):
+        raise SpecError(
+            "", f"job {latest.job_id} is queued again (requeued by SLURM); `deltajobs cancel {latest.job_id}` first"
+        )
     return Resumable(latest, checkpoint)
+
+
+def requeued(job_id: str) -> bool:
+    """Whether squeue shows `job_id` pending or running again: a row recorded as final (PREEMPTED,
+    NODE_FAIL, TIMEOUT) that SLURM requeued under the same id, which refresh() no longer asks about.
+    False where squeue cannot answer (slurm.still_queued)."""
+    from deltajobs import slurm
+
+    return bool(slurm.still_queued([job_id]))
 
 
 def resume_job(
@@ -135,7 +152,10 @@ def resume_job(
     with Registry.open(settings) as registry:
         aside = set_aside(run_dir, previous.job_id, over)
         try:
-            (run_dir / "spec.yaml").write_text(yaml.safe_dump(resolved.spec.to_dict(), sort_keys=False))
+            try:
+                (run_dir / "spec.yaml").write_text(yaml.safe_dump(resolved.spec.to_dict(), sort_keys=False))
+            except OSError as err:
+                raise write_error(run_dir / "spec.yaml", previous.job_id, err) from err
             submission = backend.submit(resolved, run_dir)
         except BaseException:
             put_back(run_dir, aside)
@@ -154,16 +174,52 @@ def set_aside(run_dir: Path, job_id: str, over: bool = False) -> Path:
     starts over, its metrics.jsonl too). Its creation is the lock: a second `resume` of the same
     job at the same time fails here."""
     aside = run_dir / PREVIOUS_DIR / job_id
-    aside.parent.mkdir(exist_ok=True)
     try:
+        aside.parent.mkdir(exist_ok=True)
         aside.mkdir()
     except FileExistsError:
         raise SpecError("", f"job {job_id} is being resumed already ({aside} exists)") from None
-    shutil.copy2(run_dir / "spec.yaml", aside / "spec.yaml")
-    for name in JOB_FILES + (RUN_FILES if over else ()):
-        if (run_dir / name).exists():
-            os.replace(run_dir / name, aside / name)
+    except OSError as err:
+        _remove_empty(aside.parent)
+        raise write_error(aside, job_id, err) from err
+    target = aside / "spec.yaml"
+    try:
+        shutil.copy2(run_dir / "spec.yaml", target)
+        for name in JOB_FILES + (RUN_FILES if over else ()):
+            if (run_dir / name).exists():
+                target = aside / name
+                os.replace(run_dir / name, target)
+    except OSError as err:
+        _undo_aside(run_dir, aside)
+        raise write_error(target, job_id, err) from err
     return aside
+
+
+def write_error(path: Path, job_id: str, err: OSError) -> DeltaJobsError:
+    """One line for a write of `resume` that failed (the run directory is put back as it was): a
+    full disk or quota is a DiskFullError (exit 28), any other OSError a DeltaJobsError."""
+    kept = "the run directory is as it was"
+    if is_disk_full(err):
+        return DiskFullError(path, kept=kept, again=f"`deltajobs resume {job_id}` again")
+    return DeltaJobsError(f"cannot write {path}: {err.strerror or err}; {kept}")
+
+
+def _undo_aside(run_dir: Path, aside: Path) -> None:
+    """Undo a `set_aside` that failed part way: the copy of spec.yaml gone, what was moved back,
+    the lock (RUN/previous/JOBID/) removed. Renames within a directory need no space."""
+    with contextlib.suppress(OSError):
+        (aside / "spec.yaml").unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        for entry in list(aside.iterdir()):
+            with contextlib.suppress(OSError):
+                os.replace(entry, run_dir / entry.name)
+    _remove_empty(aside)
+    _remove_empty(aside.parent)
+
+
+def _remove_empty(directory: Path) -> None:
+    with contextlib.suppress(OSError):
+        directory.rmdir()  # only if empty
 
 
 def put_back(run_dir: Path, aside: Path) -> None:

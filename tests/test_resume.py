@@ -8,11 +8,14 @@ import below registers it on the same Typer app for these in-process runs either
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -316,3 +319,133 @@ def test_a_search_worker_on_a_full_disk_releases_its_trial_and_exits_28(
     [line] = capfd.readouterr().err.strip().splitlines()
     assert line.startswith("deltajobs: worker 2: trial 5: disk full / quota exceeded writing ")
     assert line.endswith("and `deltajobs sweep resume sw-9` continues trial 5 from its checkpoint")
+
+
+def full_disk(*_: object, **__: object) -> None:
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_full_disk_while_setting_aside_leaves_no_lock_and_says_one_line(
+    env: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import deltajobs.resume as resume_module
+
+    old = recorded_run("local-5", "FAILED")
+    run_dir = Path(old.run_dir)
+    (run_dir / "attempts.json").write_text(json.dumps({"starts": [{"time": 1.0, "job_id": None}]}))
+    (run_dir / "disk-full.txt").write_text("disk full / quota exceeded writing x\n")
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()}
+    real_replace = os.replace
+
+    def replace(src: Any, dst: Any) -> None:  # job.json moves; attempts.json finds the disk full
+        if Path(dst).parent.parent.name == PREVIOUS_DIR and Path(dst).name == "attempts.json":
+            full_disk()
+        real_replace(src, dst)
+
+    for name, fake, where in (
+        ("copy2", full_disk, "spec.yaml"),
+        ("replace", replace, "attempts.json"),
+    ):
+        with monkeypatch.context() as patched:
+            patched.setattr(getattr(resume_module, "shutil" if name == "copy2" else "os"), name, fake)
+            code, out, err = run_main(monkeypatch, capsys, "resume", "local-5")
+        assert (code, out) == (28, ""), err
+        [line] = err.strip().splitlines()
+        aside = run_dir / PREVIOUS_DIR / "local-5"
+        assert line.startswith(f"deltajobs: error: disk full / quota exceeded writing {aside / where} (")
+        assert line.endswith(
+            "the run directory is as it was; free space (`quota` shows your quotas on Delta) and "
+            "`deltajobs resume local-5` again"
+        )
+        assert not (run_dir / PREVIOUS_DIR).exists()  # no lock left behind
+        assert {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()} == before
+        assert [r.job_id for r in registry_rows()] == ["local-5"]
+    # Any other failure is one line too (exit 1), and also leaves nothing behind.
+    with monkeypatch.context() as patched:
+        patched.setattr(resume_module.shutil, "copy2", lambda *_: (_ for _ in ()).throw(PermissionError(13, "denied")))
+        code, out, err = run_main(monkeypatch, capsys, "resume", "local-5")
+    assert (code, err.strip()) == (
+        1,
+        f"deltajobs: error: cannot write {run_dir / PREVIOUS_DIR / 'local-5' / 'spec.yaml'}: denied; "
+        "the run directory is as it was",
+    )
+    assert not (run_dir / PREVIOUS_DIR).exists()
+    # Space freed: the next resume goes ahead.
+    code, out, err = run_main(monkeypatch, capsys, "resume", "local-5")
+    assert code == 0, err
+    new_id = out.split()[3]
+    assert json.loads((run_dir / PREVIOUS_DIR / "local-5" / "job.json").read_text())["job_id"] == "local-5"
+    wait_final(new_id, monkeypatch, capsys)
+
+
+def test_a_full_disk_writing_the_new_spec_puts_the_run_back(
+    env: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    old = recorded_run("local-7", "CANCELLED")
+    run_dir = Path(old.run_dir)
+    (run_dir / "CANCELLED").touch()
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()}
+    real_write = Path.write_text
+
+    def write_text(self: Path, *args: Any, **kwargs: Any) -> int:
+        if self == run_dir / "spec.yaml":
+            real_write(self, "name: half")  # a torn write: put_back restores the copy
+            full_disk()
+        return real_write(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", write_text)
+    code, out, err = run_main(monkeypatch, capsys, "resume", "local-7", "--time", "00:05:00")
+    assert (code, out) == (28, "")
+    [line] = err.strip().splitlines()
+    assert line.startswith(f"deltajobs: error: disk full / quota exceeded writing {run_dir / 'spec.yaml'} (")
+    assert not (run_dir / PREVIOUS_DIR).exists()
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()} == before
+    assert [r.job_id for r in registry_rows()] == ["local-7"]
+
+
+def test_a_run_under_a_symlinked_runs_directory_is_found_from_inside_it(
+    env: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    real = tmp_path / "real-home"
+    real.mkdir()
+    link = tmp_path / "home-link"
+    link.symlink_to(real)
+    monkeypatch.setenv("DELTAJOBS_HOME", str(link))  # the registry records RUN under the link
+    old = recorded_run("local-6", "CANCELLED")
+    assert old.run_dir.startswith(str(link))
+    monkeypatch.chdir(old.run_dir)  # the working directory reads as the real path
+    assert Path.cwd() == real / "runs" / "run-local-6"
+    code, out, err = run_main(monkeypatch, capsys, "resume", ".")
+    assert code == 0, err
+    assert out.startswith("resumed run-local-6 as local-") and "resumes local-6 (CANCELLED)" in out
+    wait_final(out.split()[3], monkeypatch, capsys)
+
+
+def test_a_final_slurm_job_queued_again_is_refused(
+    env: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from deltajobs import slurm
+    from deltajobs.errors import SlurmError
+    from deltajobs.resume import requeued
+
+    recorded_run("4250", "PREEMPTED", backend="slurm")  # final in the registry; SLURM requeued it
+    asked: list[list[str]] = []
+    answer = "4250|PENDING\n"
+
+    def fake_run(argv: Any, timeout: float = 0, input_text: str | None = None) -> str:
+        asked.append(list(argv))
+        if argv[0] != "squeue":
+            raise AssertionError(f"unexpected {argv}")
+        return answer
+
+    monkeypatch.setattr(slurm, "run", fake_run)
+    line = "job 4250 is queued again (requeued by SLURM); `deltajobs cancel 4250` first"
+    refused(monkeypatch, capsys, "4250", line)
+    assert [a for a in asked if "--jobs=4250" in a]
+    answer = "4250|RUNNING\n"
+    refused(monkeypatch, capsys, "4250", line)
+    # Gone from the queue (no line), or squeue unable to answer: not requeued.
+    answer = ""
+    assert requeued("4250") is False
+    monkeypatch.setattr(slurm, "run", lambda *a, **k: (_ for _ in ()).throw(SlurmError("squeue failed: x")))
+    assert requeued("4250") is False
