@@ -9,7 +9,9 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import run_main
@@ -261,3 +263,68 @@ def test_cluster_discover_reads_max_array_size() -> None:
         .warnings[-1]
         .startswith("scontrol show config: MaxArraySize")
     )
+
+
+class DiskFull(Counting):
+    """A point whose payload meets a full disk: TrainJob's and CommandJob's sys.exit(28)."""
+
+    def __call__(self) -> dict[str, object]:
+        (self.run_dir / "attempts.json").write_text(json.dumps({"starts": [{"time": time.time()}]}))
+        sys.exit(28)
+
+
+def test_a_point_on_a_full_disk_ends_the_task_with_28_and_stays_resumable(tmp_path: Path) -> None:
+    dirs = [tmp_path / "p0", tmp_path / "p1"]
+    for d in dirs:
+        d.mkdir()
+    task = PointsTask([DiskFull(dirs[0]), Counting(dirs[1])], [str(d) for d in dirs], [0, 1], ["a", "b"])
+    with pytest.raises(SystemExit) as ended:
+        task()
+    assert ended.value.code == 28  # the task says it, as a single job would
+    assert [point_state(d) for d in dirs] == ["started", None]  # not failed; the next point did not run
+    assert signal.getsignal(signal.SIGUSR2) != task._on_signal
+    task.calls[0] = Counting(dirs[0])  # space freed: the next start resumes the point
+    assert task() == {"0": "done", "1": "done"}
+
+
+def test_failed_json_that_does_not_fit_is_no_traceback_and_no_half_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import errno
+
+    write_text = Path.write_text
+
+    def full(self: Path, *args: object, **kwargs: object) -> int:
+        if self.name == "failed.json":
+            write_text(self, "{", encoding="utf-8")  # part of it got out before the disk filled
+            raise OSError(errno.ENOSPC, "No space left on device", str(self))
+        return write_text(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Path, "write_text", full)
+    dirs = [tmp_path / "p0", tmp_path / "p1"]
+    for d in dirs:
+        d.mkdir()
+    task = PointsTask([Counting(dirs[0], fail=True), Counting(dirs[1])], [str(d) for d in dirs], [4, 5], ["x", "y"])
+    assert task() == {"4": "started", "5": "done"}
+    assert not (dirs[0] / "failed.json").exists()
+    err = capsys.readouterr().err
+    assert "point 4 failed: ValueError: diverged (not recorded: No space left on device)" in err
+
+
+def test_a_packed_point_on_a_full_disk_stops_the_others_and_ends_the_task_with_28(tmp_path: Path) -> None:
+    import functools
+
+    dirs = [tmp_path / f"p{i}" for i in range(3)]
+    for d in dirs:
+        d.mkdir()
+    # Picklable by reference, so `python -m deltajobs.sweep.tasks` unpickles them: 28 at once, a long
+    # point that SIGTERM stops, and one that must never start.
+    calls: list[Callable[[], Any]] = [functools.partial(sys.exit, 28), functools.partial(time.sleep, 60)]
+    calls.append(functools.partial(time.sleep, 0))
+    task = PointsTask(calls, [str(d) for d in dirs], [0, 1, 2], ["a", "b", "c"], pack=2)
+    began = time.monotonic()
+    with pytest.raises(SystemExit) as ended:
+        task()
+    assert ended.value.code == 28 and time.monotonic() - began < 30  # point 1 was stopped, not waited for
+    assert not (dirs[2] / "point.pkl").exists()  # no further point started
+    assert [point_state(d) for d in dirs] == [None, None, None]  # none failed: all resume next start

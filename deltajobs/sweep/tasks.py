@@ -12,6 +12,10 @@ A point's state lives in its own run directory, so a requeued task (walltime war
     failed.json                            failed: skipped too (as a failed single job is not rerun)
     attempts.json                          started: the point's own call resumes from its checkpoint
 
+A point that ends on a full disk or quota (its payload's exit status 28, `deltajobs.diskspace`)
+is not failed: the task ends with status 28 too (the next points would meet the same disk), and
+once space is freed the task's next start resumes the point.
+
 The requeue contract is the payload's (deltajobs.job, deltajobs.payloads.runner): a point that stops
 for a requeue exits the whole task with status -1 and the task's next start resumes it. Each point
 starts with a line `deltajobs: point N (lr=0.1) starts in DIR` in the task's log, which is how
@@ -22,6 +26,7 @@ Importing this module must stay cheap: every task imports it to unpickle its cal
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pickle
@@ -34,6 +39,8 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any
+
+from deltajobs.diskspace import EXIT_DISK_FULL  # stdlib only: cheap to import
 
 RESULTS, FAILED, ATTEMPTS = "results.json", "failed.json", "attempts.json"
 PACKED_CALL, PACKED_OUT, PACKED_ERR = "point.pkl", "point.out", "point.err"
@@ -60,7 +67,8 @@ def point_state(run_dir: Path) -> str | None:
 
 def run_point(call: Callable[[], Any], run_dir: Path, index: int, label: str) -> str:
     """Run one point's call: "done" or "failed" (failed.json says why); PointStopped when the point
-    stopped for a requeue or was killed (its payload's SystemExit(-1))."""
+    stopped for a requeue or was killed (its payload's SystemExit(-1)). Its SystemExit(28), a full
+    disk or quota, goes on up: the task ends with it and the point stays resumable, not failed."""
     where = f"{MARK}{index} ({label}) starts in {run_dir}"
     print(where, flush=True)
     print(where, file=sys.stderr, flush=True)
@@ -69,6 +77,9 @@ def run_point(call: Callable[[], Any], run_dir: Path, index: int, label: str) ->
     except SystemExit as stop:
         if stop.code in (-1, STOPPED):
             raise PointStopped from None
+        if stop.code == EXIT_DISK_FULL:
+            print(f"{MARK}{index} stopped: disk full or quota exceeded; the task ends", file=sys.stderr, flush=True)
+            raise
         return _failed(run_dir, index, f"exited with status {stop.code}")
     except Exception as err:  # the point's own error: the next point still runs
         traceback.print_exc()
@@ -81,7 +92,13 @@ def run_point(call: Callable[[], Any], run_dir: Path, index: int, label: str) ->
 
 def _failed(run_dir: Path, index: int, why: str) -> str:
     if _rank() == 0:
-        (run_dir / FAILED).write_text(json.dumps({"reason": why, "time": time.time()}) + "\n")
+        path = run_dir / FAILED
+        try:
+            path.write_text(json.dumps({"reason": why, "time": time.time()}) + "\n")
+        except OSError as err:  # a full disk: no half-written failed.json (the next start reruns it)
+            with contextlib.suppress(OSError):
+                path.unlink()
+            why += f" (not recorded: {err.strerror or err})"
     print(f"{MARK}{index} failed: {why}", file=sys.stderr, flush=True)
     return "failed"
 
@@ -156,13 +173,15 @@ class PointsTask:
     def _run_packed(self, todo: list[int]) -> None:
         """Start up to `pack` points at once, each `python -m deltajobs.sweep.tasks ITS.pkl` with its
         own log in its run directory; on SLURM's time-limit warning (USR2) or SIGTERM every running
-        point gets SIGTERM (each checkpoints and stops), then this task requeues itself once."""
+        point gets SIGTERM (each checkpoints and stops), then this task requeues itself once. A point
+        that ends with status 28 (a full disk or quota) stops the others the same way, and the task
+        ends with status 28, without a requeue."""
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGUSR2, signal.SIGTERM)}
         running = self.children
-        waiting, stopped = list(todo), False
+        waiting, stopped, full = list(todo), False, False
         try:
             while waiting or running:
-                while waiting and len(running) < self.pack and self.stop_signal is None:
+                while waiting and len(running) < self.pack and self.stop_signal is None and not full:
                     n = waiting.pop(0)
                     running[n] = self._start(n)
                 for n, child in list(running.items()):
@@ -172,12 +191,22 @@ class PointsTask:
                     del running[n]
                     stopped |= code == STOPPED
                     print(f"{MARK}{self.indexes[n]} ended ({point_state(Path(self.run_dirs[n])) or code})", flush=True)
-                if self.stop_signal is not None and not running:
+                    if code == EXIT_DISK_FULL and not full:
+                        full = True
+                        print(
+                            f"deltajobs: point {self.indexes[n]} met a full disk or quota (its log: "
+                            f"{Path(self.run_dirs[n]) / PACKED_ERR}): no further point starts",
+                            flush=True,
+                        )
+                        self._stop_children()
+                if (self.stop_signal is not None or full) and not running:
                     break
                 time.sleep(0.2)
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+        if full:
+            sys.exit(EXIT_DISK_FULL)  # the points resume at the task's next start, once space is freed
         if stopped or self.stop_signal is not None:
             self._requeue_once()
 
@@ -199,6 +228,10 @@ class PointsTask:
             return
         self.stop_signal = signum
         print(f"deltajobs: caught {signal.Signals(signum).name}: no further point starts", flush=True)
+        self._stop_children()
+
+    def _stop_children(self) -> None:
+        """SIGTERM to every running packed point: each checkpoints and stops."""
         for child in self.children.values():
             if child.poll() is None:
                 os.killpg(child.pid, signal.SIGTERM)
