@@ -164,3 +164,11 @@ def test_a_broken_config_leaves_the_command_to_say_so(monkeypatch: pytest.Monkey
     FakeSsh(monkeypatch)
     config_path().write_text("remote: [\n")
     assert route(["--version"]) == (["--version"], None)  # runs here, where it says nothing of the config
+
+
+@pytest.mark.parametrize("args", [["--help"], ["--version"], [], ["--remote", "md", "--version"]])
+def test_no_command_stays_here_whatever_the_default(monkeypatch: pytest.MonkeyPatch, args: list[str]) -> None:
+    add_remote("md", RemoteRecord(host="minidelta-login"), make_default=True)  # `remote: md`
+    fake = FakeSsh(monkeypatch)
+    assert route(args) == ([a for a in args if a not in ("--remote", "md")], None)
+    assert (fake.argvs, fake.runs, fake.connects) == ([], [], 0)

@@ -122,3 +122,79 @@ def test_rsync_says_the_cause_not_its_summary() -> None:
         'sending /p to md:/home/mdlogin/djfull/src/p failed: rsync: [Receiver] mkdir "/home/mdlogin/djfull/src" '
         "failed: Permission denied (13)"
     )
+
+
+@pytest.mark.parametrize(
+    ("workdir", "shell", "rsync"),
+    [
+        ("~/", '"$HOME"/.', "."),
+        ("~", '"$HOME"/.', "."),
+        ("", '"$HOME"/.', "."),
+        ("~/dj/", '"$HOME"/dj', "dj"),
+        ("dj", '"$HOME"/dj', "dj"),
+        ("/scratch/dj/", "/scratch/dj", "/scratch/dj"),
+    ],
+)
+def test_workdir_home_is_the_remote_home_on_both_sides(workdir: str, shell: str, rsync: str) -> None:
+    from deltajobs.remote.records import workdir_rsync, workdir_shell
+
+    record = RemoteRecord(host="h", workdir=workdir)
+    assert (workdir_shell(record), workdir_rsync(record)) == (shell, rsync)
+
+
+def test_workdir_in_this_laptops_home_is_refused() -> None:
+    expanded = str(Path.home() / "dj")  # what an unquoted ~/dj becomes in the laptop's shell
+    done = cli("remote", "add", "md", "--host", "h", "--workdir", expanded)
+    assert done.returncode != 0 and done.stdout == "" and len(done.stderr.splitlines()) == 1
+    assert f"--workdir: {expanded} is this laptop's home" in done.stderr and "--workdir '~/dj'" in done.stderr
+    assert not config_path().exists()
+    assert cli("remote", "add", "md", "--host", "h", "--workdir", "~/dj").returncode == 0
+
+
+def test_code_tree_through_a_symlinked_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A repository reached through a symlink (macOS: /tmp is /private/tmp): the named script, the
+    working directory and git's top level all name the same real path, so the rewritten argument
+    is where the file lands."""
+    from deltajobs.remote.argv import Mirror, plan
+    from deltajobs.remote.dispatch import script
+    from deltajobs.remote.sync import mirror_rsync
+
+    real = tmp_path / "real" / "repo"
+    real.mkdir(parents=True)
+    subprocess.run(["git", "init", "-q", str(real)], check=True)
+    (real / "train.py").write_text("")
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    repo = tmp_path / "link" / "repo"
+    job = plan(["submit", str(repo / "train.py")])
+    tree = code_tree(job.sends[0])
+    assert tree.root == real.resolve() and tree.files == [Path("train.py")]
+    assert job.args[1] == Mirror(real.resolve() / "train.py")
+    ssh = Ssh("md", RemoteRecord(host="h", workdir="dj"), batch=True)
+    assert mirror_rsync(ssh, tree.root) == f"dj/src{real.resolve()}"
+    monkeypatch.chdir(repo)  # a relative argument from inside the link
+    job = plan(["submit", "train.py"])
+    assert job.args[1] == Mirror(real.resolve() / "train.py")
+    assert f'cd -- "$W"/src{real.resolve()} &&' in script(ssh, job, repo)  # the working directory's mirror
+
+
+def test_remove_keeps_a_connection_another_remote_may_share(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No --user and alice@ may be one login, one socket (ssh's %C): removing one leaves it open."""
+    from typer.testing import CliRunner
+
+    from deltajobs.cli import app
+    from deltajobs.remote import ssh as seam
+    from deltajobs.remote.records import add_remote
+
+    closed: list[str] = []
+
+    def disconnect(ssh: Ssh) -> bool:
+        closed.append(ssh.name)
+        return True
+
+    monkeypatch.setattr(seam, "disconnect", disconnect)
+    add_remote("a", RemoteRecord(host="h"), make_default=False)
+    add_remote("b", RemoteRecord(host="h", user="alice"), make_default=False)
+    add_remote("c", RemoteRecord(host="other"), make_default=False)
+    runner = CliRunner()
+    assert runner.invoke(app, ["remote", "remove", "a"]).exit_code == 0 and closed == []
+    assert runner.invoke(app, ["remote", "remove", "c"]).exit_code == 0 and closed == ["c"]

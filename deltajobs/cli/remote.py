@@ -87,10 +87,14 @@ def remove_command(name: NameArg) -> None:
     from deltajobs.remote.ssh import Ssh, disconnect
 
     record = get_remote(name)
+    # ssh names the socket by the user it resolves (%C): no --user may be the same login as one written
+    # out, so a remote that might share the connection keeps it open (it expires on its own)
     same = [
         n
         for n, r in all_remotes().items()
-        if n != name and (r.host, r.user, r.ssh_config) == (record.host, record.user, record.ssh_config)
+        if n != name
+        and (r.host, r.ssh_config) == (record.host, record.ssh_config)
+        and (r.user is None or record.user is None or r.user == record.user)
     ]
     if not same:
         disconnect(Ssh.for_remote(name, record))

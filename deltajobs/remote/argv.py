@@ -118,12 +118,19 @@ def plan(args: list[str]) -> Plan:
             result.sends_cwd = True
             result.args.append(token)
         elif sending and not token.startswith("-") and token not in words and Path(token).expanduser().is_file():
-            path = Path(token).expanduser().absolute()
+            path = real_path(Path(token))
             result.sends.append(path)
             result.args.append(Mirror(path))
         else:
             result.args.append(token)
     return result
+
+
+def real_path(path: Path) -> Path:
+    """`path` absolute, its directories' symlinks resolved (as git's --show-toplevel and the working
+    directory are), so that it lies under its tree's root; a symlinked file keeps its own name."""
+    path = path.expanduser().absolute()
+    return path.resolve() if path.is_dir() else path.parent.resolve() / path.name
 
 
 def scratch_for(target: str) -> Scratch:

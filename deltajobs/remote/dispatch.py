@@ -23,7 +23,7 @@ from pathlib import Path
 
 from deltajobs import __version__
 from deltajobs.remote import ssh as seam
-from deltajobs.remote.argv import LOCAL_ONLY, Mirror, Plan, Scratch, command_words, plan, split_remote
+from deltajobs.remote.argv import LOCAL_ONLY, Mirror, Plan, Scratch, command_words, plan, real_path, split_remote
 from deltajobs.remote.records import ON_REMOTE_VAR, default_remote, get_remote, workdir_rsync, workdir_shell
 from deltajobs.remote.ssh import RemoteError, Ssh, explain, is_ssh_noise
 from deltajobs.remote.sync import Tree
@@ -44,7 +44,7 @@ def route(argv: list[str]) -> tuple[list[str], int | None]:
         return rest, None
     name = name or default_remote()
     words = command_words(rest)
-    if not name or (words and words[0] in LOCAL_ONLY):
+    if not name or not words or words[0] in LOCAL_ONLY:  # no command (--help, --version, bare): here
         return rest, None
     return rest, forward(name, rest)
 
@@ -106,7 +106,7 @@ def script(ssh: Ssh, job: Plan, cwd: Path) -> str:
     if job.scratch:
         chain.append('mkdir -p -- "$W"/tmp')
     if job.sending:
-        here = remote_word(Mirror(cwd))
+        here = remote_word(Mirror(real_path(cwd)))  # as the named files' paths: symlinks resolved
         chain += [f"mkdir -p -- {here}", f"cd -- {here}"]
     else:
         chain.append('cd -- "$W"')

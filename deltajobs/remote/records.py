@@ -50,6 +50,13 @@ def add_remote(name: str, record: RemoteRecord, *, make_default: bool) -> Path:
         raise SpecError(
             "--host", f"{record.host!r} is not a host name or ssh alias (e.g. dt-login03.delta.ncsa.illinois.edu)"
         )
+    home = str(Path.home()).rstrip("/")
+    if home and (record.workdir == home or record.workdir.startswith(home + "/")):
+        quoted = "~" + record.workdir[len(home) :]
+        raise SpecError(
+            "--workdir",
+            f"{record.workdir} is this laptop's home (your shell expanded ~); quote it: --workdir '{quoted}'",
+        )
     if record.ssh_config and not Path(record.ssh_config).expanduser().is_file():
         raise SpecError("--ssh-config", f"no such file: {record.ssh_config}")
     config = read_user_config()
@@ -69,18 +76,27 @@ def remove_remote(name: str) -> Path:
     return write_user_config({"remotes": remotes}, remove=remove + (() if remotes else ("remotes",)))
 
 
+def _under_home(path: str) -> str | None:
+    """A relative workdir as a path relative to the remote's home ("." for the home itself: "", "~",
+    "~/"); None for an absolute one."""
+    if path.startswith("/"):
+        return None
+    if path == "~" or path.startswith("~/"):
+        path = path[1:].lstrip("/")
+    return path.rstrip("/") or "."
+
+
 def workdir_shell(record: RemoteRecord) -> str:
     """The remote workdir as a POSIX shell word: relative (or ~/) is under the remote's $HOME."""
     import shlex
 
-    path = record.workdir
-    if path.startswith("/"):
-        return shlex.quote(path)
-    path = path[2:] if path.startswith("~/") else path
-    return '"$HOME"/' + shlex.quote(path.rstrip("/") or ".")
+    relative = _under_home(record.workdir)
+    if relative is None:
+        return shlex.quote(record.workdir.rstrip("/") or "/")
+    return '"$HOME"/' + shlex.quote(relative)
 
 
 def workdir_rsync(record: RemoteRecord) -> str:
     """The workdir as rsync's remote side reads it (relative to the login directory, the home)."""
-    path = record.workdir
-    return path[2:] if path.startswith("~/") else path.rstrip("/")
+    relative = _under_home(record.workdir)
+    return record.workdir.rstrip("/") or "/" if relative is None else relative

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from deltajobs.remote import ssh as seam
+from deltajobs.remote.argv import real_path
 from deltajobs.remote.records import workdir_rsync
 from deltajobs.remote.ssh import Completed, RemoteError, Ssh, explain
 
@@ -47,7 +48,7 @@ def code_tree(path: Path) -> Tree:
     --command) brings along: its repository's files, or its directory's."""
     from deltajobs.payloads import snapshot
 
-    path = path.absolute()
+    path = real_path(path)
     directory = path if path.is_dir() else path.parent
     root = snapshot.git_root(directory)
     if root is not None:
@@ -69,7 +70,7 @@ def code_tree(path: Path) -> Tree:
 
 def mirror_rsync(ssh: Ssh, local: Path) -> str:
     """Where a local directory is mirrored, as rsync's remote side names it (relative: the home)."""
-    return f"{workdir_rsync(ssh.record)}/src{local.absolute()}"
+    return f"{workdir_rsync(ssh.record)}/src{real_path(local)}"
 
 
 def push(ssh: Ssh, tree: Tree) -> Stats:
