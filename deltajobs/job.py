@@ -13,6 +13,7 @@ Importing this module must stay cheap: torch is imported inside `__call__` only.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -24,6 +25,7 @@ from typing import Any
 
 import submitit
 
+from deltajobs import diskspace
 from deltajobs.backends import submitit_private
 
 # What a run directory says of its starts lives in progress.py, which status imports without submitit.
@@ -89,10 +91,23 @@ def record_attempt(run_dir: Path) -> int:
                 "nodes": os.environ.get("SLURM_JOB_NODELIST") or os.uname().nodename,
             }
         )
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=1))
-        tmp.replace(path)
+        replace_text(path, json.dumps(data, indent=1), again=diskspace.resume_hint(run_dir) or "resubmit")
     return len(data["starts"]) - 1
+
+
+def replace_text(path: Path, text: str, kept: str = "", again: str = "resubmit") -> None:
+    """Write `path` whole through PATH.tmp, or not at all: on any failure the tmp file is removed
+    and the old `path` stays; a full disk or quota raises DiskFullError naming `path`."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(text)
+        tmp.replace(path)
+    except BaseException as err:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if isinstance(err, Exception) and diskspace.is_disk_full(err):
+            raise diskspace.DiskFullError(path, kept, again) from err
+        raise
 
 
 class TrainJob(submitit.helpers.Checkpointable):
@@ -115,14 +130,14 @@ class TrainJob(submitit.helpers.Checkpointable):
         from deltajobs.train.config import TrainConfig
 
         run_dir = Path(self.run_dir)
-        restarted = record_attempt(run_dir)
-        # SIGUSR2: SLURM's timeout warning (--signal=USR2@grace); SIGTERM: preemption or scancel.
-        stop = StopFlag((signal.SIGUSR2, signal.SIGTERM)).install()  # for the rest of this process
-        config = from_dict(TrainConfig, self.spec["train"], "train")
-        resume = (run_dir / "checkpoint.pt").exists()
-        if resume:
-            print(f"deltajobs: resuming from {run_dir / 'checkpoint.pt'} (restart {restarted})", flush=True)
         try:
+            restarted = record_attempt(run_dir)
+            # SIGUSR2: SLURM's timeout warning (--signal=USR2@grace); SIGTERM: preemption or scancel.
+            stop = StopFlag((signal.SIGUSR2, signal.SIGTERM)).install()  # for the rest of this process
+            config = from_dict(TrainConfig, self.spec["train"], "train")
+            resume = (run_dir / "checkpoint.pt").exists()
+            if resume:
+                print(f"deltajobs: resuming from {run_dir / 'checkpoint.pt'} (restart {restarted})", flush=True)
             results = run_training(config, run_dir, resume=resume, should_stop=stop)
         except DiskFullError as err:  # one line in the log (rank 0's), and an exit status that says it
             if global_rank() == 0:

@@ -29,7 +29,7 @@ from typing import Any
 
 from deltajobs import contract, diskspace
 from deltajobs.gpu_usage import GPU_FILE, GpuSampler, read_samples, summarize
-from deltajobs.job import global_rank, record_attempt
+from deltajobs.job import global_rank, record_attempt, replace_text
 
 RESULTS, METRICS_FILE = "results.json", "metrics.jsonl"  # the trainer's names
 CHECKPOINTS = "checkpoints"
@@ -85,6 +85,12 @@ class CommandJob:
                 if code != contract.EXIT_REQUEUE:
                     self._fail(code, run_dir)
                 self._ask_requeue(restarted)  # on SLURM this process exits; here the next attempt starts
+        except diskspace.DiskFullError as err:  # attempts.json or results.json did not fit
+            message = str(err)
+            if global_rank() == 0:
+                diskspace.write_marker(run_dir, message)
+            print(f"deltajobs: {message}", file=sys.stderr, flush=True)
+            sys.exit(diskspace.EXIT_DISK_FULL)
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -178,9 +184,9 @@ def write_completed(run_dir: Path, kind: str, command: str, seconds: float) -> d
     if gpu is not None:
         results["gpu_util"] = gpu
     if global_rank() == 0:
-        tmp = run_dir / (RESULTS + ".tmp")
-        tmp.write_text(json.dumps(results, indent=2) + "\n")
-        tmp.replace(run_dir / RESULTS)
+        kept = f"{command} completed; what it saved in {run_dir / CHECKPOINTS} is kept"
+        again = diskspace.resume_hint(run_dir) or "resubmit"
+        replace_text(run_dir / RESULTS, json.dumps(results, indent=2) + "\n", kept, again)
     return results
 
 
