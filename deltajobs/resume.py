@@ -23,6 +23,7 @@ from typing import Any
 
 import yaml
 
+from deltajobs import backends
 from deltajobs.backends.base import Backend, Submission
 from deltajobs.config import Settings
 from deltajobs.diskspace import DISK_FULL_FILE, DiskFullError, is_disk_full
@@ -127,7 +128,7 @@ def resumable(settings: Settings, ident: str, restart: bool = False) -> Resumabl
             f"{latest.run_dir} holds no checkpoint (checkpoint.pt, or files in checkpoints/): job {latest.job_id} "
             "would start over; pass --restart to run it again from the start",
         )
-    if latest.backend == "slurm" and requeued(latest.job_id):
+    if backends.get(latest.backend).charges and requeued(latest.job_id):  # a scheduler that requeues
         raise SpecError(
             "", f"job {latest.job_id} is queued again (requeued by SLURM); `deltajobs cancel {latest.job_id}` first"
         )

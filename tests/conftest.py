@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import random
+import signal
 import struct
 import sys
 from pathlib import Path
@@ -11,6 +12,11 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+
+# Tests press Ctrl-C on the processes they start (SIGINT to `deltajobs tensorboard`, `logs --follow`):
+# they need SIGINT as a terminal delivers it. A suite started in the background by a non-interactive
+# shell (`bash .ci/run &`) inherits SIGINT ignored, and every process it starts would ignore it too.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)
