@@ -15,7 +15,6 @@ points from each point's own files. A task's walltime is its rounds of points x 
 from __future__ import annotations
 
 import dataclasses
-import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ from deltajobs.registry import Registry
 from deltajobs.spec import ResolvedJob
 from deltajobs.sweep.layout import Layout
 from deltajobs.sweep.plan import SweepPlan
-from deltajobs.sweep.submit import SweepSubmission, point_dir, sweep_dir_for
+from deltajobs.sweep.submit import SweepSubmission, point_dir, sweep_dir_for, write_record
 from deltajobs.sweep.tasks import PointsTask
 from deltajobs.units import format_walltime
 
@@ -87,7 +86,7 @@ def submit_grouped(
             )
             sub = dataclasses.replace(sub, groups=groups, point_dirs=dirs)
             params = {**plan.params(), "max_parallel": array.max_parallel, **layout_params(layout, groups)}
-            _write_record(sub, params)
+            write_record(sub, params)
             _record(registry, plan, sub, params, backend, jobs)
         except BaseException:
             if tasks:
@@ -100,13 +99,6 @@ def submit_grouped(
 def layout_params(layout: Layout, groups: list[list[int]]) -> dict[str, Any]:
     """What the sweep's registry row keeps of its layout: load_sweep maps tasks to points with it."""
     return {"per_task": layout.per_task, "pack": layout.pack, "stagger": layout.stagger_s, "tasks": groups}
-
-
-def _write_record(sub: SweepSubmission, params: dict[str, Any]) -> None:
-    record = {**sub.to_dict(), **{k: v for k, v in params.items() if k != "points"}}
-    for point, values in zip(record["points"], params["points"], strict=True):
-        point["params"] = values
-    (sub.sweep_dir / "sweep.json").write_text(json.dumps(record, indent=1) + "\n")
 
 
 def _record(

@@ -138,7 +138,7 @@ def submit_sweep(
                 sweep_id, backend.name, sweep_dir, array.array_job_id, array.max_parallel, array.log_pattern, points
             )
             params = {**plan.params(), "max_parallel": array.max_parallel}
-            _write_record(submission, params)
+            write_record(submission, params)
             _record(registry, plan, submission, params, backend)
         except BaseException:
             if points:
@@ -148,7 +148,7 @@ def submit_sweep(
     return submission
 
 
-def _write_record(sub: SweepSubmission, params: dict[str, Any]) -> None:
+def write_record(sub: SweepSubmission, params: dict[str, Any]) -> None:
     """sweep.json next to the points: the submission, with each point's parameters beside its job."""
     record = {**sub.to_dict(), **{k: v for k, v in params.items() if k != "points"}}
     for point, values in zip(record["points"], params["points"], strict=True):
@@ -207,7 +207,7 @@ def submit_search(
             except BaseException:
                 registry.delete_sweep(sweep_id)
                 raise
-            _write_record(submission, {**params, "points": [{} for _ in submission.points]})
+            write_record(submission, {**params, "points": [{} for _ in submission.points]})
         except BaseException:
             shutil.rmtree(sweep_dir, ignore_errors=True)
             raise
