@@ -29,11 +29,11 @@ def wall(argv: list[str], repeat: int, env: dict[str, str]) -> float:
 
 
 def bench_status(rows: int, active: int, repeat: int) -> dict[str, float]:
-    from deltajobs import slurm
     from deltajobs.cli.views import status_table
-    from deltajobs.config import load_settings
-    from deltajobs.lifecycle import refresh
-    from deltajobs.registry import JobRow, Registry
+    from deltajobs.jobs.lifecycle import refresh
+    from deltajobs.registry.store import JobRow, Registry
+    from deltajobs.slurm import commands as slurm
+    from deltajobs.spec.settings import load_settings
 
     registry = Registry.open(load_settings())
     now = time.time()

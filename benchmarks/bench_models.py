@@ -33,8 +33,8 @@ JOBS = {
 
 
 def run_one(model: str, data_root: str, threads: int, epochs: int | None) -> dict[str, Any]:
-    from deltajobs.config import load_settings
-    from deltajobs.spec import Overrides, resolve_job
+    from deltajobs.spec.resolve import Overrides, resolve_job
+    from deltajobs.spec.settings import load_settings
     from deltajobs.train.api import run_training
 
     sets = [f"train.data_root={data_root}", f"train.threads={threads}"]

@@ -99,7 +99,7 @@ def delta_su(elapsed_s: int) -> float:
     """Delta's charge for the same request (a script's default: 1 GPU, 1 core, 16G) at that elapsed
     time, with Delta's minimum per array task."""
     from deltajobs.charge.estimate import Request, estimate
-    from deltajobs.cluster import load_profile
+    from deltajobs.clusters.profile import load_profile
 
     partition = load_profile("delta").partition("gpuA100x4")
     return estimate(Request(1, 1, 1, 16 * 1024, 300), partition).su_for(elapsed_s)

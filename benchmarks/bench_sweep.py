@@ -89,10 +89,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-sweep-") as tmp:
         log = setup(Path(tmp))
         from deltajobs import backends
-        from deltajobs.config import load_settings
-        from deltajobs.context import new_run_dir
-        from deltajobs.lifecycle import submit_job
-        from deltajobs.spec import Overrides, resolve_job
+        from deltajobs.jobs.lifecycle import submit_job
+        from deltajobs.spec.context import new_run_dir
+        from deltajobs.spec.resolve import Overrides, resolve_job
+        from deltajobs.spec.settings import load_settings
         from deltajobs.sweep.plan import parse_sweep, plan_sweep
         from deltajobs.sweep.submit import submit_sweep
 

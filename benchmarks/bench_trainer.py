@@ -193,8 +193,8 @@ def deltajobs(data_root: str, threads: int, epochs: int, seed: int, recipe: str)
     recipe "mnist": jobs/mnist.yaml's train section (cosine decay over its 10 epochs), resolved as
     `deltajobs train mnist` does; "constant": the reference's recipe (constant lr) for `epochs`.
     """
-    from deltajobs.config import load_settings
-    from deltajobs.spec import Overrides, resolve_job
+    from deltajobs.spec.resolve import Overrides, resolve_job
+    from deltajobs.spec.settings import load_settings
     from deltajobs.train.api import run_training
     from deltajobs.train.config import TrainConfig
 

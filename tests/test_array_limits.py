@@ -8,9 +8,9 @@ from pathlib import Path
 
 import yaml
 
-from deltajobs.cluster import load_profile, parse_profile
-from deltajobs.discover import parse_config, parse_nodes, parse_partitions
-from deltajobs.discover_profile import build_profile, render_profile
+from deltajobs.clusters.discover import parse_config, parse_nodes, parse_partitions
+from deltajobs.clusters.discover_profile import build_profile, render_profile
+from deltajobs.clusters.profile import load_profile, parse_profile
 
 DATA = Path(__file__).parent / "data" / "discover"
 

@@ -12,8 +12,8 @@ import pytest
 from slurmutil import cli, cli_json, needs_slurm
 from test_per_task_slurm import SHORT, wait_for_points
 
-from deltajobs.cluster import load_profile
-from deltajobs.discover import parse_config
+from deltajobs.clusters.discover import parse_config
+from deltajobs.clusters.profile import load_profile
 
 pytestmark = [needs_slurm, pytest.mark.slurm]
 

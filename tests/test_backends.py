@@ -11,8 +11,8 @@ import submitit
 
 from deltajobs import backends
 from deltajobs.backends import submitit_private
-from deltajobs.config import load_settings
 from deltajobs.errors import DeltaJobsError
+from deltajobs.spec.settings import load_settings
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from deltajobs import slurm
 from deltajobs.charge.advice import Advice, advise, nice_mem_gb
-from deltajobs.cluster import load_profile
+from deltajobs.clusters.profile import load_profile
+from deltajobs.slurm import commands as slurm
 
 DATA = Path(__file__).parent / "data" / "charge"
 DELTA = load_profile("delta")

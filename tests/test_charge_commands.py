@@ -1,6 +1,6 @@
 """Delta's `accounts` and `jobcharge` parsed from recorded output, the sacct fallback, and the CLI.
 
-Unit tests fake only the process seam, `deltajobs.slurm.run`.
+Unit tests fake only the process seam, `deltajobs.slurm.commands.run`.
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from conftest import run_main
 
-from deltajobs import slurm
 from deltajobs.charge.accounting import AccountingError, balance, parse_accounts
 from deltajobs.charge.jobcharge import jobcharge_argv, parse_jobcharge
 from deltajobs.charge.report import charge_from_acct, charge_report, default_since
 from deltajobs.errors import NotFoundError, SlurmError
+from deltajobs.slurm import commands as slurm
 
 DATA = Path(__file__).parent / "data" / "charge"
 

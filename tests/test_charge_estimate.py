@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from conftest import run_main
 
-from deltajobs import slurm
 from deltajobs.charge.estimate import Request, estimate, estimate_job, format_su
-from deltajobs.cluster import load_profile
-from deltajobs.config import load_settings
-from deltajobs.registry import JobRow, Registry, db_path, spec_key, typical_elapsed
-from deltajobs.spec import Overrides, resolve_job
+from deltajobs.clusters.profile import load_profile
+from deltajobs.registry.store import JobRow, Registry, db_path, spec_key, typical_elapsed
+from deltajobs.slurm import commands as slurm
+from deltajobs.spec.resolve import Overrides, resolve_job
+from deltajobs.spec.settings import load_settings
 
 DATA = Path(__file__).parent / "data" / "charge"
 DELTA = load_profile("delta")

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from deltajobs import slurm
 from deltajobs.charge.accounting import AccountingError
 from deltajobs.charge.jobcharge import parse_jobcharge
 from deltajobs.cli import main
+from deltajobs.slurm import commands as slurm
 
 DATA = Path(__file__).parent / "data" / "charge"
 TOTALS = {"arnoldg": 1.7, "gbauer": 0.37, "jlong": 0.01, "rbrunner": 0.89, "svcdeltajenkins": 3.52}

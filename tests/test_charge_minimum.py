@@ -15,15 +15,15 @@ from conftest import run_main
 from test_charge_commands import fake_run
 from test_charge_estimate import request
 
-from deltajobs import slurm
 from deltajobs.charge import budget
 from deltajobs.charge.advice import advise
 from deltajobs.charge.budget import check_budget
 from deltajobs.charge.estimate import describe, describe_count, describe_minimum, estimate, estimate_job
-from deltajobs.cluster import PROFILE_DIR, ChargeMinimum, load_profile, parse_profile
-from deltajobs.config import load_settings
+from deltajobs.clusters.profile import PROFILE_DIR, ChargeMinimum, load_profile, parse_profile
 from deltajobs.errors import BudgetError, SpecError
-from deltajobs.spec import Overrides, ResolvedJob, resolve_job
+from deltajobs.slurm import commands as slurm
+from deltajobs.spec.resolve import Overrides, ResolvedJob, resolve_job
+from deltajobs.spec.settings import load_settings
 
 DATA = Path(__file__).parent / "data" / "charge"
 DELTA = load_profile("delta")

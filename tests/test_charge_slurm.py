@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from deltajobs.charge.estimate import estimate_job
-from deltajobs.config import load_settings
-from deltajobs.spec import Overrides, resolve_job
+from deltajobs.spec.resolve import Overrides, resolve_job
+from deltajobs.spec.settings import load_settings
 
 REPO = Path(__file__).resolve().parent.parent
 WAIT_S = 180

@@ -16,11 +16,11 @@ from conftest import run_main
 
 from deltajobs.charge.advice import one_unit_fewer
 from deltajobs.charge.estimate import Request, describe, estimate
-from deltajobs.cluster import arch_mismatch, executable_arch, load_profile
-from deltajobs.config import load_settings
+from deltajobs.clusters.profile import arch_mismatch, executable_arch, load_profile
 from deltajobs.errors import SpecError
-from deltajobs.render import render
-from deltajobs.spec import Overrides, resolve_job
+from deltajobs.spec.render import render
+from deltajobs.spec.resolve import Overrides, resolve_job
+from deltajobs.spec.settings import load_settings
 
 DELTAAI = load_profile("deltaai")
 GHX4 = DELTAAI.partition("ghx4")
@@ -50,7 +50,7 @@ def test_profile_facts() -> None:
 def test_a_bad_rounding_is_refused_naming_the_field_and_choices() -> None:
     import yaml
 
-    from deltajobs.cluster import PROFILE_DIR, parse_profile
+    from deltajobs.clusters.profile import PROFILE_DIR, parse_profile
 
     raw = yaml.safe_load((PROFILE_DIR / "deltaai.yaml").read_text())
     raw["partitions"]["ghx4"]["gpu_equiv"]["rounding_alt"] = "ceil"
@@ -119,7 +119,7 @@ def test_sbatch_mem_in_gh200s(mem: str, ncsa_gb: float, headline: float, worst: 
 
 def test_rounding_readings() -> None:
     """Each reading of whole units, one at least; a float's 2.5000000000000004 counts as a half."""
-    from deltajobs.cluster import Reading
+    from deltajobs.clusters.profile import Reading
 
     values = [0.01, 1.0, 1.2, 1.5, 2.5 + 4e-16, 2.51, 2.99, 3.0]
     assert [Reading("up").units(v) for v in values] == [1, 1, 2, 2, 3, 3, 3, 3]

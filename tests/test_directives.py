@@ -13,16 +13,16 @@ import pytest
 from conftest import run_main
 from test_render import RUN_DIR, check_golden, rendered
 
-from deltajobs import slurm
 from deltajobs.backends.slurm import merge_slurm
 from deltajobs.charge.estimate import estimate_job
-from deltajobs.cluster import load_profile
-from deltajobs.config import load_settings
+from deltajobs.clusters.minidelta import billing_weights
+from deltajobs.clusters.profile import load_profile
 from deltajobs.errors import SpecError
-from deltajobs.minidelta import billing_weights
-from deltajobs.registry import JobRow
-from deltajobs.render import render
-from deltajobs.spec import Overrides, ResolvedJob, resolve_job
+from deltajobs.registry.store import JobRow
+from deltajobs.slurm import commands as slurm
+from deltajobs.spec.render import render
+from deltajobs.spec.resolve import Overrides, ResolvedJob, resolve_job
+from deltajobs.spec.settings import load_settings
 
 DELTA = load_profile("delta")
 IMAGE = "/projects/bgvu/images/deltajobs.sif"

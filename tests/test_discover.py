@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from deltajobs import slurm
 from deltajobs.charge.estimate import Request, estimate
-from deltajobs.cluster import load_profile, parse_profile, profile_for_cluster_name, profile_names
-from deltajobs.discover import NodeInfo, parse_billing_weights, parse_config, parse_nodes, parse_partitions
-from deltajobs.discover_profile import NOT_BILLED, build_profile, discover_cluster, render_profile
+from deltajobs.clusters.discover import NodeInfo, parse_billing_weights, parse_config, parse_nodes, parse_partitions
+from deltajobs.clusters.discover_profile import NOT_BILLED, build_profile, discover_cluster, render_profile
+from deltajobs.clusters.profile import load_profile, parse_profile, profile_for_cluster_name, profile_names
 from deltajobs.errors import SlurmError
+from deltajobs.slurm import commands as slurm
 from tests.slurmutil import cli, needs_slurm
 
 DATA = Path(__file__).parent / "data" / "discover"

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from deltajobs import diskspace
-from deltajobs.diskspace import EXIT_DISK_FULL, DiskFullError
+from deltajobs.injob import diskspace
+from deltajobs.injob.diskspace import EXIT_DISK_FULL, DiskFullError
 from deltajobs.train.checkpoint import load_checkpoint, save_checkpoint
 
 REPO = Path(__file__).resolve().parent.parent
@@ -97,7 +97,7 @@ def test_a_failed_checkpoint_write_keeps_the_old_one(small_fs: Mount) -> None:
 
 
 def test_a_metrics_line_that_does_not_fit_leaves_the_file_as_it_was(small_fs: Mount) -> None:
-    from deltajobs import contract
+    from deltajobs.injob import contract
     from deltajobs.train.api import append_line
 
     fs = small_fs(64)

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from deltajobs.diskspace import DISK_FULL_FILE, EXIT_DISK_FULL
-from deltajobs.job import TrainJob, record_attempt
+from deltajobs.injob.diskspace import DISK_FULL_FILE, EXIT_DISK_FULL
+from deltajobs.injob.job import TrainJob, record_attempt
 from deltajobs.payloads.runner import CommandJob
 
 

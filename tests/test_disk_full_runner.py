@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from test_disk_full import Mount, small_fs  # noqa: F401  (the fixture)
 
-from deltajobs.diskspace import DISK_FULL_FILE, EXIT_DISK_FULL
+from deltajobs.injob.diskspace import DISK_FULL_FILE, EXIT_DISK_FULL
 from deltajobs.payloads.runner import CommandJob, disk_full_message
 
 # Saves a "checkpoint" far larger than the disk into DELTAJOBS_CHECKPOINT_DIR, as a careless
@@ -95,7 +95,7 @@ def test_exporting_reports_for_tensorboard_on_a_full_disk_is_one_line(small_fs: 
     except OSError:
         pass
     proc = subprocess.run(
-        [sys.executable, "-m", "deltajobs.reportboard", str(fs)], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "deltajobs.watch.reportboard", str(fs)], capture_output=True, text=True, timeout=120
     )
     assert proc.returncode == EXIT_DISK_FULL, proc.stderr
     assert "Traceback" not in proc.stderr and "Exception in thread" not in proc.stderr, proc.stderr

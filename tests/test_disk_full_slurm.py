@@ -19,7 +19,7 @@ import torch
 from slurmutil import cli, cli_json, needs_slurm, wait_for_state
 from test_disk_full import mount_tmpfs, remount
 
-from deltajobs.config import load_settings
+from deltajobs.spec.settings import load_settings
 from deltajobs.train.checkpoint import load_checkpoint
 
 TRAIN = ["--set", "train.val_size=100", "--set", "train.batch_size=32", "--set", "train.threads=1"]

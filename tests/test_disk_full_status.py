@@ -75,7 +75,7 @@ def test_the_gpu_sampler_keeps_its_readings_in_memory_on_a_full_disk(
 ) -> None:
     from test_disk_full import fill
 
-    from deltajobs.gpu_usage import GPU_FILE, GpuSampler
+    from deltajobs.injob.gpu_usage import GPU_FILE, GpuSampler
 
     if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root")

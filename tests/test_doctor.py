@@ -17,10 +17,10 @@ import pytest
 from conftest import run_main
 from slurmutil import needs_slurm
 
-from deltajobs import doctor
-from deltajobs.config import load_settings
-from deltajobs.render import render, setup_lines
-from deltajobs.spec import Overrides, resolve_job
+from deltajobs.environment import doctor
+from deltajobs.spec.render import render, setup_lines
+from deltajobs.spec.resolve import Overrides, resolve_job
+from deltajobs.spec.settings import load_settings
 
 ACCOUNTS = """\
 Project Summary for User 'student':

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from conftest import run_main
 
-from deltajobs import doctor
-from deltajobs.config import load_settings
+from deltajobs.environment import doctor
 from deltajobs.errors import SpecError
-from deltajobs.spec import Overrides, ResolvedJob, resolve_job
+from deltajobs.spec.resolve import Overrides, ResolvedJob, resolve_job
+from deltajobs.spec.settings import load_settings
 
 
 def fake_venv(root: Path, machine: int) -> Path:

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from deltajobs import doctor
-from deltajobs.diskspace import QuotaRow, parse_quota, quota_for
+from deltajobs.environment import doctor
+from deltajobs.injob.diskspace import QuotaRow, parse_quota, quota_for
 
 DATA = Path(__file__).parent / "data" / "quota"
 
@@ -110,7 +110,7 @@ def test_free_space_warns_under_1_gb_and_says_which(tmp_path: Path) -> None:
 
 
 def test_under_5_percent_is_said_apart_from_under_1_gb() -> None:
-    from deltajobs.diskspace import Space, low_space
+    from deltajobs.injob.diskspace import Space, low_space
 
     assert low_space(Space(Path("/w"), 40 * 10**12, 1000 * 10**12, "/w", "lustre")) == "under 5 % free"
     assert low_space(Space(Path("/w"), 60 * 10**12, 1000 * 10**12, "/w", "lustre")) is None

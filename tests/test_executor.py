@@ -20,14 +20,14 @@ from conftest import run_main
 from slurmutil import cli_json, needs_slurm
 
 import deltajobs
-from deltajobs import contract
-from deltajobs.config import load_settings, write_user_config
 from deltajobs.errors import BudgetError, DeltaJobsError, SpecError
-from deltajobs.executor import Executor, Job, JobFailedError, submit_script
-from deltajobs.lifecycle import status
+from deltajobs.injob import contract
+from deltajobs.jobs.executor import Executor, Job, JobFailedError, submit_script
+from deltajobs.jobs.lifecycle import status
 from deltajobs.payloads.function import FunctionJob, pack
-from deltajobs.registry import db_path
-from deltajobs.spec import Overrides, resolve_job
+from deltajobs.registry.store import db_path
+from deltajobs.spec.resolve import Overrides, resolve_job
+from deltajobs.spec.settings import load_settings, write_user_config
 
 MINIDELTA: dict[str, Any] = {"cluster": "minidelta", "account": "bgvu-delta-gpu", "time": "00:05:00"}
 
@@ -238,9 +238,9 @@ def test_a_submitit_checkpointable_is_refused_with_the_contract_to_use(project: 
 
 def test_importing_the_api_loads_neither_torch_nor_typer() -> None:
     code = (
-        "import sys\nimport deltajobs.executor\nfrom deltajobs import Executor, submit_script\n"
+        "import sys\nimport deltajobs.jobs.executor\nfrom deltajobs import Executor, submit_script\n"
         "Executor(local=True, gpus=1)\n"
-        "print(sorted(m for m in ('torch', 'typer', 'submitit', 'deltajobs.spec') if m in sys.modules))"
+        "print(sorted(m for m in ('torch', 'typer', 'submitit', 'deltajobs.spec.resolve') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

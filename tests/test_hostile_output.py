@@ -24,14 +24,14 @@ from pathlib import Path
 import pytest
 from conftest import run_main
 
-from deltajobs import slurm
 from deltajobs.charge.accounting import parse_sshare_balances
-from deltajobs.config import load_settings
-from deltajobs.discover import parse_config, parse_nodes, parse_partitions
-from deltajobs.discover_profile import build_profile, render_profile
+from deltajobs.clusters.discover import parse_config, parse_nodes, parse_partitions
+from deltajobs.clusters.discover_profile import build_profile, render_profile
 from deltajobs.errors import SlurmError
-from deltajobs.lifecycle import reason_words
-from deltajobs.registry import JobRow, Registry
+from deltajobs.jobs.lifecycle import reason_words
+from deltajobs.registry.store import JobRow, Registry
+from deltajobs.slurm import commands as slurm
+from deltajobs.spec.settings import load_settings
 
 DATA = Path(__file__).parent / "data" / "slurm"
 DISCOVER = Path(__file__).parent / "data" / "discover"

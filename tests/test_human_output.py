@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from conftest import run_main
 
-from deltajobs import slurm
-from deltajobs.config import load_settings
-from deltajobs.registry import JobRow, Registry
+from deltajobs.registry.store import JobRow, Registry
+from deltajobs.slurm import commands as slurm
+from deltajobs.spec.settings import load_settings
 
 DATA = Path(__file__).parent / "data" / "slurm"
 REPR = re.compile(r"\b[A-Z]\w*\(\w+=|<[\w.]+ object at 0x|Traceback \(most recent call last\)")

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from slurmutil import cli, cli_json
 
-from deltajobs.config import config_path
+from deltajobs.spec.settings import config_path
 
 ACCOUNTS = """Project Summary for User 'kingda':
 Project         Description                    Balance (Hours)    Deposited (Hours)
@@ -71,7 +71,7 @@ def test_init_proposes_the_clusters_place_for_job_io_over_home(
     import getpass
 
     from deltajobs.cli.setup import proposed_runs_dir
-    from deltajobs.cluster import load_profile
+    from deltajobs.clusters.profile import load_profile
 
     assert load_profile("delta").work_dir == "/work/hdd/{group}/{user}"
     monkeypatch.setenv("HOME", str(tmp_path / "home"))

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from slurmutil import cli, cli_json, needs_slurm, wait_for_state
 
-from deltajobs.config import load_settings
-from deltajobs.registry import Registry
-from deltajobs.spec import job_names
+from deltajobs.registry.store import Registry
+from deltajobs.spec.resolve import job_names
+from deltajobs.spec.settings import load_settings
 
 TINY = ["--set", "train.epochs=1", "--set", "train.val_size=100", "--set", "train.batch_size=32"]
 

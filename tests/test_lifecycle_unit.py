@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from deltajobs import slurm
 from deltajobs.backends.slurm import merge_slurm
-from deltajobs.config import load_settings
 from deltajobs.errors import NotFoundError, SlurmError
-from deltajobs.lifecycle import reason_words, refresh
-from deltajobs.registry import JobRow, Registry
+from deltajobs.jobs.lifecycle import reason_words, refresh
+from deltajobs.registry.store import JobRow, Registry
+from deltajobs.slurm import commands as slurm
+from deltajobs.spec.settings import load_settings
 
 DATA = Path(__file__).parent / "data" / "slurm"
 
@@ -197,7 +197,7 @@ def test_follow_prints_every_new_log_line(tmp_path: Path, capsys: pytest.Capture
 
 
 def test_log_tail_returns_each_line_once(tmp_path: Path) -> None:
-    from deltajobs.logs import LogTail
+    from deltajobs.jobs.logs import LogTail
 
     path = tmp_path / "log.out"
     tail = LogTail(path)

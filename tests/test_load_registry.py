@@ -11,8 +11,8 @@ import os
 import traceback
 from pathlib import Path
 
-from deltajobs.config import load_settings
-from deltajobs.registry import JobRow, Registry
+from deltajobs.registry.store import JobRow, Registry
+from deltajobs.spec.settings import load_settings
 
 WRITERS = 100
 WATCHERS = 20

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from deltajobs.cli.views import STATUS_ROWS, newest, status_dict, status_table
-from deltajobs.config import load_settings
-from deltajobs.progress import ATTEMPTS_FILE
-from deltajobs.registry import JobRow, Registry, db_path
+from deltajobs.injob.progress import ATTEMPTS_FILE
+from deltajobs.registry.store import JobRow, Registry, db_path
+from deltajobs.spec.settings import load_settings
 
 
 def job(i: int, state: str, run_dir: Path) -> JobRow:

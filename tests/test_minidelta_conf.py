@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from deltajobs.cluster import load_profile
+from deltajobs.clusters.minidelta import main, nodes, render_configs
+from deltajobs.clusters.profile import load_profile
 from deltajobs.errors import SpecError
-from deltajobs.minidelta import main, nodes, render_configs
 
 VARIABLES = {
     "node": "vm",

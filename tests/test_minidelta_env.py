@@ -21,8 +21,8 @@ from conftest import REPO
 from slurmutil import needs_slurm
 
 from deltajobs.charge.advice import gpu_advice
-from deltajobs.doctor import LMOD_INIT as LMOD_INIT_LINE
-from deltajobs.gpu_usage import GPU_FILE, QUERY, GpuSampler, parse_query
+from deltajobs.environment.doctor import LMOD_INIT as LMOD_INIT_LINE
+from deltajobs.injob.gpu_usage import GPU_FILE, QUERY, GpuSampler, parse_query
 
 SOURCE = REPO / "scripts" / "minidelta.d"
 NVIDIA_SMI = SOURCE / "modules" / "bin" / "nvidia-smi"

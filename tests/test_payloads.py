@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 from conftest import run_main
 
-from deltajobs.config import load_settings
 from deltajobs.errors import SpecError
 from deltajobs.payloads import command_line_spec, snapshot
 from deltajobs.payloads.config import param_args
 from deltajobs.payloads.runner import CommandJob
-from deltajobs.render import render
-from deltajobs.spec import Overrides, resolve_job
+from deltajobs.spec.render import render
+from deltajobs.spec.resolve import Overrides, resolve_job
+from deltajobs.spec.settings import load_settings
 
 ARGPARSE_SCRIPT = """\
 import argparse

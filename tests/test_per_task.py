@@ -18,9 +18,9 @@ from conftest import run_main
 
 from deltajobs.charge.advice import pack_advice, per_task_advice
 from deltajobs.charge.estimate import Request, estimate
-from deltajobs.cluster import load_profile
-from deltajobs.discover import parse_config
-from deltajobs.registry import JobRow
+from deltajobs.clusters.discover import parse_config
+from deltajobs.clusters.profile import load_profile
+from deltajobs.registry.store import JobRow
 from deltajobs.sweep.advise import sweep_advice
 from deltajobs.sweep.layout import Layout
 from deltajobs.sweep.pointlog import slice_point
@@ -190,9 +190,9 @@ def test_without_per_task_k_comes_from_history_and_the_minimum_and_is_said_in_on
 
 def finished_runs_of_the_same_points(seconds: int) -> None:
     """The registry as it is after the same 8 points ran before, one job each, `seconds` each."""
-    from deltajobs.config import load_settings
-    from deltajobs.registry import Registry, spec_key
-    from deltajobs.spec import Overrides
+    from deltajobs.registry.store import Registry, spec_key
+    from deltajobs.spec.resolve import Overrides
+    from deltajobs.spec.settings import load_settings
     from deltajobs.sweep.plan import parse_sweep, plan_sweep
 
     settings = load_settings()

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from deltajobs.errors import DeltaJobsError
-from deltajobs.plots import plot_curves, sparkline
+from deltajobs.watch.plots import plot_curves, sparkline
 
 RESULTS = {
     "model": "mlp",

@@ -22,10 +22,10 @@ from typing import Any
 
 import pytest
 
-from deltajobs.config import config_path, load_settings, write_user_config
-from deltajobs.registry import JobRow, Registry, db_path
-from deltajobs.tbproxy import TokenGate, cookie_name
-from deltajobs.tbserve import free_port
+from deltajobs.registry.store import JobRow, Registry, db_path
+from deltajobs.spec.settings import config_path, load_settings, write_user_config
+from deltajobs.watch.tbproxy import TokenGate, cookie_name
+from deltajobs.watch.tbserve import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 TOKEN = "s3cret-token"
@@ -279,7 +279,7 @@ def test_another_user_cannot_read_the_registry_or_reach_tensorboard_without_the_
         tree = [server.pid, *descendants(server.pid)]
         assert listening_ports(tree) == {port}  # no second, ungated port (TensorBoard's data server)
         commands = [Path(f"/proc/{pid}/cmdline").read_bytes().decode() for pid in tree]  # what `ps` shows all
-        assert any("deltajobs.tbproxy" in command for command in commands)
+        assert any("deltajobs.watch.tbproxy" in command for command in commands)
         assert not any(token in command for command in commands)
         for pid in tree:
             assert as_user(other_user, "cat", f"/proc/{pid}/environ").returncode != 0  # where it is

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from deltajobs import pyenv
-from deltajobs.config import load_settings
-from deltajobs.render import render
-from deltajobs.spec import Overrides, resolve_job
+from deltajobs.spec import pyenv
+from deltajobs.spec.render import render
+from deltajobs.spec.resolve import Overrides, resolve_job
+from deltajobs.spec.settings import load_settings
 
 RUN = Path("/projects/bgvu/runs/RUN")
 

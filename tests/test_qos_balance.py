@@ -19,7 +19,6 @@ from pathlib import Path
 import pytest
 from slurmutil import cli, cli_json, needs_slurm
 
-from deltajobs import slurm
 from deltajobs.charge import accounting
 from deltajobs.charge.accounting import (
     AccountingUnavailable,
@@ -32,6 +31,7 @@ from deltajobs.charge.accounting import (
     qos_balances,
 )
 from deltajobs.errors import SlurmError
+from deltajobs.slurm import commands as slurm
 
 DATA = Path(__file__).resolve().parent / "data" / "charge"
 ASSOC = (DATA / "sacctmgr_assoc_minidelta.txt").read_text()

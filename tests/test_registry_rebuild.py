@@ -19,11 +19,11 @@ import yaml
 from conftest import REPO, run_main
 from slurmutil import cli, cli_json, needs_slurm, wait_for_state
 
-from deltajobs import slurm
-from deltajobs.config import load_settings
 from deltajobs.errors import SlurmError
-from deltajobs.rebuild import RECORD, SWEEP_RECORD, rebuild, scan
-from deltajobs.registry import JobRow, Registry, RegistryDamaged, db_path, registry_failure
+from deltajobs.registry.rebuild import RECORD, SWEEP_RECORD, rebuild, scan
+from deltajobs.registry.store import JobRow, Registry, RegistryDamaged, db_path, registry_failure
+from deltajobs.slurm import commands as slurm
+from deltajobs.spec.settings import load_settings
 
 DATA = Path(__file__).parent / "data" / "slurm"
 SPEC = {

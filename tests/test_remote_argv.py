@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from deltajobs import __version__
-from deltajobs.config import RemoteRecord
 from deltajobs.remote.argv import Mirror, Scratch, plan, split_remote
 from deltajobs.remote.dispatch import script
 from deltajobs.remote.ssh import Ssh
+from deltajobs.spec.settings import RemoteRecord
 
 
 def test_split_remote_anywhere_before_the_double_dash() -> None:

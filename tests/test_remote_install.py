@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from deltajobs import __version__
-from deltajobs.config import RemoteRecord
 from deltajobs.remote.install import build_wheel, install_script
 from deltajobs.remote.ssh import Ssh
+from deltajobs.spec.settings import RemoteRecord
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +26,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_the_wheel_is_this_version_with_its_templates(wheel: Path) -> None:
     assert wheel.name == f"deltajobs-{__version__}-py3-none-any.whl"
     names = zipfile.ZipFile(wheel).namelist()
-    assert "deltajobs/remote/dispatch.py" in names and any(n.startswith("deltajobs/templates/") for n in names)
+    assert "deltajobs/remote/dispatch.py" in names and any(n.startswith("deltajobs/spec/templates/") for n in names)
     assert f"deltajobs-{__version__}.dist-info/METADATA" in names  # what the remote's version check reads
 
 

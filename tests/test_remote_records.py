@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from deltajobs.config import RemoteRecord, config_path
 from deltajobs.remote.ssh import Completed, RemoteError, Ssh
 from deltajobs.remote.sync import check, code_tree, parse_stats
+from deltajobs.spec.settings import RemoteRecord, config_path
 
 
 def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from deltajobs.config import RemoteRecord
 from deltajobs.remote import ssh as seam
 from deltajobs.remote.ssh import Ssh, explain, is_ssh_noise
+from deltajobs.spec.settings import RemoteRecord
 
 RECORD = RemoteRecord(host="dt-login03.delta.ncsa.illinois.edu", user="alice", ssh_config="~/cfg")
 

@@ -12,7 +12,7 @@ import pytest
 from conftest import REPO, make_tiny_mnist
 from slurmutil import cli, cli_json, needs_slurm, wait_for_state
 
-from deltajobs.config import load_settings
+from deltajobs.spec.settings import load_settings
 
 pytestmark = [needs_slurm, pytest.mark.slurm]
 

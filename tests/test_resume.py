@@ -22,11 +22,11 @@ import yaml
 from conftest import run_main
 
 import deltajobs.cli.resume  # noqa: F401  (registers `resume` until cli/__init__.py does)
-from deltajobs.config import load_settings
+from deltajobs.jobs.resume import PREVIOUS_DIR, resume_chain, resume_links
 from deltajobs.payloads import command_line_spec
-from deltajobs.registry import JobRow, Registry
-from deltajobs.resume import PREVIOUS_DIR, resume_chain, resume_links
-from deltajobs.spec import resolve_job
+from deltajobs.registry.store import JobRow, Registry
+from deltajobs.spec.resolve import resolve_job
+from deltajobs.spec.settings import load_settings
 
 QUICK = f"{sys.executable} -c 'print(\"resumed run\")'"
 
@@ -255,7 +255,7 @@ def test_a_failed_submission_leaves_the_run_directory_as_it_was(
 
 def test_a_second_resume_of_the_same_job_at_once_is_refused(env: None) -> None:
     from deltajobs.errors import SpecError
-    from deltajobs.resume import set_aside
+    from deltajobs.jobs.resume import set_aside
 
     old = recorded_run("local-3", "FAILED")
     set_aside(Path(old.run_dir), "local-3")
@@ -278,7 +278,7 @@ def test_a_run_that_starts_over_sets_its_metrics_aside_too(
 
 
 def test_the_disk_full_line_names_resume_for_a_submitted_run(tmp_path: Path) -> None:
-    from deltajobs.diskspace import resume_hint
+    from deltajobs.injob.diskspace import resume_hint
 
     assert resume_hint(tmp_path) is None  # `deltajobs train` here: no job.json
     (tmp_path / "job.json").write_text(json.dumps({"job_id": "1234", "sweep_id": None}))
@@ -305,7 +305,7 @@ def test_the_trainers_line_names_resume_for_a_job_and_train_for_a_local_run(tmp_
 def test_a_search_worker_on_a_full_disk_releases_its_trial_and_exits_28(
     tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    from deltajobs.diskspace import EXIT_DISK_FULL, DiskFullError
+    from deltajobs.injob.diskspace import EXIT_DISK_FULL, DiskFullError
     from deltajobs.sweep.worker import SearchWorker
 
     (tmp_path / "sweep-row.json").write_text(json.dumps({"sweep_id": "sw-9"}))
@@ -328,7 +328,7 @@ def full_disk(*_: object, **__: object) -> None:
 def test_a_full_disk_while_setting_aside_leaves_no_lock_and_says_one_line(
     env: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import deltajobs.resume as resume_module
+    import deltajobs.jobs.resume as resume_module
 
     old = recorded_run("local-5", "FAILED")
     run_dir = Path(old.run_dir)
@@ -424,9 +424,9 @@ def test_a_run_under_a_symlinked_runs_directory_is_found_from_inside_it(
 def test_a_final_slurm_job_queued_again_is_refused(
     env: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from deltajobs import slurm
     from deltajobs.errors import SlurmError
-    from deltajobs.resume import requeued
+    from deltajobs.jobs.resume import requeued
+    from deltajobs.slurm import commands as slurm
 
     recorded_run("4250", "PREEMPTED", backend="slurm")  # final in the registry; SLURM requeued it
     asked: list[list[str]] = []

@@ -17,11 +17,11 @@ from conftest import run_main
 from test_resume import env, recorded_run  # noqa: F401  (fixture and helper)
 
 import deltajobs.cli.resume  # noqa: F401  (registers `resume` until cli/__init__.py does)
-from deltajobs import rebuild_records
 from deltajobs.cli import views
-from deltajobs.config import load_settings
-from deltajobs.registry import JobRow, Registry
-from deltajobs.resume import PREVIOUS_DIR, set_aside
+from deltajobs.jobs.resume import PREVIOUS_DIR, set_aside
+from deltajobs.registry import records as rebuild_records
+from deltajobs.registry.store import JobRow, Registry
+from deltajobs.spec.settings import load_settings
 
 needs_views = pytest.mark.skipif(not hasattr(views, "heading"), reason="needs /tmp/patches/resume-views.patch")
 needs_records = pytest.mark.skipif(

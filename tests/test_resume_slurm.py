@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from slurmutil import REPO, cli, cli_json, needs_slurm, wait_for_state
 
-from deltajobs.config import load_settings
+from deltajobs.spec.settings import load_settings
 
 pytestmark = [needs_slurm, pytest.mark.slurm]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from deltajobs.clusters.units import parse_walltime
 from deltajobs.errors import SpecError
 from deltajobs.payloads.sbatch_file import (
     KNOWN_OPTIONS,
@@ -17,8 +18,7 @@ from deltajobs.payloads.sbatch_file import (
 )
 from deltajobs.payloads.sbatch_lint import Finding, lint
 from deltajobs.schema import from_dict
-from deltajobs.spec import JobSpec
-from deltajobs.units import parse_walltime
+from deltajobs.spec.resolve import JobSpec
 
 # The course's script, verbatim.
 COURSE = """\

@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 from slurmutil import cli, cli_json, needs_slurm
 
-from deltajobs.config import load_settings
 from deltajobs.errors import SpecError
-from deltajobs.spec import Overrides
+from deltajobs.spec.resolve import Overrides
+from deltajobs.spec.settings import load_settings
 from deltajobs.sweep.search import SearchSpec, candidate_params, load_study, parse_search, validate_search
 from deltajobs.sweep.trials import TrialRow, rank_trials
 

@@ -16,9 +16,9 @@ import pytest
 from conftest import run_main
 from slurmutil import cli, cli_json, needs_slurm
 
-from deltajobs.config import load_settings
 from deltajobs.errors import SpecError
-from deltajobs.spec import Overrides
+from deltajobs.spec.resolve import Overrides
+from deltajobs.spec.settings import load_settings
 from deltajobs.sweep.program_trial import MetricsTail, ProgramRun, TrialProgram, final_value, step_of
 from deltajobs.sweep.search import maximizes, parse_search, resolve_search
 

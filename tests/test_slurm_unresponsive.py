@@ -23,8 +23,8 @@ import pytest
 from conftest import REPO
 from slurmutil import needs_slurm
 
-from deltajobs.config import load_settings
-from deltajobs.registry import JobRow, Registry
+from deltajobs.registry.store import JobRow, Registry
+from deltajobs.spec.settings import load_settings
 
 pytestmark = [needs_slurm, pytest.mark.slurm]
 

@@ -15,13 +15,14 @@ from pathlib import Path
 import pytest
 from conftest import run_main
 
-from deltajobs import backends, slurm
-from deltajobs.config import load_settings
+from deltajobs import backends
 from deltajobs.errors import SlurmError, SpecError
-from deltajobs.lifecycle import submit_job
-from deltajobs.registry import JobRow, Registry
-from deltajobs.slurm import Patience, SlurmBusy
-from deltajobs.spec import Overrides, resolve_job
+from deltajobs.jobs.lifecycle import submit_job
+from deltajobs.registry.store import JobRow, Registry
+from deltajobs.slurm import commands as slurm
+from deltajobs.slurm.commands import Patience, SlurmBusy
+from deltajobs.spec.resolve import Overrides, resolve_job
+from deltajobs.spec.settings import load_settings
 
 TIMED_OUT = "sbatch: error: Batch job submission failed: Socket timed out on send/recv operation"
 NO_CONTACT = "sbatch: error: Batch job submission failed: Unable to contact slurm controller (connect failure)"

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from deltajobs.config import load_settings, write_user_config
 from deltajobs.errors import SpecError
-from deltajobs.spec import Overrides, resolve_job
+from deltajobs.spec.resolve import Overrides, resolve_job
+from deltajobs.spec.settings import load_settings, write_user_config
 
 
 def resolve(cluster: str = "delta", **overrides: object):

@@ -6,9 +6,9 @@ import math
 
 import pytest
 
-from deltajobs.config import load_settings
 from deltajobs.errors import SpecError
-from deltajobs.spec import Overrides
+from deltajobs.spec.resolve import Overrides
+from deltajobs.spec.settings import load_settings
 from deltajobs.sweep.plan import field_type, parse_range, parse_sweep, plan_sweep, split_values, typed_params
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from deltajobs.config import load_settings
-from deltajobs.registry import JobRow, Registry
+from deltajobs.registry.store import JobRow, Registry
+from deltajobs.spec.settings import load_settings
 from deltajobs.sweep.results import PointRow, SweepView, higher_is_better, rank, read_metrics
 
 REPO = Path(__file__).resolve().parent.parent

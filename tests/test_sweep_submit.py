@@ -15,12 +15,12 @@ from submitit.core.utils import DelayedSubmission
 from deltajobs import backends
 from deltajobs.backends.slots import take_slot
 from deltajobs.backends.slurm import array_spec
-from deltajobs.config import load_settings
 from deltajobs.errors import NotFoundError, SlurmError
-from deltajobs.job import TrainJob
-from deltajobs.registry import Registry
-from deltajobs.render import submitit_folder
-from deltajobs.spec import Overrides
+from deltajobs.injob.job import TrainJob
+from deltajobs.registry.store import Registry
+from deltajobs.spec.render import submitit_folder
+from deltajobs.spec.resolve import Overrides
+from deltajobs.spec.settings import load_settings
 from deltajobs.sweep.plan import SweepPlan, parse_sweep, plan_sweep
 from deltajobs.sweep.submit import point_dir, render_sweep, submit_sweep
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from deltajobs.cli.views import program_results_text
-from deltajobs.job import nodes_text
+from deltajobs.injob.job import nodes_text
 from deltajobs.payloads.runner import with_rendezvous
-from deltajobs.registry import JobRow
-from deltajobs.reportboard import export, program_runs
+from deltajobs.registry.store import JobRow
+from deltajobs.watch.reportboard import export, program_runs
 
 
 def row(run_dir: Path) -> JobRow:
@@ -90,7 +90,7 @@ def test_reports_become_tensorboard_scalars(tmp_path: Path) -> None:
 
 def test_reports_plot(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
-    from deltajobs.plots import plot_curves
+    from deltajobs.watch.plots import plot_curves
 
     history = [{"step": 10, "train_loss": 1.0, "val_acc": 0.5}, {"step": 20, "train_loss": 0.5, "val_acc": 0.6}]
     path = plot_curves({"history": history}, tmp_path / "curves.png", title="job 42")

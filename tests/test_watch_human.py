@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from test_human_output import cli, results_json
 
-from deltajobs.config import load_settings
-from deltajobs.gpu_usage import GPU_FILE
-from deltajobs.registry import JobRow, Registry
+from deltajobs.injob.gpu_usage import GPU_FILE
+from deltajobs.registry.store import JobRow, Registry
+from deltajobs.spec.settings import load_settings
 
 
 def add_row(job_id: str, run_dir: Path, gpus_per_node: int = 1, ntasks_per_node: int = 1) -> JobRow:

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from deltajobs import logmerge
-from deltajobs.config import load_settings
 from deltajobs.errors import SpecError
-from deltajobs.progress import EpochProgress, LiveLine, bar_text, parse_epoch_line, run_progress
-from deltajobs.registry import JobRow, Registry
-from deltajobs.targets import find_target
+from deltajobs.injob.progress import EpochProgress, LiveLine, bar_text, parse_epoch_line, run_progress
+from deltajobs.jobs import logmerge
+from deltajobs.registry.store import JobRow, Registry
+from deltajobs.registry.targets import find_target
+from deltajobs.spec.settings import load_settings
 
 EPOCH = "epoch 3/10 train_loss 0.1234 val_loss 0.2000 val_acc 0.9500 test_acc 0.9712 lr 1.0e-03 12.0s"
 

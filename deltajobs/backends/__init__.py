@@ -13,7 +13,7 @@ from deltajobs.errors import DeltaJobsError
 
 if TYPE_CHECKING:
     from deltajobs.backends.base import Backend
-    from deltajobs.config import Settings
+    from deltajobs.spec.settings import Settings
 
 NAMES = ("slurm", "local")
 NOTED_LOCAL = ".noted-local-backend"  # in DELTAJOBS_HOME once the user was told about the fallback

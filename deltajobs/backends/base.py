@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from deltajobs.registry import JobRow
-from deltajobs.slurm import AcctRecord
-from deltajobs.spec import ResolvedJob
+from deltajobs.registry.store import JobRow
+from deltajobs.slurm.commands import AcctRecord
+from deltajobs.spec.resolve import ResolvedJob
 
 
 @dataclass(frozen=True)

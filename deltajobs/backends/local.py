@@ -17,10 +17,10 @@ from typing import Any
 from deltajobs.backends.base import ArraySubmission, Backend, StateChanges, Submission
 from deltajobs.backends.slots import SlotJob, started
 from deltajobs.backends.submitit_private import DetachedLocalExecutor
-from deltajobs.diskspace import EXIT_DISK_FULL, read_marker
-from deltajobs.registry import JobRow
-from deltajobs.render import submitit_folder
-from deltajobs.spec import ResolvedJob
+from deltajobs.injob.diskspace import EXIT_DISK_FULL, read_marker
+from deltajobs.registry.store import JobRow
+from deltajobs.spec.render import submitit_folder
+from deltajobs.spec.resolve import ResolvedJob
 
 PREFIX = "local-"  # job ids are local-<pid of the submitit controller>
 CANCELLED_FILE = "CANCELLED"  # in the run directory of a job cancelled by deltajobs

@@ -12,14 +12,14 @@ import contextlib
 from pathlib import Path
 from typing import Any
 
-from deltajobs import slurm
 from deltajobs.backends.base import ArraySubmission, Backend, StateChanges, Submission
 from deltajobs.backends.submitit_private import DeltaSlurmArrayExecutor, DeltaSlurmExecutor, FailedJobError
 from deltajobs.errors import SlurmError
-from deltajobs.registry import JobRow
-from deltajobs.render import job_python, render, submitit_folder
-from deltajobs.slurm import SlurmBusy
-from deltajobs.spec import ResolvedJob
+from deltajobs.registry.store import JobRow
+from deltajobs.slurm import commands as slurm
+from deltajobs.slurm.commands import SlurmBusy
+from deltajobs.spec.render import job_python, render, submitit_folder
+from deltajobs.spec.resolve import ResolvedJob
 
 
 class SlurmBackend(Backend):

@@ -6,7 +6,7 @@ What we need that submitit does not offer publicly:
 - the sbatch script must be OUR rendered one, byte for byte (`_make_submission_file_text`);
 - a job array of that script: one sbatch call, one pickle per task (`_internal_process_submissions`
   with `_throttle`, `_submit_command`, `JobPaths.get_first_id_independent_folder`);
-- that sbatch call made by `deltajobs.slurm.sbatch`, tagged and asked again while SLURM is busy,
+- that sbatch call made by `deltajobs.slurm.commands.sbatch`, tagged and asked again while SLURM is busy,
   never twice for one job (`_submit_command`, with `_num_tasks`, `_write_job_id`,
   `_set_job_permissions`, `JobPaths.move_temporary_file`);
 - local jobs whose controller outlives the CLI, with no inherited terminal or pipes
@@ -31,8 +31,8 @@ from submitit.core import core, utils
 from submitit.local import local
 from submitit.slurm.slurm import SlurmJob
 
-from deltajobs import slurm
 from deltajobs.errors import DeltaJobsError
+from deltajobs.slurm import commands as slurm
 
 SUPPORTED = (">=1.5", "<1.6")  # keep in step with pyproject.toml
 FailedJobError = utils.FailedJobError

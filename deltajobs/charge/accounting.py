@@ -19,8 +19,8 @@ import shutil
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from deltajobs import slurm
 from deltajobs.errors import NotFoundError, SlurmError
+from deltajobs.slurm import commands as slurm
 
 ACCOUNTS_TIMEOUT = 60.0
 BILLING_MINUTES_PER_SU = 60_000  # billing is SU per hour x 1000

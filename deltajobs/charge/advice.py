@@ -26,9 +26,9 @@ from deltajobs.charge.estimate import (
     format_hours,
     format_su,
 )
-from deltajobs.cluster import Partition, Reading
-from deltajobs.slurm import AcctRecord
-from deltajobs.units import format_walltime
+from deltajobs.clusters.profile import Partition, Reading
+from deltajobs.clusters.units import format_walltime
+from deltajobs.slurm.commands import AcctRecord
 
 MIN_ELAPSED_FOR_CPU_S = 60  # shorter jobs are mostly start-up: their CPU average says little
 CPU_HEADROOM = 2.0  # suggest twice the average busy cores, rounded up to a power of two
@@ -208,7 +208,7 @@ def _size(mb: float) -> str:
     return f"{mb:.0f}M" if mb < MB_PER_GB else f"{mb / MB_PER_GB:.3g}G"
 
 
-# -- GPUs: what nvidia-smi saw inside the job (deltajobs.gpu_usage) -------------------------------
+# -- GPUs: what nvidia-smi saw inside the job (deltajobs.injob.gpu_usage) -------------------------------
 
 LOW_GPU_UTIL = 30.0  # % busy: below this the GPUs mostly wait for data or for the host
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from deltajobs.charge.accounting import balance
 from deltajobs.charge.estimate import Estimate, estimate_job, format_su
-from deltajobs.config import Settings
 from deltajobs.errors import BudgetError
-from deltajobs.spec import ResolvedJob
+from deltajobs.spec.resolve import ResolvedJob
+from deltajobs.spec.settings import Settings
 
 
 def check_budget(resolved: ResolvedJob, settings: Settings, yes: bool, count: int = 1) -> float:

@@ -25,10 +25,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from deltajobs.cluster import ChargeMinimum, Partition, Reading
+from deltajobs.clusters.profile import ChargeMinimum, Partition, Reading
 from deltajobs.errors import SpecError
-from deltajobs.slurm import AcctRecord, parse_size_mb
-from deltajobs.spec import ResolvedJob, Resources
+from deltajobs.slurm.commands import AcctRecord, parse_size_mb
+from deltajobs.spec.resolve import ResolvedJob, Resources
 
 MB_PER_GB = 1024  # SLURM's G: mem_mb / 1024 GB, as sbatch --mem counts it
 BYTES_PER_SLURM_GB = 2**30

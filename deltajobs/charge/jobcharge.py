@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 
-from deltajobs import slurm
 from deltajobs.charge.accounting import (
     AccountingError,
     ChargeReport,
@@ -22,6 +21,7 @@ from deltajobs.charge.accounting import (
     parse_number,
     run_accounting,
 )
+from deltajobs.slurm import commands as slurm
 
 JOBCHARGE_TIMEOUT = 120.0
 JOBCHARGE_EXPECTED = "a 'User  Charge (SU)' (or 'Account  Charge (SU)') table, or --detail rows under a JobID header"

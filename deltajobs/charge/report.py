@@ -10,11 +10,11 @@ import getpass
 import re
 from collections.abc import Iterable
 
-from deltajobs import slurm
 from deltajobs.charge.accounting import AccountingUnavailable, ChargeReport, JobCharge
 from deltajobs.charge.jobcharge import jobcharge
 from deltajobs.errors import SpecError
-from deltajobs.slurm import AcctRecord
+from deltajobs.slurm import commands as slurm
+from deltajobs.slurm.commands import AcctRecord
 
 DEFAULT_DAYS = 30
 _SINCE = re.compile(r"\d{4}-\d\d-\d\d(?:T\d\d:\d\d(?::\d\d)?)?")

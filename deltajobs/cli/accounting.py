@@ -11,7 +11,7 @@ from deltajobs.cli.options import JobFlags, JsonOpt, PayloadArg, ScriptArgs, job
 
 if TYPE_CHECKING:
     from deltajobs.charge.accounting import ChargeReport
-    from deltajobs.config import Settings
+    from deltajobs.spec.settings import Settings
 
 
 @app.command("estimate")
@@ -24,9 +24,9 @@ def estimate_command(
     where units are whole (DeltaAI's GH200s), each reading of the rule and the request one unit fewer."""
     from deltajobs.charge.advice import one_unit_fewer
     from deltajobs.charge.estimate import describe, describe_minimum, estimate_job, format_su
-    from deltajobs.config import load_settings
-    from deltajobs.registry import typical_elapsed
-    from deltajobs.units import format_duration, format_walltime
+    from deltajobs.clusters.units import format_duration, format_walltime
+    from deltajobs.registry.store import typical_elapsed
+    from deltajobs.spec.settings import load_settings
 
     settings = load_settings()
     resolved = flags.resolve(job, settings, args=script_args, require_account=False)
@@ -100,7 +100,7 @@ def charge_command(
     """What was charged: Delta's `jobcharge`, or computed from sacct (elapsed x billing / 3,600,000)."""
     from deltajobs.charge.estimate import format_su
     from deltajobs.charge.report import charge_report
-    from deltajobs.config import load_settings
+    from deltajobs.spec.settings import load_settings
 
     settings = load_settings()
     report = charge_report(account or settings.account, since, detail)
@@ -141,9 +141,9 @@ def under_minimum(report: ChargeReport, settings: Settings) -> dict[str, Any] | 
     """The jobs charged under the active profile's minimum charge, or None (no minimum, no per-job rows,
     or none under it): what was really billed, against what estimates assume."""
     from deltajobs.charge.estimate import format_su
-    from deltajobs.cluster import load_profile
-    from deltajobs.context import active_cluster
+    from deltajobs.clusters.profile import load_profile
     from deltajobs.errors import DeltaJobsError
+    from deltajobs.spec.context import active_cluster
 
     try:
         profile = load_profile(active_cluster(settings))

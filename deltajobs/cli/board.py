@@ -1,6 +1,6 @@
 """`deltajobs tensorboard`: serve a run's or a sweep's TensorBoard and say how to reach it.
 
-TensorBoard runs as a child process behind a token (`python -m deltajobs.tbproxy`, which says why
+TensorBoard runs as a child process behind a token (`python -m deltajobs.watch.tbproxy`, which says why
 and how): the CLI itself never imports tensorboard or torch.
 """
 
@@ -31,13 +31,15 @@ def tensorboard_command(
     """Serve TensorBoard for a run (its run directory) or a sweep (all its points) on localhost until
     Ctrl-C, behind a random token that only the printed URL carries (others on the login node get
     403); prints that URL and the `ssh -L` line that reaches it from a laptop."""
-    from deltajobs.config import load_settings
-    from deltajobs.tbserve import new_token, plan_board, require_tensorboard
+    from deltajobs.spec.settings import load_settings
+    from deltajobs.watch.tbserve import new_token, plan_board, require_tensorboard
 
     token = "" if print_only else new_token()  # nothing served, no token
     plan = plan_board(load_settings(), ident, port, token)
     if importlib.util.find_spec("tensorboard") is not None:  # a user program's reports, as scalars
-        subprocess.run([sys.executable, "-m", "deltajobs.reportboard", str(plan.logdir)], check=False, timeout=300)
+        subprocess.run(
+            [sys.executable, "-m", "deltajobs.watch.reportboard", str(plan.logdir)], check=False, timeout=300
+        )
         plan = plan_board(load_settings(), ident, plan.port, token)
     if as_json:
         emit_json(plan.to_dict())

@@ -42,8 +42,8 @@ def discover_command(
     ] = False,
 ) -> None:
     """Write a profile for this SLURM cluster from scontrol show partition/node/config (run on a login node)."""
-    from deltajobs.cluster import PROFILE_DIR, user_profile_dir
-    from deltajobs.discover_profile import PLACEHOLDERS, discover_cluster, render_profile
+    from deltajobs.clusters.discover_profile import PLACEHOLDERS, discover_cluster, render_profile
+    from deltajobs.clusters.profile import PROFILE_DIR, user_profile_dir
     from deltajobs.errors import SpecError
 
     found = discover_cluster(name)
@@ -86,7 +86,7 @@ def discover_command(
 @cluster_app.command("list")
 def list_command(as_json: JsonOpt = False) -> None:
     """List built-in and user profiles (a user profile named like a built-in one replaces it)."""
-    from deltajobs.cluster import PROFILE_DIR, load_profile, profile_paths
+    from deltajobs.clusters.profile import PROFILE_DIR, load_profile, profile_paths
 
     rows = []
     for name, path in profile_paths().items():
@@ -119,7 +119,7 @@ def show_command(name: NameArg, as_json: JsonOpt = False) -> None:
     """Show one profile: its partitions, limits and charge rules."""
     import dataclasses
 
-    from deltajobs.cluster import load_profile, profile_paths
+    from deltajobs.clusters.profile import load_profile, profile_paths
 
     profile = load_profile(name)
     if as_json:

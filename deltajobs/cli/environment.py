@@ -15,8 +15,8 @@ from deltajobs.cli.options import JobFlags, JsonOpt, PayloadArg, ScriptArgs, Yes
 
 BARE = {"name": "shell", "run": {"command": "bash", "snapshot": False}}  # no JOB: the environment alone
 if TYPE_CHECKING:
-    from deltajobs.config import Settings
-    from deltajobs.spec import ResolvedJob
+    from deltajobs.spec.resolve import ResolvedJob
+    from deltajobs.spec.settings import Settings
 
 MARKS = {"ok": "ok  ", "warn": "warn", "fail": "FAIL"}
 
@@ -28,8 +28,8 @@ def doctor_command(
 ) -> None:
     """Check on the login node what a job will need (account, directories, modules, the job's python
     and its packages, data, script), with the fix for each problem. Exit 1 if any check fails."""
-    from deltajobs.config import load_settings
-    from deltajobs.doctor import run_checks, summary
+    from deltajobs.environment.doctor import run_checks, summary
+    from deltajobs.spec.settings import load_settings
 
     settings = load_settings()
     resolved = resolve(job, flags, script_args, settings)
@@ -63,8 +63,8 @@ def shell_command(
     like a job, on the partition's -interactive sibling unless you pick one."""
     from deltajobs.charge.budget import check_budget
     from deltajobs.charge.estimate import describe, estimate_job
-    from deltajobs.config import load_settings
-    from deltajobs.shell import interactive, shell_argv, write_rcfile
+    from deltajobs.environment.shell import interactive, shell_argv, write_rcfile
+    from deltajobs.spec.settings import load_settings
 
     settings = load_settings()
     resolved = resolve(job, flags, None, settings)
@@ -83,7 +83,7 @@ def shell_command(
 
 def resolve(job: str | None, flags: JobFlags, script_args: list[str] | None, settings: Settings) -> ResolvedJob:
     """JOB as the other commands read it; none: the environment alone (a bare `bash` job)."""
-    from deltajobs.spec import resolve_job
+    from deltajobs.spec.resolve import resolve_job
 
     source = flags.job(job, script_args) if job is not None or flags.command else copy.deepcopy(BARE)
     return resolve_job(source, flags.overrides, settings, flags.cluster_name(settings))

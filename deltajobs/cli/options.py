@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from deltajobs.config import Settings
-from deltajobs.spec import Overrides, ResolvedJob
+from deltajobs.spec.resolve import Overrides, ResolvedJob
+from deltajobs.spec.settings import Settings
 
 if TYPE_CHECKING:
     from deltajobs.backends.base import Backend
@@ -131,7 +131,7 @@ class JobFlags:
         )
 
     def cluster_name(self, settings: Settings) -> str:
-        from deltajobs.context import active_cluster
+        from deltajobs.spec.context import active_cluster
 
         return active_cluster(settings, self.cluster)
 
@@ -150,7 +150,7 @@ class JobFlags:
         self, job: str | None, settings: Settings, *, args: list[str] | None = None, require_account: bool = True
     ) -> ResolvedJob:
         """The job, layered with the config and these flags, validated against the cluster."""
-        from deltajobs.spec import resolve_job
+        from deltajobs.spec.resolve import resolve_job
 
         return resolve_job(
             self.job(job, args), self.overrides, settings, self.cluster_name(settings), require_account=require_account

@@ -28,8 +28,8 @@ def rebuild_command(
     """Recreate the registry from the run directories (job.json and sweep-row.json; older runs from
     spec.yaml, submitit's files and sweep.json) and the scheduler (one squeue and one sacct bring
     states and SU up to date). The old file is kept beside the new one."""
-    from deltajobs.config import load_settings
-    from deltajobs.rebuild import rebuild
+    from deltajobs.registry.rebuild import rebuild
+    from deltajobs.spec.settings import load_settings
 
     settings = load_settings()
     done = rebuild(settings, [p.expanduser() for p in more or []])

@@ -47,8 +47,8 @@ def add_command(
     ] = False,
 ) -> None:
     """Record a remote (nothing is contacted): `deltajobs remote setup NAME` installs deltajobs there."""
-    from deltajobs.config import RemoteRecord
     from deltajobs.remote.records import add_remote
+    from deltajobs.spec.settings import RemoteRecord
 
     modules = list(module) if module is not None else RemoteRecord(host=host).modules
     record = RemoteRecord(host=host, user=user, workdir=workdir, ssh_config=ssh_config, modules=modules, python=python)
@@ -64,7 +64,7 @@ def list_command(as_json: JsonOpt = False) -> None:
     """The remotes recorded, the default marked with *."""
     from dataclasses import asdict
 
-    from deltajobs.config import read_user_config
+    from deltajobs.spec.settings import read_user_config
 
     config = read_user_config()
     if as_json:

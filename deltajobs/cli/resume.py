@@ -59,9 +59,9 @@ def resume_command(
     stays (its charge is real): `status`, `logs` and `charge` show both, `results` the run's latest."""
     from deltajobs import backends
     from deltajobs.charge.budget import check_budget
-    from deltajobs.config import load_settings
-    from deltajobs.resume import check_sets, resumable, resume_job
-    from deltajobs.spec import resolve_job
+    from deltajobs.jobs.resume import check_sets, resumable, resume_job
+    from deltajobs.spec.resolve import resolve_job
+    from deltajobs.spec.settings import load_settings
 
     settings = load_settings()
     check_sets(flags.sets or [])
@@ -70,7 +70,7 @@ def resume_command(
     backend = backends.get(old.backend)
     resolved = resolve_job(found.spec(), flags.overrides, settings, old.cluster, require_account=backend.needs_account)
     if backend.fresh_environment:
-        from deltajobs.doctor import require_interpreter
+        from deltajobs.environment.doctor import require_interpreter
 
         require_interpreter(resolved)
     estimate = check_budget(resolved, settings, yes) if backend.charges else None

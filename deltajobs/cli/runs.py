@@ -41,10 +41,10 @@ def submit_command(
     """Validate, render and submit a job: a spec, a script (`submit train.py -- --lr 1e-3`), an sbatch
     script (`submit train.sh`) or a command (`--command '...'`); prints its id, run directory and log."""
     from deltajobs.charge.budget import check_budget
-    from deltajobs.config import load_settings
-    from deltajobs.context import new_run_dir
-    from deltajobs.lifecycle import submit_job
-    from deltajobs.render import render
+    from deltajobs.jobs.lifecycle import submit_job
+    from deltajobs.spec.context import new_run_dir
+    from deltajobs.spec.render import render
+    from deltajobs.spec.settings import load_settings
 
     settings = load_settings()
     backend = chosen_backend(local, settings)
@@ -54,7 +54,7 @@ def submit_command(
         typer.echo(render(resolved, run_dir), nl=False)
         return
     if backend.fresh_environment:
-        from deltajobs.doctor import require_interpreter
+        from deltajobs.environment.doctor import require_interpreter
 
         require_interpreter(resolved)  # a job whose python lacks deltajobs is refused here, not on the node
     estimate = check_budget(resolved, settings, yes) if backend.charges else None
@@ -82,9 +82,9 @@ def follow(job_id: str, quiet: bool = False, interval: float = 2.0) -> str:
 
     On a terminal a progress line (epoch x/N, time left, last metrics) stays below the log lines.
     """
-    from deltajobs.config import load_settings
-    from deltajobs.logs import follow as events
-    from deltajobs.progress import LiveLine, bar_text, parse_epoch_line
+    from deltajobs.injob.progress import LiveLine, bar_text, parse_epoch_line
+    from deltajobs.jobs.logs import follow as events
+    from deltajobs.spec.settings import load_settings
 
     live = LiveLine(_terminal_write) if sys.stdout.isatty() and not quiet else None
     try:
@@ -130,8 +130,8 @@ def status_command(
     """Live state of your jobs: one squeue and one sacct call for all that are not final. Without ids or
     --all: every unfinished job and the newest finished ones of the last 7 days, 30 rows at most."""
     from deltajobs.cli.views import STATUS_ROWS, progress_lines, status_dict, status_table
-    from deltajobs.config import load_settings
-    from deltajobs.lifecycle import status
+    from deltajobs.jobs.lifecycle import status
+    from deltajobs.spec.settings import load_settings
 
     settings = load_settings()
     while True:
@@ -170,8 +170,8 @@ def logs_command(
 ) -> None:
     """Print a job's log; with several ranks, or for a sweep (SWEEP_ID or its array job id), every
     rank's and task's lines, each labelled like `srun --label` ("0: ...") and merged as they arrive."""
-    from deltajobs.config import load_settings
-    from deltajobs.logmerge import job_logs
+    from deltajobs.jobs.logmerge import job_logs
+    from deltajobs.spec.settings import load_settings
 
     logs = job_logs(load_settings(), job_id, err=err, rank=rank, task=task, follow=keep_following)
     if lines and not keep_following:
@@ -189,8 +189,8 @@ def cancel_command(
     as_json: JsonOpt = False,
 ) -> None:
     """Cancel jobs (one scancel for all of them)."""
-    from deltajobs.config import load_settings
-    from deltajobs.lifecycle import active_jobs, cancel_jobs
+    from deltajobs.jobs.lifecycle import active_jobs, cancel_jobs
+    from deltajobs.spec.settings import load_settings
 
     if not job_ids and not every:
         raise DeltaJobsError("name the job ids to cancel, or pass --all")
@@ -215,15 +215,15 @@ def cancel_command(
 def results_command(job_id: JobIdArg, as_json: JsonOpt = False, plot: PlotOpt = None) -> None:
     """The trainer's results: test accuracy, timings, a per-epoch table and right-sizing advice."""
     from deltajobs.cli.views import results_text
-    from deltajobs.config import load_settings
-    from deltajobs.logs import job_results
+    from deltajobs.jobs.logs import job_results
+    from deltajobs.spec.settings import load_settings
 
     found = job_results(load_settings(), job_id)
     row, data, record, advice = found.row, found.data, found.record, found.advice
     if found.warning:
         note(found.warning)
     if plot is not None:
-        from deltajobs.plots import plot_curves
+        from deltajobs.watch.plots import plot_curves
 
         plot_curves(data, plot, title=f"{row.name} ({row.job_id})")
     if as_json:

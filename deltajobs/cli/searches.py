@@ -11,7 +11,7 @@ import typer
 from deltajobs.cli.app import emit_json, note
 from deltajobs.cli.options import JobFlags
 from deltajobs.cli.views import table
-from deltajobs.config import Settings
+from deltajobs.spec.settings import Settings
 from deltajobs.sweep.results import format_value, short_key
 from deltajobs.sweep.trials import load_search, plot_search
 

@@ -30,10 +30,10 @@ def init_command(
 ) -> None:
     """Write ~/.config/deltajobs/config.yaml: your account, cluster, data and runs directories."""
     from deltajobs.charge.accounting import AccountingUnavailable, accounts
-    from deltajobs.cluster import load_profile
-    from deltajobs.config import load_settings, write_user_config
-    from deltajobs.context import active_cluster
+    from deltajobs.clusters.profile import load_profile
     from deltajobs.schema import check_constraints
+    from deltajobs.spec.context import active_cluster
+    from deltajobs.spec.settings import load_settings, write_user_config
 
     settings = load_settings()
     cluster_name = active_cluster(settings, cluster)

@@ -26,9 +26,9 @@ def render_command(
     ] = None,
 ) -> None:
     """Print the exact sbatch script a job would be submitted with (a dry run: nothing is submitted)."""
-    from deltajobs.config import load_settings
-    from deltajobs.context import new_run_dir
-    from deltajobs.render import render
+    from deltajobs.spec.context import new_run_dir
+    from deltajobs.spec.render import render
+    from deltajobs.spec.settings import load_settings
 
     settings = load_settings()
     resolved = flags.resolve(job, settings, args=script_args)
@@ -45,10 +45,10 @@ def render_command(
 @app.command("list")
 def list_command(cluster: ClusterOpt = None, as_json: JsonOpt = False) -> None:
     """List job specs, models and the active cluster's partitions."""
-    from deltajobs.cluster import load_profile
-    from deltajobs.config import load_settings
-    from deltajobs.context import active_cluster
-    from deltajobs.spec import find_job, job_names, read_job
+    from deltajobs.clusters.profile import load_profile
+    from deltajobs.spec.context import active_cluster
+    from deltajobs.spec.resolve import find_job, job_names, read_job
+    from deltajobs.spec.settings import load_settings
     from deltajobs.train.config import MODEL_NAMES
 
     settings = load_settings()
@@ -105,10 +105,10 @@ def check_command(
     Exit 2 if sbatch or the cluster would refuse it."""
     from deltajobs.charge.advice import one_unit_fewer
     from deltajobs.charge.estimate import describe, estimate_job
-    from deltajobs.config import load_settings
     from deltajobs.errors import SpecError
     from deltajobs.payloads.sbatch import directive_for, read
     from deltajobs.payloads.sbatch_lint import lint
+    from deltajobs.spec.settings import load_settings
 
     if not script.is_file():
         raise SpecError("SCRIPT", f"no such file: {script}")

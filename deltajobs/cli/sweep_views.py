@@ -17,10 +17,10 @@ from deltajobs.cli.sweeps import sweep_app
 def status_command(sweep_id: SweepIdArg, as_json: JsonOpt = False) -> None:
     """Each point's parameters and state (one squeue and one sacct call for the whole sweep)."""
     from deltajobs.cli.views import table
-    from deltajobs.config import load_settings
+    from deltajobs.clusters.units import format_duration
+    from deltajobs.spec.settings import load_settings
     from deltajobs.sweep.results import format_value, short_key
     from deltajobs.sweep.trials import is_search
-    from deltajobs.units import format_duration
 
     settings = load_settings()
     if is_search(settings, sweep_id):
@@ -60,7 +60,7 @@ def results_command(
 ) -> None:
     """One row per point, best first by --metric (marked *): parameters, state and metrics."""
     from deltajobs.cli.views import table
-    from deltajobs.config import load_settings
+    from deltajobs.spec.settings import load_settings
     from deltajobs.sweep.results import (
         TABLE_METRICS,
         best_point,
@@ -124,8 +124,8 @@ def results_command(
 @sweep_app.command("cancel")
 def cancel_command(sweep_id: SweepIdArg) -> None:
     """Cancel every point of a sweep that is not final (one scancel for the array)."""
-    from deltajobs.config import load_settings
-    from deltajobs.slurm import FINAL_STATES
+    from deltajobs.slurm.commands import FINAL_STATES
+    from deltajobs.spec.settings import load_settings
     from deltajobs.sweep.submit import cancel_sweep
 
     before = _load(sweep_id)
@@ -145,7 +145,7 @@ def logs_command(
     err: Annotated[bool, typer.Option("--err", help="Its stderr (tracebacks) instead of stdout.")] = False,
 ) -> None:
     """One point's log: its task's log, or its part of it when the task ran several points."""
-    from deltajobs.config import load_settings
+    from deltajobs.spec.settings import load_settings
     from deltajobs.sweep.pointlog import point_log
 
     found = point_log(load_settings(), sweep_id, point, err)
@@ -155,7 +155,7 @@ def logs_command(
 
 
 def _load(sweep_id: str) -> Any:
-    from deltajobs.config import load_settings
+    from deltajobs.spec.settings import load_settings
     from deltajobs.sweep.results import load_sweep
 
     return load_sweep(load_settings(), sweep_id)

@@ -133,7 +133,7 @@ def run_command(
     """Sweep JOB (`deltajobs sweep JOB ...` for short): every point is validated, then all are submitted."""
     from deltajobs.charge.budget import check_budget
     from deltajobs.charge.estimate import describe_count, estimate_job
-    from deltajobs.config import load_settings
+    from deltajobs.spec.settings import load_settings
     from deltajobs.sweep.layout import plan_layout
     from deltajobs.sweep.plan import parse_sweep, plan_sweep, sweep_points_text
     from deltajobs.sweep.submit import new_sweep_id, render_sweep, submit_sweep, sweep_dir_for, task_job
@@ -232,7 +232,7 @@ def resume_command(
     as_json: JsonOpt = False,
 ) -> None:
     """Start a search's workers again (after `sweep cancel` or their walltime): no finished trial is lost."""
-    from deltajobs.config import load_settings
+    from deltajobs.spec.settings import load_settings
     from deltajobs.sweep.submit import resume_search
 
     settings = load_settings()

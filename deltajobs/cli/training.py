@@ -42,9 +42,9 @@ def train_command(
     Ctrl-C (or SIGTERM/SIGUSR2) stops at the next step with a checkpoint; --resume continues it.
     """
     from deltajobs.cli.options import JobFlags
-    from deltajobs.config import load_settings
-    from deltajobs.context import new_run_dir
-    from deltajobs.job import StopFlag
+    from deltajobs.injob.job import StopFlag
+    from deltajobs.spec.context import new_run_dir
+    from deltajobs.spec.settings import load_settings
 
     settings = load_settings()
     resolved = JobFlags(sets=sets).resolve(job, settings, require_account=False)
@@ -93,7 +93,7 @@ def fetch_command(
     as_json: JsonOpt = False,
 ) -> None:
     """Put MNIST into ROOT/MNIST/raw: download it, or import and check IDX files already on disk."""
-    from deltajobs.config import load_settings
+    from deltajobs.spec.settings import load_settings
     from deltajobs.train import fetch as mnist
 
     if dataset != "mnist":

@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import Any
 
 from deltajobs.charge.advice import Advice
-from deltajobs.lifecycle import STATE_ADVICE, attempts_text, reason_words, right_sizing
-from deltajobs.progress import nodes_text, restarts
-from deltajobs.registry import JobRow
-from deltajobs.resume import resume_chain, resume_links
-from deltajobs.slurm import AcctRecord
-from deltajobs.units import format_duration
+from deltajobs.clusters.units import format_duration
+from deltajobs.injob.progress import nodes_text, restarts
+from deltajobs.jobs.lifecycle import STATE_ADVICE, attempts_text, reason_words, right_sizing
+from deltajobs.jobs.resume import resume_chain, resume_links
+from deltajobs.registry.store import JobRow
+from deltajobs.slurm.commands import AcctRecord
 
 
 def table(headers: list[str], rows: list[list[str]]) -> str:
@@ -105,7 +105,7 @@ def disk_full_reason(row: JobRow) -> str:
     """A failed job that stopped on a full disk or quota (exit status 28: sacct's, or the local
     backend's from the note in the run directory): the REASON column's words; "" otherwise. From
     the row alone: status reads no file per finished job."""
-    from deltajobs.diskspace import EXIT_DISK_FULL
+    from deltajobs.injob.diskspace import EXIT_DISK_FULL
 
     if row.state != "FAILED" or (row.exit_code or "").split(":")[0] != str(EXIT_DISK_FULL):
         return ""
@@ -115,7 +115,7 @@ def disk_full_reason(row: JobRow) -> str:
 def progress_lines(rows: list[JobRow]) -> str:
     """Under `status --watch` on a terminal: a progress line per running job that has finished an
     epoch (from its run directory), after a blank line; "" when there is none."""
-    from deltajobs.progress import bar_text, run_progress
+    from deltajobs.injob.progress import bar_text, run_progress
 
     lines = []
     for row in rows:
@@ -152,7 +152,7 @@ def results_text(row: JobRow, data: dict[str, Any], advice: list[Advice], record
             for h in history
         ]
         lines += ["", table(["EPOCH", "TRAIN_LOSS", "VAL_LOSS", "VAL_ACC", "TEST_ACC", "LR", "SECONDS"], rows)]
-        from deltajobs.plots import sparkline
+        from deltajobs.watch.plots import sparkline
 
         lines += ["", f"  train_loss {sparkline([h.get('train_loss') for h in history])}"]
         lines += [f"  test_acc   {sparkline([h.get('test_acc') for h in history])}"]
@@ -205,7 +205,7 @@ def program_results_text(
         columns = (order + [k for k in keys if k not in order])[:METRIC_COLUMNS]
         rows = [[_value(h.get(k)) for k in columns] for h in history]
         lines += ["", table([c.upper() for c in columns], rows)]
-        from deltajobs.plots import sparkline
+        from deltajobs.watch.plots import sparkline
 
         lines.append("")
         for key in [k for k in keys if k not in order][:2]:

@@ -18,7 +18,7 @@ from deltajobs.errors import SpecError
 
 if TYPE_CHECKING:
     from deltajobs.payloads.base import Payload
-    from deltajobs.spec import ResolvedJob
+    from deltajobs.spec.resolve import ResolvedJob
 
 SBATCH_SUFFIXES = (".sh", ".sbatch", ".slurm", ".bash")
 

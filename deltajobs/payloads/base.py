@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
     from deltajobs.payloads.config import RunConfig
-    from deltajobs.spec import ResolvedJob
+    from deltajobs.spec.resolve import ResolvedJob
 
 
 class Payload(ABC):

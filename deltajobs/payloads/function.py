@@ -9,7 +9,7 @@ The job unpickles them only after putting the submitter's own import directories
 directory, PYTHONPATH) on sys.path: a function from the user's module imports on the node as it
 did at submit. Functions of `__main__` (a script, a notebook) travel by value, as cloudpickle does.
 
-The contract inside the job is the one scripts have (`deltajobs.contract`): DELTAJOBS_RUN_DIR,
+The contract inside the job is the one scripts have (`deltajobs.injob.contract`): DELTAJOBS_RUN_DIR,
 DELTAJOBS_CHECKPOINT_DIR, DELTAJOBS_RESTART_COUNT, DELTAJOBS_METRICS and torchrun's ranks are set
 in os.environ before the call, in the submit directory; `report()` feeds results.json. Requeue:
 SIGUSR2 (the walltime is `signal_grace` seconds away) turns `should_stop()` true; a function that
@@ -35,8 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from deltajobs import contract
 from deltajobs.errors import SpecError
+from deltajobs.injob import contract
 from deltajobs.payloads.base import UserPayload
 
 REASON_CHARS = 200  # how much of a pickling error a SpecError quotes
@@ -231,7 +231,7 @@ class FunctionJob:
         self.python = python or python_version()
 
     def __call__(self) -> Any:
-        from deltajobs.job import global_rank, record_attempt
+        from deltajobs.injob.job import global_rank, record_attempt
         from deltajobs.payloads.runner import task_env
 
         run_dir = Path(self.run_dir)
@@ -256,7 +256,7 @@ class FunctionJob:
             return value
 
     def _call_once(self, main: bool) -> Any:
-        from deltajobs.gpu_usage import GPU_FILE, GpuSampler
+        from deltajobs.injob.gpu_usage import GPU_FILE, GpuSampler
 
         fn, args, kwargs = self._load()
         sampler = GpuSampler(Path(self.run_dir) / GPU_FILE).start() if main else None

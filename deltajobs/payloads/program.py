@@ -1,6 +1,6 @@
 """A user's own program as a payload: a Python script with its arguments (`run.script`), or any
 command (`run.command`). Each task runs `runner.CommandJob`: the program as an argv list, in the
-directory `submit` ran in, with the contract's environment and signals (`deltajobs.contract`).
+directory `submit` ran in, with the contract's environment and signals (`deltajobs.injob.contract`).
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ class ScriptPayload(ProgramPayload):
 
     @property
     def python(self) -> str:
-        from deltajobs.render import job_python
+        from deltajobs.spec.render import job_python
 
         return self.run.python or job_python(self.job)
 

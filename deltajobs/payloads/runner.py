@@ -1,13 +1,13 @@
 """What runs inside the job for a user's script or command: one `CommandJob` per task, unpickled
 and called by submitit like the packaged trainer's `TrainJob`.
 
-It sets the contract's environment (`deltajobs.contract`), starts the program as an argv list in
+It sets the contract's environment (`deltajobs.injob.contract`), starts the program as an argv list in
 the submit directory, forwards SIGUSR2/SIGTERM to it, samples the GPUs around it, and turns its
 exit status into the job's fate: 0 completes (results.json), 85 asks for a requeue, anything else
 fails the task with the status in the log. The program dies with this process (PR_SET_PDEATHSIG).
 A program that dies while the run directory's filesystem is full (statvfs), or whose last words in
 the log are ENOSPC/EDQUOT, ends the task with exit status 28 and the disk-full message
-(`deltajobs.diskspace`), also left in RUN_DIR/disk-full.txt.
+(`deltajobs.injob.diskspace`), also left in RUN_DIR/disk-full.txt.
 
 Importing this module must stay cheap: every task imports it to unpickle its call.
 """
@@ -27,9 +27,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from deltajobs import contract, diskspace
-from deltajobs.gpu_usage import GPU_FILE, GpuSampler, read_samples, summarize
-from deltajobs.job import global_rank, record_attempt, replace_text
+from deltajobs.injob import contract, diskspace
+from deltajobs.injob.gpu_usage import GPU_FILE, GpuSampler, read_samples, summarize
+from deltajobs.injob.job import global_rank, record_attempt, replace_text
 
 RESULTS, METRICS_FILE = "results.json", "metrics.jsonl"  # the trainer's names
 CHECKPOINTS = "checkpoints"

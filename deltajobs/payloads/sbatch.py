@@ -12,8 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from deltajobs import contract
 from deltajobs.errors import SpecError
+from deltajobs.injob import contract
 from deltajobs.payloads.base import UserPayload
 from deltajobs.payloads.sbatch_file import SbatchFile, parse_sbatch, to_spec_dict
 from deltajobs.payloads.sbatch_lint import lint

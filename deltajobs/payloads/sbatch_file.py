@@ -3,7 +3,7 @@ a job spec (`sbatch_lint.py` says what sbatch would refuse or silently ignore).
 
 Pure: text in, dataclasses out. Limits that depend on the cluster (partition names, GPUs and memory
 per node, walltime caps) are not checked here: the caller validates `to_spec_dict`'s result with
-deltajobs.spec like any other job.
+deltajobs.spec.resolve like any other job.
 
 What sbatch does, read in Slurm's source (src/sbatch/sbatch.c `_get_script_buffer`; src/sbatch/opt.c
 `_opt_batch_script` and `get_argument`; the option table in src/common/slurm_opt.c, commit 284c3b9):
@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import PurePath
 from typing import Any, Literal
 
+from deltajobs.clusters.units import format_walltime, parse_mem_mb
 from deltajobs.errors import SpecError
-from deltajobs.spec import NAME_PATTERN
-from deltajobs.units import format_walltime, parse_mem_mb
+from deltajobs.spec.resolve import NAME_PATTERN
 
 Arity = Literal["required", "optional", "none"]
 # sbatch's long options (the entries of slurm_opt.c's table that sbatch accepts), by how they take a value.
@@ -151,7 +151,7 @@ def long_name(written: str) -> str:
 
 def normalize_time(text: str) -> str:
     """An sbatch walltime in any form -> HH:MM:SS (D-HH:MM:SS when days are given), which
-    deltajobs.units.parse_walltime reads. SLURM counts whole minutes, rounded up: 5:30 -> 00:06:00."""
+    deltajobs.clusters.units.parse_walltime reads. SLURM counts whole minutes, rounded up: 5:30 -> 00:06:00."""
     match = _SLURM_TIME.fullmatch(text.strip())
     if not match:
         if text.strip().upper() in ("-1", "INFINITE", "UNLIMITED"):
@@ -169,7 +169,7 @@ def normalize_time(text: str) -> str:
 
 
 def to_spec_dict(sbatch: SbatchFile) -> dict[str, Any]:
-    """The raw job spec (deltajobs.spec.JobSpec's schema) that the script's directives ask for.
+    """The raw job spec (deltajobs.spec.resolve.JobSpec's schema) that the script's directives ask for.
 
     Where the script is silent, SLURM's defaults are written out when they differ from deltajobs'
     (no GPUs, one task per node); time and mem are left to the spec's defaults (`lint` warns)."""

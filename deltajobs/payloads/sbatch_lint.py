@@ -1,6 +1,6 @@
 """Linting an sbatch script: what sbatch would refuse (errors) or quietly do otherwise than meant
 (warnings), by line. Reads the `SbatchFile` that `sbatch_file.parse_sbatch` made; cluster limits are
-the caller's (deltajobs.spec validates `to_spec_dict`'s result).
+the caller's (deltajobs.spec.resolve validates `to_spec_dict`'s result).
 """
 
 from __future__ import annotations

@@ -9,8 +9,8 @@ import re
 from dataclasses import asdict
 from pathlib import Path
 
-from deltajobs.config import HOST_PATTERN, REMOTE_NAME_PATTERN, RemoteRecord, read_user_config, write_user_config
 from deltajobs.errors import NotFoundError, SpecError
+from deltajobs.spec.settings import HOST_PATTERN, REMOTE_NAME_PATTERN, RemoteRecord, read_user_config, write_user_config
 
 ENV_VAR = "DELTAJOBS_REMOTE"
 ON_REMOTE_VAR = "DELTAJOBS_ON_REMOTE"  # set by the dispatcher on the remote: its defaults never forward again

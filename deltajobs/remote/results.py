@@ -27,7 +27,7 @@ def after(ssh: Ssh, job: Plan) -> None:
 
 
 def mirror_root(name: str) -> Path:
-    from deltajobs.config import state_home
+    from deltajobs.spec.settings import state_home
 
     return state_home() / "remotes" / name / "runs"
 

@@ -19,8 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from deltajobs.config import RemoteRecord
 from deltajobs.errors import DeltaJobsError
+from deltajobs.spec.settings import RemoteRecord
 
 PERSIST = "4h"  # how long an idle socket stays open: one Duo prompt per working session (our choice)
 CONNECT_TIMEOUT_S = 20

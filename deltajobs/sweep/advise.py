@@ -10,10 +10,10 @@ from pathlib import Path
 from deltajobs import backends
 from deltajobs.charge.advice import Advice, pack_advice, per_task_advice
 from deltajobs.charge.estimate import Estimate, Request, estimate
-from deltajobs.cluster import load_profile
+from deltajobs.clusters.profile import load_profile
 from deltajobs.errors import DeltaJobsError
-from deltajobs.registry import JobRow
-from deltajobs.slurm import parse_size_mb
+from deltajobs.registry.store import JobRow
+from deltajobs.slurm.commands import parse_size_mb
 from deltajobs.sweep.results import SweepView
 
 

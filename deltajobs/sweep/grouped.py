@@ -22,15 +22,15 @@ from typing import Any
 import yaml
 
 from deltajobs.backends.base import Backend, Submission
-from deltajobs.config import Settings
-from deltajobs.lifecycle import job_row, prepare_run_dir
-from deltajobs.registry import Registry
-from deltajobs.spec import ResolvedJob
+from deltajobs.clusters.units import format_walltime
+from deltajobs.jobs.lifecycle import job_row, prepare_run_dir
+from deltajobs.registry.store import Registry
+from deltajobs.spec.resolve import ResolvedJob
+from deltajobs.spec.settings import Settings
 from deltajobs.sweep.layout import Layout
 from deltajobs.sweep.plan import SweepPlan
 from deltajobs.sweep.submit import SweepSubmission, point_dir, sweep_dir_for, write_record
 from deltajobs.sweep.tasks import PointsTask
-from deltajobs.units import format_walltime
 
 TASKS_DIR = "tasks"
 

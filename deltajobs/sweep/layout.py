@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 
 from deltajobs.charge.advice import points_under_minimum
 from deltajobs.charge.estimate import Estimate, estimate_job, format_hours
-from deltajobs.config import Settings
+from deltajobs.clusters.units import format_walltime
 from deltajobs.errors import SpecError
-from deltajobs.spec import ResolvedJob
-from deltajobs.units import format_walltime
+from deltajobs.spec.resolve import ResolvedJob
+from deltajobs.spec.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -164,8 +164,8 @@ def chosen_line(points: int, typical_s: float, est: Estimate) -> str:
 
 def typical_point_seconds(settings: Settings, resolved: list[ResolvedJob]) -> float | None:
     """The median elapsed time of the finished runs that share a spec with any of the points."""
-    from deltajobs.registry import Registry, db_path, spec_key
-    from deltajobs.registry_history import median_elapsed
+    from deltajobs.registry.history import median_elapsed
+    from deltajobs.registry.store import Registry, db_path, spec_key
 
     if not db_path(settings).exists():
         return None

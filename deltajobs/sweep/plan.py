@@ -29,10 +29,10 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
-from deltajobs.config import Settings
 from deltajobs.errors import SpecError
 from deltajobs.schema import apply_override, parse_override
-from deltajobs.spec import JobSpec, Overrides, ResolvedJob, find_job, read_job, resolve_job
+from deltajobs.spec.resolve import JobSpec, Overrides, ResolvedJob, find_job, read_job, resolve_job
+from deltajobs.spec.settings import Settings
 
 SWEEPABLE = ("train.", "run.params.")  # dotted keys a sweep may vary; bare keys: a script's arguments
 RANDOM_DIGITS = 4  # significant digits kept of a random float: readable labels, exact --set round trips

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from deltajobs import backends
-from deltajobs.config import Settings
 from deltajobs.errors import NotFoundError, SpecError
-from deltajobs.registry import Registry
+from deltajobs.registry.store import Registry
+from deltajobs.spec.settings import Settings
 from deltajobs.sweep.tasks import MARK, PACKED_ERR, PACKED_OUT
 
 

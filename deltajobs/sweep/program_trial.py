@@ -1,6 +1,6 @@
 """One trial of a search over a user's script or command: run the program with the trial's
 parameters as arguments (`--lr 0.0012`, per `run.param_style`), in the trial's run directory, under
-the contract of every deltajobs job (`deltajobs.contract`: DELTAJOBS_* variables, signals, exit 85).
+the contract of every deltajobs job (`deltajobs.injob.contract`: DELTAJOBS_* variables, signals, exit 85).
 
 While it runs, the new lines of its metrics file (DELTAJOBS_METRICS, written by `deltajobs.report`)
 are read every POLL_S seconds; each record that holds the objective is reported to the trial at its
@@ -32,14 +32,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from deltajobs import contract
 from deltajobs.errors import SpecError
-from deltajobs.job import record_attempt
+from deltajobs.injob import contract
+from deltajobs.injob.job import record_attempt
 from deltajobs.payloads.config import ParamStyle, param_args
 from deltajobs.payloads.runner import METRICS_FILE, _child_setup, read_metrics, task_env
 
 if TYPE_CHECKING:
-    from deltajobs.spec import ResolvedJob
+    from deltajobs.spec.resolve import ResolvedJob
     from deltajobs.sweep.search import SearchSpec
 
 PARAM_PREFIX = "run.params."

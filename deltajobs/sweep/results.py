@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from deltajobs import backends
-from deltajobs.config import Settings
 from deltajobs.errors import SpecError
-from deltajobs.lifecycle import refresh
-from deltajobs.registry import JobRow, Registry
+from deltajobs.jobs.lifecycle import refresh
+from deltajobs.registry.store import JobRow, Registry
+from deltajobs.spec.settings import Settings
 
 HIGHER_IS_BETTER = ("acc", "accuracy", "per_second")
 TABLE_METRICS = ("test_acc", "test_loss", "train_loss")

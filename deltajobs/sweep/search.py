@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from deltajobs.config import Settings
 from deltajobs.errors import DeltaJobsError, SpecError
-from deltajobs.spec import Overrides, ResolvedJob, find_job, read_job, resolve_job
+from deltajobs.spec.resolve import Overrides, ResolvedJob, find_job, read_job, resolve_job
+from deltajobs.spec.settings import Settings
 from deltajobs.sweep.plan import Axis, Range, parse_axis, parse_range, with_params
 
 SAMPLERS = ("tpe", "random", "grid")

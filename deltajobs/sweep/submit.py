@@ -30,11 +30,11 @@ import yaml
 
 from deltajobs.backends.base import Backend, Submission
 from deltajobs.charge.estimate import estimate_job
-from deltajobs.config import Settings
 from deltajobs.errors import SpecError
-from deltajobs.lifecycle import cancel, job_row, prepare_run_dir
-from deltajobs.registry import Registry
-from deltajobs.spec import ResolvedJob, resolve_job
+from deltajobs.jobs.lifecycle import cancel, job_row, prepare_run_dir
+from deltajobs.registry.store import Registry
+from deltajobs.spec.resolve import ResolvedJob, resolve_job
+from deltajobs.spec.settings import Settings
 from deltajobs.sweep.layout import Layout
 from deltajobs.sweep.plan import SweepPlan
 from deltajobs.sweep.search import WORKERS_DIR, SearchSpec

@@ -12,11 +12,11 @@ A point's state lives in its own run directory, so a requeued task (walltime war
     failed.json                            failed: skipped too (as a failed single job is not rerun)
     attempts.json                          started: the point's own call resumes from its checkpoint
 
-A point that ends on a full disk or quota (its payload's exit status 28, `deltajobs.diskspace`)
+A point that ends on a full disk or quota (its payload's exit status 28, `deltajobs.injob.diskspace`)
 is not failed: the task ends with status 28 too (the next points would meet the same disk), and
 once space is freed the task's next start resumes the point.
 
-The requeue contract is the payload's (deltajobs.job, deltajobs.payloads.runner): a point that stops
+The requeue contract is the payload's (deltajobs.injob.job, deltajobs.payloads.runner): a point that stops
 for a requeue exits the whole task with status -1 and the task's next start resumes it. Each point
 starts with a line `deltajobs: point N (lr=0.1) starts in DIR` in the task's log, which is how
 `deltajobs sweep logs --point N` finds a point's part of it.
@@ -40,7 +40,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from deltajobs.diskspace import EXIT_DISK_FULL  # stdlib only: cheap to import
+from deltajobs.injob.diskspace import EXIT_DISK_FULL  # stdlib only: cheap to import
 
 RESULTS, FAILED, ATTEMPTS = "results.json", "failed.json", "attempts.json"
 PACKED_CALL, PACKED_OUT, PACKED_ERR = "point.pkl", "point.out", "point.err"

@@ -11,8 +11,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from deltajobs.config import Settings
 from deltajobs.errors import DeltaJobsError
+from deltajobs.spec.settings import Settings
 from deltajobs.sweep.results import SweepView, load_sweep
 from deltajobs.sweep.search import SearchSpec, load_study
 
@@ -73,7 +73,7 @@ class SearchView:
 
 
 def is_search(settings: Settings, sweep_id: str) -> bool:
-    from deltajobs.registry import Registry
+    from deltajobs.registry.store import Registry
 
     with Registry.open(settings) as registry:
         return "search" in registry.sweep(sweep_id)["params"]
@@ -81,7 +81,7 @@ def is_search(settings: Settings, sweep_id: str) -> bool:
 
 def load_search(settings: Settings, sweep_id: str) -> tuple[SearchView, Any]:
     """The search's view and its Optuna study (for plots)."""
-    from deltajobs.registry import Registry
+    from deltajobs.registry.store import Registry
 
     sweep = load_sweep(settings, sweep_id)
     with Registry.open(settings) as registry:

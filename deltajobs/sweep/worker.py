@@ -28,11 +28,11 @@ import time
 from pathlib import Path
 from typing import Any, NoReturn
 
-from deltajobs.diskspace import DiskFullError
-from deltajobs.job import StopFlag, TrainJob, global_rank, record_attempt
+from deltajobs.clusters.units import parse_walltime
+from deltajobs.injob.diskspace import DiskFullError
+from deltajobs.injob.job import StopFlag, TrainJob, global_rank, record_attempt
 from deltajobs.sweep.optuna_private import trial_by_number
 from deltajobs.sweep.search import HEARTBEAT_S, STALE_S, WORKERS_DIR, SearchSpec, tell
-from deltajobs.units import parse_walltime
 
 SWEEP_RECORD = "sweep-row.json"  # the sweep's row in its directory (rebuild_records.SWEEP_RECORD)
 RETRY_OF = "retry_of"  # user attr of a trial enqueued again after its worker vanished: the lost one
@@ -322,7 +322,7 @@ def spent_by_task() -> list[float]:
     """SU each task of the array has spent so far: sacct's charge (each attempt). slurmdbd learns of a
     task's start a little after it, so a task just started may be missing: the budget check counts
     every worker's worst case, which covers it."""
-    from deltajobs import slurm
+    from deltajobs.slurm import commands as slurm
 
     array = os.environ.get("SLURM_ARRAY_JOB_ID")
     return [r.su for r in slurm.sacct([array])] if array else []

@@ -32,10 +32,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from deltajobs import diskspace
-from deltajobs.diskspace import DiskFullError, clear_marker, write_marker, writing
 from deltajobs.errors import SpecError
-from deltajobs.gpu_usage import GPU_FILE, GpuSampler
+from deltajobs.injob import diskspace
+from deltajobs.injob.diskspace import DiskFullError, clear_marker, write_marker, writing
+from deltajobs.injob.gpu_usage import GPU_FILE, GpuSampler
 from deltajobs.train.board import attach_board
 from deltajobs.train.checkpoint import (
     CHECKPOINT,

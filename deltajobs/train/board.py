@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from deltajobs.diskspace import is_disk_full, quiet_threads, writing
+from deltajobs.injob.diskspace import is_disk_full, quiet_threads, writing
 from deltajobs.train.config import TrainConfig
 
 if TYPE_CHECKING:

@@ -22,8 +22,8 @@ from typing import Any
 
 import torch
 
-from deltajobs.diskspace import writing
 from deltajobs.errors import DataError, SpecError
+from deltajobs.injob.diskspace import writing
 
 CHECKPOINT = "checkpoint.pt"
 VERSION = 1

@@ -1,0 +1,1 @@
+"""Cluster profiles (YAML with sources), units, sbatch directives, discovery. Imports: slurm, root."""

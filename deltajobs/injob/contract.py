@@ -1,0 +1,116 @@
+"""The contract between deltajobs and a user's own code, and its two helpers. Stdlib only: user
+scripts import it (`from deltajobs import report, should_stop`) without torch or the CLI.
+
+Inside a job deltajobs sets, on every task of every attempt:
+
+    DELTAJOBS_RUN_DIR          the run directory (the same on every attempt)
+    DELTAJOBS_CHECKPOINT_DIR   where to keep state across requeues: RUN_DIR/checkpoints, created
+    DELTAJOBS_RESTART_COUNT    0 on the first attempt, 1 after the first requeue, ...
+    DELTAJOBS_METRICS          RUN_DIR/metrics.jsonl: append one JSON object per line
+    RANK LOCAL_RANK WORLD_SIZE LOCAL_WORLD_SIZE MASTER_ADDR MASTER_PORT   as torchrun sets them
+
+Signals: SIGUSR2 arrives `resources.signal_grace` seconds before the walltime, SIGTERM on
+preemption or cancel; both turn `should_stop()` true. A program that saves its state and exits
+with status 85 (`EXIT_REQUEUE`) is requeued, up to `resources.max_requeues` times, and started
+again with the same run directory. A program that ignores the signal times out as usual.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from types import FrameType
+from typing import Any
+
+from deltajobs.injob.diskspace import append_line
+
+RUN_DIR = "DELTAJOBS_RUN_DIR"
+CHECKPOINT_DIR = "DELTAJOBS_CHECKPOINT_DIR"
+RESTART_COUNT = "DELTAJOBS_RESTART_COUNT"
+METRICS = "DELTAJOBS_METRICS"
+EXIT_REQUEUE = 85  # exit status that asks for a requeue
+STOP_SIGNALS = (signal.SIGUSR2, signal.SIGTERM)
+
+_stop_signal: int | None = None
+_installed: set[int] = set()
+
+
+def _on_signal(signum: int, frame: FrameType | None) -> None:
+    global _stop_signal
+    if _stop_signal is None:
+        _stop_signal = signum
+        name = signal.Signals(signum).name
+        print(f"deltajobs: caught {name}: should_stop() is now true", file=sys.stderr, flush=True)
+
+
+def install(signals: tuple[signal.Signals, ...] = STOP_SIGNALS) -> None:
+    """Catch `signals` from now on. Inside a job SIGUSR2 is caught from import on (a program that
+    never asks is started with it ignored, so it times out as usual); SIGTERM from the first
+    `should_stop()`, so that a program that never asks still ends at once when cancelled. Only the
+    main thread can do this (Python's rule): elsewhere the program's own handlers stay."""
+    for sig in signals:
+        if sig in _installed:
+            continue
+        try:
+            signal.signal(sig, _on_signal)
+        except ValueError:
+            return
+        _installed.add(sig)
+
+
+def should_stop() -> bool:
+    """True once the job was told to stop: its walltime is near (SIGUSR2) or it is preempted or
+    cancelled (SIGTERM). Save your state to DELTAJOBS_CHECKPOINT_DIR, then `sys.exit(85)` to be
+    requeued (or just return, to end)."""
+    install()
+    return _stop_signal is not None
+
+
+def reset() -> None:
+    """Forget a stop signal: a new attempt started in this same process (`--local`) has had none."""
+    global _stop_signal
+    _stop_signal = None
+
+
+def report(step: int | None = None, **metrics: Any) -> dict[str, Any]:
+    """Record one set of metrics: `report(epoch=3, val_acc=0.981, train_loss=0.05)`.
+
+    In a job (rank 0 only) it appends one JSON line to DELTAJOBS_METRICS, the file `results`,
+    `--plot`, `sweep results`, TensorBoard and searches read; outside a job it prints the line.
+    `epoch` (or `step`) orders the records; a search's objective is one of the keys. A write that
+    fails (a full disk: ENOSPC, a quota: EDQUOT) leaves the file as it was and raises OSError
+    naming it; the job then ends with the disk-full message and exit status 28.
+    """
+    record: dict[str, Any] = {}
+    if step is not None:
+        record["step"] = step
+    for key, value in metrics.items():
+        record[key] = _plain(key, value)
+    record.setdefault("time", round(time.time(), 3))
+    line = json.dumps(record, allow_nan=True)
+    path = os.environ.get(METRICS)
+    if not path:
+        print(f"report: {line}", flush=True)
+        return record
+    if os.environ.get("RANK", "0") != "0":
+        return record
+    append_line(path, line)  # whole lines even if a reader looks now, or the disk is full
+    return record
+
+
+def _plain(key: str, value: Any) -> Any:
+    """A JSON value: numbers (tensors and numpy scalars via .item()), strings, booleans."""
+    if hasattr(value, "item") and callable(value.item):
+        value = value.item()
+    if isinstance(value, bool | int | str) or value is None:
+        return value
+    if isinstance(value, float):
+        return value  # NaN and inf too: json writes them as NaN/Infinity, which results shows as nan
+    raise TypeError(f"report({key}=...): {type(value).__name__} is not a number or a string")
+
+
+if os.environ.get(RUN_DIR):  # inside a deltajobs job: the timeout warning is caught from the start
+    install((signal.SIGUSR2,))

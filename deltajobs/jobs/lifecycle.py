@@ -1,0 +1,260 @@
+"""The job lifecycle above the backends: submit a job, bring rows up to date, cancel them, and what
+finished jobs used. Every call goes through the backend a row names (`deltajobs.backends`);
+final states are cached in the registry and never asked for again.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from deltajobs import backends
+from deltajobs.backends.base import Backend, Submission
+from deltajobs.charge.advice import Advice, advise, gpu_advice
+from deltajobs.charge.estimate import Request
+from deltajobs.clusters.profile import load_profile
+from deltajobs.clusters.units import format_duration
+from deltajobs.errors import SlurmError, SpecError
+from deltajobs.injob.gpu_usage import run_gpu_summary
+from deltajobs.registry.store import JobRow, Registry, RegistryDamaged, spec_key
+from deltajobs.slurm.parse import AcctRecord
+from deltajobs.spec.resolve import ResolvedJob
+from deltajobs.spec.settings import Settings
+
+RECENT_S = 7 * 86400  # `status` without ids shows active jobs and those submitted this recently
+
+
+# Pending reasons in words (squeue's %r).
+REASONS = {
+    "Priority": "waiting behind higher-priority jobs",
+    "Resources": "waiting for GPUs/nodes to free up",
+    "BeginTime": "held until its begin time (a requeued job waits about 2 minutes)",
+    "Dependency": "waiting for a job it depends on",
+    "DependencyNeverSatisfied": "its dependency can never be satisfied: cancel it",
+    "QOSGrpBillingMinutes": "the account's balance is too low: see `deltajobs accounts`",
+    "AssocGrpBillingMinutes": "the account's balance is too low: see `deltajobs accounts`",
+    "MaxGRESPerAccount": "the cores or GPUs allotted per user or project on this partition are in use",
+    "QOSMaxGRESPerUser": "your GPU limit on this partition is reached",
+    "AssocGrpGRES": "the account's GPU limit is reached",
+    "QOSMaxJobsPerUserLimit": "your limit of running jobs is reached",
+    "PartitionTimeLimit": "the walltime exceeds the partition's limit",
+    "ReqNodeNotAvail": "the nodes it needs are down, drained or reserved (`sinfo -R` says why)",
+    "Nodes required for job are DOWN, DRAINED or reserved for jobs in higher priority partitions": (
+        "the nodes it needs are down or drained (`sinfo -R` says why): it starts when one is back"
+    ),
+    "JobHeldUser": "held by you: `scontrol release JOBID`",
+    "JobHeldAdmin": "held by an administrator",
+    "launch failed requeued held": "launch failed and the job is held: cancel and resubmit",
+    "None": "",
+}
+
+# Advice for final states that need it.
+STATE_ADVICE = {
+    "OUT_OF_MEMORY": "ran out of memory: raise --mem (sacct's MaxRSS shows the peak) or lower train.batch_size",
+    "TIMEOUT": "hit its walltime: raise --time, or keep resources.max_requeues > 0 to checkpoint and requeue",
+    "NODE_FAIL": "a node failed: the job is requeued when resources.max_requeues > 0, else resubmit it",
+    "PREEMPTED": "was preempted: jobs on -preempt partitions resume from their checkpoint when requeued",
+    "FAILED": "failed: `deltajobs logs JOBID --err` shows the traceback",
+}
+
+
+def reason_words(reason: str | None) -> str:
+    """squeue's pending reason in words; `ReqNodeNotAvail, UnavailableNodes:...` by its first part."""
+    if not reason or reason == "None":
+        return ""
+    return REASONS.get(reason) or REASONS.get(reason.split(",")[0], reason)
+
+
+# -- submitting ------------------------------------------------------------------------------------
+
+
+def prepare_run_dir(resolved: ResolvedJob, run_dir: Path) -> None:
+    """Create the run directory with the resolved spec and what the payload needs there (a
+    snapshot of the user's code); fails if it exists."""
+    run_dir.mkdir(parents=True, exist_ok=False)
+    try:
+        (run_dir / "spec.yaml").write_text(yaml.safe_dump(resolved.spec.to_dict(), sort_keys=False))
+        resolved.payload.prepare(run_dir)
+    except BaseException:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+
+
+def submit_job(resolved: ResolvedJob, settings: Settings, run_dir: Path, backend: Backend) -> Submission:
+    """Submit one job: run directory, submission, registry row. On any failure none of them is left."""
+    run_dir = run_dir.expanduser().absolute()
+    with Registry.open(settings) as registry:  # an unreadable registry fails here, before anything exists
+        prepare_run_dir(resolved, run_dir)
+        try:
+            submission = backend.submit(resolved, run_dir)
+        except BaseException:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            raise
+        try:
+            registry.add(job_row(resolved, submission, backend))
+        except BaseException:
+            backend.undo([submission.job_id])
+            shutil.rmtree(run_dir, ignore_errors=True)
+            raise
+    return submission
+
+
+def job_row(
+    resolved: ResolvedJob, sub: Submission, backend: Backend, sweep_id: str | None = None, index: int | None = None
+) -> JobRow:
+    res = resolved.spec.resources
+    return JobRow(
+        job_id=sub.job_id,
+        name=resolved.spec.name,
+        cluster=resolved.profile.name,
+        backend=backend.name,
+        account=resolved.spec.account,
+        partition=backend.partition(resolved),
+        nodes=res.nodes,
+        gpus_per_node=res.gpus_per_node,
+        ntasks_per_node=res.ntasks_per_node,
+        cpus_per_task=res.cpus_per_task,
+        mem=res.mem,
+        time_limit=res.time,
+        run_dir=str(sub.run_dir),
+        log_path=str(sub.log_path),
+        err_path=str(sub.err_path),
+        spec_key=spec_key(resolved),
+        sweep_id=sweep_id,
+        sweep_index=index,
+        submitted_at=time.time(),
+        state=backend.first_state,
+    )
+
+
+# -- following -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Refresh:
+    rows: list[JobRow]
+    warning: str | None = None
+    calls: list[str] = field(default_factory=list)  # which scheduler commands ran (for tests/benchmarks)
+    notes: list[str] = field(default_factory=list)  # lines the scheduler printed that could not be read
+
+
+def by_backend(rows: list[JobRow]) -> Iterator[tuple[Backend, list[JobRow]]]:
+    """The rows grouped by the backend each was submitted with, in order of first appearance."""
+    groups: dict[str, list[JobRow]] = {}
+    for row in rows:
+        groups.setdefault(row.backend, []).append(row)
+    for name, group in groups.items():
+        yield backends.get(name), group
+
+
+def refresh(registry: Registry | None, rows: list[JobRow]) -> Refresh:
+    """Bring the rows that are not final up to date (on SLURM: one squeue and one sacct for all);
+    the changes are recorded in `registry` unless it is None (unreadable)."""
+    result = Refresh(rows=rows)
+    changes: dict[str, dict[str, Any]] = {}
+    for backend, group in by_backend([r for r in rows if not r.final]):
+        found = backend.refresh(group)
+        changes.update(found.changes)
+        result.calls += found.calls
+        result.warning = result.warning or found.warning
+        result.notes += found.notes
+    if registry is not None:
+        registry.update_many(changes)
+    for row in rows:
+        for key, value in changes.get(row.job_id, {}).items():
+            setattr(row, key, value)
+    return result
+
+
+@dataclass
+class StatusView:
+    """What `status` shows: the rows, fresh; with `detail`, what the finished ones used."""
+
+    rows: list[JobRow]
+    records: dict[str, AcctRecord]
+    warning: str | None
+    notes: list[str] = field(default_factory=list)  # what SLURM printed that could not be read
+
+
+def status(settings: Settings, job_ids: list[str] | None, every: bool = False, detail: bool = False) -> StatusView:
+    """The ids given, else every job (`every`), else the active and recent ones, brought up to date;
+    from the run directories, with a warning, while the registry is damaged."""
+    recent_since = None if every else time.time() - RECENT_S
+    try:
+        with Registry.open(settings) as registry:
+            rows = registry.find(job_ids) if job_ids else registry.query(recent_since=recent_since)
+            result = refresh(registry, rows)
+    except RegistryDamaged as err:
+        from deltajobs.registry.rebuild import status_from_run_dirs
+
+        result = status_from_run_dirs(settings, job_ids, recent_since)
+        result.warning = "; ".join(filter(None, [f"{err}; showing the run directories", result.warning]))
+    records, warning = finished_usage(result.rows) if detail else ({}, None)
+    return StatusView(result.rows, records, result.warning or warning, result.notes)
+
+
+def active_jobs(settings: Settings) -> list[JobRow]:
+    """Every job that is not final, as the registry last saw it."""
+    with Registry.open(settings) as registry:
+        return [r for r in registry.query(recent_since=0) if not r.final]
+
+
+def cancel(registry: Registry, rows: list[JobRow]) -> list[str]:
+    """Cancel the rows that are not final; returns the ids cancelled (one scancel for all SLURM ones)."""
+    active = [r for r in rows if not r.final]
+    for backend, group in by_backend(active):
+        registry.update_many(backend.cancel(group))
+    return [r.job_id for r in active]
+
+
+def cancel_jobs(settings: Settings, job_ids: list[str]) -> tuple[list[JobRow], list[str]]:
+    """Cancel jobs by id: their rows and the ids that were cancelled (the others were final)."""
+    with Registry.open(settings) as registry:
+        rows = registry.find(job_ids)
+        return rows, cancel(registry, rows)
+
+
+# -- what finished jobs used -----------------------------------------------------------------------
+
+
+def usage(rows: list[JobRow]) -> dict[str, AcctRecord]:
+    """The accounting record of every finished row (what it used, each attempt): one call per backend."""
+    records: dict[str, AcctRecord] = {}
+    for backend, group in by_backend([r for r in rows if r.final]):
+        records.update(backend.usage(group))
+    return records
+
+
+def finished_usage(rows: list[JobRow]) -> tuple[dict[str, AcctRecord], str | None]:
+    """`usage`, or nothing and a warning when the scheduler does not answer."""
+    try:
+        return usage(rows), None
+    except SlurmError as err:
+        return {}, f"SLURM is not answering ({err}); no usage or advice for finished jobs"
+
+
+def right_sizing(row: JobRow, record: AcctRecord | None) -> list[Advice]:
+    """Advice comparing what a finished job reserved with what it used: sacct's record (none
+    without it) and the GPU utilisation sampled in its run directory (priced where sacct is)."""
+    gpu = run_gpu_summary(Path(row.run_dir)) if row.final else None
+    if record is None:
+        return gpu_advice(gpu, row.gpus_per_node or 0)
+    try:
+        partition = load_profile(row.cluster).partition(record.partition)
+    except SpecError:  # a partition the profile does not know: nothing to price against
+        return gpu_advice(gpu, row.gpus_per_node or 0)
+    gpus = Request.from_acct(record).gpus_per_node or row.gpus_per_node or 0
+    return advise(record, partition, tasks_per_node=row.ntasks_per_node) + gpu_advice(gpu, gpus, record, partition)
+
+
+def attempts_text(record: AcctRecord) -> str:
+    """`4 attempts (17s REQUEUED, 25s REQUEUED, 25s REQUEUED, 26s COMPLETED)`: each one is charged."""
+    runs = ", ".join(f"{format_duration(a.elapsed_s)} {a.state}" for a in record.attempts)
+    count = len(record.attempts)
+    return f"{count} attempt{'s' if count != 1 else ''} ({runs})"

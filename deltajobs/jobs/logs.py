@@ -1,0 +1,166 @@
+"""A job's outputs as the user follows them: its log files, the lines they gain, the events of a job
+followed to its end, and its results.json.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from deltajobs import backends
+from deltajobs.charge.advice import Advice
+from deltajobs.errors import DeltaJobsError, NotFoundError
+from deltajobs.jobs.lifecycle import finished_usage, reason_words, refresh, right_sizing
+from deltajobs.registry.store import JobRow, Registry
+from deltajobs.slurm.commands import AcctRecord
+from deltajobs.spec.settings import Settings
+
+
+def log_file(row: JobRow, err: bool = False, task: int = 0) -> Path:
+    """A task's stdout (or stderr with `err`) log."""
+    return backends.get(row.backend).log_file(row, err=err, task=task)
+
+
+class LogTail:
+    """The lines a job's log gained since the last look, without submitit's bookkeeping lines."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.position = 0
+        self.partial = b""
+
+    def new_lines(self, final: bool = False) -> list[str]:
+        """Complete new lines (and, once the job is `final`, an unfinished last one)."""
+        try:
+            with self.path.open("rb") as f:
+                f.seek(self.position)
+                chunk = f.read()
+                self.position = f.tell()
+        except OSError:
+            return []
+        data = self.partial + chunk
+        lines = data.split(b"\n")
+        self.partial = b"" if final else lines.pop()
+        text = [line.decode(errors="replace").rstrip("\r") for line in lines]
+        return [line for line in text if line.strip() and not line.startswith("submitit ")]
+
+
+@dataclass(frozen=True)
+class Event:
+    """Something to tell a user following a job: "state" (with the pending reason in words),
+    "line" (a new line of its log), "warning" or, last, "end" (the final state)."""
+
+    kind: str
+    text: str
+
+
+def follow(settings: Settings, job_id: str, interval: float = 2.0) -> Iterator[Event]:
+    """Poll one job until it is final: its state changes and every new line of its log, in order."""
+    with Registry.open(settings) as registry:
+        yield from _follow(registry, job_id, interval)
+
+
+def _follow(registry: Registry, job_id: str, interval: float) -> Iterator[Event]:
+    row = registry.get(job_id)
+    tail = LogTail(log_file(row))
+    seen_state = ""
+    while True:
+        result = refresh(registry, [row])
+        if result.warning:
+            yield Event("warning", result.warning)
+        lines = [Event("line", line) for line in tail.new_lines(final=row.final)]
+        if row.final:  # the last lines the job wrote come before the news that it ended
+            yield from lines
+            lines = []
+        if row.state != seen_state:
+            words = reason_words(row.reason) if row.state == "PENDING" else ""
+            yield Event("state", f"{row.state}{': ' + words if words else ''}")
+            seen_state = row.state
+        yield from lines
+        if row.final:
+            yield Event("end", row.state)
+            return
+        time.sleep(interval)
+
+
+def read_log_file(registry: Registry, row: JobRow, path: Path, keep_following: bool, poll: float) -> Iterator[str]:
+    """One log file of `row` as it grows: all of it now, then (`keep_following`) what it gains until
+    the job is final and the file stops growing. No file yet is an error unless followed."""
+    position = 0
+    while True:
+        if path.exists():
+            with path.open("rb") as f:
+                f.seek(position)
+                chunk = f.read()
+                position = f.tell()
+            yield chunk.decode(errors="replace")
+        elif not keep_following:
+            refresh(registry, [row])
+            raise DeltaJobsError(f"job {row.job_id} is {row.state} and has no log yet ({path})")
+        if not keep_following:
+            return
+        refresh(registry, [row])
+        if row.final and path.exists() and path.stat().st_size == position:
+            return
+        time.sleep(poll)
+
+
+def is_program(run_dir: Path) -> bool:
+    """Whether the run directory's job runs the user's own code (its spec.yaml has `run:`)."""
+    import yaml
+
+    try:
+        spec = yaml.safe_load((run_dir / "spec.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        return False
+    return isinstance(spec, dict) and spec.get("run") is not None
+
+
+@dataclass
+class JobResults:
+    """A finished job's results.json, what it used and the advice for next time."""
+
+    row: JobRow
+    data: dict[str, Any]
+    record: AcctRecord | None
+    advice: list[Advice]
+    warning: str | None
+
+
+def job_results(settings: Settings, job_id: str) -> JobResults:
+    """The results of one job, its state brought up to date and its usage asked for once."""
+    with Registry.open(settings) as registry:
+        row = registry.get(job_id)
+        refresh(registry, [row])
+        data = results(row)
+    records, warning = finished_usage([row])
+    record = records.get(row.job_id)
+    return JobResults(row, data, record, right_sizing(row, record), warning)
+
+
+def results(row: JobRow) -> dict[str, Any]:
+    """A job's results.json (the trainer's, or what deltajobs wrote when a user's program ended);
+    else, for a program that reported metrics (an sbatch script has no results.json), its reports."""
+    path = Path(row.run_dir) / "results.json"
+    metrics = Path(row.run_dir) / "metrics.jsonl"
+    if not path.exists() and metrics.exists() and is_program(Path(row.run_dir)):
+        from deltajobs.payloads.runner import read_metrics
+
+        return {"status": row.state, "history": read_metrics(metrics)}
+    if not path.exists():
+        from deltajobs.injob.diskspace import EXIT_DISK_FULL, read_marker
+
+        note = read_marker(Path(row.run_dir)) if row.final else None
+        if note is not None or (row.exit_code or "").split(":")[0] == str(EXIT_DISK_FULL):
+            said = note or "disk full / quota exceeded (exit status 28): `deltajobs logs {id} --err` says where"
+            raise NotFoundError(f"job {row.job_id} ended {row.state} without results: {said.format(id=row.job_id)}")
+        hint = "it has not finished" if not row.final else f"it ended {row.state} without results"
+        raise NotFoundError(f"job {row.job_id} has no results.json yet ({hint}); see `deltajobs logs {row.job_id}`")
+    try:
+        return json.loads(path.read_text())
+    except ValueError:
+        raise DeltaJobsError(f"{path} is not valid JSON") from None

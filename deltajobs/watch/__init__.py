@@ -1,0 +1,1 @@
+"""Watching runs: TensorBoard behind its token gate, reports as scalars, plots. Imports: registry, spec, below."""

@@ -1,0 +1,108 @@
+"""Serving a run's or a sweep's TensorBoard on a login node, reachable from a laptop over SSH.
+
+    plan = plan_board(settings, "last", token=new_token())  # log directory, free port, URL, tunnel
+    subprocess.run(plan.argv, env=plan.env())  # python -m deltajobs.watch.tbproxy --logdir DIR --port P
+
+TensorBoard binds localhost only, but localhost on a login node is shared by hundreds of users:
+so it serves behind a random token (`deltajobs.watch.tbproxy`), and only a browser that opened
+`http://localhost:P/?token=T` gets in; anyone else on the node gets 403. The laptop gets there
+through `ssh -N -L P:localhost:P USER@HOST` and then the same URL, where HOST is this login
+node's own name (`login.delta.ncsa.illinois.edu` is a round-robin alias and would land on
+another node). The token travels in the child's environment, never on a command line.
+A sweep's log directory is the sweep directory: its points' `point-NNN/tb` runs side by side.
+"""
+
+from __future__ import annotations
+
+import getpass
+import importlib.util
+import os
+import secrets
+import socket
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from deltajobs.errors import DeltaJobsError
+from deltajobs.registry.store import Registry
+from deltajobs.registry.targets import find_target
+from deltajobs.spec.settings import Settings
+from deltajobs.watch.tbproxy import TOKEN_ENV
+
+
+@dataclass(frozen=True)
+class BoardPlan:
+    """What `deltajobs tensorboard` runs and tells the user."""
+
+    label: str  # "job 1234" or "sweep a1b2c3"
+    logdir: Path
+    port: int
+    has_events: bool  # event files exist under logdir already
+    token: str = ""  # the URL's token; none when nothing is served (--print-only)
+
+    @property
+    def url(self) -> str:
+        return f"http://localhost:{self.port}/" + (f"?token={self.token}" if self.token else "")
+
+    @property
+    def tunnel(self) -> str:
+        """The command to run on a laptop to reach this TensorBoard."""
+        host = socket.getfqdn()
+        host = socket.gethostname() if host.startswith("localhost") else host
+        return f"ssh -N -L {self.port}:localhost:{self.port} {getpass.getuser()}@{host}"
+
+    @property
+    def argv(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "deltajobs.watch.tbproxy",
+            "--logdir",
+            str(self.logdir),
+            "--host",
+            "localhost",
+            "--port",
+            str(self.port),
+        ]
+
+    def env(self) -> dict[str, str]:
+        """The child's environment: this one plus the token (which `ps` does not show)."""
+        return {**os.environ, TOKEN_ENV: self.token}
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "target": self.label,
+            "logdir": str(self.logdir),
+            "port": self.port,
+            "url": self.url,
+            "tunnel": self.tunnel,
+            "has_events": self.has_events,
+            "token": self.token or None,
+            "command": self.argv,  # with the token in the environment as TOKEN_ENV
+        }
+
+
+def plan_board(settings: Settings, ident: str, port: int | None = None, token: str = "") -> BoardPlan:
+    """The log directory of a job (its run directory) or a sweep (its sweep directory), and the port:
+    `port`, else a free one on localhost."""
+    with Registry.open(settings) as registry:
+        target = find_target(registry, ident)
+    has_events = any(target.directory.glob("**/events.out.tfevents.*"))
+    return BoardPlan(target.label, target.directory, port or free_port(), has_events, token)
+
+
+def new_token() -> str:
+    """256 random bits, URL-safe: what a browser must show to get in."""
+    return secrets.token_urlsafe(32)
+
+
+def require_tensorboard() -> None:
+    if importlib.util.find_spec("tensorboard") is None:
+        raise DeltaJobsError("tensorboard is not installed here: pip install 'deltajobs[tb]' (or tensorboard>=2.14)")
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on at localhost now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("localhost", 0))
+        return int(probe.getsockname()[1])
