@@ -86,7 +86,7 @@ def test_walltime_far_above_the_run() -> None:
     advice = advise(job(elapsed=240, limit_min=120), DELTA.partition("gpuA100x4"))
     assert messages(advice) == [
         "ran 4 min of a 2 h limit: --time 00:10:00 (the estimate shown before submitting would drop from 2.0 "
-        "to 1.0 SU, the minimum per job; 0.17 SU by the formula)"  # Delta's 1 SU minimum (clusters/delta.yaml)
+        "to 0.17 SU)"  # the formula: Delta has no minimum charge (clusters/delta.yaml, issue 32)
     ]
     assert advice[0].option == "--time 00:10:00"
 
@@ -97,7 +97,7 @@ def test_all_three_on_the_courses_oversized_job() -> None:
     )
     assert [a.resource for a in advice] == ["cpus", "mem", "time"]
     assert advice[0].message == "reserved 16 CPUs, used 1.1 on average: --cpus 4 keeps the same SU"
-    assert advice[2].message.endswith("would drop from 4.12 to 1.0 SU, the minimum per job; 0.34 SU by the formula)")
+    assert advice[2].message.endswith("would drop from 4.12 to 0.34 SU)")
 
 
 def test_cpu_partition_prices_cpus_and_memory_together() -> None:

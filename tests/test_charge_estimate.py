@@ -11,7 +11,8 @@ from conftest import run_main
 
 from deltajobs.charge.estimate import Request, estimate, estimate_job, format_su
 from deltajobs.clusters.profile import load_profile
-from deltajobs.registry.store import JobRow, Registry, db_path, spec_key, typical_elapsed
+from deltajobs.registry.history import spec_key, typical_elapsed
+from deltajobs.registry.store import JobRow, Registry, db_path
 from deltajobs.slurm import commands as slurm
 from deltajobs.spec.resolve import Overrides, resolve_job
 from deltajobs.spec.settings import load_settings
@@ -47,12 +48,12 @@ def ncsa_gb(gb: float) -> float:
     [
         ([], "1.0 SU on gpuA100x4"),
         (["--partition", "gpuA100x4-interactive"], "2.0 SU on gpuA100x4-interactive"),
-        # 0.5 by the formula, under Delta's 1 SU minimum per job (clusters/delta.yaml, charge_minimum)
-        (["--partition", "gpuA40x4"], "1.0 SU on gpuA40x4, billed at least 1 SU per job (0.5 SU by the formula:"),
+        # the formula's figure: Delta has no minimum charge since 2024-04-11 (clusters/delta.yaml, issue 32)
+        (["--partition", "gpuA40x4"], "0.5 SU on gpuA40x4 (1 node x 1 GPU-equivalent x factor 0.5 x"),
         (["--gpus", "1", "--cpus", "32"], "2.0 SU on gpuA100x4"),
         (["--mem", "200G"], "3.44 SU on gpuA100x4"),  # 200 x 2^30 B = 214.7 GB = 3.44 x 62.5 GB
         (["--cpus", "8", "--mem", "64G"], "1.10 SU on gpuA100x4"),  # the issue's figure: 68.72 GB / 62.5 GB
-        # a list: the dearest partition (both bill 1 SU; the formula breaks the tie)
+        # a list: the dearest partition
         (["--partition", "gpuA40x4,gpuA100x4"], "1.0 SU on gpuA100x4"),
     ],
 )
@@ -83,8 +84,8 @@ def test_estimate_json(
     data = json.loads(out)
     assert code == 0
     assert data["su_formula"] == pytest.approx(su) and data["su_per_hour"] == pytest.approx(su)
-    assert data["su"] == pytest.approx(max(su, 1.0))  # as billed: Delta's minimum is 1 SU per job
-    assert data["minimum"]["applies"] == (su < 1) and data["minimum"]["su"] == 1
+    assert data["su"] == pytest.approx(su)  # the formula: Delta has no minimum charge (issue 32)
+    assert data["minimum"]["applies"] is False and data["minimum"]["su"] == 0
     assert data["dominant"] == dominant and data["typical"] is None and data["cluster"] == "delta"
 
 
@@ -128,11 +129,12 @@ def test_estimate_prints_the_typical_case_from_the_registry(
     add_completed(resolved, [250, 290, 400])
     code, out, _ = run_main(monkeypatch, capsys, "estimate", "mnist", "--time", "01:00:00")
     assert code == 0
-    # 290 s cost 0.081 SU by the formula, billed 1 SU under Delta's minimum (clusters/delta.yaml)
-    assert "typical:    1.0 SU (0.081 SU by the formula; earlier runs took 4m50s)" in out
-    assert "minimum:    1 SU per job and per array task (NCSA job_accounting: " in out
+    # 290 s cost 0.081 SU by the formula, which is what Delta bills (no minimum since 2024-04-11)
+    assert "typical:    0.081 SU (earlier runs took 4m50s)" in out
+    assert "minimum:" not in out
     code, out, _ = run_main(monkeypatch, capsys, "estimate", "mnist", "--time", "01:00:00", "--json")
-    assert json.loads(out)["typical"] == {"elapsed_s": 290.0, "su": 1.0, "su_formula": pytest.approx(290 / 3600)}
+    typical = {"elapsed_s": 290.0, "su": pytest.approx(290 / 3600), "su_formula": pytest.approx(290 / 3600)}
+    assert json.loads(out)["typical"] == typical
     code, out, _ = run_main(monkeypatch, capsys, "estimate", "mnist", "--time", "01:00:00", "--gpus", "2")
     assert "typical" not in out  # another request: no history
 
@@ -200,13 +202,11 @@ def test_exclusive_job_spec_and_breakdown() -> None:
     est = estimate_job(resolved)
     assert est.su == pytest.approx(8.0) and est.su_per_hour == pytest.approx(4.0)
     breakdown = est.breakdown()
-    # 230G (a 4-way node's --mem, clusters/delta.yaml) = 246.96 GB: under 4 x 62.5 GB, so an exclusive
-    # node costs 4 SU per hour, as job_accounting.rst says.
-    assert breakdown["terms_per_node"] == {"gpus": 4.0, "cpus": 4.0, "mem": pytest.approx(3.9513, abs=1e-4)}
+    # --mem=0 is the whole node's memory, which counts as the whole node: an exclusive 4-way node costs
+    # 4 SU per hour (job_accounting.rst, 'Job Accounting Considerations').
+    assert breakdown["terms_per_node"] == {"gpus": 4.0, "cpus": 4.0, "mem": 4.0}
     assert breakdown["divisors"] == {"cpus": 16, "mem_gb": 62.5} and breakdown["hours"] == 2
-    assert est.explain() == (
-        "max(gpus 4, cpus 64/16 = 4.00, mem 230G = 246.96 GB/62.5 GB = 3.95) = 4 GPU-equivalent (gpus)"
-    )
+    assert est.explain() == ("max(gpus 4, cpus 64/16 = 4.00, mem 0 (the whole node) = 4) = 4 GPU-equivalent (gpus)")
 
 
 def test_su_for_the_time_a_job_ran_is_capped_at_the_walltime() -> None:

@@ -1,6 +1,10 @@
 """The minimum charge per job (issue 25, item 1): profile data with its source, applied per job and
 per array task by the estimate, the budget guard, sweeps and advice; both figures shown where they
 differ; `charge` reports what was really billed against it.
+
+Delta's built-in profile has no minimum since issue 32 (NCSA removed the sentence on 2024-04-11): the
+mechanism is tested here on a user profile named `delta` that sets one, as a user would who saw short
+jobs billed 1 SU (a user profile replaces the built-in one of its name).
 """
 
 from __future__ import annotations
@@ -26,9 +30,24 @@ from deltajobs.spec.resolve import Overrides, ResolvedJob, resolve_job
 from deltajobs.spec.settings import load_settings
 
 DATA = Path(__file__).parent / "data" / "charge"
-DELTA = load_profile("delta")
 MINIDELTA = load_profile("minidelta")
 NCSA_SENTENCE = "The minimum charge for any job is 1 SU"
+MINIMUM = {"su": 1, "array_tasks": "each", "source": f"NCSA job_accounting: '{NCSA_SENTENCE}'"}
+
+
+def write_delta_with_minimum() -> None:
+    """A user profile `delta`: the built-in one with NCSA's old 1 SU minimum per job and array task."""
+    from deltajobs.clusters.profile import user_profile_dir
+
+    raw = yaml.safe_load((PROFILE_DIR / "delta.yaml").read_text())
+    raw["charge_minimum"] = dict(MINIMUM)
+    user_profile_dir().mkdir(parents=True, exist_ok=True)
+    (user_profile_dir() / "delta.yaml").write_text(yaml.safe_dump(raw))
+
+
+@pytest.fixture(autouse=True)
+def delta_with_minimum() -> None:
+    write_delta_with_minimum()
 
 
 def mnist(cluster: str = "delta", time: str | None = None) -> ResolvedJob:
@@ -39,11 +58,15 @@ def mnist(cluster: str = "delta", time: str | None = None) -> ResolvedJob:
 
 
 def test_delta_profile_carries_the_minimum_with_its_source() -> None:
-    assert DELTA.charge_minimum == ChargeMinimum(
+    builtin = parse_profile(yaml.safe_load((PROFILE_DIR / "delta.yaml").read_text()), "clusters/delta.yaml")
+    assert builtin.charge_minimum.su == 0 and "removed on 2024-04-11" in builtin.charge_minimum.source
+    assert load_profile("delta").charge_minimum == ChargeMinimum(
         su=1.0, array_tasks="each", source=f"NCSA job_accounting: '{NCSA_SENTENCE}'"
     )
     # every partition gets the profile's minimum, as it gets the charge formula's GB
-    assert {p.charge_minimum for p in DELTA.partitions.values()} == {DELTA.charge_minimum}
+    assert {p.charge_minimum for p in load_profile("delta").partitions.values()} == {
+        load_profile("delta").charge_minimum
+    }
     assert MINIDELTA.charge_minimum.su == 0  # SLURM's billing there has no minimum
 
 
@@ -221,7 +244,9 @@ def acct(elapsed: int, limit_min: int, mem: str = "16G", rss_mb: float = 8 * 102
 def test_a_smaller_request_under_the_minimum_saves_nothing_and_says_why() -> None:
     """The course's oversized job ran 4 minutes: 120G cost 0.14 SU by the formula, 8G would cost
     0.067, both billed the 1 SU minimum."""
-    advice = advise(acct(elapsed=240, limit_min=10, mem="120G", rss_mb=3.2 * 1024), DELTA.partition("gpuA100x4"))
+    advice = advise(
+        acct(elapsed=240, limit_min=10, mem="120G", rss_mb=3.2 * 1024), load_profile("delta").partition("gpuA100x4")
+    )
     assert [a.message for a in advice] == [
         "reserved 120G, peak 3.2G: --mem 8G keeps the same SU (1.0, the minimum per job; 0.14 -> 0.067 SU by the "
         "formula)"
@@ -232,7 +257,7 @@ def test_a_smaller_request_under_the_minimum_saves_nothing_and_says_why() -> Non
 
 
 def test_time_advice_under_the_minimum_names_both_figures() -> None:
-    advice = advise(acct(elapsed=240, limit_min=30), DELTA.partition("gpuA100x4"))
+    advice = advise(acct(elapsed=240, limit_min=30), load_profile("delta").partition("gpuA100x4"))
     assert [a.message for a in advice] == [
         "ran 4 min of a 30 min limit: --time 00:10:00 (the estimate shown before submitting stays 1.0 SU, "
         "the minimum per job (0.5 -> 0.17 SU by the formula))"

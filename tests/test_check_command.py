@@ -47,15 +47,14 @@ def test_the_course_script_passes_with_its_su(
     assert code == 0, err
     assert out.splitlines() == [
         "train.sh: mnist_train on gpuA100x4 (delta): 1 node x 1 GPU, 1 task(s) x 1 CPU, 16g, 00:05:00",
-        # 0.083 SU by the formula, billed Delta's 1 SU minimum per job (clusters/delta.yaml, charge_minimum)
-        "  estimate: at most 1.0 SU on gpuA100x4, billed at least 1 SU per job (0.083 SU by the formula: 1 node x 1 "
-        "GPU-equivalent x factor 1 x 0.0833 h)",
+        # the formula's 0.083 SU: Delta bills no minimum since 2024-04-11 (clusters/delta.yaml, issue 32)
+        "  estimate: at most 0.083 SU on gpuA100x4 (1 node x 1 GPU-equivalent x factor 1 x 0.0833 h)",
         "ok: `deltajobs submit train.sh` submits it as written",
     ]
     code, out, _ = check(monkeypatch, capsys, COURSE, "--json")
     data = json.loads(out)
     assert data["ok"] and data["errors"] == [] and data["estimate"]["su_formula"] == pytest.approx(5 / 60)
-    assert data["estimate"]["su"] == 1.0  # as billed: Delta's minimum
+    assert data["estimate"]["su"] == pytest.approx(5 / 60) and data["array"] is None
 
 
 def test_a_directive_over_a_limit_is_named_with_the_limit(
@@ -63,15 +62,10 @@ def test_a_directive_over_a_limit_is_named_with_the_limit(
 ) -> None:
     code, out, _ = check(monkeypatch, capsys, COURSE.replace("--time=00:05:00", "--time=3-00:00:00"))
     assert code == 2
-    assert (
-        "  error: line 8: #SBATCH --time=3-00:00:00: resources.time: 3-00:00:00 on gpuA100x4; "
-        "choose 00:00:01 to 48:00:00" in out
-    )
+    assert "  error: line 8: #SBATCH --time=3-00:00:00: --time: 3-00:00:00 on gpuA100x4; choose at most 48:00:00" in out
     assert out.splitlines()[-1] == "refused"
     code, out, _ = check(monkeypatch, capsys, COURSE.replace("--gpus-per-node=1", "--gpus-per-node=8"))
-    assert (
-        code == 2 and "line 5: #SBATCH --gpus-per-node=8: resources.gpus_per_node: 8 on gpuA100x4; choose 1 to 4" in out
-    )
+    assert code == 2 and "line 5: #SBATCH --gpus-per-node=8: --gpus-per-node: 8 on gpuA100x4; choose 1 to 4" in out
 
 
 def test_what_sbatch_ignores_or_will_hurt_is_warned(
@@ -83,8 +77,9 @@ def test_what_sbatch_ignores_or_will_hurt_is_warned(
             "nvidia-smi && python train_mnist.py", "conda activate myenv\npython train_mnist.py\n#SBATCH --exclusive"
         )
         .replace("--nodes=1", "--nodes=1 --ntasks-per-node=2")
+        .replace("--gpus-per-node=1", "--gpus-per-node=2")
     )
-    code, out, _ = check(monkeypatch, capsys, text, "-A", "bgvu-delta-gpu")
+    code, out, _ = check(monkeypatch, capsys, text)
     assert code == 0, out
     assert "warning: no --account" in out
     assert "conda activate" in out and "runs python once, not once per task: prefix with srun" in out

@@ -2,7 +2,9 @@
 
 Delta charges what a job reserves, not what it uses. Per node, a GPU partition counts the largest
 of: GPUs, cores / gpu_equiv.cpus and memory / gpu_equiv.mem_gb (all in GPU-equivalents); a CPU
-partition counts the larger of cores and memory / mem_gb_per_cpu (in core-equivalents). Then
+partition counts the larger of cores and memory / mem_gb_per_cpu (in core-equivalents). `--mem=0`
+(all of the node's memory, with or without --exclusive) counts as the whole node: its GPUs, or on a
+CPU node its cores (NCSA, job_accounting.rst 'Job Accounting Considerations'). Then
 
     SU = hours x max(terms) x charge_factor x nodes
 
@@ -42,7 +44,7 @@ class Request:
     nodes: int
     gpus_per_node: int
     cpus_per_node: int
-    mem_mb_per_node: float  # 0 with exclusive: the whole node
+    mem_mb_per_node: float  # 0: the whole node's memory (--mem=0), charged as the whole node
     seconds: float
     exclusive: bool = False
 
@@ -90,6 +92,7 @@ class Estimate:
     unit_name: str = ""  # the profile's charge_unit ("GH200"); empty: GPU- or core-equivalent
     readings: tuple[Reading, ...] = (Reading(),)  # how units are billed, the headline first
     minimum: ChargeMinimum = ChargeMinimum()
+    whole_node_mem: bool = False  # --mem=0: the node's memory, charged as the whole node
 
     @property
     def mem_charged_gb(self) -> float:
@@ -228,7 +231,9 @@ class Estimate:
         cpu_div, mem_div = self.divisors["cpus"], self.divisors["mem_gb"]
         cpu_term, mem_term = format(self.terms["cpus"], digits), format(self.terms["mem"], digits)
         parts.append(f"cpus {cpus:g}" if cpu_div == 1 else f"cpus {cpus:g}/{cpu_div:g} = {cpu_term}")
-        if self.mem_unit_bytes == BYTES_PER_SLURM_GB:
+        if self.whole_node_mem:  # `mem 0 (the whole node) = 4`
+            parts.append(f"mem 0 (the whole node) = {self.terms['mem']:g}")
+        elif self.mem_unit_bytes == BYTES_PER_SLURM_GB:
             parts.append(f"mem {mem:g}G/{mem_div:g}G = {mem_term}")
         else:  # `mem 64G = 68.72 GB/62.5 GB = 1.10`: SLURM's G converted to the formula's GB
             parts.append(f"mem {mem:g}G = {self.mem_charged_gb:.2f} GB/{mem_div:g} GB = {mem_term}")
@@ -244,10 +249,10 @@ class Estimate:
 
 def estimate(request: Request, partition: Partition) -> Estimate:
     """The charge of `request` on `partition` at its full walltime (a pure function)."""
-    exclusive = request.exclusive
+    exclusive, whole_mem = request.exclusive, request.mem_mb_per_node == 0
     cpus = float(partition.cpus if exclusive else request.cpus_per_node)
     gpus = float(partition.gpus if exclusive and partition.kind == "gpu" else request.gpus_per_node)
-    mem_gb = partition.mem_gb if request.mem_mb_per_node == 0 and exclusive else request.mem_mb_per_node / MB_PER_GB
+    mem_gb = partition.mem_gb if whole_mem else request.mem_mb_per_node / MB_PER_GB
     mem_charged = mem_gb * BYTES_PER_SLURM_GB / partition.charge_mem_unit_bytes  # in the formula's GB
     where = f"partitions.{partition.name or partition.kind}"
     if partition.kind == "gpu":
@@ -260,6 +265,8 @@ def estimate(request: Request, partition: Partition) -> Estimate:
             raise SpecError(f"{where}.mem_gb_per_cpu", "is needed to estimate charges on a CPU partition")
         divisors = {"cpus": 1.0, "mem_gb": partition.mem_gb_per_cpu}
         terms = {"gpus": 0.0, "cpus": cpus, "mem": mem_charged / divisors["mem_gb"]}
+    if whole_mem:  # --mem=0: all of the node's memory, with or without --exclusive: the whole node's worth
+        terms["mem"] = partition.whole_node_units
     dominant = max(TERM_ORDER, key=lambda name: (terms[name], -TERM_ORDER.index(name)))
     return Estimate(
         partition=partition.name,
@@ -275,6 +282,7 @@ def estimate(request: Request, partition: Partition) -> Estimate:
         unit_name=partition.charge_unit or "",
         readings=partition.gpu_equiv.readings if partition.kind == "gpu" and partition.gpu_equiv else (Reading(),),
         minimum=partition.charge_minimum,
+        whole_node_mem=whole_mem,
     )
 
 

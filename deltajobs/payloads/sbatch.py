@@ -66,7 +66,14 @@ def sbatch_spec(path: Path, workdir: str) -> dict[str, Any]:
     parsed = read(path)
     errors = [f for f in lint(parsed) if f.level == "error"]
     if errors:
-        raise SpecError(str(path), errors[0].message)
+        raise SpecError(str(path), "; ".join(f.message for f in errors))
+    array = next((d for d in parsed.directives if d.option == "array"), None)
+    if array is not None:  # one job id per submission is what registry, status and charge track
+        message = (
+            f"line {array.line}: #SBATCH {array.text}: deltajobs submit does not track array scripts yet; "
+            f"`deltajobs check {path}` prices it, `sbatch {path}` submits it, `deltajobs sweep` tracks one"
+        )
+        raise SpecError(str(path), message)
     raw = to_spec_dict(parsed)
     raw["run"] = {"sbatch": str(path.absolute()), "workdir": workdir}
     return raw
@@ -83,6 +90,7 @@ class SbatchPayload(UserPayload):
     kind = "sbatch"
     requeue_from_batch = False  # the script is the user's: it requeues itself, if it wants to
     one_task_per_gpu = False
+    as_written = True
 
     @property
     def path(self) -> Path:

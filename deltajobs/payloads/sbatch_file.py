@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 from deltajobs.clusters.units import format_walltime, parse_mem_mb
 from deltajobs.errors import SpecError
-from deltajobs.spec.resolve import NAME_PATTERN
+from deltajobs.payloads.config import NAME_PATTERN
 
 Arity = Literal["required", "optional", "none"]
 # sbatch's long options (the entries of slurm_opt.c's table that sbatch accepts), by how they take a value.
@@ -178,6 +178,8 @@ def to_spec_dict(sbatch: SbatchFile) -> dict[str, Any]:
     tasks = _tasks_per_node(values, nodes)
     gpus = _gpus_per_node(values, nodes, tasks)
     cpus = _count(values, "cpus-per-task", 1)
+    if values.get("cpus-per-gpu") and not values.get("cpus-per-task"):  # cores follow the GPUs
+        cpus = max(1, math.ceil(_count(values, "cpus-per-gpu", 1) * gpus / tasks))
     resources: dict[str, Any] = {"nodes": nodes, "gpus_per_node": gpus, "tasks_per_node": tasks, "cpus_per_task": cpus}
     for option, key in (("partition", "partition"), ("constraint", "constraint")):
         if values.get(option):
@@ -211,21 +213,25 @@ def passthrough(sbatch: SbatchFile) -> list[Directive]:
 
 
 def _count(values: dict[str, str | None], option: str, default: int) -> int:
+    """A whole number from 1; `--nodes=MIN-MAX` counts as MAX (the most the job may be charged for)."""
     text = values.get(option)
     if not text:
         return default
-    if not text.isdigit() or int(text) < 1:  # a MIN-MAX range of nodes included
-        raise SpecError(option, f"{text!r} is not a whole number from 1; deltajobs needs one number")
-    return int(text)
+    low, dash, high = text.partition("-") if option == "nodes" else (text, "", "")
+    number = high if dash else low
+    if not number.isdigit() or int(number) < 1 or (dash and (not low.isdigit() or int(low) > int(number))):
+        forms = "N or MIN-MAX" if option == "nodes" else "N"
+        raise SpecError(option, f"{text!r} is not a whole number from 1; use {forms}")
+    return int(number)
 
 
 def _tasks_per_node(values: dict[str, str | None], nodes: int) -> int:
+    """Tasks on the busiest node: --ntasks-per-node, else --ntasks spread over the nodes (SLURM puts
+    the extra tasks on the first nodes: 5 tasks on 2 nodes are 3 + 2), else one per node."""
     if values.get("ntasks-per-node"):
-        return _count(values, "ntasks-per-node", 1)
-    ntasks = _count(values, "ntasks", nodes)  # SLURM's default: one task per node
-    if ntasks % nodes:
-        raise SpecError("ntasks", f"{ntasks} tasks do not split evenly over {nodes} nodes; use --ntasks-per-node")
-    return ntasks // nodes
+        per_node = _count(values, "ntasks-per-node", 1)
+        return min(per_node, math.ceil(_count(values, "ntasks", per_node * nodes) / nodes))
+    return math.ceil(_count(values, "ntasks", nodes) / nodes)  # SLURM's default: one task per node
 
 
 def _gpus_per_node(values: dict[str, str | None], nodes: int, tasks: int) -> int:

@@ -14,8 +14,19 @@ from typing import Literal
 from deltajobs.errors import SpecError
 from deltajobs.payloads.sbatch_file import KNOWN_OPTIONS, Directive, SbatchFile, to_spec_dict
 
-_COMMAND_SEPARATOR = re.compile(r"&&|\|\||;|\|")
-_NEAR_MISS = re.compile(r"\s*#\s*sbatch\b", re.IGNORECASE)  # `# SBATCH`, `#sbatch`, ` #SBATCH`: comments
+_COMMAND_SEPARATOR = re.compile(r"&&|\|\||;|\||&")
+# `# SBATCH --x`, `#sbatch --x`, ` #SBATCH --x`: comments to sbatch. An option must follow: `#   sbatch
+# jobs/run.sh` is a usage note, and so is any line that names a script to submit.
+_NEAR_MISS = re.compile(r"\s*#\s*(?P<word>sbatch)\s*-", re.IGNORECASE)
+# `#SBACTH --x`, `#SBTACH -N 1`: a misspelled magic word (one letter off, or two swapped) before an option.
+_MISSPELLED = re.compile(r"#(?P<word>[A-Za-z]{4,7})\s*-")
+_SCRIPT_WORD = re.compile(r"\S+\.(sh|sbatch|slurm|bash|job)\b")
+# Commands that start a job's tasks (or processes per GPU) themselves: beside one, a bare python is meant.
+_LAUNCHERS = re.compile(
+    r"(^|[\s;&|(])(srun|mpirun|mpiexec|ibrun|torchrun|deepspeed|accelerate\s+launch|horovodrun|charmrun)\b"
+    r"|torch\.distributed\.(run|launch)|mp\.spawn|multiprocessing\.spawn"
+)
+_INTERACTIVE = re.compile(r"(^|[\s;&|])(srun|salloc)\b[^\n]*(--pty|\s-\S*\bI\b)")
 
 
 @dataclass(frozen=True)
@@ -39,8 +50,14 @@ def _script_findings(sbatch: SbatchFile) -> list[Finding]:
     found += [_finding("error", n, "sbatch refuses DOS line breaks (\\r\\n); run dos2unix on it") for n in dos[:1]]
     found += [_finding("error", n, "unmatched quote: sbatch stops at this #SBATCH line") for n in sbatch.unparsed]
     header = lines[: (sbatch.first_command_line or len(lines) + 1) - 1]
-    near = [n for n, line in enumerate(header, start=1) if _NEAR_MISS.match(line) and not line.startswith("#SBATCH")]
-    found += [_finding("warning", n, "sbatch reads this as a comment: write #SBATCH in column one") for n in near]
+    for number, line in enumerate(header, start=1):
+        if line.startswith(("#SBATCH", "#SLURM")) or _SCRIPT_WORD.search(line):
+            continue
+        if _NEAR_MISS.match(line):
+            found.append(_finding("warning", number, "sbatch reads this as a comment: write #SBATCH in column one"))
+        elif (typo := _MISSPELLED.match(line)) and _misspelled(typo["word"]):
+            message = f"sbatch skips this line: #{typo['word']} is not #SBATCH (a misspelling reads as a comment)"
+            found.append(_finding("warning", number, message))
     late = f"#SBATCH after the first command (line {sbatch.first_command_line}) is ignored by sbatch; move it up"
     return found + [_finding("warning", n, late) for n in sorted({d.line for d in sbatch.late})]
 
@@ -55,12 +72,6 @@ def _request_findings(sbatch: SbatchFile) -> list[Finding]:
     except SpecError as err:
         line = next((d.line for d in reversed(sbatch.directives) if d.option == err.field), None)
         found.append(_finding("error", line, f"--{err}"))
-    options = {d.option for d in sbatch.directives}
-    if "account" not in options:
-        message = "no --account: sbatch uses your default account, which on Delta may not be the one you mean"
-        found.append(_finding("warning", None, message))
-    if "time" not in options:
-        found.append(_finding("warning", None, "no --time: the partition's default walltime applies"))
     return found
 
 
@@ -69,18 +80,57 @@ def _body_findings(sbatch: SbatchFile) -> list[Finding]:
     start = sbatch.first_command_line
     if start is None:
         return found
-    values = {d.option: d.value for d in sbatch.directives}
-    counts = [values.get(option) or "1" for option in ("nodes", "ntasks", "ntasks-per-node")]
-    tasks = any(not count.isdigit() or int(count) > 1 for count in counts)  # several nodes or tasks
-    for number, line in enumerate(sbatch.body.split("\n")[start - 1 :], start=start):
-        if line.lstrip().startswith("#"):
-            continue
+    body = [(n, line) for n, line in enumerate(sbatch.body.split("\n")[start - 1 :], start=start)]
+    commands = [(n, line) for n, line in body if not line.lstrip().startswith("#")]
+    logical = [(n, line) for n, line in _logical_lines(commands)]
+    interactive = next((n for n, line in logical if _INTERACTIVE.search(line)), None)
+    if interactive is not None and not sbatch.directives:
+        message = (
+            "this is an interactive helper (srun --pty), not a batch script: a batch job has no terminal; "
+            "run it in a terminal on a login node, or use `deltajobs shell`"
+        )
+        return [_finding("error", interactive, message)]
+    launches = any(_LAUNCHERS.search(line) for _, line in commands)
+    for number, line in commands:
         if re.search(r"\b(conda|source)\s+activate\b", line):
             message = "NCSA: submit from within the activated environment instead of `conda activate` in a batch script"
             found.append(_finding("warning", number, message))
-        if tasks and any(_runs_python(command) for command in _COMMAND_SEPARATOR.split(line)):
+        if not launches and _tasks_left_idle(sbatch) and any(_runs_python(c) for c in _COMMAND_SEPARATOR.split(line)):
             found.append(_finding("warning", number, "runs python once, not once per task: prefix with srun"))
     return found
+
+
+def _logical_lines(lines: list[tuple[int, str]]) -> list[tuple[int, str]]:
+    """Lines joined where one ends with a backslash, as a shell reads them; each keeps its first number."""
+    joined: list[tuple[int, str]] = []
+    pending: tuple[int, str] | None = None
+    for number, line in lines:
+        start, text = pending if pending else (number, "")
+        text += line[:-1] + " " if line.endswith("\\") else line
+        pending = (start, text) if line.endswith("\\") else None
+        if pending is None:
+            joined.append((start, text))
+    return joined + ([pending] if pending else [])
+
+
+def _tasks_left_idle(sbatch: SbatchFile) -> bool:
+    """Whether a script that starts no task of its own clearly means several: it asks for several
+    nodes, or one task per GPU on a node with several (the layout of a DDP job). Several tasks on one
+    node without GPUs is a common way to ask for cores for one multi-threaded program."""
+    values = {d.option: d.value or "" for d in sbatch.directives}
+    nodes = values.get("nodes", "1").rpartition("-")[2]
+    if nodes.isdigit() and int(nodes) > 1:
+        return True
+    per_node, gpus = values.get("ntasks-per-node", ""), values.get("gpus-per-node", "").rpartition(":")[2]
+    return per_node.isdigit() and int(per_node) > 1 and per_node == gpus
+
+
+def _misspelled(word: str) -> bool:
+    """`SBACTH`, `SBTACH`, `SABTCH`, `SBATHC`, `SBACH`: one letter off SBATCH, or two swapped."""
+    upper = word.upper()
+    if upper in ("SBATCH", "SLURM"):
+        return word != upper  # `#Sbatch`: sbatch matches case
+    return difflib.SequenceMatcher(None, upper, "SBATCH").ratio() >= 0.8 or sorted(upper) == sorted("SBATCH")
 
 
 def _directive_error(directive: Directive) -> Finding | None:
@@ -99,8 +149,6 @@ def _directive_error(directive: Directive) -> Finding | None:
         return _finding("error", line, f"{flag} needs a value")
     if KNOWN_OPTIONS[option] == "none" and directive.value is not None:
         return _finding("error", line, f"{flag} takes no value")
-    if option == "array":  # one job id per submission is what registry, status and estimate track
-        return _finding("error", line, "--array: deltajobs does not track array scripts yet; use `deltajobs sweep`")
     return None
 
 
