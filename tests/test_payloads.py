@@ -13,7 +13,8 @@ import pytest
 from conftest import run_main
 
 from deltajobs.errors import SpecError
-from deltajobs.payloads import command_line_spec, snapshot
+from deltajobs.payloads import snapshot
+from deltajobs.payloads.choose import command_line_spec
 from deltajobs.payloads.config import param_args
 from deltajobs.payloads.runner import CommandJob
 from deltajobs.spec.render import render
@@ -252,7 +253,7 @@ def test_exit_85_on_slurm_asks_the_batch_script_to_requeue(tmp_path: Path, monke
 
 
 def test_report_and_should_stop_from_the_outside(tmp_path: Path) -> None:
-    """A script using only what the README documents: report() outside a job prints; inside it
+    """A script using only what docs/contract.md documents: report() outside a job prints; inside it
     appends JSON lines; should_stop() turns true on SIGUSR2 and on SIGTERM."""
     script = tmp_path / "user.py"
     script.write_text(

@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 from conftest import run_main
+from test_charge_minimum import write_delta_with_minimum
+from test_disk_full_jobs import full_at  # noqa: F401  (the fixture)
 
 from deltajobs.charge.advice import pack_advice, per_task_advice
 from deltajobs.charge.estimate import Request, estimate
@@ -174,6 +176,7 @@ def test_a_sweep_beyond_max_array_size_is_refused_before_anything_exists(
 def test_without_per_task_k_comes_from_history_and_the_minimum_and_is_said_in_one_line(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    write_delta_with_minimum()  # Delta's old 1 SU minimum, in a user profile (issue 32: not built in)
     args = ["sweep", "mnist", *DELTA, "--grid", "train.lr=1,2,3,4,5,6,7,8", "--time", "00:10:00", "--dry-run"]
     code, out, err = run_main(monkeypatch, capsys, *args)
     assert code == 0 and "points per task" not in err and "#SBATCH --array=0-7" in out  # no history: K=1
@@ -190,7 +193,8 @@ def test_without_per_task_k_comes_from_history_and_the_minimum_and_is_said_in_on
 
 def finished_runs_of_the_same_points(seconds: int) -> None:
     """The registry as it is after the same 8 points ran before, one job each, `seconds` each."""
-    from deltajobs.registry.store import Registry, spec_key
+    from deltajobs.registry.history import spec_key
+    from deltajobs.registry.store import Registry
     from deltajobs.spec.resolve import Overrides
     from deltajobs.spec.settings import load_settings
     from deltajobs.sweep.plan import parse_sweep, plan_sweep
@@ -219,6 +223,7 @@ def finished_runs_of_the_same_points(seconds: int) -> None:
 
 
 def test_the_advice_after_a_sweep_prices_per_task_with_the_minimum_charge() -> None:
+    write_delta_with_minimum()
     partition = load_profile("delta").partition("gpuA100x4")
     est = estimate(
         Request(nodes=1, gpus_per_node=1, cpus_per_node=16, mem_mb_per_node=16384, seconds=64 * 120), partition
@@ -236,6 +241,7 @@ def test_the_advice_after_a_sweep_prices_per_task_with_the_minimum_charge() -> N
 
 
 def test_sweep_results_advise_per_task_and_pack_from_the_points(tmp_path: Path) -> None:
+    write_delta_with_minimum()
     points = []
     for i in range(4):
         run_dir = tmp_path / f"point-{i:03d}"
@@ -288,25 +294,19 @@ def test_a_point_on_a_full_disk_ends_the_task_with_28_and_stays_resumable(tmp_pa
 
 
 def test_failed_json_that_does_not_fit_is_no_traceback_and_no_half_file(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    full_at: Callable[[str, int], None],  # noqa: F811
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     import errno
 
-    write_text = Path.write_text
-
-    def full(self: Path, *args: object, **kwargs: object) -> int:
-        if self.name == "failed.json":
-            write_text(self, "{", encoding="utf-8")  # part of it got out before the disk filled
-            raise OSError(errno.ENOSPC, "No space left on device", str(self))
-        return write_text(self, *args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(Path, "write_text", full)
+    full_at("failed.json", errno.ENOSPC)  # part of it gets out before the disk fills
     dirs = [tmp_path / "p0", tmp_path / "p1"]
     for d in dirs:
         d.mkdir()
     task = PointsTask([Counting(dirs[0], fail=True), Counting(dirs[1])], [str(d) for d in dirs], [4, 5], ["x", "y"])
     assert task() == {"4": "started", "5": "done"}
-    assert not (dirs[0] / "failed.json").exists()
+    assert not (dirs[0] / "failed.json").exists() and not list(dirs[0].glob("*.tmp"))
     err = capsys.readouterr().err
     assert "point 4 failed: ValueError: diverged (not recorded: No space left on device)" in err
 

@@ -22,10 +22,10 @@ from typing import Any
 
 import pytest
 
+from deltajobs.osutil import free_port
 from deltajobs.registry.store import JobRow, Registry, db_path
 from deltajobs.spec.settings import config_path, load_settings, write_user_config
 from deltajobs.watch.tbproxy import TokenGate, cookie_name
-from deltajobs.watch.tbserve import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 TOKEN = "s3cret-token"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from deltajobs.spec import pyenv
+from deltajobs.payloads import pyenv
 from deltajobs.spec.render import render
 from deltajobs.spec.resolve import Overrides, resolve_job
 from deltajobs.spec.settings import load_settings

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from deltajobs.spec import pyenv
+from deltajobs.payloads import pyenv
 from deltajobs.spec.render import render
 from deltajobs.spec.resolve import Overrides, job_names, resolve_job
 from deltajobs.spec.settings import load_settings

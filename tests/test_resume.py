@@ -23,7 +23,7 @@ from conftest import run_main
 
 import deltajobs.cli.resume  # noqa: F401  (registers `resume` until cli/__init__.py does)
 from deltajobs.jobs.resume import PREVIOUS_DIR, resume_chain, resume_links
-from deltajobs.payloads import command_line_spec
+from deltajobs.payloads.choose import command_line_spec
 from deltajobs.registry.store import JobRow, Registry
 from deltajobs.spec.resolve import resolve_job
 from deltajobs.spec.settings import load_settings
@@ -97,8 +97,15 @@ def refused(
 def test_a_running_job_is_refused_naming_cancel(
     env: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # A live local job: a process whose command line names submitit, as the local backend checks.
-    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "submitit"])
+    # A live local job: a process that runs as submitit's controller of the run's folder, as the
+    # local backend checks (it learns its pid, hence its run directory, then execs: same pid, same start).
+    runs = load_settings().runs_path
+    become = (
+        "import os, sys; os.execv(sys.executable, [sys.executable, '-c', 'import time; time.sleep(60)', "
+        f"'submitit.local._local', '{runs}/run-local-' + str(os.getpid()) + '/submitit'])"
+    )
+    alive = subprocess.Popen([sys.executable, "-c", become])
+    time.sleep(0.5)  # until it has exec'd
     try:
         row = recorded_run(f"local-{alive.pid}", "RUNNING")
         line = f"job {row.job_id} is still RUNNING; `deltajobs cancel {row.job_id}` first"
@@ -200,7 +207,7 @@ def test_a_resumed_local_run_is_a_new_row_in_the_same_run_directory(
         f"resumed {run_dir.name} as {new_id} (local): resumes local-1 (CANCELLED)",
         f"  from:    {run_dir / 'checkpoints'}",
         f"  run dir: {run_dir}",
-        f"  log:     {run_dir / 'submitit' / new_id.removeprefix('local-')}_0_log.out",
+        f"  log:     {run_dir / 'submitit' / new_id.split('-')[1]}_0_log.out",  # local-<pid>-<start>
     ]
     assert new_id.startswith("local-") and err == ""
     # The old job's own files are set aside; the run's are where they were.
@@ -315,7 +322,7 @@ def test_a_search_worker_on_a_full_disk_releases_its_trial_and_exits_28(
     with pytest.raises(SystemExit) as exited:
         worker.stop_on_full_disk(5, DiskFullError(tmp_path / "trial-0005" / "checkpoint.pt.tmp"))
     assert exited.value.code == EXIT_DISK_FULL
-    assert json.loads(worker.state_path.read_text())["released"] is True  # `sweep resume` adopts it
+    assert json.loads(worker.released_path.read_text())["released"] is True  # `sweep resume` adopts it
     [line] = capfd.readouterr().err.strip().splitlines()
     assert line.startswith("deltajobs: worker 2: trial 5: disk full / quota exceeded writing ")
     assert line.endswith("and `deltajobs sweep resume sw-9` continues trial 5 from its checkpoint")

@@ -1,7 +1,7 @@
 """Adaptive search of a user's own script: each trial runs the script with its parameters as arguments,
 reads what it reports, prunes it through the signal contract (SIGTERM, then SIGKILL after a grace),
 and fails it with one line when it never reports the objective. The user scripts use only what the
-README documents: `deltajobs.report`, `should_stop`, argparse and the DELTAJOBS_* variables."""
+docs/contract.md documents: `deltajobs.report`, `should_stop`, argparse and the DELTAJOBS_* variables."""
 
 from __future__ import annotations
 

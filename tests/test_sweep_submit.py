@@ -16,7 +16,7 @@ from deltajobs import backends
 from deltajobs.backends.slots import take_slot
 from deltajobs.backends.slurm import array_spec
 from deltajobs.errors import NotFoundError, SlurmError
-from deltajobs.injob.job import TrainJob
+from deltajobs.payloads.trainer_job import TrainJob
 from deltajobs.registry.store import Registry
 from deltajobs.spec.render import submitit_folder
 from deltajobs.spec.resolve import Overrides

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +11,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from deltajobs.osutil import free_port  # noqa: E402
 from deltajobs.train.api import run_training  # noqa: E402
 from deltajobs.train.config import TrainConfig  # noqa: E402
 from deltajobs.train.distributed import DistInfo, dist_info, shard  # noqa: E402
@@ -41,12 +41,6 @@ def _worker(rank: int, world_size: int, port: int, config: dict[str, Any], run_d
     )
     os.environ["LOCAL_RANK"] = str(rank)
     run_training(TrainConfig(**config), Path(run_dir), log=lambda line: None)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_two_gloo_ranks_match_one_process(tiny_mnist: Path, tmp_path: Path) -> None:

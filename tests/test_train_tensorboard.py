@@ -22,10 +22,10 @@ from test_private import served_lines
 pytest.importorskip("tensorboard")
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
+from deltajobs.osutil import free_port  # noqa: E402
 from deltajobs.train import board  # noqa: E402
 from deltajobs.train.api import run_training  # noqa: E402
 from deltajobs.train.config import TrainConfig  # noqa: E402
-from deltajobs.watch.tbserve import free_port  # noqa: E402
 
 pytestmark = pytest.mark.train
 REPO = Path(__file__).resolve().parent.parent

@@ -1,7 +1,7 @@
 """Users' own code on a real SLURM controller (minidelta): an unmodified argparse script, a sweep of
 its arguments as one array, the checkpoint-and-requeue contract on the time-limit signal, two ranks
 all-reducing over gloo, and an existing sbatch script submitted as written. The user scripts use
-only what the README documents (`deltajobs.report`, `should_stop`, DELTAJOBS_* variables, exit 85)."""
+only what docs/contract.md documents (`deltajobs.report`, `should_stop`, DELTAJOBS_* variables, exit 85)."""
 
 from __future__ import annotations
 

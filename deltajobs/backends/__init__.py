@@ -1,6 +1,7 @@
 """Where jobs run, behind one interface (`base.Backend`): SLURM (`slurm.py`) or this machine
 (`local.py`). A backend's name is stored with each job; `get` is the one place a name becomes a
 backend, and `choose` the one place the command line's choice is made.
+May import spec, payloads, train, injob, clusters, slurm and the root modules.
 """
 
 from __future__ import annotations

@@ -8,11 +8,13 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from deltajobs.registry.store import JobRow
 from deltajobs.slurm.commands import AcctRecord
 from deltajobs.spec.resolve import ResolvedJob
+
+if TYPE_CHECKING:
+    from deltajobs.registry.store import JobRow  # the rows a backend brings up to date
 
 
 @dataclass(frozen=True)

@@ -1,28 +1,31 @@
 """The local backend: each job is a detached submitit LocalExecutor job on this machine, known by the
-pid of its controller (`local-<pid>`); its state comes from that process and submitit's result
-pickle. A local sweep runs one such job per point, at most `slots` training at once (`slots.py`).
+pid and start time of its controller (`local-<pid>-<start>`, `local_process.py`: never signalled
+unless it is still that process); its state comes from that process and submitit's result pickle.
+A local sweep runs one such job per point, at most `slots` training at once (`slots.py`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import pickle
 import signal
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from deltajobs.backends.base import ArraySubmission, Backend, StateChanges, Submission
+from deltajobs.backends.local_process import PROC, Pinned, children, is_controller, start_ticks
 from deltajobs.backends.slots import SlotJob, started
-from deltajobs.backends.submitit_private import DetachedLocalExecutor
 from deltajobs.injob.diskspace import EXIT_DISK_FULL, read_marker
-from deltajobs.registry.store import JobRow
+from deltajobs.slurm.submitit_private import DetachedLocalExecutor
 from deltajobs.spec.render import submitit_folder
 from deltajobs.spec.resolve import ResolvedJob
 
-PREFIX = "local-"  # job ids are local-<pid of the submitit controller>
+if TYPE_CHECKING:
+    from deltajobs.registry.store import JobRow  # the rows a backend brings up to date
+
+PREFIX = "local-"  # job ids are local-<pid>-<start ticks> of the submitit controller (local-<pid> before)
 CANCELLED_FILE = "CANCELLED"  # in the run directory of a job cancelled by deltajobs
 TERM_WAIT_S = 5  # how long a cancelled task gets to write its checkpoint before SIGKILL
 
@@ -84,21 +87,50 @@ class LocalBackend(Backend):
         return result
 
     def cancel(self, rows: list[JobRow]) -> dict[str, dict[str, Any]]:
+        """Stop each row's job if its controller is still that process; a row whose controller is
+        gone (its pid now someone else's, or no one's) is left alone and gets the state it ended in."""
+        changes: dict[str, dict[str, Any]] = {}
         for row in rows:
-            (Path(row.run_dir) / CANCELLED_FILE).touch()
-            _stop(pid_of(row.job_id), gently=True)
-        return {r.job_id: {"state": "CANCELLED"} for r in rows}
+            controller = Pinned(pid_of(row.job_id))
+            try:
+                if _is_job(row):  # checked after pinning: the process checked is the one signalled
+                    (Path(row.run_dir) / CANCELLED_FILE).touch()
+                    _stop(controller, gently=True)
+                    changes[row.job_id] = {"state": "CANCELLED"}
+                else:
+                    changes[row.job_id] = local_state(row)
+            finally:
+                controller.close()
+        return changes
 
     def undo(self, job_ids: list[str]) -> None:
         for job_id in job_ids:
-            _stop(pid_of(job_id), gently=False)
+            pid, start = parse_id(job_id)
+            controller = Pinned(pid)
+            try:
+                if start is not None and is_controller(pid, start):
+                    _stop(controller, gently=False)
+            finally:
+                controller.close()
 
     def waiting(self, row: JobRow) -> bool:
         return row.state == "RUNNING" and not started(Path(row.run_dir))
 
 
+def parse_id(job_id: str) -> tuple[int, int | None]:
+    """(pid, start ticks) of a local job's controller; no start in an id from before it was kept."""
+    pid, _, start = job_id.removeprefix(PREFIX).partition("-")
+    return int(pid), int(start) if start else None
+
+
 def pid_of(job_id: str) -> int:
-    return int(job_id.removeprefix(PREFIX))
+    return parse_id(job_id)[0]
+
+
+def _is_job(row: JobRow) -> bool:
+    """Whether the row's controller is still running as that very process (`local_process.py`)."""
+    pid, start = parse_id(row.job_id)
+    return is_controller(pid, start, Path(row.log_path).parent, row.submitted_at)
 
 
 def local_state(row: JobRow) -> dict[str, Any]:
@@ -110,7 +142,7 @@ def local_state(row: JobRow) -> dict[str, Any]:
         state = "CANCELLED"
     elif result.exists():
         state = "COMPLETED" if _result_tag(result) == "success" else "FAILED"
-    elif _alive(pid):
+    elif _running(row):
         return {"elapsed_s": int(now - row.submitted_at)} if row.state == "RUNNING" else {"state": "RUNNING"}
     else:
         state = "FAILED"  # died without a result: killed, or crashed before submitit could write one
@@ -122,8 +154,9 @@ def local_state(row: JobRow) -> dict[str, Any]:
 
 
 def _submission(pid: str, run_dir: Path, folder: Path) -> Submission:
+    start = start_ticks(int(pid))  # the controller is our child, not reaped yet: it is there
     return Submission(
-        job_id=f"{PREFIX}{pid}",
+        job_id=f"{PREFIX}{pid}" if start is None else f"{PREFIX}{pid}-{start}",
         backend=LocalBackend.name,
         run_dir=run_dir,
         log_path=folder / f"{pid}_0_log.out",
@@ -132,20 +165,18 @@ def _submission(pid: str, run_dir: Path, folder: Path) -> Submission:
     )
 
 
-def _alive(pid: int) -> bool:
+def _running(row: JobRow) -> bool:
+    """Whether the row's job still runs: its controller is that very process; without /proc (not
+    Linux), all that can be known is that some process has its pid."""
+    if PROC.is_dir():
+        return _is_job(row)
     try:
-        os.kill(pid, 0)
+        os.kill(pid_of(row.job_id), 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    try:  # a zombie or a recycled pid is not our job
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        if stat.rsplit(")", 1)[1].split()[0] == "Z":
-            return False
-        return b"submitit" in Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return True
+    return True
 
 
 def _result_tag(path: Path) -> str:
@@ -156,36 +187,23 @@ def _result_tag(path: Path) -> str:
         return "error"
 
 
-def _children(pid: int) -> list[int]:
-    children = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            if ppid == pid:
-                children.append(int(entry.name))
-    return children
-
-
-def _kill(pid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, sig)
-
-
-def _stop(pid: int, gently: bool) -> None:
-    """Kill a local job: its tasks first get SIGINT to checkpoint (`gently`), then everything SIGKILL."""
-    tasks = _children(pid)
-    if not gently:
-        for target in [*tasks, pid]:
-            _kill(target, signal.SIGKILL)
-        return
-    for task in tasks:
-        _kill(task, signal.SIGINT)
-    _kill(pid, signal.SIGKILL)
-    deadline = time.time() + TERM_WAIT_S
-    while time.time() < deadline and any(_alive(t) for t in tasks):
-        time.sleep(0.1)
-    for task in tasks:
-        _kill(task, signal.SIGKILL)
+def _stop(controller: Pinned, gently: bool) -> None:
+    """Kill a local job: its tasks first get SIGINT to checkpoint (`gently`), then everything SIGKILL.
+    Every process is pinned (`local_process.Pinned`): one that ended meanwhile passes on no signal."""
+    tasks = children(controller)
+    try:
+        if not gently:
+            for target in [*tasks, controller]:
+                target.send(signal.SIGKILL)
+            return
+        for task in tasks:
+            task.send(signal.SIGINT)
+        controller.send(signal.SIGKILL)
+        deadline = time.time() + TERM_WAIT_S
+        while time.time() < deadline and any(t.alive() for t in tasks):
+            time.sleep(0.1)
+        for task in tasks:
+            task.send(signal.SIGKILL)
+    finally:
+        for task in tasks:
+            task.close()

@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from deltajobs.backends.base import ArraySubmission, Backend, StateChanges, Submission
-from deltajobs.backends.submitit_private import DeltaSlurmArrayExecutor, DeltaSlurmExecutor, FailedJobError
 from deltajobs.errors import SlurmError
-from deltajobs.registry.store import JobRow
 from deltajobs.slurm import commands as slurm
 from deltajobs.slurm.commands import SlurmBusy
+from deltajobs.slurm.submitit_private import DeltaSlurmArrayExecutor, DeltaSlurmExecutor, FailedJobError
 from deltajobs.spec.render import job_python, render, submitit_folder
 from deltajobs.spec.resolve import ResolvedJob
+
+if TYPE_CHECKING:
+    from deltajobs.registry.store import JobRow  # the rows a backend brings up to date
 
 
 class SlurmBackend(Backend):

@@ -9,12 +9,17 @@ import datetime as dt
 import getpass
 import re
 from collections.abc import Iterable
+from typing import Any
 
 from deltajobs.charge.accounting import AccountingUnavailable, ChargeReport, JobCharge
+from deltajobs.charge.estimate import format_su
 from deltajobs.charge.jobcharge import jobcharge
-from deltajobs.errors import SpecError
+from deltajobs.clusters.profile import load_profile
+from deltajobs.errors import DeltaJobsError, SpecError
 from deltajobs.slurm import commands as slurm
 from deltajobs.slurm.commands import AcctRecord
+from deltajobs.spec.context import active_cluster
+from deltajobs.spec.settings import Settings
 
 DEFAULT_DAYS = 30
 _SINCE = re.compile(r"\d{4}-\d\d-\d\d(?:T\d\d:\d\d(?::\d\d)?)?")
@@ -90,3 +95,29 @@ def charge_report(
     records = slurm.sacct(user=who, since=start, account=account)
     report = charge_from_acct(records, account=account, window=f"{who}'s jobs since {start}", user=who)
     return dataclasses.replace(report, warnings=[records.warning] if records.warning else [])
+
+
+def under_minimum(report: ChargeReport, settings: Settings) -> dict[str, Any] | None:
+    """The jobs charged under the active profile's minimum charge, or None (no minimum, no per-job rows,
+    or none under it): what was really billed, against what estimates assume."""
+    try:
+        profile = load_profile(active_cluster(settings))
+    except DeltaJobsError:  # a side note: an unknown cluster is for the commands that need one to say
+        return None
+    minimum = profile.charge_minimum
+    below = [job for job in report.jobs if job.su < minimum.su]
+    if not below:
+        return None
+    with_minimum = sum(max(job.su, minimum.su) for job in report.jobs)
+    where = f"the {minimum.su:g} SU minimum per job of the {profile.name} profile ({minimum.source})"
+    if report.source == "jobcharge":
+        note = (
+            f"{len(below)} of {len(report.jobs)} jobs were billed under {where}: jobcharge shows what NCSA "
+            "billed; estimates keep the minimum as their worst case"
+        )
+    else:
+        note = (
+            f"{len(below)} of {len(report.jobs)} jobs cost under {where}; with it the total would be "
+            f"{format_su(with_minimum)} SU (sacct's billing has no minimum; jobcharge shows what NCSA billed)"
+        )
+    return {"su": minimum.su, "source": minimum.source, "jobs_below": len(below), "note": note}

@@ -1,9 +1,11 @@
 """The `deltajobs` command line: the only layer that prints errors and exits.
 
-Each module below registers its commands on the one Typer app (`app.py`); options shared by
+Each module below registers its commands on the one Typer app (`app.py`), whose FIRST_SCREEN
+places each in a panel of `deltajobs --help` (a new command gets its line there); options shared by
 commands are declared once in `options.py`, text views in `views.py`. Commands parse options, make
 one call into the domain and format its answer; heavy imports (torch, submitit, sqlite) happen
 inside the commands that need them, so `--help` and `render` stay fast.
+May import every package below it (pyproject.toml's layers: remote ... errors).
 """
 
 from deltajobs.cli import accounting as _accounting  # noqa: F401  (registers commands)

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated
 
 import typer
 
 from deltajobs.cli.app import app, emit_json
 from deltajobs.cli.options import JobFlags, JsonOpt, PayloadArg, ScriptArgs, job_flags
-
-if TYPE_CHECKING:
-    from deltajobs.charge.accounting import ChargeReport
-    from deltajobs.spec.settings import Settings
 
 
 @app.command("estimate")
@@ -19,13 +15,15 @@ if TYPE_CHECKING:
 def estimate_command(
     job: PayloadArg = None, script_args: ScriptArgs = None, *, flags: JobFlags, as_json: JsonOpt = False
 ) -> None:
-    """Estimate a job's charge in SU: the worst case (full walltime) and, if it ran before, the typical
+    """Estimate a job's charge in SU before submitting it.
+
+    Estimate a job's charge in SU: the worst case (full walltime) and, if it ran before, the typical
     case; as billed, with the formula's figure and the minimum's source where a minimum charge applies;
     where units are whole (DeltaAI's GH200s), each reading of the rule and the request one unit fewer."""
     from deltajobs.charge.advice import one_unit_fewer
     from deltajobs.charge.estimate import describe, describe_minimum, estimate_job, format_su
     from deltajobs.clusters.units import format_duration, format_walltime
-    from deltajobs.registry.store import typical_elapsed
+    from deltajobs.registry.history import typical_elapsed
     from deltajobs.spec.settings import load_settings
 
     settings = load_settings()
@@ -73,7 +71,7 @@ def estimate_command(
 
 @app.command("accounts")
 def accounts_command(as_json: JsonOpt = False) -> None:
-    """Show your accounts and their balances (Delta's `accounts` command)."""
+    """Show your accounts and their balances (Delta's `accounts`)."""
     from deltajobs.charge.accounting import accounts
     from deltajobs.charge.estimate import format_su
 
@@ -97,9 +95,11 @@ def charge_command(
     detail: Annotated[bool, typer.Option("--detail", help="One row per job.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """What was charged: Delta's `jobcharge`, or computed from sacct (elapsed x billing / 3,600,000)."""
+    """What was charged: Delta's `jobcharge`, or sacct's figures.
+
+    What was charged: Delta's `jobcharge`, or computed from sacct (elapsed x billing / 3,600,000)."""
     from deltajobs.charge.estimate import format_su
-    from deltajobs.charge.report import charge_report
+    from deltajobs.charge.report import charge_report, under_minimum
     from deltajobs.spec.settings import load_settings
 
     settings = load_settings()
@@ -135,34 +135,3 @@ def charge_command(
     typer.echo(f"{'Total':<24}{format_su(report.total_su):>12}")
     if below is not None:
         typer.echo(f"note: {below['note']}")
-
-
-def under_minimum(report: ChargeReport, settings: Settings) -> dict[str, Any] | None:
-    """The jobs charged under the active profile's minimum charge, or None (no minimum, no per-job rows,
-    or none under it): what was really billed, against what estimates assume."""
-    from deltajobs.charge.estimate import format_su
-    from deltajobs.clusters.profile import load_profile
-    from deltajobs.errors import DeltaJobsError
-    from deltajobs.spec.context import active_cluster
-
-    try:
-        profile = load_profile(active_cluster(settings))
-    except DeltaJobsError:  # a side note: an unknown cluster is for the commands that need one to say
-        return None
-    minimum = profile.charge_minimum
-    below = [job for job in report.jobs if job.su < minimum.su]
-    if not below:
-        return None
-    with_minimum = sum(max(job.su, minimum.su) for job in report.jobs)
-    where = f"the {minimum.su:g} SU minimum per job of the {profile.name} profile ({minimum.source})"
-    if report.source == "jobcharge":
-        note = (
-            f"{len(below)} of {len(report.jobs)} jobs were billed under {where}: jobcharge shows what NCSA "
-            "billed; estimates keep the minimum as their worst case"
-        )
-    else:
-        note = (
-            f"{len(below)} of {len(report.jobs)} jobs cost under {where}; with it the total would be "
-            f"{format_su(with_minimum)} SU (sacct's billing has no minimum; jobcharge shows what NCSA billed)"
-        )
-    return {"su": minimum.su, "source": minimum.source, "jobs_below": len(below), "note": note}

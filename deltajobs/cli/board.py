@@ -6,17 +6,12 @@ and how): the CLI itself never imports tensorboard or torch.
 
 from __future__ import annotations
 
-import importlib.util
-import subprocess
-import sys
-import tempfile
 from typing import Annotated
 
 import typer
 
 from deltajobs.cli.app import app, emit_json, note
 from deltajobs.cli.options import JsonOpt
-from deltajobs.errors import DeltaJobsError
 
 
 @app.command("tensorboard")
@@ -28,19 +23,16 @@ def tensorboard_command(
     ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Serve TensorBoard for a run (its run directory) or a sweep (all its points) on localhost until
+    """Serve a run's or a sweep's TensorBoard behind a private URL.
+
+    Serve TensorBoard for a run (its run directory) or a sweep (all its points) on localhost until
     Ctrl-C, behind a random token that only the printed URL carries (others on the login node get
     403); prints that URL and the `ssh -L` line that reaches it from a laptop."""
     from deltajobs.spec.settings import load_settings
-    from deltajobs.watch.tbserve import new_token, plan_board, require_tensorboard
+    from deltajobs.watch.tbserve import new_token, plan_with_reports, require_tensorboard, serve
 
     token = "" if print_only else new_token()  # nothing served, no token
-    plan = plan_board(load_settings(), ident, port, token)
-    if importlib.util.find_spec("tensorboard") is not None:  # a user program's reports, as scalars
-        subprocess.run(
-            [sys.executable, "-m", "deltajobs.watch.reportboard", str(plan.logdir)], check=False, timeout=300
-        )
-        plan = plan_board(load_settings(), ident, plan.port, token)
+    plan = plan_with_reports(load_settings(), ident, port, token)
     if as_json:
         emit_json(plan.to_dict())
     else:
@@ -56,18 +48,5 @@ def tensorboard_command(
     require_tensorboard()
     if not as_json:
         typer.echo("serving; Ctrl-C to stop")
-    with tempfile.TemporaryFile("w+") as errors:  # TensorBoard's chatter, kept for a failure's message
-        process = subprocess.Popen(plan.argv, stdout=subprocess.DEVNULL, stderr=errors, text=True, env=plan.env())
-        try:
-            code = process.wait()
-        except KeyboardInterrupt:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-            typer.echo("stopped", err=True)
-            return
-        errors.seek(0)
-        lines = [line for line in errors.read().splitlines() if line.strip()]
-    raise DeltaJobsError(f"tensorboard exited with status {code}: {lines[-1] if lines else 'no message'}")
+    serve(plan)  # until Ctrl-C
+    typer.echo("stopped", err=True)

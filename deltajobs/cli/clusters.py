@@ -18,10 +18,12 @@ import typer
 
 from deltajobs.cli.app import app, emit_json, note
 from deltajobs.cli.options import JsonOpt
+from deltajobs.osutil import write_atomic
 
 cluster_app = typer.Typer(
     no_args_is_help=True,
-    help="Cluster profiles: discover one from the SLURM on this machine, list them, show one.",
+    help="Cluster profiles: discover, list and show them.\n\n"
+    "Cluster profiles: discover one from the SLURM on this machine, list them, show one.",
 )
 app.add_typer(cluster_app, name="cluster")
 
@@ -41,7 +43,9 @@ def discover_command(
         bool, typer.Option("--force", help="Overwrite an existing user profile, or replace a built-in one.")
     ] = False,
 ) -> None:
-    """Write a profile for this SLURM cluster from scontrol show partition/node/config (run on a login node)."""
+    """Write a profile for this SLURM cluster (run on a login node).
+
+    Read from scontrol show partition/node/config."""
     from deltajobs.clusters.discover_profile import PLACEHOLDERS, discover_cluster, render_profile
     from deltajobs.clusters.profile import PROFILE_DIR, user_profile_dir
     from deltajobs.errors import SpecError
@@ -73,9 +77,7 @@ def discover_command(
         typer.echo(text, nl=False)
         return
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(target)
+    write_atomic(target, text)
     echo(f"wrote {target}")
     if output is None:
         echo(f"use it with --cluster {profile.name} (or nothing: ClusterName {profile.slurm_cluster_name} picks it)")
@@ -85,7 +87,9 @@ def discover_command(
 
 @cluster_app.command("list")
 def list_command(as_json: JsonOpt = False) -> None:
-    """List built-in and user profiles (a user profile named like a built-in one replaces it)."""
+    """List built-in and user profiles.
+
+    A user profile named like a built-in one replaces it."""
     from deltajobs.clusters.profile import PROFILE_DIR, load_profile, profile_paths
 
     rows = []

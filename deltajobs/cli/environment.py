@@ -26,7 +26,9 @@ MARKS = {"ok": "ok  ", "warn": "warn", "fail": "FAIL"}
 def doctor_command(
     job: PayloadArg = None, script_args: ScriptArgs = None, *, flags: JobFlags, as_json: JsonOpt = False
 ) -> None:
-    """Check on the login node what a job will need (account, directories, modules, the job's python
+    """Check what a job will need, with the fix for each problem.
+
+    Check on the login node what a job will need (account, directories, modules, the job's python
     and its packages, data, script), with the fix for each problem. Exit 1 if any check fails."""
     from deltajobs.environment.doctor import run_checks, summary
     from deltajobs.spec.settings import load_settings
@@ -59,7 +61,9 @@ def shell_command(
         bool, typer.Option("--dry-run", help="Print the srun command and the set-up; start nothing.")
     ] = False,
 ) -> None:
-    """An interactive shell on a compute node with the job's modules and venv: validated and priced
+    """A shell on a compute node with the job's modules and venv.
+
+    An interactive shell on a compute node with the job's modules and venv: validated and priced
     like a job, on the partition's -interactive sibling unless you pick one."""
     from deltajobs.charge.budget import check_budget
     from deltajobs.charge.estimate import describe, estimate_job

@@ -19,11 +19,10 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from deltajobs.spec.resolve import Overrides, ResolvedJob
-from deltajobs.spec.settings import Settings
-
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # spec.resolve (and yaml) load when a command runs, not for --help
     from deltajobs.backends.base import Backend
+    from deltajobs.spec.resolve import Overrides, ResolvedJob
+    from deltajobs.spec.settings import Settings
 
 JobArg = Annotated[str, typer.Argument(help="A job name from jobs/ (e.g. mnist) or a path to a YAML spec.")]
 PayloadArg = Annotated[
@@ -111,6 +110,8 @@ class JobFlags:
 
     @property
     def overrides(self) -> Overrides:
+        from deltajobs.spec.resolve import Overrides
+
         return Overrides(
             sets=list(self.sets or []),
             account=self.account,
@@ -138,7 +139,7 @@ class JobFlags:
     def job(self, job: str | None, args: list[str] | None = None) -> str | dict[str, Any]:
         """What JOB (with the arguments after --, or --command) names: a spec name or path as it
         is, or the raw spec of a script, an sbatch file or a command."""
-        from deltajobs.payloads import command_line_spec
+        from deltajobs.payloads.choose import command_line_spec
 
         args = list(args or [])
         if self.command is not None and job is not None:  # `--command X -- --lr 3`: all of it is arguments
@@ -195,3 +196,12 @@ def chosen_backend(local: bool, settings: Settings) -> Backend:
     if fallback:
         note(fallback)
     return backend
+
+
+def require_python(resolved: ResolvedJob, backend: Backend) -> None:
+    """Where the backend starts a fresh environment, a job whose python cannot run deltajobs' task is
+    refused here, not on the node (`environment`'s guard; `jobs.launch` holds the budget's)."""
+    if backend.fresh_environment:
+        from deltajobs.environment.doctor import require_interpreter
+
+        require_interpreter(resolved)

@@ -12,7 +12,8 @@ from deltajobs.cli.options import JsonOpt
 
 registry_app = typer.Typer(
     no_args_is_help=True,
-    help="The job registry (a cache of the run directories): `rebuild` it when it is damaged or gone.",
+    help="The job registry: rebuild it from the run directories.\n\n"
+    "The job registry (a cache of the run directories): `rebuild` it when it is damaged or gone.",
 )
 app.add_typer(registry_app, name="registry")
 
@@ -25,7 +26,9 @@ def rebuild_command(
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Recreate the registry from the run directories (job.json and sweep-row.json; older runs from
+    """Recreate the registry from the run directories.
+
+    Recreate the registry from the run directories (job.json and sweep-row.json; older runs from
     spec.yaml, submitit's files and sweep.json) and the scheduler (one squeue and one sacct bring
     states and SU up to date). The old file is kept beside the new one."""
     from deltajobs.registry.rebuild import rebuild

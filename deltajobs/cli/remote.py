@@ -12,7 +12,8 @@ from deltajobs.cli.options import JsonOpt
 
 remote_app = typer.Typer(
     no_args_is_help=True,
-    help="Login nodes driven from this laptop over your own OpenSSH: add one, set it up, then "
+    help="Drive login nodes from this laptop over SSH (--remote NAME).\n\n"
+    "Login nodes driven from this laptop over your own OpenSSH: add one, set it up, then "
     "`deltajobs COMMAND --remote NAME`.",
 )
 app.add_typer(remote_app, name="remote")
@@ -46,7 +47,9 @@ def add_command(
         bool, typer.Option("--default", help="Every command goes there without --remote (`remote:` in the config).")
     ] = False,
 ) -> None:
-    """Record a remote (nothing is contacted): `deltajobs remote setup NAME` installs deltajobs there."""
+    """Record a remote; nothing is contacted.
+
+    Then `deltajobs remote setup NAME` installs deltajobs there."""
     from deltajobs.remote.records import add_remote
     from deltajobs.spec.settings import RemoteRecord
 
@@ -82,21 +85,14 @@ def list_command(as_json: JsonOpt = False) -> None:
 
 @remote_app.command("remove")
 def remove_command(name: NameArg) -> None:
-    """Forget a remote (its files there stay; its connection is closed unless another remote uses it)."""
-    from deltajobs.remote.records import all_remotes, get_remote, remove_remote
+    """Forget a remote; its files there stay.
+
+    Its connection is closed unless another remote uses it."""
+    from deltajobs.remote.records import get_remote, may_share_connection, remove_remote
     from deltajobs.remote.ssh import Ssh, disconnect
 
     record = get_remote(name)
-    # ssh names the socket by the user it resolves (%C): no --user may be the same login as one written
-    # out, so a remote that might share the connection keeps it open (it expires on its own)
-    same = [
-        n
-        for n, r in all_remotes().items()
-        if n != name
-        and (r.host, r.ssh_config) == (record.host, record.ssh_config)
-        and (r.user is None or record.user is None or r.user == record.user)
-    ]
-    if not same:
+    if not may_share_connection(name):  # a shared one stays open (it expires on its own)
         disconnect(Ssh.for_remote(name, record))
     remove_remote(name)
     typer.echo(f"removed remote {name}")
@@ -104,7 +100,9 @@ def remove_command(name: NameArg) -> None:
 
 @remote_app.command("setup")
 def setup_command(name: NameArg) -> None:
-    """Install this version of deltajobs there (a wheel of it, into a venv over the module's python,
+    """Install this deltajobs there, then run `deltajobs doctor` there.
+
+    Install this version of deltajobs there (a wheel of it, into a venv over the module's python,
     its dependencies from pip there), then run `deltajobs doctor` there."""
     from deltajobs import __version__
     from deltajobs.remote.dispatch import forward
@@ -125,7 +123,9 @@ def setup_command(name: NameArg) -> None:
 
 @remote_app.command("connect")
 def connect_command(name: NameArg) -> None:
-    """Log in once (password, Duo) and keep the connection for later commands (ControlPersist)."""
+    """Log in once and keep the connection for later commands.
+
+    Password and Duo once; OpenSSH's ControlPersist keeps the connection."""
     from deltajobs.remote.records import get_remote
     from deltajobs.remote.ssh import PERSIST, Ssh, connect, connected
 
@@ -137,7 +137,9 @@ def connect_command(name: NameArg) -> None:
 
 @remote_app.command("disconnect")
 def disconnect_command(name: NameArg) -> None:
-    """Close the connection kept to a remote (the next command logs in again)."""
+    """Close the connection kept to a remote.
+
+    The next command logs in again."""
     from deltajobs.remote.records import get_remote
     from deltajobs.remote.ssh import Ssh, disconnect
 

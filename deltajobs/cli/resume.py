@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from deltajobs.cli.app import app, emit_json, note
-from deltajobs.cli.options import JobFlags, JsonOpt, YesOpt
+from deltajobs.cli.options import JobFlags, JsonOpt, YesOpt, require_python
 
 # The job options that make sense on resume: where, how long and with what it runs; not what.
 FLAGS: tuple[str, ...] = (
@@ -52,30 +52,22 @@ def resume_command(
     yes: YesOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Continue a stopped run as a new job in the same run directory, on the backend it ran on, with
+    """Continue a stopped run as a new job in its run directory.
+
+    Continue a stopped run as a new job in the same run directory, on the backend it ran on, with
     the resources it had unless overridden (--time, --partition, --mem, ...); priced and guarded like
     submit. The job continues from its checkpoint (the trainer's checkpoint.pt, a script's
     DELTAJOBS_CHECKPOINT_DIR); an sbatch script is submitted again as written. The old job's row
     stays (its charge is real): `status`, `logs` and `charge` show both, `results` the run's latest."""
-    from deltajobs import backends
-    from deltajobs.charge.budget import check_budget
-    from deltajobs.jobs.resume import check_sets, resumable, resume_job
-    from deltajobs.spec.resolve import resolve_job
+    from deltajobs.jobs.launch import prepare_resume
     from deltajobs.spec.settings import load_settings
 
     settings = load_settings()
-    check_sets(flags.sets or [])
-    found = resumable(settings, run, restart)
-    old = found.row
-    backend = backends.get(old.backend)
-    resolved = resolve_job(found.spec(), flags.overrides, settings, old.cluster, require_account=backend.needs_account)
-    if backend.fresh_environment:
-        from deltajobs.environment.doctor import require_interpreter
-
-        require_interpreter(resolved)
-    estimate = check_budget(resolved, settings, yes) if backend.charges else None
-    sub = resume_job(resolved, settings, old, backend, over=found.checkpoint is None)
-    start = str(found.checkpoint) if found.checkpoint is not None else None
+    resume = prepare_resume(settings, run, flags.overrides, restart)
+    require_python(resume.resolved, resume.backend)
+    started = resume.submit(settings, yes)
+    sub, estimate, old, resolved = started.submission, started.estimate_su, resume.previous, resume.resolved
+    start = str(resume.checkpoint) if resume.checkpoint is not None else None
     info = {
         **sub.to_dict(),
         "resumes": old.job_id,
@@ -94,7 +86,7 @@ def resume_command(
         if estimate is not None:
             res = resolved.spec.resources
             typer.echo(f"  charge:  at most {estimate:.2f} SU ({res.time} on {resolved.partition.name})")
-    if found.checkpoint is None:
+    if resume.checkpoint is None:
         note(f"{sub.run_dir} holds no checkpoint: job {sub.job_id} starts over (--restart)")
     if wait:
         from deltajobs.cli.runs import follow

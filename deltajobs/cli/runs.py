@@ -21,6 +21,7 @@ from deltajobs.cli.options import (
     YesOpt,
     chosen_backend,
     job_flags,
+    require_python,
 )
 from deltajobs.errors import DeltaJobsError
 
@@ -38,10 +39,11 @@ def submit_command(
     yes: YesOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Validate, render and submit a job: a spec, a script (`submit train.py -- --lr 1e-3`), an sbatch
+    """Submit a job: a spec, a script, an sbatch script or a command.
+
+    Validate, render and submit a job: a spec, a script (`submit train.py -- --lr 1e-3`), an sbatch
     script (`submit train.sh`) or a command (`--command '...'`); prints its id, run directory and log."""
-    from deltajobs.charge.budget import check_budget
-    from deltajobs.jobs.lifecycle import submit_job
+    from deltajobs.jobs.launch import start_job
     from deltajobs.spec.context import new_run_dir
     from deltajobs.spec.render import render
     from deltajobs.spec.settings import load_settings
@@ -53,12 +55,9 @@ def submit_command(
     if dry_run:
         typer.echo(render(resolved, run_dir), nl=False)
         return
-    if backend.fresh_environment:
-        from deltajobs.environment.doctor import require_interpreter
-
-        require_interpreter(resolved)  # a job whose python lacks deltajobs is refused here, not on the node
-    estimate = check_budget(resolved, settings, yes) if backend.charges else None
-    sub = submit_job(resolved, settings, run_dir, backend)
+    require_python(resolved, backend)
+    started = start_job(resolved, settings, run_dir, backend, yes)
+    sub, estimate = started.submission, started.estimate_su
     info = {**sub.to_dict(), "estimate_su": round(estimate, 4) if estimate is not None else None}
     if as_json and not wait:
         emit_json(info)
@@ -127,7 +126,9 @@ def status_command(
     interval: Annotated[float, typer.Option("--interval", help="Seconds between refreshes with --watch.")] = 5.0,
     as_json: JsonOpt = False,
 ) -> None:
-    """Live state of your jobs: one squeue and one sacct call for all that are not final. Without ids or
+    """The live state of your jobs, active and recent.
+
+    Live state of your jobs: one squeue and one sacct call for all that are not final. Without ids or
     --all: every unfinished job and the newest finished ones of the last 7 days, 30 rows at most."""
     from deltajobs.cli.views import STATUS_ROWS, progress_lines, status_dict, status_table
     from deltajobs.jobs.lifecycle import status
@@ -168,7 +169,9 @@ def logs_command(
     ] = None,
     lines: Annotated[int, typer.Option("--tail", "-n", help="Only the last N lines (0: all).")] = 0,
 ) -> None:
-    """Print a job's log; with several ranks, or for a sweep (SWEEP_ID or its array job id), every
+    """Print a job's or a sweep's log, every rank and task merged.
+
+    Print a job's log; with several ranks, or for a sweep (SWEEP_ID or its array job id), every
     rank's and task's lines, each labelled like `srun --label` ("0: ...") and merged as they arrive."""
     from deltajobs.jobs.logmerge import job_logs
     from deltajobs.spec.settings import load_settings
@@ -213,7 +216,9 @@ def cancel_command(
 
 @app.command("results")
 def results_command(job_id: JobIdArg, as_json: JsonOpt = False, plot: PlotOpt = None) -> None:
-    """The trainer's results: test accuracy, timings, a per-epoch table and right-sizing advice."""
+    """A run's results: metrics, epochs and right-sizing advice.
+
+    The trainer's results: test accuracy, timings, a per-epoch table and right-sizing advice."""
     from deltajobs.cli.views import results_text
     from deltajobs.jobs.logs import job_results
     from deltajobs.spec.settings import load_settings

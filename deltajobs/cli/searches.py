@@ -1,5 +1,5 @@
-"""The command line of adaptive searches (`sweep JOB --search ...`): starting one, and the text of
-`sweep status` and `sweep results` for a search (trials instead of points)."""
+"""The text of `sweep status` and `sweep results` for an adaptive search (trials instead of points);
+starting one (`sweep JOB --search ...`) is `sweeps.py`'s, through `deltajobs.sweep.launch`."""
 
 from __future__ import annotations
 
@@ -9,67 +9,10 @@ from typing import Any
 import typer
 
 from deltajobs.cli.app import emit_json, note
-from deltajobs.cli.options import JobFlags
 from deltajobs.cli.views import table
 from deltajobs.spec.settings import Settings
 from deltajobs.sweep.results import format_value, short_key
 from deltajobs.sweep.trials import load_search, plot_search
-
-
-def start_search(
-    job: str | dict[str, Any],
-    flags: JobFlags,
-    settings: Any,
-    backend: Any,
-    options: tuple[str, int | None, list[str], list[str], str, str],
-    seed: int,
-    budget_su: float | None,
-    storage: str | None,
-    max_parallel: int | None,
-    dry_run: bool,
-    yes: bool,
-    as_json: bool,
-    direction: str | None = None,
-) -> None:
-    """`sweep JOB --search ...`: validate every value the search may propose, then ONE array of workers.
-    JOB is a spec, or a script's or command's raw spec (`train.py -- ARGS`): its trials run the program."""
-    from deltajobs.charge.budget import check_budget
-    from deltajobs.charge.estimate import describe_count, estimate_job
-    from deltajobs.sweep.plan import job_label
-    from deltajobs.sweep.search import parse_search, resolve_search
-    from deltajobs.sweep.submit import submit_search
-
-    sampler, trials, ranges, choices, prune, objective = options
-    spec = parse_search(sampler, trials, ranges, choices, prune, objective, seed, budget_su, storage, direction)
-    cluster = flags.cluster_name(settings)
-    spec, resolved = resolve_search(
-        job, spec, flags.overrides, settings, cluster, require_account=backend.needs_account
-    )
-    label = job if isinstance(job, str) else job_label(job)
-    workers = min(max_parallel or 1, spec.trials)
-    if dry_run:
-        keys = ", ".join(k.removeprefix("run.params.") for k in spec.keys)
-        how = "max" if spec.maximize else "min"
-        typer.echo(f"{sampler} search of {label} over {keys}: {spec.trials} trials, {workers} worker(s), prune {prune}")
-        typer.echo(f"objective: {spec.objective} ({how}imize)")
-        typer.echo("every value checked; nothing submitted (--dry-run)")
-        return
-    if backend.charges:
-        est = estimate_job(resolved)
-        cap = f"; capped at {spec.budget_su:g} SU by --budget-su" if spec.budget_su is not None else ""
-        if not as_json:  # one array task per worker: under a minimum charge, each pays it
-            note(f"estimate: at most {describe_count(est, workers, 'workers')}{cap}")
-        if spec.budget_su is None or spec.budget_su > est.array_su(workers):
-            check_budget(resolved, settings, yes, count=workers)
-    sub = submit_search(label, resolved, spec, settings, backend, workers)
-    if as_json:
-        emit_json(sub.to_dict())
-        return
-    how = f"array job {sub.array_job_id}" if sub.array_job_id else "local jobs"
-    typer.echo(f"submitted search {sub.sweep_id}: {spec.trials} trials, {workers} workers as {how} ({sub.backend})")
-    typer.echo(f"  sweep dir: {sub.sweep_dir}")
-    typer.echo(f"  study:     {spec.storage_url or sub.sweep_dir / 'study.journal'}")
-    typer.echo(f"  follow:    deltajobs sweep status {sub.sweep_id}")
 
 
 def param_name(key: str) -> str:

@@ -28,7 +28,9 @@ def init_command(
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Write ~/.config/deltajobs/config.yaml: your account, cluster, data and runs directories."""
+    """Write your config: account, cluster, where data and runs go.
+
+    Write ~/.config/deltajobs/config.yaml: your account, cluster, data and runs directories."""
     from deltajobs.charge.accounting import AccountingUnavailable, accounts
     from deltajobs.clusters.profile import load_profile
     from deltajobs.schema import check_constraints

@@ -9,6 +9,7 @@ import typer
 
 from deltajobs.cli.app import app, emit_json
 from deltajobs.cli.options import ClusterOpt, JobFlags, JsonOpt, PayloadArg, ScriptArgs, job_flags
+from deltajobs.osutil import write_atomic
 
 
 @app.command("render")
@@ -25,7 +26,9 @@ def render_command(
         Path | None, typer.Option("--output", "-o", help="Write the script to FILE instead of stdout.")
     ] = None,
 ) -> None:
-    """Print the exact sbatch script a job would be submitted with (a dry run: nothing is submitted)."""
+    """Print the sbatch script a job would get; submit nothing.
+
+    Print the exact sbatch script a job would be submitted with (a dry run: nothing is submitted)."""
     from deltajobs.spec.context import new_run_dir
     from deltajobs.spec.render import render
     from deltajobs.spec.settings import load_settings
@@ -36,54 +39,27 @@ def render_command(
     if output is None:
         typer.echo(script, nl=False)
         return
-    tmp = output.with_name(output.name + ".tmp")
-    tmp.write_text(script)
-    tmp.replace(output)
+    write_atomic(output, script)
     typer.echo(f"wrote {output}", err=True)
 
 
 @app.command("list")
 def list_command(cluster: ClusterOpt = None, as_json: JsonOpt = False) -> None:
     """List job specs, models and the active cluster's partitions."""
-    from deltajobs.clusters.profile import load_profile
-    from deltajobs.spec.context import active_cluster
-    from deltajobs.spec.resolve import find_job, job_names, read_job
+    from deltajobs.spec.catalogue import catalogue
     from deltajobs.spec.settings import load_settings
-    from deltajobs.train.config import MODEL_NAMES
 
-    settings = load_settings()
-    profile = load_profile(active_cluster(settings, cluster))
-    jobs = []
-    for name in job_names():
-        raw = read_job(find_job(name))
-        train = raw.get("train") or {}
-        jobs.append({"job": name, "model": train.get("model", "mlp"), "description": raw.get("description", "")})
-    partitions = [
-        {
-            "partition": p.name,
-            "kind": p.kind,
-            "gpus": p.gpus,
-            "cpus": p.cpus,
-            "mem_gb": p.mem_gb,
-            "max_time": p.max_time,
-            "charge_factor": p.charge_factor,
-            "gpu_type": p.gpu_type,
-            "interactive": p.interactive,
-            "preempt": p.preempt,
-            "default": p.name == profile.default_partition,
-        }
-        for p in profile.partitions.values()
-    ]
+    found = catalogue(load_settings(), cluster)
     if as_json:
-        emit_json({"cluster": profile.name, "jobs": jobs, "models": list(MODEL_NAMES), "partitions": partitions})
+        emit_json(found.to_dict())
         return
     typer.echo("Job specs:")
-    for j in jobs:
+    for j in found.jobs:
         typer.echo(f"  {j['job']:<16} {j['model']:<7} {j['description']}")
-    typer.echo(f"\nModels: {', '.join(MODEL_NAMES)}")
-    typer.echo(f"\nPartitions on {profile.name}:")
+    typer.echo(f"\nModels: {', '.join(found.models)}")
+    typer.echo(f"\nPartitions on {found.cluster}:")
     typer.echo(f"  {'partition':<24}{'GPUs':>5}{'CPUs':>6}{'mem':>7}{'max time':>10}{'factor':>8}  notes")
-    for p in partitions:
+    for p in found.partitions:
         flags = [("interactive", p["interactive"]), ("preemptible", p["preempt"]), ("default", p["default"])]
         notes = [str(p["gpu_type"] or ""), *(word for word, on in flags if on)]
         mark = "  " + ", ".join(n for n in notes if n) if any(notes) else ""
@@ -100,31 +76,41 @@ def check_command(
     flags: JobFlags,
     as_json: JsonOpt = False,
 ) -> None:
-    """Read an existing sbatch script as sbatch does, check every directive against the cluster's
-    limits, say what sbatch would ignore or what will hurt, and price it; nothing is submitted.
+    """Check an sbatch script as sbatch would, and price it.
+
+    Read an existing sbatch script as sbatch does, check every directive against the cluster's
+    limits, say what sbatch would ignore or what will hurt, and price it (an array per task and in
+    all); nothing is submitted.
     Exit 2 if sbatch or the cluster would refuse it."""
     from deltajobs.charge.advice import one_unit_fewer
-    from deltajobs.charge.estimate import describe, estimate_job
+    from deltajobs.charge.estimate import describe
+    from deltajobs.charge.sbatch_price import account_membership, price, price_array
+    from deltajobs.clusters.profile import load_profile
     from deltajobs.errors import SpecError
-    from deltajobs.payloads.sbatch import directive_for, read
+    from deltajobs.payloads.sbatch import read
+    from deltajobs.payloads.sbatch_file import to_spec_dict
     from deltajobs.payloads.sbatch_lint import lint
+    from deltajobs.payloads.sbatch_request import check_request
     from deltajobs.spec.settings import load_settings
 
     if not script.is_file():
         raise SpecError("SCRIPT", f"no such file: {script}")
+    if flags.sets:
+        raise SpecError("--set", "takes job spec keys; an sbatch script takes sbatch's: -A, -p, -N, --gpus, --mem, -t")
+    settings = load_settings()
+    profile = load_profile(flags.cluster_name(settings))
     parsed = read(script)
-    findings = lint(parsed)
+    overrides = {option: str(value) for name, option in SBATCH_FLAGS.items() if (value := getattr(flags, name))}
+    checked = check_request(parsed, profile, overrides, settings.account)
+    findings = sorted(lint(parsed) + checked.findings, key=lambda f: f.line or 0)
+    request = checked.request
+    if request is not None and not any(f.level == "error" for f in findings):
+        findings += account_membership(parsed, request.account)
     errors = [f.message for f in findings if f.level == "error"]
     warnings = [f.message for f in findings if f.level == "warning"]
-    resolved, estimate, fewer = None, None, None
-    if not errors:
-        try:
-            resolved = flags.resolve(str(script), load_settings(), require_account=False)
-            estimate = estimate_job(resolved)
-            fewer = one_unit_fewer(estimate, resolved.spec.resources.ntasks_per_node)
-        except SpecError as err:
-            where = directive_for(parsed, err.field)
-            errors.append(f"{where}: {err}" if where else str(err))
+    estimate = price(request) if request is not None and not errors else None
+    array = price_array(request, estimate) if request is not None and estimate is not None else None
+    fewer = one_unit_fewer(estimate, request.tasks_per_node) if request is not None and estimate is not None else None
     if as_json:
         emit_json(
             {
@@ -132,28 +118,53 @@ def check_command(
                 "ok": not errors,
                 "errors": errors,
                 "warnings": warnings,
-                "job": resolved.spec.to_dict() if resolved else None,
+                "job": to_spec_dict(parsed) if request is not None else None,
+                "defaults": list(request.defaults) if request is not None else [],
                 "estimate": estimate.to_dict() if estimate else None,
+                "array": array.to_dict() if array else None,
                 "one_fewer": fewer.to_dict() if fewer else None,
             }
         )
     else:
-        if resolved is not None:
-            res = resolved.spec.resources
-            gpus = f" x {res.gpus_per_node} GPU" if res.gpus_per_node else ""
+        if request is not None:
+            gpus = f" x {request.gpus_per_node} GPU" if request.gpus_per_node else ""
+            nodes = f"{request.nodes} node{'s' if request.nodes != 1 else ''}"
             typer.echo(
-                f"{script}: {resolved.spec.name} on {resolved.partition.name} ({resolved.profile.name}): "
-                f"{res.nodes} node{'s' if res.nodes != 1 else ''}{gpus}, {res.ntasks_per_node} task(s) x "
-                f"{res.cpus_per_task} CPU, {res.mem}, {res.time}"
+                f"{script}: {request.name} on {','.join(p.name for p in request.partitions)} ({profile.name}): "
+                f"{nodes}{gpus}, {request.tasks_per_node} task(s) x {request.cpus_per_task} CPU, {request.mem}, "
+                f"{request.time}"
             )
         for message in errors:
             typer.echo(f"  error: {message}")
         for message in warnings:
             typer.echo(f"  warning: {message}")
+        if request is not None and request.defaults and estimate is not None:
+            title = profile.title or profile.name
+            typer.echo(f"  defaults: {title}'s, where the script says nothing: {', '.join(request.defaults)}")
         if estimate is not None:
-            typer.echo(f"  estimate: at most {describe(estimate)}")
+            typer.echo(f"  estimate: at most {describe(estimate)}" + (" per task" if array else ""))
+        if array is not None:
+            typer.echo(f"  array: {array.describe()}")
         if fewer is not None:  # whole units (DeltaAI): the request that bills one unit fewer
             typer.echo(f"  advice: {fewer.message}")
-        typer.echo("ok: `deltajobs submit " + str(script) + "` submits it as written" if not errors else "refused")
+        if errors:
+            typer.echo("refused")
+        elif array is not None:
+            typer.echo(f"ok: `sbatch {script}` submits it (deltajobs submit does not track array scripts yet)")
+        else:
+            typer.echo(f"ok: `deltajobs submit {script}` submits it as written")
     if errors:
         raise typer.Exit(2)
+
+
+# The job flags that are sbatch options too, by sbatch's name: `check` applies them over the script's.
+SBATCH_FLAGS = {
+    "account": "account",
+    "partition": "partition",
+    "nodes": "nodes",
+    "gpus": "gpus-per-node",
+    "cpus": "cpus-per-task",
+    "mem": "mem",
+    "time": "time",
+    "constraint": "constraint",
+}

@@ -15,7 +15,9 @@ from deltajobs.cli.sweeps import sweep_app
 
 @sweep_app.command("status")
 def status_command(sweep_id: SweepIdArg, as_json: JsonOpt = False) -> None:
-    """Each point's parameters and state (one squeue and one sacct call for the whole sweep)."""
+    """Each point's parameters and state.
+
+    One squeue and one sacct call for the whole sweep."""
     from deltajobs.cli.views import table
     from deltajobs.clusters.units import format_duration
     from deltajobs.spec.settings import load_settings
@@ -58,7 +60,9 @@ def results_command(
     as_json: JsonOpt = False,
     plot: PlotOpt = None,
 ) -> None:
-    """One row per point, best first by --metric (marked *): parameters, state and metrics."""
+    """One row per point, best first by --metric.
+
+    The best is marked *; each row: parameters, state and metrics."""
     from deltajobs.cli.views import table
     from deltajobs.spec.settings import load_settings
     from deltajobs.sweep.results import (
@@ -123,7 +127,9 @@ def results_command(
 
 @sweep_app.command("cancel")
 def cancel_command(sweep_id: SweepIdArg) -> None:
-    """Cancel every point of a sweep that is not final (one scancel for the array)."""
+    """Cancel every point of a sweep that is not final.
+
+    One scancel for the whole array."""
     from deltajobs.slurm.commands import FINAL_STATES
     from deltajobs.spec.settings import load_settings
     from deltajobs.sweep.submit import cancel_sweep
@@ -144,7 +150,9 @@ def logs_command(
     point: Annotated[int, typer.Option("--point", min=0, help="The point whose log to print.")],
     err: Annotated[bool, typer.Option("--err", help="Its stderr (tracebacks) instead of stdout.")] = False,
 ) -> None:
-    """One point's log: its task's log, or its part of it when the task ran several points."""
+    """One point's log.
+
+    Its task's log, or its part of it when the task ran several points."""
     from deltajobs.spec.settings import load_settings
     from deltajobs.sweep.pointlog import point_log
 

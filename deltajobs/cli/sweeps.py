@@ -6,12 +6,13 @@
 
 `sweep` is a group (resume here; status, results, cancel and logs in sweep_views.py) whose first
 argument may also be a JOB: `SweepGroup` reads anything that is not a subcommand's name as
-`sweep run JOB ...`.
+`sweep run JOB ...`. Which options go together, the points, the layout and the price are
+`deltajobs.sweep.launch`'s; this module parses and prints.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from typer.core import TyperGroup
@@ -28,7 +29,10 @@ from deltajobs.cli.options import (
     chosen_backend,
     job_flags,
 )
-from deltajobs.errors import SpecError
+
+if TYPE_CHECKING:
+    from deltajobs.spec.settings import Settings
+    from deltajobs.sweep.launch import SearchLaunch, SweepLaunch
 
 
 class SweepGroup(TyperGroup):
@@ -43,7 +47,9 @@ class SweepGroup(TyperGroup):
 sweep_app = typer.Typer(
     cls=SweepGroup,
     no_args_is_help=True,
-    help="Sweep a job over a grid or random points as ONE SLURM job array; then `status` and `results` of it.",
+    help="Sweep a grid or random points, or search, as ONE job array.\n\n"
+    "Sweep a job over a grid or random points as ONE SLURM job array, or search it adaptively with Optuna "
+    "(--search); then `status` and `results` of it.",
 )
 app.add_typer(sweep_app, name="sweep")
 
@@ -130,97 +136,87 @@ def run_command(
     yes: YesOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Sweep JOB (`deltajobs sweep JOB ...` for short): every point is validated, then all are submitted."""
-    from deltajobs.charge.budget import check_budget
-    from deltajobs.charge.estimate import describe_count, estimate_job
+    """Sweep JOB over a grid, random points or a search.
+
+    `deltajobs sweep JOB ...` for short: every point is validated, then all are submitted."""
     from deltajobs.spec.settings import load_settings
-    from deltajobs.sweep.layout import plan_layout
-    from deltajobs.sweep.plan import parse_sweep, plan_sweep, sweep_points_text
-    from deltajobs.sweep.submit import new_sweep_id, render_sweep, submit_sweep, sweep_dir_for, task_job
+    from deltajobs.sweep.launch import SearchLaunch, SweepOptions, prepare_launch
 
     settings = load_settings()
     backend = chosen_backend(local, settings)
-    if search is not None:
-        if random_points is not None:
-            raise SpecError("--random", "is for random sweeps; a search draws its own: use --search random")
-        if per_task is not None or pack > 1 or stagger:
-            raise SpecError(
-                "--per-task", "--per-task, --pack and --stagger are for grid and random sweeps, not --search"
-            )
-        options = (search, trials, ranges or [], [*(grid or []), *(choices or [])], prune, objective)
-        from deltajobs.cli.searches import start_search
-
-        start_search(
-            flags.job(job, script_args),
-            flags,
-            settings,
-            backend,
-            options,
-            seed,
-            budget_su,
-            storage,
-            max_parallel,
-            dry_run,
-            yes,
-            as_json,
-            direction,
-        )
-        return
-    searching = [trials is not None, bool(choices), prune != "none", budget_su is not None, storage is not None]
-    if any(searching) or direction is not None:
-        raise SpecError(
-            "--search",
-            "--trials, --choice, --prune, --direction, --budget-su and --storage need --search tpe|random|grid",
-        )
-    spec = parse_sweep(grid or [], ranges or [], random_points, seed, flags.sets or [])
-    plan = plan_sweep(
-        flags.job(job, script_args),
-        spec,
-        flags.overrides,
-        settings,
-        flags.cluster_name(settings),
-        require_account=backend.needs_account,
-    )
-    layout = plan_layout(
-        plan.resolved,
-        settings,
+    options = SweepOptions(
+        grid=grid or [],
+        ranges=ranges or [],
+        random_points=random_points,
+        seed=seed,
+        sets=flags.sets or [],
+        max_parallel=max_parallel,
         per_task=per_task,
         pack=pack,
-        stagger_s=stagger,
-        max_parallel=max_parallel,
-        charges=backend.charges,
+        stagger=stagger,
+        search=search,
+        trials=trials,
+        choices=choices or [],
+        prune=prune,
+        objective=objective,
+        direction=direction,
+        budget_su=budget_su,
+        storage=storage,
     )
-    if layout.chosen and not as_json:
-        note(layout.chosen)
-    one_task, tasks = task_job(plan, max_parallel, layout)
-    grouping = layout.in_tasks(tasks, one_task.spec.resources.time)  # "" for one point per task
+    source = flags.job(job, script_args)
+    launch = prepare_launch(source, options, flags.overrides, settings, flags.cluster, backend)
+    if launch.chosen_note and not as_json:
+        note(launch.chosen_note)
     if dry_run:
-        sweep_id = new_sweep_id()
-        script = render_sweep(plan, sweep_dir_for(settings, plan.name, sweep_id), max_parallel, layout)
-        if as_json:
-            emit_json(
-                {"sweep_id": sweep_id, **plan.params(), "tasks": layout.groups(len(plan.points)), "script": script}
-            )
-            return
-        typer.echo(script, nl=False)  # first, so that `> sweep.sh` keeps the #! line first
-        typer.echo(f"\n# {len(plan.points)} points of {plan.job}{grouping}; nothing submitted (--dry-run)")
-        typer.echo("\n".join(f"# {line}" for line in sweep_points_text(plan).splitlines()))
+        print_dry_run(launch, settings, as_json)
         return
-    if backend.charges:
-        if not as_json:  # each array task pays the minimum charge, if the profile has one
-            noun = "points" if not layout.grouped else f"tasks of {layout.points_per_task} points"
-            note(f"estimate: at most {describe_count(estimate_job(one_task), tasks, noun)}")
-        check_budget(one_task, settings, yes, count=tasks)
-    sub = submit_sweep(plan, settings, backend, max_parallel, layout=layout)
+    estimate = launch.estimate_note()
+    if estimate is not None and not as_json:
+        note(estimate)
+    sub = launch.submit(settings, backend, yes)
     if as_json:
         emit_json(sub.to_dict())
         return
     how = f"array job {sub.array_job_id}" if sub.array_job_id else "local jobs"
-    limit = f", at most {sub.max_parallel} at once" if sub.max_parallel and sub.max_parallel < tasks else ""
-    typer.echo(f"submitted sweep {sub.sweep_id}: {len(plan.points)} points{grouping} as {how} ({sub.backend}{limit})")
-    typer.echo(f"  sweep dir: {sub.sweep_dir}")
-    typer.echo(f"  logs:      {sub.log_pattern}")
+    if isinstance(launch, SearchLaunch):
+        trials, workers = launch.search.trials, launch.workers
+        typer.echo(f"submitted search {sub.sweep_id}: {trials} trials, {workers} workers as {how} ({sub.backend})")
+        typer.echo(f"  sweep dir: {sub.sweep_dir}")
+        typer.echo(f"  study:     {launch.study(sub.sweep_dir)}")
+    else:
+        points, tasks = len(launch.plan.points), launch.tasks
+        limit = f", at most {sub.max_parallel} at once" if sub.max_parallel and sub.max_parallel < tasks else ""
+        typer.echo(f"submitted sweep {sub.sweep_id}: {points} points{launch.grouping} as {how} ({sub.backend}{limit})")
+        typer.echo(f"  sweep dir: {sub.sweep_dir}")
+        typer.echo(f"  logs:      {sub.log_pattern}")
     typer.echo(f"  follow:    deltajobs sweep status {sub.sweep_id}")
+
+
+def print_dry_run(launch: SweepLaunch | SearchLaunch, settings: Settings, as_json: bool) -> None:
+    """`--dry-run`: a search's space and objective; a sweep's array script, then its points as comments."""
+    from deltajobs.sweep.launch import SearchLaunch
+    from deltajobs.sweep.plan import sweep_points_text
+
+    if isinstance(launch, SearchLaunch):  # --json or not: the same three lines
+        search = launch.search
+        keys = ", ".join(k.removeprefix("run.params.") for k in search.keys)
+        how = "max" if search.maximize else "min"
+        typer.echo(
+            f"{search.sampler} search of {launch.label} over {keys}: {search.trials} trials, "
+            f"{launch.workers} worker(s), prune {search.pruner}"
+        )
+        typer.echo(f"objective: {search.objective} ({how}imize)")
+        typer.echo("every value checked; nothing submitted (--dry-run)")
+        return
+    plan = launch.plan
+    sweep_id, script = launch.dry_run(settings)
+    if as_json:
+        tasks = launch.layout.groups(len(plan.points))
+        emit_json({"sweep_id": sweep_id, **plan.params(), "tasks": tasks, "script": script})
+        return
+    typer.echo(script, nl=False)  # first, so that `> sweep.sh` keeps the #! line first
+    typer.echo(f"\n# {len(plan.points)} points of {plan.job}{launch.grouping}; nothing submitted (--dry-run)")
+    typer.echo("\n".join(f"# {line}" for line in sweep_points_text(plan).splitlines()))
 
 
 @sweep_app.command("resume")
@@ -231,7 +227,9 @@ def resume_command(
     local: LocalOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Start a search's workers again (after `sweep cancel` or their walltime): no finished trial is lost."""
+    """Start a search's workers again: no finished trial is lost.
+
+    After `sweep cancel`, or when their walltime ran out."""
     from deltajobs.spec.settings import load_settings
     from deltajobs.sweep.submit import resume_search
 

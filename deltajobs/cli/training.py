@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-import yaml
 
 from deltajobs.cli.app import app, emit_json, note
 from deltajobs.cli.options import JobArg, JsonOpt
@@ -37,7 +36,9 @@ def train_command(
     ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Train a job's model here, in this process (CPU or this machine's GPU); no SLURM involved.
+    """Train a job's model here, in this process; no SLURM.
+
+    Train a job's model here, in this process (CPU or this machine's GPU); no SLURM involved.
 
     Ctrl-C (or SIGTERM/SIGUSR2) stops at the next step with a checkpoint; --resume continues it.
     """
@@ -53,6 +54,8 @@ def train_command(
             raise SpecError("--resume", "needs --run-dir DIR, the run directory of an earlier `deltajobs train`")
         if not (run_dir / "checkpoint.pt").is_file():
             raise NotFoundError(f"--run-dir {run_dir}: no checkpoint.pt to resume from")
+    import yaml
+
     from deltajobs.train.api import check_config, run_training  # torch from here on
 
     check_config(resolved.spec.train)  # bad model_args fail before a run directory exists
@@ -92,7 +95,9 @@ def fetch_command(
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Put MNIST into ROOT/MNIST/raw: download it, or import and check IDX files already on disk."""
+    """Put MNIST into ROOT/MNIST/raw.
+
+    Download it, or import and check IDX files already on disk (--from)."""
     from deltajobs.spec.settings import load_settings
     from deltajobs.train import fetch as mnist
 

@@ -1,1 +1,3 @@
-"""Cluster profiles (YAML with sources), units, sbatch directives, discovery. Imports: slurm, root."""
+"""Cluster profiles (YAML with sources), units, sbatch directives, discovery.
+May import slurm and the root modules.
+"""

@@ -20,8 +20,8 @@ import yaml
 
 from deltajobs.clusters.units import parse_walltime
 from deltajobs.errors import SpecError
+from deltajobs.paths import config_path
 from deltajobs.schema import constrained, from_dict
-from deltajobs.spec.settings import config_path
 
 PROFILE_DIR = Path(__file__).parent
 
@@ -101,6 +101,9 @@ class Partition:
     gpus: int = constrained(minimum=0)
     cpus: int = constrained(minimum=1)
     mem_gb: float = constrained(exclusive_minimum=0)
+    # The node's installed memory (GB); `--mem` gets "5 to 10 percent less" (Delta's architecture.rst),
+    # so a request between mem_gb and 95% of this is warned about, above it refused. None: mem_gb is all.
+    mem_installed_gb: float | None = constrained(None, exclusive_minimum=0)
     max_time: str = "48:00:00"
     charge_factor: float = constrained(1.0, minimum=0)
     gpu_type: str | None = None
@@ -118,6 +121,16 @@ class Partition:
     @property
     def max_seconds(self) -> int:
         return parse_walltime(self.max_time, f"partitions.{self.name}.max_time")
+
+    @property
+    def mem_max_gb(self) -> float:
+        """The most `--mem` a node may grant (SLURM's G): 5% under the installed memory, else mem_gb."""
+        return max(self.mem_gb, math.floor(self.mem_installed_gb * 0.95)) if self.mem_installed_gb else self.mem_gb
+
+    @property
+    def whole_node_units(self) -> float:
+        """What the whole node counts for in the charge formula: its GPUs, or on a CPU node its cores."""
+        return float(self.gpus if self.kind == "gpu" else self.cpus)
 
 
 @dataclass(frozen=True)
@@ -144,6 +157,7 @@ class ClusterProfile:
     # runs there (NCSA says $HOME is not for job I/O). None: no such place is known.
     work_dir: str | None = None
     default_mem_per_cpu_mb: int = 1000
+    default_time: str = "00:30:00"  # the walltime SLURM gives a job that names none
     distributed_env: dict[str, str] = field(default_factory=dict)
     # Bytes in the "GB" of the charge formula (NCSA: 1e9); SLURM's G suffix is 2**30.
     charge_mem_unit_bytes: float = constrained(2**30, exclusive_minimum=0)

@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 from deltajobs import __version__
 from deltajobs.errors import DeltaJobsError, SpecError
+from deltajobs.osutil import write_atomic
 from deltajobs.spec.resolve import ResolvedJob
 from deltajobs.spec.settings import Settings
 
@@ -88,7 +89,7 @@ def arch_check(job: ResolvedJob) -> Check | None:
     are Arm, Delta's x86): None where the job runs the modules' `python` or a container's, or where
     either side is unknown. Its ELF header says what an interpreter was built for, without running it."""
     from deltajobs.clusters.profile import arch_mismatch, executable_arch
-    from deltajobs.spec import pyenv
+    from deltajobs.payloads import pyenv
 
     if job.spec.environment.container or job.profile.arch is None:
         return None
@@ -204,7 +205,7 @@ def data_check(root: Path) -> Check:
 
 def interpreter_check(job: ResolvedJob, cached: bool = False) -> Check:
     """Set the job's software up in a subshell as its script does and import what the job needs."""
-    from deltajobs.spec import pyenv
+    from deltajobs.payloads import pyenv
     from deltajobs.spec.render import setup_lines
 
     chosen = pyenv.job_python(job)
@@ -304,9 +305,7 @@ def write_cache(key: str, check: Check) -> None:
     data[key] = {"time": time.time(), "check": check.to_dict()}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(data))
-        tmp.replace(path)
+        write_atomic(path, json.dumps(data))
     except OSError:
         pass  # a cache that cannot be written costs one more check next time
 

@@ -1,1 +1,3 @@
-"""What runs on the compute node: task wrapper, contract, attempts, disk-full, GPU sampling. Imports: the root only."""
+"""What runs on the compute node: contract, attempts, ranks, the requeue decision, disk-full, GPU sampling.
+May import clusters, slurm and the root modules.
+"""

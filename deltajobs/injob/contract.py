@@ -26,12 +26,12 @@ from types import FrameType
 from typing import Any
 
 from deltajobs.injob.diskspace import append_line
+from deltajobs.injob.requeue import EXIT_REQUEUE as EXIT_REQUEUE  # the decision's home: injob/requeue.py
 
 RUN_DIR = "DELTAJOBS_RUN_DIR"
 CHECKPOINT_DIR = "DELTAJOBS_CHECKPOINT_DIR"
 RESTART_COUNT = "DELTAJOBS_RESTART_COUNT"
 METRICS = "DELTAJOBS_METRICS"
-EXIT_REQUEUE = 85  # exit status that asks for a requeue
 STOP_SIGNALS = (signal.SIGUSR2, signal.SIGTERM)
 
 _stop_signal: int | None = None

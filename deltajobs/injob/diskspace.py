@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from deltajobs.errors import DeltaJobsError
+from deltajobs.osutil import write_atomic
 
 EXIT_DISK_FULL = 28  # ENOSPC's errno number; distinct from 85 (requeue) and the CLI's 1-6
 DISK_FULL_FILE = "disk-full.txt"
@@ -136,16 +137,25 @@ class DiskFullError(DeltaJobsError):
 
 
 @contextlib.contextmanager
-def writing(path: Path) -> Iterator[None]:
-    """Turn ENOSPC/EDQUOT raised inside into a DiskFullError naming `path`."""
+def writing(path: Path, kept: str = "", again: str = "resubmit") -> Iterator[None]:
+    """Turn ENOSPC/EDQUOT raised inside into a DiskFullError naming `path` (`kept`, `again`: its
+    DiskFullError's)."""
     try:
         yield
     except DiskFullError:
         raise
     except Exception as err:
         if is_disk_full(err):
-            raise DiskFullError(path) from err
+            raise DiskFullError(path, kept, again) from err
         raise
+
+
+def replace_text(path: Path, text: str, kept: str = "", again: str = "resubmit") -> None:
+    """Write `path` whole, durably, or not at all (`deltajobs.osutil.write_atomic`): on any failure
+    the old `path` stays and no tmp file is left; a full disk or quota raises DiskFullError naming
+    `path`, any other error stays itself."""
+    with writing(path, kept, again):
+        write_atomic(path, text, durable=True)
 
 
 def append_line(path: Path | str, line: str) -> None:
@@ -189,7 +199,7 @@ def write_marker(run_dir: Path, message: str) -> bool:
     not fit no part of it stays, and the exit status (28) is what tells. True if it was written."""
     path = Path(run_dir) / DISK_FULL_FILE
     try:
-        path.write_text(message + "\n")
+        write_atomic(path, message + "\n")
         return True
     except OSError:
         with contextlib.suppress(OSError):

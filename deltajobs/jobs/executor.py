@@ -78,7 +78,7 @@ class Executor:
     def submit_script(self, script: str | os.PathLike[str], *args: Any, snapshot: bool = True) -> Job:
         """Run a Python script with its arguments as a job, as `deltajobs submit train.py -- ARGS`
         (a snapshot of its code unless `snapshot=False`); `Job.result()` returns its results.json."""
-        from deltajobs.payloads import command_line_spec
+        from deltajobs.payloads.choose import command_line_spec
 
         path = Path(script).expanduser()
         if path.suffix != ".py":

@@ -1,20 +1,18 @@
-"""The job lifecycle above the backends: submit a job, bring rows up to date, cancel them, and what
-finished jobs used. Every call goes through the backend a row names (`deltajobs.backends`);
-final states are cached in the registry and never asked for again.
+"""The job lifecycle above the backends: submit a job, bring rows up to date (through
+`deltajobs.registry.refresh`), cancel them, and what finished jobs used. Every call goes through the
+backend a row names (`deltajobs.backends`); final states are cached in the registry and never asked
+for again.
 """
 
 from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import yaml
 
-from deltajobs import backends
 from deltajobs.backends.base import Backend, Submission
 from deltajobs.charge.advice import Advice, advise, gpu_advice
 from deltajobs.charge.estimate import Request
@@ -22,7 +20,10 @@ from deltajobs.clusters.profile import load_profile
 from deltajobs.clusters.units import format_duration
 from deltajobs.errors import SlurmError, SpecError
 from deltajobs.injob.gpu_usage import run_gpu_summary
-from deltajobs.registry.store import JobRow, Registry, RegistryDamaged, spec_key
+from deltajobs.registry.history import spec_key
+from deltajobs.registry.refresh import Refresh as Refresh
+from deltajobs.registry.refresh import by_backend, refresh
+from deltajobs.registry.store import JobRow, Registry, RegistryDamaged
 from deltajobs.slurm.parse import AcctRecord
 from deltajobs.spec.resolve import ResolvedJob
 from deltajobs.spec.settings import Settings
@@ -134,42 +135,6 @@ def job_row(
 
 
 # -- following -------------------------------------------------------------------------------------
-
-
-@dataclass
-class Refresh:
-    rows: list[JobRow]
-    warning: str | None = None
-    calls: list[str] = field(default_factory=list)  # which scheduler commands ran (for tests/benchmarks)
-    notes: list[str] = field(default_factory=list)  # lines the scheduler printed that could not be read
-
-
-def by_backend(rows: list[JobRow]) -> Iterator[tuple[Backend, list[JobRow]]]:
-    """The rows grouped by the backend each was submitted with, in order of first appearance."""
-    groups: dict[str, list[JobRow]] = {}
-    for row in rows:
-        groups.setdefault(row.backend, []).append(row)
-    for name, group in groups.items():
-        yield backends.get(name), group
-
-
-def refresh(registry: Registry | None, rows: list[JobRow]) -> Refresh:
-    """Bring the rows that are not final up to date (on SLURM: one squeue and one sacct for all);
-    the changes are recorded in `registry` unless it is None (unreadable)."""
-    result = Refresh(rows=rows)
-    changes: dict[str, dict[str, Any]] = {}
-    for backend, group in by_backend([r for r in rows if not r.final]):
-        found = backend.refresh(group)
-        changes.update(found.changes)
-        result.calls += found.calls
-        result.warning = result.warning or found.warning
-        result.notes += found.notes
-    if registry is not None:
-        registry.update_many(changes)
-    for row in rows:
-        for key, value in changes.get(row.job_id, {}).items():
-            setattr(row, key, value)
-    return result
 
 
 @dataclass

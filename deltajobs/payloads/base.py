@@ -22,6 +22,12 @@ class Payload(ABC):
     requeue_from_batch: ClassVar[bool] = True
     # With GPUs, a job runs one task per GPU (or one in all); an sbatch script decides for itself.
     one_task_per_gpu: ClassVar[bool] = True
+    # A partition's `unsupported` (gpuMI100x8: the packaged trainer runs CUDA PyTorch) binds only the
+    # payloads that need CUDA; the user's own code may run anywhere sbatch lets it (issue 32).
+    needs_cuda: ClassVar[bool] = True
+    # A script the user wrote, submitted as written: held to sbatch's and the cluster's rules, never
+    # to deltajobs' own for the scripts it writes (a signal before the limit, --mem=0 with --exclusive).
+    as_written: ClassVar[bool] = False
 
     def __init__(self, job: ResolvedJob) -> None:
         self.job = job
@@ -56,6 +62,8 @@ class Payload(ABC):
 
 class UserPayload(Payload):
     """A payload of the user's own (`run:`): its section of the spec and its working directory."""
+
+    needs_cuda = False
 
     @property
     def run(self) -> RunConfig:

@@ -9,13 +9,25 @@
 
 or `command: "python -m mypkg.train --lr 1e-3"` (split like a shell would split it, then run as
 an argv list: nothing in it is ever interpreted by a shell), or `sbatch: train.sh` (an existing
-sbatch script, submitted as written). Torch-free: the login-node CLI validates it.
+sbatch script, submitted as written). Torch-free: the login-node CLI validates it. Also the rule for
+a job's name (`NAME_PATTERN`, and `safe_name` to fit a file name to it).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+# A job's name (spec `name:`, `#SBATCH --job-name`): it names the run directory and the SLURM job.
+NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
+
+
+def safe_name(text: str) -> str:
+    """A job name from a file name: letters, digits and _.- (as NAME_PATTERN wants)."""
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", text).lstrip("_.-")[:64]
+    return name or "job"
+
 
 # How a swept parameter reaches the program: `--lr 0.001` (argparse), `--lr=0.001`, `lr=0.001` (Hydra).
 ParamStyle = Literal["--key value", "--key=value", "key=value"]

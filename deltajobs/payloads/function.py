@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from deltajobs.errors import SpecError
-from deltajobs.injob import contract
+from deltajobs.injob import contract, requeue
 from deltajobs.payloads.base import UserPayload
 
 REASON_CHARS = 200  # how much of a pickling error a SpecError quotes
@@ -54,7 +54,7 @@ class PackedCall:
     @property
     def job_name(self) -> str:
         """A default job name: the function's own name (`<lambda>` becomes `lambda`)."""
-        from deltajobs.payloads import safe_name
+        from deltajobs.payloads.config import safe_name
 
         return safe_name(self.name.rsplit(".", 1)[-1])
 
@@ -231,7 +231,8 @@ class FunctionJob:
         self.python = python or python_version()
 
     def __call__(self) -> Any:
-        from deltajobs.injob.job import global_rank, record_attempt
+        from deltajobs.injob.job import record_attempt
+        from deltajobs.injob.ranks import global_rank
         from deltajobs.payloads.runner import task_env
 
         run_dir = Path(self.run_dir)
@@ -246,9 +247,9 @@ class FunctionJob:
             try:
                 value = self._call_once(main=global_rank() == 0)
             except SystemExit as stop:
-                if stop.code not in (0, None, contract.EXIT_REQUEUE):
+                if stop.code not in (0, None, requeue.EXIT_REQUEUE):
                     raise RuntimeError(f"{self.name} called sys.exit({stop.code!r})") from None
-                if stop.code == contract.EXIT_REQUEUE:
+                if stop.code == requeue.EXIT_REQUEUE:
                     self._ask_requeue(restarted)  # on SLURM this process exits; here the next attempt starts
                     continue
                 value = None
@@ -292,6 +293,4 @@ class FunctionJob:
         write_completed(run_dir, "function", self.name, seconds)
 
     def _ask_requeue(self, restarted: int) -> None:
-        from deltajobs.payloads.runner import ask_requeue
-
-        ask_requeue(self.name, "sys.exit(85)", "calling it again", restarted, self.max_requeues)
+        requeue.ask(self.name, "sys.exit(85)", "calling it again", restarted, self.max_requeues)

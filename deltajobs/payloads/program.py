@@ -70,9 +70,9 @@ class ScriptPayload(ProgramPayload):
 
     @property
     def python(self) -> str:
-        from deltajobs.spec.render import job_python
+        from deltajobs.payloads.pyenv import job_python
 
-        return self.run.python or job_python(self.job)
+        return self.run.python or job_python(self.job).python
 
     def program(self, run_dir: Path | None) -> list[str]:
         script = self.script

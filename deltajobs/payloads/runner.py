@@ -27,13 +27,13 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from deltajobs.injob import contract, diskspace
+from deltajobs.injob import contract, diskspace, requeue
 from deltajobs.injob.gpu_usage import GPU_FILE, GpuSampler, read_samples, summarize
-from deltajobs.injob.job import global_rank, record_attempt, replace_text
+from deltajobs.injob.job import record_attempt
+from deltajobs.injob.ranks import global_rank, task_ranks
 
 RESULTS, METRICS_FILE = "results.json", "metrics.jsonl"  # the trainer's names
 CHECKPOINTS = "checkpoints"
-REQUEUE_FILE_ENV = "DELTAJOBS_REQUEUE_FILE"  # set by the batch script: the file that asks it to requeue
 FORWARDED = (signal.SIGUSR2, signal.SIGTERM)
 _PR_SET_PDEATHSIG = 1
 LOG_TAIL = 8192  # bytes of the task's stderr log searched for the program's ENOSPC/EDQUOT
@@ -82,7 +82,7 @@ class CommandJob:
                 code, seconds = self._run_once(run_dir, restarted)
                 if code == 0:
                     return self._finish(run_dir, seconds)
-                if code != contract.EXIT_REQUEUE:
+                if code != requeue.EXIT_REQUEUE:
                     self._fail(code, run_dir)
                 self._ask_requeue(restarted)  # on SLURM this process exits; here the next attempt starts
         except diskspace.DiskFullError as err:  # attempts.json or results.json did not fit
@@ -143,7 +143,7 @@ class CommandJob:
         sys.exit(code)  # the task fails with the program's own status (no traceback of ours)
 
     def _ask_requeue(self, restarted: int) -> None:
-        ask_requeue(self.argv[0], "exit 85", "starting it again", restarted, self.max_requeues)
+        requeue.ask(self.argv[0], "exit 85", "starting it again", restarted, self.max_requeues)
 
 
 def disk_full_message(run_dir: Path, tail: str) -> str | None:
@@ -186,27 +186,8 @@ def write_completed(run_dir: Path, kind: str, command: str, seconds: float) -> d
     if global_rank() == 0:
         kept = f"{command} completed; what it saved in {run_dir / CHECKPOINTS} is kept"
         again = diskspace.resume_hint(run_dir) or "resubmit"
-        replace_text(run_dir / RESULTS, json.dumps(results, indent=2) + "\n", kept, again)
+        diskspace.replace_text(run_dir / RESULTS, json.dumps(results, indent=2) + "\n", kept, again)
     return results
-
-
-def ask_requeue(who: str, how: str, again: str, restarted: int, max_requeues: int) -> None:
-    """The program asked for a requeue (`how`: exit 85, sys.exit(85)). On SLURM rank 0 writes the
-    request the batch script acts on and this process exits; on this machine it returns, and the
-    caller starts the next attempt (`again` says so). Past `max_requeues` it raises."""
-    if restarted >= max_requeues:
-        raise RuntimeError(
-            f"{who} asked for a requeue ({how}) after {restarted} requeue(s): "
-            f"resources.max_requeues={max_requeues} reached"
-        )
-    request = os.environ.get(REQUEUE_FILE_ENV)
-    if request is None:
-        print(f"deltajobs: {who} asked for a requeue ({how}): {again}", flush=True)
-        return
-    if global_rank() == 0:
-        Path(request).write_text(f"{time.time()}\n")
-        print(f"deltajobs: {who} asked for a requeue ({how}): requeueing the job", flush=True)
-    sys.exit(-1)
 
 
 def task_env(run_dir: Path, restarted: int, gpus_per_node: int, extra: dict[str, str]) -> dict[str, str]:
@@ -214,17 +195,13 @@ def task_env(run_dir: Path, restarted: int, gpus_per_node: int, extra: dict[str,
     env = {**os.environ, **extra}
     checkpoints = run_dir / CHECKPOINTS
     checkpoints.mkdir(parents=True, exist_ok=True)
-    rank, local_rank, world, local_world = ranks()
     env.update(
         {
             contract.RUN_DIR: str(run_dir),
             contract.CHECKPOINT_DIR: str(checkpoints),
             contract.RESTART_COUNT: str(restarted),
             contract.METRICS: str(run_dir / METRICS_FILE),
-            "RANK": str(rank),
-            "LOCAL_RANK": str(local_rank),
-            "WORLD_SIZE": str(world),
-            "LOCAL_WORLD_SIZE": str(local_world),
+            **task_ranks().as_env(),
             "PYTHONUNBUFFERED": "1",
         }
     )
@@ -232,19 +209,6 @@ def task_env(run_dir: Path, restarted: int, gpus_per_node: int, extra: dict[str,
     # Below the ephemeral ports (32768 and up), as the job script's (templates/job.sh.j2).
     env.setdefault("MASTER_PORT", str(20000 + int(env.get("SLURM_JOB_ID", os.getpid())) % 12000))
     return env
-
-
-def ranks() -> tuple[int, int, int, int]:
-    """(RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE) of this task, from SLURM or submitit's local env."""
-    env = os.environ
-    if "SLURM_PROCID" in env and "SLURM_NTASKS" in env:
-        world = int(env["SLURM_NTASKS"])
-        nodes = int(env.get("SLURM_NNODES", env.get("SLURM_JOB_NUM_NODES", "1")))
-        return int(env["SLURM_PROCID"]), int(env.get("SLURM_LOCALID", "0")), world, max(1, world // max(1, nodes))
-    if "SUBMITIT_LOCAL_GLOBALID" in env:
-        world = int(env.get("SUBMITIT_LOCAL_NTASKS", "1"))
-        return int(env["SUBMITIT_LOCAL_GLOBALID"]), int(env.get("SUBMITIT_LOCAL_LOCALID", "0")), world, world
-    return 0, 0, 1, 1
 
 
 def with_rendezvous(argv: list[str], env: dict[str, str], gpus_per_node: int) -> list[str]:

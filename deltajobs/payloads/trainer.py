@@ -1,4 +1,4 @@
-"""The packaged trainer as a payload: each task runs `deltajobs.injob.job.TrainJob` on the spec's `train:`."""
+"""The packaged trainer as a payload: each task runs `trainer_job.TrainJob` on the spec's `train:`."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ class TrainerPayload(Payload):
         return f"the packaged trainer: {train.model} on {train.dataset}, {train.epochs} epochs"
 
     def task(self, run_dir: Path) -> Callable[[], Any]:
-        from deltajobs.injob.job import TrainJob
+        from deltajobs.payloads.trainer_job import TrainJob
 
         return TrainJob.of(self.job, run_dir)
 

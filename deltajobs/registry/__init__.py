@@ -1,1 +1,3 @@
-"""Job history: SQLite store, schema, history, rebuild from run dirs, what an id names. Imports: backends, below."""
+"""Job history: SQLite store, schema, history, rebuild from run dirs, what an id names.
+May import backends and every package below it.
+"""

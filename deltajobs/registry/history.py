@@ -1,6 +1,6 @@
 """What past jobs say of the next one: `spec_key` groups the jobs that run alike, `typical_elapsed`
 is their median runtime (charge estimates use it; sweep layouts `median_elapsed` over several
-keys). The rows live in registry.py; `spec_key` and `typical_elapsed` are importable from there too.
+keys). The rows live in store.py, which this module reads.
 """
 
 from __future__ import annotations
@@ -8,12 +8,10 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from deltajobs.registry.store import Registry, db_path
 from deltajobs.spec.settings import Settings
-
-if TYPE_CHECKING:
-    from deltajobs.registry.store import Registry
 
 
 def spec_key(resolved: Any) -> str:
@@ -32,8 +30,6 @@ def spec_key(resolved: Any) -> str:
 
 def typical_elapsed(settings: Settings, resolved: Any) -> float | None:
     """Median elapsed seconds of the completed jobs with the same spec key as `resolved`, if any ran."""
-    from deltajobs.registry.store import Registry, db_path  # registry.py imports this module
-
     path = db_path(settings)
     if not path.exists():
         return None

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from deltajobs.errors import DeltaJobsError, NotFoundError
 from deltajobs.registry.records import (
@@ -34,11 +34,9 @@ from deltajobs.registry.records import (
     scan,
     write_record,
 )
+from deltajobs.registry.refresh import Refresh, refresh
 from deltajobs.registry.store import BUSY_TIMEOUT_S, JobRow, Registry, db_path
 from deltajobs.spec.settings import Settings
-
-if TYPE_CHECKING:
-    from deltajobs.jobs.lifecycle import Refresh
 
 __all__ = [  # the records' names, importable from here as before the split
     "MAX_DEPTH",
@@ -80,8 +78,6 @@ class Rebuilt:
 
 def rebuild(settings: Settings, more: Sequence[Path] = ()) -> Rebuilt:
     """Recreate the registry from the run directories under runs_path (and `more`) and the scheduler."""
-    from deltajobs.jobs.lifecycle import refresh
-
     path = db_path(settings)
     old_jobs, old_sweeps, healthy = salvage(path)
     kept_as = move_aside(path, "old" if healthy else "damaged")
@@ -160,8 +156,6 @@ def _cluster(settings: Settings) -> Callable[[], str]:
 def status_from_run_dirs(settings: Settings, job_ids: list[str] | None, recent_since: float | None) -> Refresh:
     """`status` while the registry is unreadable: the recorded rows (the ids given, else those not
     final or submitted since `recent_since`), brought up to date; changed states are recorded."""
-    from deltajobs.jobs.lifecycle import refresh
-
     rows = sorted(scan([settings.runs_path]).jobs.values(), key=lambda r: (r.submitted_at, r.job_id))
     if job_ids:
         rows = [_pick(rows, job_id, settings.runs_path) for job_id in job_ids]

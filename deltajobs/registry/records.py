@@ -17,7 +17,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import socket
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any
 import yaml
 
 from deltajobs.errors import DeltaJobsError
+from deltajobs.osutil import write_atomic
 from deltajobs.registry.schema import JobRow, Restore
 
 RECORD = "job.json"  # a job's row, in its run directory
@@ -43,14 +43,9 @@ _SUBMISSION_KEYS = frozenset({"sweep_id", "backend", "sweep_dir", "array_job_id"
 
 def write_record(directory: Path, name: str, data: dict[str, Any]) -> None:
     """`data` as JSON in `directory/name`, whole or not at all: a temporary file renamed over the
-    old one (atomic within a directory on Lustre too), so a reader sees the old record or the new."""
-    tmp = directory / f".{name}.{socket.gethostname()}-{os.getpid()}.tmp"
-    try:
-        tmp.write_text(json.dumps(data, indent=1) + "\n")
-        os.replace(tmp, directory / name)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    old one (atomic within a directory on Lustre too), so a reader sees the old record or the new;
+    durable, since `registry rebuild` trusts it over the registry (`deltajobs.osutil.write_atomic`)."""
+    write_atomic(directory / name, json.dumps(data, indent=1) + "\n", durable=True)
 
 
 def _record(directory: str, name: str, data: dict[str, Any], strict: bool) -> None:

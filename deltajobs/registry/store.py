@@ -20,9 +20,9 @@ before the row and at each change of state), each sweep's in its directory (`swe
 deleted registry is recreated from them by the next command; a damaged one raises `RegistryDamaged`:
 run `deltajobs registry rebuild` (rebuild.py).
 
-The shape of a row and of the tables (`JobRow`, the schema and its migration) is registry_schema.py,
-the runtime history (`spec_key`, `typical_elapsed`) registry_history.py; their names are importable
-from here as well.
+The shape of a row and of the tables (`JobRow`, the schema and its migration) is schema.py (its
+names are importable from here as well); the runtime history (`spec_key`, `typical_elapsed`),
+built on this module, is history.py.
 """
 
 from __future__ import annotations
@@ -40,7 +40,6 @@ from pathlib import Path
 from typing import Any
 
 from deltajobs.errors import DeltaJobsError, NotFoundError
-from deltajobs.registry.history import spec_key, typical_elapsed
 from deltajobs.registry.schema import (
     JOB_COLUMNS,
     SCHEMA_VERSION,
@@ -64,8 +63,6 @@ __all__ = [  # JobRow, Restore and the history's names are importable from here 
     "db_path",
     "registry_failure",
     "registry_full",
-    "spec_key",
-    "typical_elapsed",
 ]
 
 JOURNAL_MODE = "DELETE"  # see the module docstring: WAL does not work across hosts
@@ -164,8 +161,10 @@ class Registry:
         """SQLite's errors as one line each: a damaged file says to rebuild it."""
         try:
             yield
-        except (sqlite3.IntegrityError, sqlite3.ProgrammingError):
-            raise  # a duplicate id or a misuse: a bug, not the file
+        except sqlite3.ProgrammingError:
+            raise  # a misuse: a bug, not the file (the CLI still says it in one line)
+        except sqlite3.IntegrityError as err:  # a constraint: not the file, and nothing was written
+            raise DeltaJobsError(f"the registry at {self.path} refused the change ({err})") from None
         except sqlite3.DatabaseError as err:
             raise registry_failure(self.path, err) from None
 
@@ -208,6 +207,13 @@ class Registry:
 
         now = time.time()
         rows = [replace(r, updated_at=now) for r in rows]
+        # A duplicate id must not overwrite the job.json of the job it names (nor reach SQLite's error).
+        taken = [r.job_id for r in rows if self._rows("SELECT 1 FROM jobs WHERE job_id = ?", (r.job_id,))]
+        if taken:
+            raise DeltaJobsError(
+                f"job {', '.join(taken)} is already in the registry ({self.path}); a job id names one job: "
+                "nothing was recorded"
+            )
         record_jobs(rows, strict=True)
         with self.transaction() as conn:
             insert_rows(conn, rows, [], replace=False, ignore=False)
@@ -221,7 +227,8 @@ class Registry:
         self.update_many({job_id: values})
 
     def update_many(self, changes: dict[str, dict[str, Any]]) -> None:
-        """Change rows; a job whose state changed has its `job.json` rewritten too."""
+        """Change rows; a job whose state changed has its `job.json` rewritten too, inside the same
+        transaction: two processes changing one job write its job.json in the order they commit."""
         from deltajobs.injob.progress import restarts
         from deltajobs.registry.records import record_jobs
 
@@ -242,7 +249,7 @@ class Registry:
                 conn.execute(f"UPDATE jobs SET {assignments} WHERE job_id = ?", [*values.values(), job_id])
                 if old is not None and values.get("state", old["state"]) != old["state"]:
                     changed.append(replace(JobRow(**dict(old)), **values))
-        record_jobs(changed)
+            record_jobs(changed)  # before COMMIT, under the write lock (never raises: strict=False)
 
     def get(self, job_id: str) -> JobRow:
         """One job by id; `last` is the most recently submitted one."""
@@ -303,9 +310,16 @@ class Registry:
     def _update_sweep(self, sweep_id: str, column: str, value: Any) -> None:
         from deltajobs.registry.records import record_sweep
 
-        with self.transaction() as conn:
+        with self.transaction() as conn:  # sweep-row.json under the write lock too, as in update_many
             conn.execute(f"UPDATE sweeps SET {column} = ? WHERE sweep_id = ?", (value, sweep_id))
-        record_sweep(self.sweep(sweep_id))
+            row = conn.execute("SELECT * FROM sweeps WHERE sweep_id = ?", (sweep_id,)).fetchone()
+            if row is not None:
+                record_sweep({**dict(row), "params": json.loads(row["params"])})
+
+    def delete_jobs(self, job_ids: list[str]) -> None:
+        """Remove rows of jobs just submitted whose bookkeeping failed (their run directories go too)."""
+        with self.transaction() as conn:
+            conn.executemany("DELETE FROM jobs WHERE job_id = ?", [(job_id,) for job_id in job_ids])
 
     def delete_sweep(self, sweep_id: str) -> None:
         with self.transaction() as conn:

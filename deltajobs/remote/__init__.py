@@ -9,10 +9,12 @@
 - `argv.py`: what a command line needs done here (files to send, --plot, --checkpoints), pure.
 - `dispatch.py`: runs the remote's deltajobs with the same arguments and streams its stdout, stderr
   and exit code back unchanged; `results.py`: the local mirror of a run and --plot; `tunnel.py`:
-  `tensorboard` through the control socket.
+  `tensorboard` through the control socket; `session.py`: the sh one-liner they run there and how its
+  output reads here.
 - `install.py`: `deltajobs remote setup` (a wheel of this version, a venv over the module's python).
 
 The laptop imports neither torch nor SLURM code: only this package, `config` and `payloads.snapshot`.
+May import sweep and every package below it; never the CLI.
 """
 
 from deltajobs.remote.ssh import RemoteError

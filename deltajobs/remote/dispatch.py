@@ -12,28 +12,20 @@ here sends SIGINT to the remote's process by its id.
 
 from __future__ import annotations
 
-import re
 import shlex
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from deltajobs import __version__
 from deltajobs.remote import ssh as seam
-from deltajobs.remote.argv import LOCAL_ONLY, Mirror, Plan, Scratch, command_words, plan, real_path, split_remote
-from deltajobs.remote.records import ON_REMOTE_VAR, default_remote, get_remote, workdir_rsync, workdir_shell
+from deltajobs.remote.argv import LOCAL_ONLY, Plan, command_words, plan, split_remote
+from deltajobs.remote.records import default_remote, get_remote
+from deltajobs.remote.session import HEADER, Rewriter, note, script
 from deltajobs.remote.ssh import RemoteError, Ssh, explain, is_ssh_noise
 from deltajobs.remote.sync import Tree
-
-HEADER = "@@deltajobs-remote"
-_DIST_INFO = (
-    'v=missing; for d in "$W"/venv/lib/python*/site-packages/deltajobs-*.dist-info; do '
-    'if [ -d "$d" ]; then v=${d##*/deltajobs-}; v=${v%.dist-info}; fi; done'
-)
-Rewrite = Callable[[str], str]
 
 
 def route(argv: list[str]) -> tuple[list[str], int | None]:
@@ -98,60 +90,12 @@ def send(ssh: Ssh, job: Plan) -> None:
         note(f"{ssh.name}: sent {stats.sent} of {stats.files} files{size} to {mirror_rsync(ssh, tree.root)}")
 
 
-def script(ssh: Ssh, job: Plan, cwd: Path) -> str:
-    """The sh one-liner the remote runs (see the module's docstring)."""
-    steps = [f"W={workdir_shell(ssh.record)}", _DIST_INFO, f'printf \'{HEADER} %s %s\\n\' "$$" "$v"']
-    steps += [f'[ "$v" = {shlex.quote(__version__)} ] || exit 0', f"export {ON_REMOTE_VAR}=1"]
-    chain = []
-    if job.scratch:
-        chain.append('mkdir -p -- "$W"/tmp')
-    if job.sending:
-        here = remote_word(Mirror(real_path(cwd)))  # as the named files' paths: symlinks resolved
-        chain += [f"mkdir -p -- {here}", f"cd -- {here}"]
-    else:
-        chain.append('cd -- "$W"')
-    chain.append('exec "$W"/venv/bin/deltajobs ' + " ".join(remote_word(a) for a in job.args))
-    return "; ".join(steps) + "; " + " && ".join(chain)
-
-
-def remote_word(arg: str | Mirror | Scratch) -> str:
-    if isinstance(arg, Mirror):
-        return '"$W"/' + shlex.quote(f"src{arg.local}")
-    if isinstance(arg, Scratch):
-        return '"$W"/' + shlex.quote(f"tmp/{arg.name}")
-    return shlex.quote(arg)
-
-
-def scratch_rsync(ssh: Ssh, item: Scratch) -> str:
-    return f"{workdir_rsync(ssh.record)}/tmp/{item.name}"
-
-
 @dataclass
 class Outcome:
     code: int
     version: str | None = None  # from the header; None: the command never started
     pid: str | None = None
     noise: list[str] = field(default_factory=list)  # ssh's own stderr lines
-
-
-class Rewriter:
-    """Lines of the remote's stdout as the user should read them: a --plot or --output file named
-    where it lands here, not in the remote's tmp/."""
-
-    def __init__(self, scratch: list[Scratch]) -> None:
-        self.patterns = [(re.compile(r"\S*tmp/" + re.escape(s.name)), str(s.local)) for s in scratch]
-
-    @property
-    def active(self) -> bool:
-        return bool(self.patterns)
-
-    def __call__(self, line: str) -> str:
-        for pattern, local in self.patterns:
-            line = pattern.sub(lambda _, local=local: local, line)  # type: ignore[misc]
-        return line
-
-    def close(self) -> None:
-        return None
 
 
 def execute(ssh: Ssh, job: Plan, rewrite: Rewriter) -> int:
@@ -261,8 +205,3 @@ def interrupt(ssh: Ssh, process: subprocess.Popen[bytes], outcome: Outcome) -> i
     except (subprocess.TimeoutExpired, KeyboardInterrupt):
         process.terminate()
         return 130
-
-
-def note(message: str) -> None:
-    sys.stderr.write(f"deltajobs: {message}\n")
-    sys.stderr.flush()

@@ -76,6 +76,19 @@ def remove_remote(name: str) -> Path:
     return write_user_config({"remotes": remotes}, remove=remove + (() if remotes else ("remotes",)))
 
 
+def may_share_connection(name: str) -> bool:
+    """Whether another remote may use `name`'s SSH connection: the same host and ssh config, and a
+    login that may be the same (ssh names the socket by the user it resolves, %C, so a remote without
+    --user may be the same login as one with it written out)."""
+    record = get_remote(name)
+    return any(
+        other != name
+        and (r.host, r.ssh_config) == (record.host, record.ssh_config)
+        and (r.user is None or record.user is None or r.user == record.user)
+        for other, r in all_remotes().items()
+    )
+
+
 def _under_home(path: str) -> str | None:
     """A relative workdir as a path relative to the remote's home ("." for the home itself: "", "~",
     "~/"); None for an absolute one."""

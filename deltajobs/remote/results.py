@@ -10,12 +10,12 @@ from pathlib import Path
 
 from deltajobs.remote import ssh as seam
 from deltajobs.remote.argv import Plan
+from deltajobs.remote.session import HEADER, note, scratch_rsync, script
 from deltajobs.remote.ssh import RemoteError, Ssh
 from deltajobs.remote.sync import Stats
 
 
 def after(ssh: Ssh, job: Plan) -> None:
-    from deltajobs.remote.dispatch import note, scratch_rsync
     from deltajobs.remote.sync import fetch_file
 
     for item in job.scratch:
@@ -27,7 +27,7 @@ def after(ssh: Ssh, job: Plan) -> None:
 
 
 def mirror_root(name: str) -> Path:
-    from deltajobs.spec.settings import state_home
+    from deltajobs.paths import state_home
 
     return state_home() / "remotes" / name / "runs"
 
@@ -44,8 +44,6 @@ def mirror_run(ssh: Ssh, job: Plan) -> tuple[Path, Stats]:
 
 def remote_run_dir(ssh: Ssh, job_id: str) -> str:
     """The run directory of a job, from the remote's `status ID --json`."""
-    from deltajobs.remote.dispatch import HEADER, script
-
     status = Plan(("status",), ["status", job_id, "--json"])
     done = seam.run(ssh.command("sh -c " + shlex.quote(script(ssh, status, Path.cwd()))), timeout=120)
     text = done.stdout.split(HEADER, 1)[-1].split("\n", 1)[-1]

@@ -5,26 +5,14 @@ second login) and prints the URL that works here; the forward is cancelled when 
 from __future__ import annotations
 
 import re
-import socket
 
+from deltajobs.osutil import free_port
 from deltajobs.remote import ssh as seam
 from deltajobs.remote.argv import Scratch
-from deltajobs.remote.dispatch import Rewriter, note
+from deltajobs.remote.session import Rewriter, note
 from deltajobs.remote.ssh import Ssh
 
 URL = re.compile(r"http://(?:localhost|127\.0\.0\.1):(\d+)(/\S*)?")
-
-
-def free_port(preferred: int) -> int:
-    """`preferred` if it is free here (the same URL on both sides), else any free port."""
-    for port in (preferred, 0):
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return int(probe.getsockname()[1])
-    raise OSError("no free port")
 
 
 class Tunnel(Rewriter):
@@ -43,7 +31,7 @@ class Tunnel(Rewriter):
         found = URL.search(line)
         if "open:" in line and found and self.ports is None:
             remote_port = int(found.group(1))
-            local_port = free_port(remote_port)
+            local_port = free_port(remote_port)  # the same URL on both sides where it is free here
             spec = f"127.0.0.1:{local_port}:localhost:{remote_port}"
             done = seam.run(self.ssh.control("forward", "-L", spec), timeout=30)
             if done.returncode != 0:

@@ -1,1 +1,3 @@
-"""Job specs: settings, schema, context, pure rendering, the job's Python. Imports: payloads.config, clusters, below."""
+"""Job specs: settings, resolution and validation, context, pure rendering.
+May import payloads, train, injob, clusters, slurm and the root modules.
+"""

@@ -14,7 +14,9 @@ import jinja2
 from deltajobs import __version__
 from deltajobs.clusters.units import format_mem, format_walltime
 from deltajobs.errors import SpecError
-from deltajobs.spec import assets, pyenv
+from deltajobs.injob import requeue
+from deltajobs.payloads import pyenv
+from deltajobs.spec import assets
 from deltajobs.spec.resolve import ResolvedJob
 
 # Paths land in #SBATCH lines, which sbatch does not parse like a shell: keep them plain.
@@ -36,7 +38,7 @@ def _environment() -> jinja2.Environment:
 
 
 def job_python(job: ResolvedJob) -> str:
-    """The interpreter the job's launch line names (`deltajobs.spec.pyenv` decides which and why)."""
+    """The interpreter the job's launch line names (`deltajobs.payloads.pyenv` decides which and why)."""
     return pyenv.job_python(job).python
 
 
@@ -131,7 +133,6 @@ def render(
         "task_stdout": folder / f"{stem}_%t_log.out",
         "task_stderr": folder / f"{stem}_%t_log.err",
         "signal_grace": res.signal_grace,
-        "requeue": res.max_requeues > 0,
         "module_reset": job.profile.module_reset and bool(job.modules),
         "modules": job.modules,
         "venv": None if spec.environment.container else chosen.venv,
@@ -146,6 +147,8 @@ def render(
         "command": command or launch_command(job, folder),
         "payload": job.payload.kind,
         "runs": printable(job.payload.describe()),
-        "requeue_file": folder / "requeue" if job.payload.requeue_from_batch else None,
+        **requeue.batch_script(
+            folder / requeue.REQUEST_FILE if job.payload.requeue_from_batch else None, res.max_requeues
+        ),
     }
     return _environment().get_template("job.sh.j2").render(**context)

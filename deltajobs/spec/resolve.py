@@ -19,7 +19,7 @@ from deltajobs.clusters import directives
 from deltajobs.clusters.profile import ClusterProfile, Partition, load_profile
 from deltajobs.clusters.units import format_mem, parse_mem_mb, parse_walltime
 from deltajobs.errors import SpecError
-from deltajobs.payloads.config import RunConfig
+from deltajobs.payloads.config import NAME_PATTERN, RunConfig
 from deltajobs.schema import apply_override, check_constraints, constrained, from_dict, parse_override
 from deltajobs.spec import assets
 from deltajobs.spec.settings import Settings
@@ -28,7 +28,6 @@ from deltajobs.train.config import TrainConfig
 if TYPE_CHECKING:
     from deltajobs.payloads.base import Payload
 
-NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
 MODULE_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.+/-]{0,127}"
 ENV_KEY_PATTERN = r"[A-Za-z_][A-Za-z0-9_]{0,127}"
 CONSTRAINT_PATTERN = r"[A-Za-z0-9_]+([&|,][A-Za-z0-9_]+)*"
@@ -79,7 +78,7 @@ class Schedule:
 class Environment:
     modules: list[str] | None = constrained(None, pattern=MODULE_PATTERN)  # None: the profile's
     venv: str | None = None  # a virtualenv to activate after the modules (inside a container: in it)
-    inherit: bool = True  # no venv named: use the venv or conda env deltajobs runs in (deltajobs.spec.pyenv)
+    inherit: bool = True  # no venv named: use the venv or conda env deltajobs runs in (deltajobs.payloads.pyenv)
     env: dict[str, str] = field(default_factory=dict)
     container: str | None = None  # an Apptainer image (.sif or docker://) the trainer runs in
 
@@ -119,7 +118,7 @@ class ResolvedJob:
     @property
     def payload(self) -> Payload:
         """What the job runs: the packaged trainer, a script, a command, an sbatch file, a function."""
-        from deltajobs.payloads import payload_of
+        from deltajobs.payloads.choose import payload_of
 
         return payload_of(self)
 
@@ -255,7 +254,7 @@ def resolve_job(
 def run_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
     """A `run:` section's files made absolute: the script and sbatch file relative to the spec's
     directory, the working directory defaulting to where deltajobs runs (sbatch's rule)."""
-    from deltajobs.payloads import check_run
+    from deltajobs.payloads.choose import check_run
 
     if "train" in raw:
         raise SpecError("run", "a spec has either train: (the packaged trainer) or run: (your own code), not both")
@@ -279,7 +278,7 @@ def validate(job: ResolvedJob, *, require_account: bool = True) -> None:
     for part in parts:
         validate_partition(job, part)
     seconds = res.seconds
-    if res.signal_grace >= seconds:
+    if res.signal_grace >= seconds and not job.payload.as_written:  # deltajobs' own signal
         raise SpecError("resources.signal_grace", f"{res.signal_grace}s must be shorter than the walltime ({res.time})")
     for key in spec.environment.env:
         check_constraints(key, f"environment.env.{key}", {"pattern": ENV_KEY_PATTERN})
@@ -296,7 +295,7 @@ def validate(job: ResolvedJob, *, require_account: bool = True) -> None:
 def validate_partition(job: ResolvedJob, part: Partition) -> None:
     """Check the request against one partition's node shape and limits."""
     res, pname = job.spec.resources, part.name
-    if part.unsupported:
+    if part.unsupported and job.payload.needs_cuda:
         usable = [p.name for p in job.profile.partitions.values() if p.kind == part.kind and not p.unsupported]
         raise SpecError(
             "resources.partition",
@@ -323,9 +322,9 @@ def validate_partition(job: ResolvedJob, part: Partition) -> None:
         )
     mem_mb = res.mem_mb
     format_mem(res.mem)
-    if mem_mb == 0 and not res.exclusive:
+    if mem_mb == 0 and not res.exclusive and not job.payload.as_written:  # SLURM takes --mem=0 alone
         raise SpecError("resources.mem", "0 (the whole node) needs resources.exclusive: true")
-    if mem_mb > part.mem_gb * 1024:
+    if mem_mb > (part.mem_max_gb if job.payload.as_written else part.mem_gb) * 1024:
         raise SpecError("resources.mem", f"{res.mem} on {pname}; at most {part.mem_gb:g}G per node")
     seconds = res.seconds
     if seconds <= 0 or seconds > part.max_seconds:

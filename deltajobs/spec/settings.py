@@ -20,6 +20,9 @@ from typing import Any
 import yaml
 
 from deltajobs.errors import SpecError
+from deltajobs.osutil import write_atomic
+from deltajobs.paths import config_path as config_path
+from deltajobs.paths import state_home
 from deltajobs.schema import constrained, from_dict
 
 ENV_VARS = {
@@ -77,18 +80,6 @@ class Settings(UserConfig):
         return Path(self.data_root).expanduser() if self.data_root else self.home_path / "data"
 
 
-def config_path() -> Path:
-    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(base) / "deltajobs" / "config.yaml"
-
-
-def state_home() -> Path:
-    if os.environ.get("DELTAJOBS_HOME"):
-        return Path(os.environ["DELTAJOBS_HOME"]).expanduser()
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "deltajobs"
-
-
 def read_user_config(path: Path | None = None) -> UserConfig:
     path = path or config_path()
     if not path.is_file():
@@ -131,10 +122,5 @@ def write_user_config(values: dict[str, object], path: Path | None = None, *, re
     merged = {k: v for k, v in {**current, **values}.items() if v not in (None, {}) and k not in remove}
     from_dict(UserConfig, merged, str(path))
     private_dir(path.parent)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        os.fchmod(fd, 0o600)  # a stale .tmp keeps its old mode through O_CREAT
-        out.write(yaml.safe_dump(merged, sort_keys=True))
-    tmp.replace(path)
+    write_atomic(path, yaml.safe_dump(merged, sort_keys=True), mode=0o600)
     return path

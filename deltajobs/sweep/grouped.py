@@ -29,7 +29,7 @@ from deltajobs.spec.resolve import ResolvedJob
 from deltajobs.spec.settings import Settings
 from deltajobs.sweep.layout import Layout
 from deltajobs.sweep.plan import SweepPlan
-from deltajobs.sweep.submit import SweepSubmission, point_dir, sweep_dir_for, write_record
+from deltajobs.sweep.record import SweepSubmission, point_dir, sweep_dir_for, write_record
 from deltajobs.sweep.tasks import PointsTask
 
 TASKS_DIR = "tasks"

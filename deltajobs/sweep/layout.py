@@ -164,8 +164,8 @@ def chosen_line(points: int, typical_s: float, est: Estimate) -> str:
 
 def typical_point_seconds(settings: Settings, resolved: list[ResolvedJob]) -> float | None:
     """The median elapsed time of the finished runs that share a spec with any of the points."""
-    from deltajobs.registry.history import median_elapsed
-    from deltajobs.registry.store import Registry, db_path, spec_key
+    from deltajobs.registry.history import median_elapsed, spec_key
+    from deltajobs.registry.store import Registry, db_path
 
     if not db_path(settings).exists():
         return None

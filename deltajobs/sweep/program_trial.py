@@ -32,11 +32,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from deltajobs.errors import SpecError
-from deltajobs.injob import contract
+from deltajobs.injob import requeue
 from deltajobs.injob.job import record_attempt
 from deltajobs.payloads.config import ParamStyle, param_args
 from deltajobs.payloads.runner import METRICS_FILE, _child_setup, read_metrics, task_env
+from deltajobs.sweep.search import check_searchable, heartbeat, tell
 
 if TYPE_CHECKING:
     from deltajobs.spec.resolve import ResolvedJob
@@ -94,23 +94,6 @@ class TrialProgram:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrialProgram:
         return cls(**data)
-
-
-def check_searchable(resolved: ResolvedJob) -> None:
-    """A search runs the packaged trainer, or ONE program per worker (a script or a command)."""
-    kind = resolved.payload.kind
-    if kind == "train":
-        return
-    if kind not in ("script", "command"):
-        raise SpecError("JOB", f"a search runs the packaged trainer, a .py script or --command, not {kind}")
-    res = resolved.spec.resources
-    if res.nodes > 1 or res.ntasks_per_node > 1:
-        field = "resources.nodes" if res.nodes > 1 else "resources.tasks_per_node"
-        raise SpecError(
-            field,
-            f"a search runs one program per worker, not {res.nodes * res.ntasks_per_node} tasks; "
-            "set resources.nodes=1 and resources.tasks_per_node=1 (the program sees all the worker's GPUs)",
-        )
 
 
 @dataclass(frozen=True)
@@ -210,8 +193,8 @@ class ProgramRun:
             stopping = self.stop_signal()
             if self.pruned:
                 return self._end("pruned")
-            if code == contract.EXIT_REQUEUE and stopping is None:
-                if restarted < self.program.max_requeues:
+            if code == requeue.EXIT_REQUEUE and stopping is None:
+                if requeue.within_limit(restarted, self.program.max_requeues):
                     print(f"deltajobs: {self.name} asked for a requeue (exit 85): starting it again", flush=True)
                     continue
                 why = f"asked for a requeue (exit 85) after {restarted} requeue(s): resources.max_requeues reached"
@@ -332,8 +315,6 @@ def run_program_trial(
     stop_signal: Callable[[], int | None],
 ) -> str:
     """Run one trial's program; tell the study how it ended. "interrupted" leaves it RUNNING."""
-    from deltajobs.sweep.search import tell
-    from deltajobs.sweep.worker import heartbeat
 
     def report(value: float, step: int) -> bool:
         trial.report(value, step)

@@ -21,9 +21,12 @@ study back is `trials.py`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import re
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -179,8 +182,6 @@ def resolve_search(
     without search parameters (what the workers' script is rendered from), after resolving the job
     at every extreme of the space: the first invalid value raises, naming it. `job` is a spec name
     or path, or the raw spec of a script or command (`payloads.command_line_spec`)."""
-    from deltajobs.sweep.program_trial import check_searchable
-
     if isinstance(job, dict):
         raw, source = job, "<dict>"
     else:
@@ -228,6 +229,23 @@ def optuna_module() -> Any:
         raise DeltaJobsError("--search needs Optuna: pip install 'deltajobs[search]'") from None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     return optuna
+
+
+def check_searchable(resolved: ResolvedJob) -> None:
+    """A search runs the packaged trainer, or ONE program per worker (a script or a command)."""
+    kind = resolved.payload.kind
+    if kind == "train":
+        return
+    if kind not in ("script", "command"):
+        raise SpecError("JOB", f"a search runs the packaged trainer, a .py script or --command, not {kind}")
+    res = resolved.spec.resources
+    if res.nodes > 1 or res.ntasks_per_node > 1:
+        field = "resources.nodes" if res.nodes > 1 else "resources.tasks_per_node"
+        raise SpecError(
+            field,
+            f"a search runs one program per worker, not {res.nodes * res.ntasks_per_node} tasks; "
+            "set resources.nodes=1 and resources.tasks_per_node=1 (the program sees all the worker's GPUs)",
+        )
 
 
 def storage(sweep_dir: Path, search: SearchSpec) -> Any:
@@ -306,3 +324,23 @@ def tell(study: Any, trial: Any, value: float | None = None, state: str | None =
     except RuntimeError as err:
         if "Study.stop" not in str(err):
             raise
+
+
+@contextlib.contextmanager
+def heartbeat(trial: Any, every: float = HEARTBEAT_S) -> Any:
+    """Stamp the trial every `every` seconds from a thread, so other workers know it is alive."""
+    done = threading.Event()
+
+    def beat() -> None:
+        while not done.wait(every):
+            with contextlib.suppress(Exception):
+                trial.set_user_attr("heartbeat", time.time())
+
+    trial.set_user_attr("heartbeat", time.time())
+    thread = threading.Thread(target=beat, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join(timeout=5)

@@ -17,12 +17,10 @@ is point i's `TrainJob`, which trains into point i's run directory.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import datetime as dt
-import json
-import secrets
 import shutil
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,27 +28,16 @@ import yaml
 
 from deltajobs.backends.base import Backend, Submission
 from deltajobs.charge.estimate import estimate_job
-from deltajobs.errors import SpecError
+from deltajobs.errors import DeltaJobsError, SpecError
 from deltajobs.jobs.lifecycle import cancel, job_row, prepare_run_dir
 from deltajobs.registry.store import Registry
 from deltajobs.spec.resolve import ResolvedJob, resolve_job
 from deltajobs.spec.settings import Settings
 from deltajobs.sweep.layout import Layout
 from deltajobs.sweep.plan import SweepPlan
+from deltajobs.sweep.record import SweepSubmission as SweepSubmission
+from deltajobs.sweep.record import new_sweep_id, point_dir, sweep_dir_for, write_record
 from deltajobs.sweep.search import WORKERS_DIR, SearchSpec
-
-
-def new_sweep_id() -> str:
-    return f"sw-{secrets.token_hex(3)}"
-
-
-def sweep_dir_for(settings: Settings, name: str, sweep_id: str) -> Path:
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return (settings.runs_path / f"{name}-{stamp}-{sweep_id}").absolute()
-
-
-def point_dir(sweep_dir: Path, index: int, count: int) -> Path:
-    return sweep_dir / f"point-{index:0{max(3, len(str(count - 1)))}d}"
 
 
 def render_sweep(plan: SweepPlan, sweep_dir: Path, max_parallel: int | None, layout: Layout | None = None) -> str:
@@ -70,43 +57,6 @@ def task_job(plan: SweepPlan, max_parallel: int | None, layout: Layout | None) -
     tasks = layout.tasks(len(plan.points))
     seconds = layout.walltime_s(plan.resolved[0].spec.resources.seconds, max_parallel or tasks)
     return with_walltime(plan.resolved[0], seconds), tasks
-
-
-@dataclass(frozen=True)
-class SweepSubmission:
-    sweep_id: str
-    backend: str
-    sweep_dir: Path
-    array_job_id: str | None
-    max_parallel: int | None
-    log_pattern: Path
-    points: list[Submission] = field(default_factory=list)  # one per array task (a point each, by default)
-    groups: list[list[int]] | None = None  # grouped sweeps: the point indexes each task runs
-    point_dirs: list[Path] = field(default_factory=list)  # grouped sweeps: each point's run directory
-
-    @property
-    def point_count(self) -> int:
-        return sum(len(g) for g in self.groups) if self.groups else len(self.points)
-
-    def to_dict(self) -> dict[str, Any]:
-        record: dict[str, Any] = {
-            "sweep_id": self.sweep_id,
-            "backend": self.backend,
-            "sweep_dir": str(self.sweep_dir),
-            "array_job_id": self.array_job_id,
-            "max_parallel": self.max_parallel,
-            "logs": str(self.log_pattern),
-            "points": [{"index": i, **p.to_dict()} for i, p in enumerate(self.points)],
-        }
-        if self.groups:  # points, each with the task that runs it; the tasks beside them
-            pairs = enumerate(zip(self.groups, self.points, strict=True))
-            record["tasks"] = [{"task": t, "points": group, **task.to_dict()} for t, (group, task) in pairs]
-            record["points"] = [
-                {"index": i, "task": t, "job_id": self.points[t].job_id, "run_dir": str(self.point_dirs[i])}
-                for t, group in enumerate(self.groups)
-                for i in group
-            ]
-        return record
 
 
 def submit_sweep(
@@ -146,14 +96,6 @@ def submit_sweep(
             shutil.rmtree(sweep_dir, ignore_errors=True)
             raise
     return submission
-
-
-def write_record(sub: SweepSubmission, params: dict[str, Any]) -> None:
-    """sweep.json next to the points: the submission, with each point's parameters beside its job."""
-    record = {**sub.to_dict(), **{k: v for k, v in params.items() if k != "points"}}
-    for point, values in zip(record["points"], params["points"], strict=True):
-        point["params"] = values
-    (sub.sweep_dir / "sweep.json").write_text(json.dumps(record, indent=1) + "\n")
 
 
 def _record(
@@ -201,15 +143,15 @@ def submit_search(
         sweep_dir.mkdir(parents=True, exist_ok=False)
         try:
             submission = _submit_workers(registry, sweep_id, sweep_dir, resolved, search, backend, workers, 0)
-            registry.add_sweep(sweep_id, job, backend.name, params, str(sweep_dir))
-            try:
-                _record_workers(registry, resolved, submission, backend, 0)
-            except BaseException:
-                registry.delete_sweep(sweep_id)
-                raise
-            write_record(submission, {**params, "points": [{} for _ in submission.points]})
         except BaseException:
             shutil.rmtree(sweep_dir, ignore_errors=True)
+            raise
+        try:
+            registry.add_sweep(sweep_id, job, backend.name, params, str(sweep_dir))
+            _record_workers(registry, resolved, submission, backend, 0)
+            write_record(submission, {**params, "points": [{} for _ in submission.points]})
+        except BaseException:  # the workers are queued: cancel them, or they run and are charged unseen
+            _undo_workers(backend, submission, lambda: registry.delete_sweep(sweep_id), [sweep_dir])
             raise
     return submission
 
@@ -239,9 +181,30 @@ def resume_search(
         sweep_dir = Path(sweep["run_dir"])
         first = len(rows)
         submission = _submit_workers(registry, sweep_id, sweep_dir, resolved, search, backend, count, first)
-        _record_workers(registry, resolved, submission, backend, first)
-        registry.set_sweep_params(sweep_id, {**params, "search": search.to_dict(), "workers": count})
+        try:
+            _record_workers(registry, resolved, submission, backend, first)
+            registry.set_sweep_params(sweep_id, {**params, "search": search.to_dict(), "workers": count})
+        except BaseException:  # the new workers only: the sweep and its earlier workers stay as they were
+
+            def forget() -> None:
+                registry.delete_jobs([p.job_id for p in submission.points])
+                if sweep["array_job_id"] != submission.array_job_id:
+                    registry.set_sweep_array(sweep_id, sweep["array_job_id"])
+
+            dirs = [sweep_dir / WORKERS_DIR / f"task-{first + i}" for i in range(count)]
+            _undo_workers(backend, submission, forget, dirs)
+            raise
     return submission
+
+
+def _undo_workers(backend: Backend, sub: SweepSubmission, forget: Callable[[], None], dirs: list[Path]) -> None:
+    """Workers queued whose bookkeeping failed: cancel them first (one scancel for the array), then
+    their rows (`forget`; best effort: the registry may be what failed), then their directories."""
+    backend.undo([p.job_id for p in sub.points])
+    with contextlib.suppress(DeltaJobsError):
+        forget()
+    for directory in dirs:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def _submit_workers(

@@ -16,7 +16,7 @@ A point that ends on a full disk or quota (its payload's exit status 28, `deltaj
 is not failed: the task ends with status 28 too (the next points would meet the same disk), and
 once space is freed the task's next start resumes the point.
 
-The requeue contract is the payload's (deltajobs.injob.job, deltajobs.payloads.runner): a point that stops
+The requeue contract is the payload's, decided in `deltajobs.injob.requeue`: a point that stops
 for a requeue exits the whole task with status -1 and the task's next start resumes it. Each point
 starts with a line `deltajobs: point N (lr=0.1) starts in DIR` in the task's log, which is how
 `deltajobs sweep logs --point N` finds a point's part of it.
@@ -26,7 +26,6 @@ Importing this module must stay cheap: every task imports it to unpickle its cal
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import pickle
@@ -40,11 +39,14 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from deltajobs.injob.diskspace import EXIT_DISK_FULL  # stdlib only: cheap to import
+from deltajobs.injob import requeue  # stdlib only: cheap to import
+from deltajobs.injob.diskspace import EXIT_DISK_FULL
+from deltajobs.injob.ranks import global_rank
+from deltajobs.osutil import atomic_writer, write_atomic
 
 RESULTS, FAILED, ATTEMPTS = "results.json", "failed.json", "attempts.json"
 PACKED_CALL, PACKED_OUT, PACKED_ERR = "point.pkl", "point.out", "point.err"
-REQUEUE_WANTED = "requeue-wanted"  # a packed point asked for a requeue; its task does it, once
+REQUEUE_WANTED = requeue.WANTED_FILE  # a packed point asked for a requeue; its task does it, once
 MARK = "deltajobs: point "  # how a point's part of the task log starts
 STOPPED = 255  # a packed point's exit status when it stopped for a requeue (its sys.exit(-1))
 
@@ -75,7 +77,7 @@ def run_point(call: Callable[[], Any], run_dir: Path, index: int, label: str) ->
     try:
         result = call()
     except SystemExit as stop:
-        if stop.code in (-1, STOPPED):
+        if stop.code in (requeue.STOPPED, STOPPED):
             raise PointStopped from None
         if stop.code == EXIT_DISK_FULL:
             print(f"{MARK}{index} stopped: disk full or quota exceeded; the task ends", file=sys.stderr, flush=True)
@@ -91,13 +93,10 @@ def run_point(call: Callable[[], Any], run_dir: Path, index: int, label: str) ->
 
 
 def _failed(run_dir: Path, index: int, why: str) -> str:
-    if _rank() == 0:
-        path = run_dir / FAILED
+    if global_rank() == 0:
         try:
-            path.write_text(json.dumps({"reason": why, "time": time.time()}) + "\n")
+            write_atomic(run_dir / FAILED, json.dumps({"reason": why, "time": time.time()}) + "\n")
         except OSError as err:  # a full disk: no half-written failed.json (the next start reruns it)
-            with contextlib.suppress(OSError):
-                path.unlink()
             why += f" (not recorded: {err.strerror or err})"
     print(f"{MARK}{index} failed: {why}", file=sys.stderr, flush=True)
     return "failed"
@@ -148,7 +147,7 @@ class PointsTask:
             else:
                 self._run_in_turn(todo, dirs)
         except PointStopped:
-            sys.exit(-1)  # requeued or killed: the next start of this task resumes here
+            sys.exit(requeue.STOPPED)  # requeued or killed: the next start of this task resumes here
         return {str(i): point_state(d) or "not started" for i, d in zip(self.indexes, dirs, strict=True)}
 
     def _run_in_turn(self, todo: list[int], dirs: list[Path]) -> None:
@@ -212,7 +211,7 @@ class PointsTask:
 
     def _start(self, n: int) -> subprocess.Popen[bytes]:
         run_dir = Path(self.run_dirs[n])
-        with (run_dir / PACKED_CALL).open("wb") as handle:
+        with atomic_writer(run_dir / PACKED_CALL, binary=True) as handle:
             pickle.dump((self.calls[n], self.indexes[n], self.labels[n]), handle)
         print(f"{MARK}{self.indexes[n]} ({self.labels[n]}) starts in {run_dir}, packed: its log is {PACKED_OUT}")
         sys.stdout.flush()
@@ -241,13 +240,12 @@ class PointsTask:
         wanted = [Path(d) for d in self.run_dirs if (Path(d) / REQUEUE_WANTED).exists()]
         for run_dir in wanted:
             (run_dir / REQUEUE_WANTED).unlink(missing_ok=True)
-        request = os.environ.get("DELTAJOBS_REQUEUE_FILE")
-        if request and Path(request).exists():
+        if requeue.batch_script_requeues():
             raise PointStopped  # a script's request: the batch script requeues when we exit
-        from deltajobs.backends import submitit_private
+        from deltajobs.slurm import submitit_private
 
-        if (wanted or self.stop_signal == signal.SIGUSR2) and submitit_private.running_on_slurm():
-            if _rank() == 0:
+        if requeue.task_requeues(bool(wanted), self.stop_signal, submitit_private.running_on_slurm()):
+            if global_rank() == 0:
                 submitit_private.requeue(self.max_requeues)
                 print("deltajobs: requeued the task for its unfinished points", flush=True)
         raise PointStopped
@@ -257,16 +255,9 @@ def _span(indexes: list[int]) -> str:
     return ", ".join(str(i) for i in indexes)
 
 
-def _rank() -> int:
-    for var in ("RANK", "SLURM_PROCID", "SUBMITIT_LOCAL_GLOBALID"):
-        if os.environ.get(var, "").isdigit():
-            return int(os.environ[var])
-    return 0
-
-
 def _packed_main(path: str) -> int:
     """One packed point in its own process: run it; a requeue it asks for is left to its task."""
-    from deltajobs.backends import submitit_private
+    from deltajobs.slurm import submitit_private
 
     run_dir = Path(path).parent
 

@@ -30,12 +30,16 @@ from typing import Any, NoReturn
 
 from deltajobs.clusters.units import parse_walltime
 from deltajobs.injob.diskspace import DiskFullError
-from deltajobs.injob.job import StopFlag, TrainJob, global_rank, record_attempt
+from deltajobs.injob.job import StopFlag, record_attempt
+from deltajobs.injob.ranks import global_rank
+from deltajobs.osutil import write_atomic
+from deltajobs.payloads.trainer_job import TrainJob
 from deltajobs.sweep.optuna_private import trial_by_number
-from deltajobs.sweep.search import HEARTBEAT_S, STALE_S, WORKERS_DIR, SearchSpec, tell
+from deltajobs.sweep.search import STALE_S, WORKERS_DIR, SearchSpec, heartbeat, tell
 
 SWEEP_RECORD = "sweep-row.json"  # the sweep's row in its directory (rebuild_records.SWEEP_RECORD)
 RETRY_OF = "retry_of"  # user attr of a trial enqueued again after its worker vanished: the lost one
+RELEASED = "released-"  # workers/released-task-K.json: a trial task K let go, for any worker to adopt
 
 
 class SearchWorker(TrainJob):
@@ -109,35 +113,55 @@ class SearchWorker(TrainJob):
 
     # -- which trial ----------------------------------------------------------------------------------
 
+    @property
+    def released_path(self) -> Path:
+        return self.state_path.with_name(f"{RELEASED}{self.state_path.name}")
+
     def resume_own(self) -> int | None:
-        """The trial this task ran before it was requeued or preempted: its own state file, taken by
-        the same atomic rename as `adopt` (a trial it released may be adopted meanwhile)."""
-        return self._take(self.state_path)
+        """The trial this task ran before it was requeued (its claim) or preempted (its released
+        claim, unless another worker adopted it first), taken by the same atomic rename as `adopt`."""
+        number = self._take(self.state_path)
+        return self._take(self.released_path) if number is None else number
 
     def adopt(self, study: Any) -> int | None:
-        """A trial another worker released (preempted, cancelled): the first to rename its state wins."""
-        for path in sorted(self.state_path.parent.glob("task-*.json")):
-            state = _read_json(path)
-            if path == self.state_path or not state or not state.get("released"):
+        """A trial another worker released (preempted, cancelled): the first to rename its released
+        claim wins. A worker's live claim (`task-K.json`) is never taken: an owner that took its
+        trial back and runs it again keeps it. (`task-K.json` saying released: from before.)"""
+        folder = self.state_path.parent
+        legacy = [p for p in sorted(folder.glob("task-*.json")) if p != self.state_path]
+        for path in [*sorted(folder.glob(f"{RELEASED}task-*.json")), *legacy]:
+            if path in legacy and not (_read_json(path) or {}).get("released"):
                 continue
-            number = self._take(path)
+            number = self._take(path, released=path in legacy)
             if number is not None and _is_running(study, number):
                 return number
         return None
 
-    def _take(self, path: Path) -> int | None:
-        """The trial a state file names, if this process is the one that renames it away."""
+    def _take(self, path: Path, released: bool = False) -> int | None:
+        """The trial a state file names, if this process is the one that renames it away;
+        `released`: only if the file it took says so (else it is put back, never over a newer one)."""
         taken = path.with_name(f"taken-{path.stem}-{os.getpid()}.json")
         try:
             path.rename(taken)  # atomic: exactly one process takes it
         except FileNotFoundError:
             return None
         state = _read_json(taken)
+        if released and not (state or {}).get("released"):
+            with contextlib.suppress(FileExistsError):
+                os.link(taken, path)
+            taken.unlink(missing_ok=True)
+            return None
         taken.unlink(missing_ok=True)
         return int(state["trial"]) if state and state.get("trial") is not None else None
 
     def claim(self, number: int, released: bool = False) -> None:
-        _write_json(self.state_path, {"trial": number, "released": released, "job_id": os.environ.get("SLURM_JOB_ID")})
+        """Claim trial `number` in `task-K.json`; `released`: let it go, in one atomic rename to
+        `released-task-K.json`, the only state file other workers take."""
+        state = {"trial": number, "released": released, "job_id": os.environ.get("SLURM_JOB_ID")}
+        _write_json(self.state_path, state)
+        if released:
+            with contextlib.suppress(FileNotFoundError):  # a worker of a version before took it already
+                self.state_path.replace(self.released_path)
 
     def release(self) -> None:
         self.state_path.unlink(missing_ok=True)
@@ -282,26 +306,6 @@ def ask_lock(sweep_dir: Path) -> Any:
         lock.release()
 
 
-@contextlib.contextmanager
-def heartbeat(trial: Any, every: float = HEARTBEAT_S) -> Any:
-    """Stamp the trial every `every` seconds from a thread, so other workers know it is alive."""
-    done = threading.Event()
-
-    def beat() -> None:
-        while not done.wait(every):
-            with contextlib.suppress(Exception):
-                trial.set_user_attr("heartbeat", time.time())
-
-    trial.set_user_attr("heartbeat", time.time())
-    thread = threading.Thread(target=beat, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        done.set()
-        thread.join(timeout=5)
-
-
 def worst_trial_seconds(trials: list[Any]) -> float | None:
     """The longest a trial that ran to its last epoch took, or None before one did (pruned and
     failed trials end early: they say nothing about the worst case)."""
@@ -341,6 +345,4 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data))
-    tmp.replace(path)
+    write_atomic(path, json.dumps(data))

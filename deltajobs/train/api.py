@@ -36,6 +36,7 @@ from deltajobs.errors import SpecError
 from deltajobs.injob import diskspace
 from deltajobs.injob.diskspace import DiskFullError, clear_marker, write_marker, writing
 from deltajobs.injob.gpu_usage import GPU_FILE, GpuSampler
+from deltajobs.osutil import write_atomic
 from deltajobs.train.board import attach_board
 from deltajobs.train.checkpoint import (
     CHECKPOINT,
@@ -241,21 +242,15 @@ def _fit(
         if board is not None:
             board.close()
     if info.is_main:
-        write_atomically(run_dir / RESULTS, json.dumps(results, indent=2) + "\n")
+        write_atomically(run_dir / RESULTS, json.dumps(results, indent=2) + "\n", durable=True)
     return results
 
 
-def write_atomically(path: Path, text: str) -> None:
-    """Replace `path` with `text` through a tmp file; on a full disk the old file stays, the tmp file
-    goes and DiskFullError names it."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with writing(tmp):
-            tmp.write_text(text)
-    except DiskFullError:
-        tmp.unlink(missing_ok=True)
-        raise
-    tmp.replace(path)
+def write_atomically(path: Path, text: str, durable: bool = False) -> None:
+    """Replace `path` with `text` (`deltajobs.osutil.write_atomic`); on a full disk the old file
+    stays, no tmp file is left and DiskFullError names PATH.tmp, as for the checkpoint."""
+    with writing(path.with_name(path.name + ".tmp")):
+        write_atomic(path, text, durable=durable)
 
 
 def deferred(hook: Callable[..., None] | None, full: list[DiskFullError]) -> Callable[..., None] | None:

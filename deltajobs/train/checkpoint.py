@@ -16,7 +16,6 @@ The dict holds everything that decides what happens next, so a resumed run conti
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ import torch
 
 from deltajobs.errors import DataError, SpecError
 from deltajobs.injob.diskspace import writing
+from deltajobs.osutil import atomic_writer
 
 CHECKPOINT = "checkpoint.pt"
 VERSION = 1
@@ -58,19 +58,12 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 
     A write that fails (a full filesystem, a quota) removes its tmp file, so the old checkpoint is
     all that stays and no half-written file keeps filling the disk; the failure is a DiskFullError
-    naming the tmp file (ENOSPC/EDQUOT) or the error as it came (anything else)."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with writing(tmp), tmp.open("wb") as handle:
-            # torch.save into a Python file object: a failed write raises OSError with its errno
-            # (given a path, torch's own writer reports only "unexpected pos", and no errno)
-            torch.save(state, handle)
-            handle.flush()
-            os.fsync(handle.fileno())  # on the parallel file systems of clusters, flush before rename
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    tmp.replace(path)
+    naming PATH.tmp (ENOSPC/EDQUOT: the words the README shows) or the error as it came (anything
+    else). Durable: on the parallel file systems of clusters, fsynced before the rename."""
+    with writing(path.with_name(path.name + ".tmp")), atomic_writer(path, binary=True, durable=True) as handle:
+        # torch.save into a Python file object: a failed write raises OSError with its errno
+        # (given a path, torch's own writer reports only "unexpected pos", and no errno)
+        torch.save(state, handle)
 
 
 def load_checkpoint(path: Path, device: torch.device) -> dict[str, Any]:

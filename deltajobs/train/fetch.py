@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from deltajobs.errors import DataError
+from deltajobs.osutil import atomic_writer, write_atomic
 
 MIRRORS = ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/")
 # file name -> md5 of its .gz on the mirrors (the same list torchvision checks)
@@ -121,13 +122,9 @@ def import_idx(source: Path, root: Path) -> dict[str, int]:
     for name in FILES:
         src = find_file(source, name)
         assert src is not None
-        tmp = target / f"{name}.tmp"
-        if src.suffix == ".gz":
-            with gzip.open(src, "rb") as fin, tmp.open("wb") as fout:
-                shutil.copyfileobj(fin, fout)
-        else:
-            shutil.copyfile(src, tmp)
-        tmp.replace(target / name)
+        opened = gzip.open(src, "rb") if src.suffix == ".gz" else src.open("rb")
+        with opened as fin, atomic_writer(target / name, binary=True) as fout:
+            shutil.copyfileobj(fin, fout)
     return {split: parsed[images][0].count for split, (images, _) in SPLITS.items()}
 
 
@@ -150,9 +147,7 @@ def download(root: Path, timeout: float = 30.0) -> dict[str, int]:
             if hashlib.md5(blob).hexdigest() != MD5[name]:
                 errors.append(f"{url}: md5 mismatch")
                 continue
-            tmp = target / f"{name}.tmp"
-            tmp.write_bytes(gzip.decompress(blob))
-            tmp.replace(target / name)
+            write_atomic(target / name, gzip.decompress(blob))
             break
         else:
             raise DataError(

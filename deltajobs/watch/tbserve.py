@@ -19,11 +19,14 @@ import importlib.util
 import os
 import secrets
 import socket
+import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from deltajobs.errors import DeltaJobsError
+from deltajobs.osutil import free_port
 from deltajobs.registry.store import Registry
 from deltajobs.registry.targets import find_target
 from deltajobs.spec.settings import Settings
@@ -91,6 +94,36 @@ def plan_board(settings: Settings, ident: str, port: int | None = None, token: s
     return BoardPlan(target.label, target.directory, port or free_port(), has_events, token)
 
 
+def plan_with_reports(settings: Settings, ident: str, port: int | None = None, token: str = "") -> BoardPlan:
+    """`plan_board`, after a user program's reports were written as TensorBoard scalars
+    (`deltajobs.watch.reportboard`, in a child process: only where tensorboard is installed)."""
+    plan = plan_board(settings, ident, port, token)
+    if importlib.util.find_spec("tensorboard") is None:
+        return plan
+    argv = [sys.executable, "-m", "deltajobs.watch.reportboard", str(plan.logdir)]
+    subprocess.run(argv, check=False, timeout=300)
+    return plan_board(settings, ident, plan.port, token)
+
+
+def serve(plan: BoardPlan) -> None:
+    """Run TensorBoard behind the token (`plan.argv`) until Ctrl-C, then stop it; a TensorBoard that
+    exits on its own raises DeltaJobsError with its last line of stderr (`require_tensorboard` first)."""
+    with tempfile.TemporaryFile("w+") as errors:  # TensorBoard's chatter, kept for a failure's message
+        process = subprocess.Popen(plan.argv, stdout=subprocess.DEVNULL, stderr=errors, text=True, env=plan.env())
+        try:
+            code = process.wait()
+        except KeyboardInterrupt:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+            return
+        errors.seek(0)
+        lines = [line for line in errors.read().splitlines() if line.strip()]
+    raise DeltaJobsError(f"tensorboard exited with status {code}: {lines[-1] if lines else 'no message'}")
+
+
 def new_token() -> str:
     """256 random bits, URL-safe: what a browser must show to get in."""
     return secrets.token_urlsafe(32)
@@ -99,10 +132,3 @@ def new_token() -> str:
 def require_tensorboard() -> None:
     if importlib.util.find_spec("tensorboard") is None:
         raise DeltaJobsError("tensorboard is not installed here: pip install 'deltajobs[tb]' (or tensorboard>=2.14)")
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on at localhost now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("localhost", 0))
-        return int(probe.getsockname()[1])

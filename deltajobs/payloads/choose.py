@@ -1,0 +1,102 @@
+"""The one place a spec becomes a payload (`payload_of`), and the command line's JOB argument a spec.
+
+The command line names a payload by its JOB argument: a packaged spec name or a YAML file (its
+`train:` or `run:` section), a `.py` script (its arguments after `--`), an sbatch script (a file
+whose `#SBATCH` lines deltajobs reads), or `--command '...'`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from deltajobs.errors import SpecError
+from deltajobs.payloads.config import safe_name
+
+if TYPE_CHECKING:
+    from deltajobs.payloads.base import Payload
+    from deltajobs.spec.resolve import ResolvedJob
+
+SBATCH_SUFFIXES = (".sh", ".sbatch", ".slurm", ".bash")
+
+
+def payload_of(job: ResolvedJob) -> Payload:
+    """The payload of a resolved job (the one place a spec becomes a payload)."""
+    run = job.spec.run
+    if run is None:
+        from deltajobs.payloads.trainer import TrainerPayload
+
+        return TrainerPayload(job)
+    if run.kind == "script":
+        from deltajobs.payloads.program import ScriptPayload
+
+        return ScriptPayload(job)
+    if run.kind == "command":
+        from deltajobs.payloads.program import CommandPayload
+
+        return CommandPayload(job)
+    if run.kind == "sbatch":
+        from deltajobs.payloads.sbatch import SbatchPayload
+
+        return SbatchPayload(job)
+    if run.kind == "function":
+        from deltajobs.payloads.function import FunctionPayload
+
+        return FunctionPayload(job)
+    raise SpecError("run", "names nothing to run; give one of: script, command, sbatch")
+
+
+def check_run(run: dict[str, Any] | None) -> None:
+    """A `run:` section names exactly one of script, command and sbatch."""
+    if run is None:
+        return
+    given = [k for k in ("script", "command", "sbatch", "function") if run.get(k)]
+    if len(given) != 1:
+        what = "nothing" if not given else " and ".join(given)
+        raise SpecError("run", f"names {what}; give exactly one of: script, command, sbatch")
+
+
+def command_line_spec(
+    job: str | None, args: list[str], command: str | None, *, snapshot: bool = True, cwd: Path | None = None
+) -> str | dict[str, Any]:
+    """The job the command line names: a spec name or YAML path as it is, else the raw spec dict
+    of a script (`train.py -- ARGS`), an sbatch file, or `--command`; run in `cwd` (sbatch's rule)."""
+    workdir = str((cwd or Path.cwd()).absolute())
+    if command is not None:
+        if job is not None:
+            raise SpecError("--command", f"runs a command instead of JOB; drop {job!r} or --command")
+        from deltajobs.payloads.program import split_command
+
+        argv = split_command(command)
+        run = {"command": command, "args": list(args), "workdir": workdir, "snapshot": False}
+        raw: dict[str, Any] = {"name": safe_name(Path(argv[0]).name), "run": run}
+        if Path(argv[0]).name == "torchrun":  # torchrun starts the per-GPU processes itself
+            raw["resources"] = {"tasks_per_node": 1}
+        return raw
+    if job is None:
+        raise SpecError("JOB", "missing; name a job spec, a script (train.py) or an sbatch file, or pass --command")
+    path = Path(job).expanduser()
+    if path.suffix == ".py":
+        if not path.is_file():
+            raise SpecError("JOB", f"no such script: {job}")
+        run = {"script": str(path.absolute()), "args": list(args), "workdir": workdir, "snapshot": snapshot}
+        return {"name": safe_name(path.stem), "run": run}
+    if path.suffix in SBATCH_SUFFIXES or (path.is_file() and _looks_like_sbatch(path)):
+        if not path.is_file():
+            raise SpecError("JOB", f"no such sbatch script: {job}")
+        if args:
+            raise SpecError("JOB", f"arguments after -- go to a .py script, not to the sbatch script {job}")
+        from deltajobs.payloads.sbatch import sbatch_spec
+
+        return sbatch_spec(path, workdir)
+    if args:
+        raise SpecError("JOB", f"arguments after -- are for a script (train.py -- --lr 1e-3), not for the spec {job!r}")
+    return job
+
+
+def _looks_like_sbatch(path: Path) -> bool:
+    try:
+        head = path.read_bytes()[:4096].decode(errors="replace")
+    except OSError:
+        return False
+    return head.startswith("#!") and "#SBATCH" in head
