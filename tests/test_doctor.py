@@ -17,6 +17,7 @@ import pytest
 from conftest import run_main
 from slurmutil import needs_slurm
 
+from deltajobs.backends import probe
 from deltajobs.environment import doctor
 from deltajobs.spec.render import render, setup_lines
 from deltajobs.spec.resolve import Overrides, resolve_job
@@ -76,18 +77,18 @@ def test_an_account_with_no_balance(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 
 def test_the_jobs_python_is_probed_in_a_subshell(fresh_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    good = doctor.interpreter_check(resolve(), cached=True)
+    good = probe.interpreter_check(resolve(), cached=True)
     assert good.status == "ok" and "deltajobs 0.1.0, submitit" in good.detail and "torch" in good.detail
     calls = []
-    monkeypatch.setattr(doctor.subprocess, "run", lambda *a, **k: calls.append(a))
-    assert doctor.interpreter_check(resolve(), cached=True) == good and calls == []  # the second costs nothing
+    monkeypatch.setattr(probe.subprocess, "run", lambda *a, **k: calls.append(a))
+    assert probe.interpreter_check(resolve(), cached=True) == good and calls == []  # the second costs nothing
 
 
 def test_a_venv_that_is_not_there_and_a_module_that_does_not_exist(fresh_cache: Path) -> None:
-    check = doctor.interpreter_check(resolve("environment.venv=/nonexistent/venv"))
+    check = probe.interpreter_check(resolve("environment.venv=/nonexistent/venv"))
     assert check.status == "fail" and "cannot activate the venv" in check.detail
     assert check.fix == "create the venv, or point environment.venv at one"
-    check = doctor.interpreter_check(resolve("environment.modules=[nosuch/1.0]"))
+    check = probe.interpreter_check(resolve("environment.modules=[nosuch/1.0]"))
     assert check.status == "fail" and "'module load nosuch/1.0' failed" in check.detail
     assert "module avail" in check.fix
 
@@ -96,7 +97,7 @@ def test_a_python_without_deltajobs(fresh_cache: Path, tmp_path: Path) -> None:
     """The trap NCSA's module system sets: the job's python is another one, without deltajobs."""
     bare = tmp_path / "bare"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True)
-    check = doctor.interpreter_check(resolve(f"environment.venv={bare}"))
+    check = probe.interpreter_check(resolve(f"environment.venv={bare}"))
     assert check.status == "fail"
     assert "deltajobs missing (ModuleNotFoundError: No module named 'deltajobs')" in check.detail
     assert "run deltajobs from the venv the job should use" in check.fix

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import run_main
 
+from deltajobs.backends import probe
 from deltajobs.environment import doctor
 from deltajobs.errors import SpecError
 from deltajobs.spec.resolve import Overrides, ResolvedJob, resolve_job
@@ -41,7 +42,7 @@ def test_an_x86_venv_fails_doctor_on_deltaai_before_it_is_run(tmp_path: Path, mo
 
 
 def test_an_arm_venv_passes_the_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(doctor, "interpreter_check", lambda job, cached=False: doctor.Check("python", "ok", "probed"))
+    monkeypatch.setattr(doctor, "interpreter_check", lambda job, cached=False: probe.Check("python", "ok", "probed"))
     checks = doctor.run_checks(on_deltaai(fake_venv(tmp_path / "venv", 0xB7)), load_settings())
     assert [(c.name, c.status) for c in checks if c.name in ("architecture", "python")] == [
         ("architecture", "ok"),
@@ -52,7 +53,7 @@ def test_an_arm_venv_passes_the_check(tmp_path: Path, monkeypatch: pytest.Monkey
 def test_submit_refuses_it(tmp_path: Path) -> None:
     job = on_deltaai(fake_venv(tmp_path / "venv", 0x3E))
     with pytest.raises(SpecError) as err:
-        doctor.require_interpreter(job)
+        probe.require_interpreter(job)
     assert str(err.value).startswith("environment: the job would fail: ")
     assert "DeltaAI's nodes are Arm (aarch64): make a venv on a DeltaAI login node" in str(err.value)
 

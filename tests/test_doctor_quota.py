@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from deltajobs.backends import probe
 from deltajobs.environment import doctor
 from deltajobs.injob.diskspace import QuotaRow, parse_quota, quota_for
 
@@ -127,8 +128,8 @@ def test_doctor_prints_the_space_and_quota_lines(
     monkeypatch.setenv("DELTAJOBS_ACCOUNT", "bgvu-delta-gpu")
     monkeypatch.setenv("DELTAJOBS_HOME", str(tmp_path / "work" / "state"))
     monkeypatch.setattr(doctor, "UNSEEN_ROOTS", ("/nonexistent-root",))
-    monkeypatch.setattr(doctor, "account_check", lambda job: doctor.Check("account", "ok", "faked"))
-    monkeypatch.setattr(doctor, "interpreter_check", lambda job, cached=False: doctor.Check("python", "ok", "faked"))
+    monkeypatch.setattr(doctor, "account_check", lambda job: probe.Check("account", "ok", "faked"))
+    monkeypatch.setattr(doctor, "interpreter_check", lambda job, cached=False: probe.Check("python", "ok", "faked"))
     code, out, _ = run_main(monkeypatch, capsys, "doctor", "--cluster", "minidelta")
     lines = out.splitlines()
     assert code == 1

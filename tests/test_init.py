@@ -10,7 +10,7 @@ import pytest
 import yaml
 from slurmutil import cli, cli_json
 
-from deltajobs.spec.settings import config_path
+from deltajobs.paths import config_path
 
 ACCOUNTS = """Project Summary for User 'kingda':
 Project         Description                    Balance (Hours)    Deposited (Hours)

@@ -12,7 +12,8 @@ import pytest
 
 from deltajobs.backends.slurm import merge_slurm
 from deltajobs.errors import NotFoundError, SlurmError
-from deltajobs.jobs.lifecycle import reason_words, refresh
+from deltajobs.jobs.lifecycle import reason_words
+from deltajobs.registry.refresh import refresh
 from deltajobs.registry.store import JobRow, Registry
 from deltajobs.slurm import commands as slurm
 from deltajobs.spec.settings import load_settings

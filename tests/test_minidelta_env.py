@@ -20,8 +20,8 @@ import pytest
 from conftest import REPO
 from slurmutil import needs_slurm
 
+from deltajobs.backends.probe import LMOD_INIT as LMOD_INIT_LINE
 from deltajobs.charge.advice import gpu_advice
-from deltajobs.environment.doctor import LMOD_INIT as LMOD_INIT_LINE
 from deltajobs.injob.gpu_usage import GPU_FILE, QUERY, GpuSampler, parse_query
 
 SOURCE = REPO / "scripts" / "minidelta.d"

@@ -23,8 +23,9 @@ from typing import Any
 import pytest
 
 from deltajobs.osutil import free_port
+from deltajobs.paths import config_path
 from deltajobs.registry.store import JobRow, Registry, db_path
-from deltajobs.spec.settings import config_path, load_settings, write_user_config
+from deltajobs.spec.settings import load_settings, write_user_config
 from deltajobs.watch.tbproxy import TokenGate, cookie_name
 
 REPO = Path(__file__).resolve().parent.parent

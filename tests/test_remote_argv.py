@@ -1,5 +1,5 @@
 """The laptop side's reading of a command line (deltajobs/remote/argv.py) and the sh one-liner the
-remote runs (dispatch.script): pure, no process."""
+remote runs (session.script): pure, no process."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 from deltajobs import __version__
 from deltajobs.remote.argv import Mirror, Scratch, plan, split_remote
-from deltajobs.remote.dispatch import script
+from deltajobs.remote.session import script
 from deltajobs.remote.ssh import Ssh
 from deltajobs.spec.settings import RemoteRecord
 

@@ -10,8 +10,9 @@ import pytest
 
 from deltajobs import __version__
 from deltajobs.remote import ssh as seam
-from deltajobs.remote.dispatch import HEADER, route
+from deltajobs.remote.dispatch import route
 from deltajobs.remote.records import add_remote
+from deltajobs.remote.session import HEADER
 from deltajobs.remote.ssh import Completed, RemoteError
 from deltajobs.spec.settings import RemoteRecord
 
@@ -159,7 +160,7 @@ def test_plot_is_written_there_and_named_here(
 
 
 def test_a_broken_config_leaves_the_command_to_say_so(monkeypatch: pytest.MonkeyPatch) -> None:
-    from deltajobs.spec.settings import config_path
+    from deltajobs.paths import config_path
 
     FakeSsh(monkeypatch)
     config_path().write_text("remote: [\n")

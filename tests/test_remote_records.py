@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from deltajobs.paths import config_path
 from deltajobs.remote.ssh import Completed, RemoteError, Ssh
 from deltajobs.remote.sync import check, code_tree, parse_stats
-from deltajobs.spec.settings import RemoteRecord, config_path
+from deltajobs.spec.settings import RemoteRecord
 
 
 def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -156,7 +157,7 @@ def test_code_tree_through_a_symlinked_directory(tmp_path: Path, monkeypatch: py
     working directory and git's top level all name the same real path, so the rewritten argument
     is where the file lands."""
     from deltajobs.remote.argv import Mirror, plan
-    from deltajobs.remote.dispatch import script
+    from deltajobs.remote.session import script
     from deltajobs.remote.sync import mirror_rsync
 
     real = tmp_path / "real" / "repo"

@@ -22,7 +22,8 @@ from deltajobs.spec.render import submitit_folder
 from deltajobs.spec.resolve import Overrides
 from deltajobs.spec.settings import load_settings
 from deltajobs.sweep.plan import SweepPlan, parse_sweep, plan_sweep
-from deltajobs.sweep.submit import point_dir, render_sweep, submit_sweep
+from deltajobs.sweep.record import point_dir
+from deltajobs.sweep.submit import render_sweep, submit_sweep
 
 FAKE_SLURM = {
     "sbatch": """#!/bin/bash

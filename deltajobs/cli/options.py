@@ -196,12 +196,3 @@ def chosen_backend(local: bool, settings: Settings) -> Backend:
     if fallback:
         note(fallback)
     return backend
-
-
-def require_python(resolved: ResolvedJob, backend: Backend) -> None:
-    """Where the backend starts a fresh environment, a job whose python cannot run deltajobs' task is
-    refused here, not on the node (`environment`'s guard; `jobs.launch` holds the budget's)."""
-    if backend.fresh_environment:
-        from deltajobs.environment.doctor import require_interpreter
-
-        require_interpreter(resolved)

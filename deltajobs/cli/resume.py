@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from deltajobs.cli.app import app, emit_json, note
-from deltajobs.cli.options import JobFlags, JsonOpt, YesOpt, require_python
+from deltajobs.cli.options import JobFlags, JsonOpt, YesOpt
 
 # The job options that make sense on resume: where, how long and with what it runs; not what.
 FLAGS: tuple[str, ...] = (
@@ -64,7 +64,6 @@ def resume_command(
 
     settings = load_settings()
     resume = prepare_resume(settings, run, flags.overrides, restart)
-    require_python(resume.resolved, resume.backend)
     started = resume.submit(settings, yes)
     sub, estimate, old, resolved = started.submission, started.estimate_su, resume.previous, resume.resolved
     start = str(resume.checkpoint) if resume.checkpoint is not None else None

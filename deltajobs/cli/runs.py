@@ -21,7 +21,6 @@ from deltajobs.cli.options import (
     YesOpt,
     chosen_backend,
     job_flags,
-    require_python,
 )
 from deltajobs.errors import DeltaJobsError
 
@@ -55,7 +54,6 @@ def submit_command(
     if dry_run:
         typer.echo(render(resolved, run_dir), nl=False)
         return
-    require_python(resolved, backend)
     started = start_job(resolved, settings, run_dir, backend, yes)
     sub, estimate = started.submission, started.estimate_su
     info = {**sub.to_dict(), "estimate_su": round(estimate, 4) if estimate is not None else None}

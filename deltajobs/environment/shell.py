@@ -16,8 +16,8 @@ import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from deltajobs.backends.probe import LMOD_INIT
 from deltajobs.clusters.units import format_mem, format_walltime
-from deltajobs.environment.doctor import LMOD_INIT
 from deltajobs.spec.render import setup_lines
 from deltajobs.spec.resolve import ResolvedJob, resolve_job
 from deltajobs.spec.settings import Settings

@@ -1,10 +1,10 @@
 """Starting a job: the budget guard, then ONE submission. `deltajobs submit` and `deltajobs resume`
 parse, call these and print what they return.
 
-The budget guard refuses a job whose worst case, as billed, exceeds the cap or the balance (where
-the backend charges; `yes` waives it). The other guard, that the job's python can run deltajobs'
-task, is `environment`'s (`require_interpreter`): a sibling of this package, so the command calls
-it between `prepare_resume` and `.submit()`, or before `start_job`.
+Two guards, in this order: where the backend starts a fresh environment, the job's python must run
+deltajobs' task (`backends.probe.require_interpreter`, cached per set-up); the budget guard refuses
+a job whose worst case, as billed, exceeds the cap or the balance (where the backend charges; `yes`
+waives it).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from pathlib import Path
 
 from deltajobs import backends
 from deltajobs.backends.base import Backend, Submission
+from deltajobs.backends.probe import require_interpreter
 from deltajobs.charge.budget import check_budget
 from deltajobs.jobs.lifecycle import submit_job
 from deltajobs.jobs.resume import check_sets, resumable, resume_job
@@ -31,7 +32,9 @@ class Started:
 
 
 def start_job(resolved: ResolvedJob, settings: Settings, run_dir: Path, backend: Backend, yes: bool) -> Started:
-    """`submit`: the budget guard, then the job into `run_dir`."""
+    """`submit`: the guards, then the job into `run_dir`."""
+    if backend.fresh_environment:
+        require_interpreter(resolved)
     estimate = check_budget(resolved, settings, yes) if backend.charges else None
     return Started(submit_job(resolved, settings, run_dir, backend), estimate)
 
@@ -46,7 +49,9 @@ class Resume:
     backend: Backend  # the one the run ran on
 
     def submit(self, settings: Settings, yes: bool) -> Started:
-        """The budget guard, then the new job into the run directory (the old job's files set aside)."""
+        """The guards, then the new job into the run directory (the old job's files set aside)."""
+        if self.backend.fresh_environment:
+            require_interpreter(self.resolved)
         estimate = check_budget(self.resolved, settings, yes) if self.backend.charges else None
         over = self.checkpoint is None
         return Started(resume_job(self.resolved, settings, self.previous, self.backend, over=over), estimate)

@@ -21,7 +21,6 @@ from deltajobs.clusters.units import format_duration
 from deltajobs.errors import SlurmError, SpecError
 from deltajobs.injob.gpu_usage import run_gpu_summary
 from deltajobs.registry.history import spec_key
-from deltajobs.registry.refresh import Refresh as Refresh
 from deltajobs.registry.refresh import by_backend, refresh
 from deltajobs.registry.store import JobRow, Registry, RegistryDamaged
 from deltajobs.slurm.parse import AcctRecord

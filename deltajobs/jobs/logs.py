@@ -14,7 +14,8 @@ from typing import Any
 from deltajobs import backends
 from deltajobs.charge.advice import Advice
 from deltajobs.errors import DeltaJobsError, NotFoundError
-from deltajobs.jobs.lifecycle import finished_usage, reason_words, refresh, right_sizing
+from deltajobs.jobs.lifecycle import finished_usage, reason_words, right_sizing
+from deltajobs.registry.refresh import refresh
 from deltajobs.registry.store import JobRow, Registry
 from deltajobs.slurm.commands import AcctRecord
 from deltajobs.spec.settings import Settings

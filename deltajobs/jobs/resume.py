@@ -28,8 +28,9 @@ from deltajobs.backends.base import Backend, Submission
 from deltajobs.errors import DeltaJobsError, NotFoundError, SpecError
 from deltajobs.injob.diskspace import DISK_FULL_FILE, DiskFullError, is_disk_full
 from deltajobs.injob.progress import ATTEMPTS_FILE
-from deltajobs.jobs.lifecycle import job_row, refresh
+from deltajobs.jobs.lifecycle import job_row
 from deltajobs.registry.records import RECORD
+from deltajobs.registry.refresh import refresh
 from deltajobs.registry.store import JobRow, Registry
 from deltajobs.spec.resolve import ResolvedJob
 from deltajobs.spec.settings import Settings

@@ -77,7 +77,7 @@ MODULE_ENV_PTH = [
 
 def install_script(ssh: Ssh, wheel_name: str) -> str:
     """The bash the remote runs: modules, venv, pip (stdout: pip's words, kept for a failure)."""
-    from deltajobs.environment.doctor import LMOD_INIT
+    from deltajobs.backends.probe import LMOD_INIT
 
     record = ssh.record
     wheel = f'"$W"/wheels/{shlex.quote(wheel_name)}'

@@ -21,8 +21,7 @@ import yaml
 
 from deltajobs.errors import SpecError
 from deltajobs.osutil import write_atomic
-from deltajobs.paths import config_path as config_path
-from deltajobs.paths import state_home
+from deltajobs.paths import config_path, state_home
 from deltajobs.schema import constrained, from_dict
 
 ENV_VARS = {

@@ -58,7 +58,7 @@ def slice_point(text: str, index: int) -> str:
 
 
 def _point_dir(sweep_dir: Path, index: int, count: int) -> Path:
-    from deltajobs.sweep.submit import point_dir
+    from deltajobs.sweep.record import point_dir
 
     return point_dir(sweep_dir, index, count)
 

@@ -1,6 +1,6 @@
 """Reading a sweep back: one row per point with its parameters, state and metrics, ranked by a metric.
 
-States come from `lifecycle.refresh` (one squeue and one sacct call for the whole array); metrics
+States come from `registry.refresh` (one squeue and one sacct call for the whole array); metrics
 from each point's results.json: its top-level numbers (test_acc, test_loss, params, ...) and the
 last epoch's (train_loss, ...). Accuracies rank higher-is-better, everything else lower-is-better.
 """
@@ -16,7 +16,7 @@ from typing import Any
 
 from deltajobs import backends
 from deltajobs.errors import SpecError
-from deltajobs.jobs.lifecycle import refresh
+from deltajobs.registry.refresh import refresh
 from deltajobs.registry.store import JobRow, Registry
 from deltajobs.spec.settings import Settings
 
@@ -115,7 +115,7 @@ def grouped_points(rows: list[JobRow], groups: list[list[int]], values: list[Any
     done (results.json) is COMPLETED, failed.json FAILED; a started point of a running task RUNNING,
     one not yet started PENDING; a point its task left unfinished takes the task's final state
     (CANCELLED, TIMEOUT, ...). A point's SU is its task's shared evenly by the task's points."""
-    from deltajobs.sweep.submit import point_dir
+    from deltajobs.sweep.record import point_dir
 
     count = sum(len(g) for g in groups)
     tasks = {row.sweep_index: row for row in rows}

@@ -35,8 +35,7 @@ from deltajobs.spec.resolve import ResolvedJob, resolve_job
 from deltajobs.spec.settings import Settings
 from deltajobs.sweep.layout import Layout
 from deltajobs.sweep.plan import SweepPlan
-from deltajobs.sweep.record import SweepSubmission as SweepSubmission
-from deltajobs.sweep.record import new_sweep_id, point_dir, sweep_dir_for, write_record
+from deltajobs.sweep.record import SweepSubmission, new_sweep_id, point_dir, sweep_dir_for, write_record
 from deltajobs.sweep.search import WORKERS_DIR, SearchSpec
 
 
