@@ -71,8 +71,10 @@ def raw_sacct(job_ids: list[str]) -> dict[str, dict[str, str]]:
     return {job_id: {"state": state, "elapsed": elapsed, "tres": tres} for job_id, state, elapsed, tres in rows}
 
 
-def wait_completed(job_ids: list[str]) -> dict[str, dict[str, str]]:
-    deadline = time.monotonic() + WAIT_S
+def wait_completed(job_ids: list[str], wait_s: float = WAIT_S) -> dict[str, dict[str, str]]:
+    """sacct's rows once every job COMPLETED; a job that ended otherwise, or is not done after
+    `wait_s` (stuck PENDING included), fails the test: it is cancelled and its state named."""
+    deadline = time.monotonic() + wait_s
     rows: dict[str, dict[str, str]] = {}
     while time.monotonic() < deadline:
         rows = raw_sacct(job_ids)
@@ -82,10 +84,26 @@ def wait_completed(job_ids: list[str]) -> dict[str, dict[str, str]]:
         assert not failed, f"jobs ended badly: {failed}"
         time.sleep(1.0)
     states = {k: r["state"] for k, r in rows.items()}
-    if any(state == "PENDING" for state in states.values()):
-        subprocess.run(["scancel", *job_ids], capture_output=True, timeout=30)
-        pytest.skip(f"minidelta is busy: jobs still pending after {WAIT_S}s ({states})")
-    raise AssertionError(f"jobs not COMPLETED after {WAIT_S}s: {states}")
+    reasons = subprocess.run(["squeue", "-h", "-o", "%i %T %r", "-j", ",".join(job_ids)],
+                             capture_output=True, text=True, timeout=30).stdout.split("\n")  # fmt: skip
+    subprocess.run(["scancel", *job_ids], capture_output=True, timeout=30)
+    stuck = f"jobs not COMPLETED after {wait_s:g}s (a stuck job is a failure): {states}"
+    raise AssertionError(f"{stuck}; squeue: {reasons}")
+
+
+def test_a_job_stuck_pending_fails_the_wait_and_is_cancelled() -> None:
+    """Issue 33 item 13: "still PENDING" was a skip; a stuck job must fail the test."""
+    argv = ["sbatch", "--parsable", "--hold", f"--account={GPU}", "--partition=gpuA100x4", "--gpus-per-node=1"]
+    held = subprocess.run([*argv, "--time=00:05:00", "--output=/dev/null", "--wrap=true"],
+                          capture_output=True, text=True, timeout=30)  # fmt: skip
+    assert held.returncode == 0, held.stderr
+    job_id = held.stdout.strip().split(";")[0]
+    with pytest.raises(AssertionError, match=r"not COMPLETED after 3s \(a stuck job is a failure\).*PENDING"):
+        wait_completed([job_id], wait_s=3)
+    deadline = time.monotonic() + 30  # slurmdbd records the cancel a moment later
+    while not (state := raw_sacct([job_id]).get(job_id, {}).get("state", "")).startswith("CANCELLED"):
+        assert time.monotonic() < deadline, f"job {job_id} was not cancelled: {state}"
+        time.sleep(0.5)
 
 
 def test_charge_and_estimate_match_sacct_billing() -> None:

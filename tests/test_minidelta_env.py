@@ -19,6 +19,7 @@ from types import ModuleType
 import pytest
 from conftest import REPO
 from slurmutil import needs_slurm
+from test_private import as_user, other_user, shared_tmp  # noqa: F401  (fixtures: another local user)
 
 from deltajobs.backends.probe import LMOD_INIT as LMOD_INIT_LINE
 from deltajobs.charge.advice import gpu_advice
@@ -180,6 +181,34 @@ def test_a_linked_env_has_torch_without_deltajobs(tmp_path: Path) -> None:
         assert (env / "bin" / "torchrun").read_text().startswith(f"#!{python}\n")
     again = subprocess.run([sys.executable, str(script), "--linked", str(env)], capture_output=True, text=True)
     assert "(+0 -0)" in again.stdout and "made," not in again.stdout
+
+
+def test_a_linked_env_from_a_checkout_others_cannot_enter_still_serves_them(
+    other_user: str,  # noqa: F811
+    shared_tmp: Path,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """Issue 33 item 14: a clone under a 0700 directory (pytest's tmp_path is one). The module env
+    built from its venv must give the login node's user the venv's packages: hard links reached
+    through the env's own directory, not symlinks into the checkout they may not enter."""
+    private = tmp_path / "clone" / ".venv"  # tmp_path: 0700, root's
+    site = module_env().site_packages_of(private)
+    (site / "torch").mkdir(parents=True)
+    (site / "torch" / "__init__.py").write_text("__version__ = '9.9'\n")
+    (site / "torch-9.9.dist-info").mkdir()
+    (site / "torch-9.9.dist-info" / "METADATA").write_text("Name: torch\nVersion: 9.9\n")
+    env = shared_tmp / "pytorch-conda-2.8"
+    argv = [sys.executable, str(SOURCE / "module_env.py"), "--linked", str(env), "--source", str(private)]
+    built = subprocess.run(argv, capture_output=True, text=True)
+    assert built.returncode == 0 and "torch 9.9" in built.stdout, built.stderr
+    probe = "import torch; print(torch.__version__)"
+    found = as_user(other_user, str(env / "bin" / "python"), "-c", probe)
+    assert (found.returncode, found.stdout) == (0, "9.9\n"), found.stderr
+    (site / "torch" / "__init__.py").write_text("__version__ = '9.10'\n")  # pip replaced it: a new file
+    (site / "torch").touch()
+    again = subprocess.run(argv, capture_output=True, text=True)
+    assert "(+1 -1)" in again.stdout, again.stdout
+    assert as_user(other_user, str(env / "bin" / "python"), "-c", probe).stdout == "9.10\n"
 
 
 # -- on minidelta -------------------------------------------------------------------------------------

@@ -115,6 +115,32 @@ def test_a_time_limit_warning_between_points_starts_no_further_point(
     assert signal.getsignal(signal.SIGUSR2) != task._on_signal  # the task's handlers are gone again
 
 
+def test_on_slurm_a_time_limit_warning_between_points_requeues_the_task_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The SLURM path of the row above: the task asks `scontrol requeue` for its own array task,
+    once, and no further point starts (scontrol faked at the process seam: it records its argv)."""
+    calls = tmp_path / "scontrol.calls"
+    fake = tmp_path / "bin" / "scontrol"
+    fake.parent.mkdir()
+    fake.write_text(f'#!/bin/sh\necho "$*" >> {calls}\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
+    for name, value in {"SUBMITIT_EXECUTOR": "slurm", "SLURM_JOB_ID": "4243", "SLURM_ARRAY_JOB_ID": "4242",
+                        "SLURM_ARRAY_TASK_ID": "1", "SLURM_PROCID": "0"}.items():  # fmt: skip
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("DELTAJOBS_REQUEUE_FILE", raising=False)  # no program asked the batch script
+    dirs = [tmp_path / f"p{i}" for i in range(3)]
+    for d in dirs:
+        d.mkdir()
+    task = PointsTask([Warned(dirs[0]), Counting(dirs[1]), Counting(dirs[2])],
+                      [str(d) for d in dirs], [0, 1, 2], ["a", "b", "c"], max_requeues=3)  # fmt: skip
+    with pytest.raises(SystemExit) as stopped:
+        task()
+    assert stopped.value.code == -1 and [point_state(d) for d in dirs] == ["done", None, None]
+    assert calls.read_text() == "requeue 4242_1\n"  # once, for the task (array job 4242, task 1)
+
+
 def test_a_points_part_of_a_task_log_is_every_attempt_of_it() -> None:
     log = (
         "deltajobs: job 7_1 on vm started\n"

@@ -132,7 +132,7 @@ def test_the_gate_needs_a_token() -> None:
 @pytest.fixture
 def other_user() -> Iterator[str]:
     """A throwaway local user (no home directory), removed afterwards."""
-    tools = ("useradd", "userdel", "runuser", "curl")
+    tools = ("useradd", "userdel", "runuser")
     if os.geteuid() != 0 or not all(shutil.which(tool) for tool in tools):
         pytest.skip("acting as another local user needs root and " + ", ".join(tools))
     name = f"djtest{secrets.token_hex(3)}"
@@ -162,11 +162,25 @@ def as_user(user: str, *argv: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["runuser", "-u", user, "--", *argv], capture_output=True, text=True, timeout=60)
 
 
-def curl_as(user: str, url: str, cookie: str | None = None) -> tuple[int, str]:
+# Python's own HTTP client, run as the other user by the base interpreter (-I -S: the standard
+# library alone; a checkout's venv may lie where that user cannot enter).
+HTTP_GET = """\
+import http.client, sys, urllib.parse
+url = urllib.parse.urlsplit(sys.argv[1])
+connection = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+headers = dict(header.split(": ", 1) for header in sys.argv[2:])
+connection.request("GET", url.path + ("?" + url.query if url.query else ""), headers=headers)
+response = connection.getresponse()
+sys.stdout.write(response.read().decode(errors="replace") + "\\n" + str(response.status))
+"""
+
+
+def http_as(user: str, url: str, cookie: str | None = None) -> tuple[int, str]:
     """The HTTP status and body that `user` gets from `url`."""
-    argv = ["curl", "-s", "--noproxy", "*", "--max-time", "30", "-w", "\n%{http_code}", url]
-    done = as_user(user, *argv, *(["-b", cookie] if cookie else []))
+    python = os.path.realpath(getattr(sys, "_base_executable", sys.executable))
+    done = as_user(user, python, "-I", "-S", "-c", HTTP_GET, url, *([f"Cookie: {cookie}"] if cookie else []))
     body, _, code = done.stdout.rpartition("\n")
+    assert code.isdigit(), done.stderr
     return int(code), body
 
 
@@ -258,23 +272,23 @@ def test_another_user_cannot_read_the_registry_or_reach_tensorboard_without_the_
     try:
         lines = served_lines(server)
         url = lines[1].removeprefix("  open:    ")
-        token = url.removeprefix(f"http://localhost:{port}/?token=")
-        assert len(token) == 43 and url == f"http://localhost:{port}/?token={token}"
-        assert lines[2].startswith(f"  laptop:  ssh -N -L {port}:localhost:{port} ")
+        token = url.removeprefix(f"http://127.0.0.1:{port}/?token=")
+        assert len(token) == 43 and url == f"http://127.0.0.1:{port}/?token={token}"
+        assert lines[2].startswith(f"  laptop:  ssh -N -L {port}:127.0.0.1:{port} ")
         assert lines[2].endswith(f"   (then open {url})")
         assert lines[3] == "  private: only this URL's token opens it; others on this login node get 403 Forbidden"
         wait_until_served(url)
 
-        base = f"http://localhost:{port}"
+        base = f"http://127.0.0.1:{port}"
         for path in ("/", "/data/runs", "/data/plugin/scalars/tags", f"/?token={token[:-1]}"):
-            code, body = curl_as(other_user, base + path)
+            code, body = http_as(other_user, base + path)
             assert code == 403 and body.startswith("403 Forbidden: this TensorBoard opens only with its token"), path
-        assert curl_as(other_user, base + "/data/runs", cookie=f"{cookie_name(port)}=guess")[0] == 403
-        code, body = curl_as(other_user, url)  # the token is all it takes: it is the secret
+        assert http_as(other_user, base + "/data/runs", cookie=f"{cookie_name(port)}=guess")[0] == 403
+        code, body = http_as(other_user, url)  # the token is all it takes: it is the secret
         assert code == 200 and "<title>TensorBoard</title>" in body
-        code, body = curl_as(other_user, f"{base}/data/plugin/scalars/tags?token={token}")
+        code, body = http_as(other_user, f"{base}/data/plugin/scalars/tags?token={token}")
         assert code == 200 and "val_acc" in body  # the reports, as scalars: the data is behind the gate
-        code, body = curl_as(other_user, base + "/data/runs", cookie=f"{cookie_name(port)}={token}")
+        code, body = http_as(other_user, base + "/data/runs", cookie=f"{cookie_name(port)}={token}")
         assert code == 200 and "tb/reports" in body
 
         tree = [server.pid, *descendants(server.pid)]

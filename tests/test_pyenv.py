@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -46,10 +47,13 @@ def test_a_conda_env_runs_its_interpreter_by_absolute_path(monkeypatch: pytest.M
 
 def test_no_env_runs_the_modules_python_or_this_one(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(pyenv, "submitting", lambda: pyenv.Submitting("none", None))
-    assert "# Python: the modules' python (deltajobs runs in no venv or conda env)." in script()
-    assert f"{sys.executable} -u -m submitit" in script(cluster="minidelta") or "python -u -m" in script(
-        cluster="minidelta"
-    )
+    text = script()
+    assert "# Python: the modules' python (deltajobs runs in no venv or conda env)." in text
+    (launch,) = [line for line in text.splitlines() if line.startswith("srun ")]
+    assert launch.endswith(" python -u -m submitit.core._submit /projects/bgvu/runs/RUN/submitit")  # the profile's
+    job = resolve_job("mnist", Overrides(account="bgvu-delta-gpu"), load_settings(), "minidelta")
+    bare = dataclasses.replace(job, profile=dataclasses.replace(job.profile, python=None))  # a profile naming none
+    assert pyenv.job_python(bare) == pyenv.JobPython(sys.executable, None, "the interpreter deltajobs runs in")
 
 
 def test_a_spec_venv_wins_and_goes_inside_a_container(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -65,8 +69,11 @@ def test_a_spec_venv_wins_and_goes_inside_a_container(monkeypatch: pytest.Monkey
 
 
 def test_submitting_detects_this_interpreter(monkeypatch: pytest.MonkeyPatch) -> None:
-    here = pyenv.submitting()
-    assert here.kind == ("venv" if sys.prefix != sys.base_prefix else here.kind)
+    monkeypatch.delenv("CONDA_PREFIX", raising=False)
+    monkeypatch.setattr(sys, "prefix", "/u/me/venvs/dj")  # a venv: its prefix is not its base's
+    assert pyenv.submitting() == pyenv.Submitting("venv", "/u/me/venvs/dj")
+    monkeypatch.setenv("CONDA_PREFIX", sys.base_prefix)  # a venv made inside a conda env is a venv
+    assert pyenv.submitting() == pyenv.Submitting("venv", "/u/me/venvs/dj")
     monkeypatch.setattr(sys, "prefix", sys.base_prefix)
     monkeypatch.setenv("CONDA_PREFIX", sys.base_prefix)
     assert pyenv.submitting() == pyenv.Submitting("conda", sys.base_prefix)

@@ -268,8 +268,8 @@ def test_tensorboard_through_the_control_socket(login: Login) -> None:
     while "serving" not in (line := board.stdout.readline()):
         assert line, board.stderr.read() if board.stderr else ""
         lines.append(line)
-    url = re.search(r"open:    (http://localhost:\d+/\?token=\S+)", "".join(lines))
-    assert url and "  tunnel:  localhost:" in "".join(lines), lines
+    url = re.search(r"open:    (http://127\.0\.0\.1:\d+/\?token=\S+)", "".join(lines))
+    assert url and "  tunnel:  127.0.0.1:" in "".join(lines), lines
     status = 0
     for _ in range(60):  # TensorBoard starts listening a moment after it says `serving`
         try:

@@ -46,8 +46,8 @@ def test_a_person_at_a_terminal_gets_prompts_and_a_tty() -> None:
 
 
 def test_forward_and_check_go_through_the_socket() -> None:
-    argv = Ssh("delta", RECORD, batch=True).control("forward", "-L", "127.0.0.1:6006:localhost:6006")
-    assert argv[-6:] == ["-O", "forward", "-L", "127.0.0.1:6006:localhost:6006", "--", RECORD.host]
+    argv = Ssh("delta", RECORD, batch=True).control("forward", "-L", "127.0.0.1:6006:127.0.0.1:6006")
+    assert argv[-6:] == ["-O", "forward", "-L", "127.0.0.1:6006:127.0.0.1:6006", "--", RECORD.host]
 
 
 def test_a_control_dir_left_open_is_tightened(runtime_dir: Path) -> None:

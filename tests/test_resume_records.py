@@ -2,9 +2,6 @@
 and `results` name the link ("resumes 1234"), `registry rebuild` brings both rows back (the old
 one's record sits in RUN/previous/JOBID/job.json), and a change to the old row is recorded there,
 not over the new job's job.json.
-
-These need two patches to files of others (resume-views.patch, resume-rebuild_records.patch);
-until they are applied the tests skip, naming the patch.
 """
 
 from __future__ import annotations
@@ -17,16 +14,9 @@ from conftest import run_main
 from test_resume import env, recorded_run  # noqa: F401  (fixture and helper)
 
 import deltajobs.cli.resume  # noqa: F401  (registers `resume` until cli/__init__.py does)
-from deltajobs.cli import views
 from deltajobs.jobs.resume import PREVIOUS_DIR, set_aside
-from deltajobs.registry import records as rebuild_records
 from deltajobs.registry.store import JobRow, Registry
 from deltajobs.spec.settings import load_settings
-
-needs_views = pytest.mark.skipif(not hasattr(views, "heading"), reason="needs /tmp/patches/resume-views.patch")
-needs_records = pytest.mark.skipif(
-    not hasattr(rebuild_records, "PREVIOUS"), reason="needs /tmp/patches/resume-rebuild_records.patch"
-)
 
 
 def resumed_pair(old_id: str, new_id: str) -> tuple[Path, str, str]:
@@ -42,7 +32,6 @@ def resumed_pair(old_id: str, new_id: str) -> tuple[Path, str, str]:
     return run_dir, old_id, new_id
 
 
-@needs_views
 def test_status_and_results_name_the_link(
     env: None,  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
@@ -60,7 +49,6 @@ def test_status_and_results_name_the_link(
     assert out.splitlines()[0] == f"job {new_id} (python) COMPLETED in {run_dir} (resumes {old_id})"
 
 
-@needs_records
 def test_rebuild_brings_back_both_jobs_of_a_resumed_run(
     env: None,  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
@@ -77,7 +65,6 @@ def test_rebuild_brings_back_both_jobs_of_a_resumed_run(
     assert rows[old_id].run_dir == rows[new_id].run_dir == str(run_dir)
 
 
-@needs_records
 def test_a_change_to_the_old_row_is_recorded_beside_it(env: None) -> None:  # noqa: F811
     run_dir, old_id, new_id = resumed_pair("7201", "7202")
     with Registry.open(load_settings()) as registry:

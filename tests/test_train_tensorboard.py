@@ -128,7 +128,7 @@ def test_submit_wait_on_a_terminal_then_tensorboard_serves_it(tiny_mnist: Path) 
     try:
         printed = "\n".join(served_lines(server))
         token = printed.split("?token=", 1)[1].split()[0]
-        tags_url = f"http://localhost:{port}/data/plugin/scalars/tags"
+        tags_url = f"http://127.0.0.1:{port}/data/plugin/scalars/tags"
         tags = fetch_until(f"{tags_url}?token={token}", lambda data: bool(data))
         assert {"loss/train", "accuracy/test", "loss/train_step"} & set(tags["tb"]) >= {"loss/train", "accuracy/test"}
         with pytest.raises(urllib.error.HTTPError, match="403"):  # without the token: nothing
@@ -137,8 +137,8 @@ def test_submit_wait_on_a_terminal_then_tensorboard_serves_it(tiny_mnist: Path) 
         server.send_signal(signal.SIGINT)
         out, err = server.communicate(timeout=30)
     assert server.returncode == 0, err
-    assert f"  open:    http://localhost:{port}/?token={token}\n" in printed
-    assert f"ssh -N -L {port}:localhost:{port} " in printed and str(run_dir) in printed
+    assert f"  open:    http://127.0.0.1:{port}/?token={token}\n" in printed
+    assert f"ssh -N -L {port}:127.0.0.1:{port} " in printed and str(run_dir) in printed
 
 
 def fetch_until(url: str, ready: object, timeout: float = 90) -> dict:

@@ -57,8 +57,8 @@ def test_tensorboard_print_only_says_where_and_how(
     code, out, err = cli(monkeypatch, capsys, "tensorboard", "52", "--port", "6123", "--print-only")
     lines = out.splitlines()
     assert code == 0 and lines[0] == f"TensorBoard for job 52: {tmp_path / 'run'}"
-    assert lines[1] == "  open:    http://localhost:6123/"
-    assert lines[2].startswith("  laptop:  ssh -N -L 6123:localhost:6123 ") and "(then open" in lines[2]
+    assert lines[1] == "  open:    http://127.0.0.1:6123/"
+    assert lines[2].startswith("  laptop:  ssh -N -L 6123:127.0.0.1:6123 ") and "(then open" in lines[2]
     assert err == f"deltajobs: no TensorBoard event files under {tmp_path / 'run'} yet (they appear as epochs end)\n"
     code, out, err = cli(monkeypatch, capsys, "tensorboard", "nope", "--print-only")
     assert code != 0 and err.startswith("deltajobs: error: nope is not a job, a sweep or an array job")

@@ -17,7 +17,7 @@ from deltajobs.cli.options import JsonOpt
 @app.command("tensorboard")
 def tensorboard_command(
     ident: Annotated[str, typer.Argument(help="Job id, `last`, sweep id, or a sweep's array job id.")] = "last",
-    port: Annotated[int | None, typer.Option("--port", help="Port on localhost (default: a free one).")] = None,
+    port: Annotated[int | None, typer.Option("--port", help="Port on 127.0.0.1 (default: a free one).")] = None,
     print_only: Annotated[
         bool, typer.Option("--print-only", help="Print the log directory, URL and SSH tunnel; start nothing.")
     ] = False,
@@ -25,7 +25,7 @@ def tensorboard_command(
 ) -> None:
     """Serve a run's or a sweep's TensorBoard behind a private URL.
 
-    Serve TensorBoard for a run (its run directory) or a sweep (all its points) on localhost until
+    Serve TensorBoard for a run (its run directory) or a sweep (all its points) on 127.0.0.1 until
     Ctrl-C, behind a random token that only the printed URL carries (others on the login node get
     403); prints that URL and the `ssh -L` line that reaches it from a laptop."""
     from deltajobs.spec.settings import load_settings

@@ -51,6 +51,7 @@ def add_command(
 
     Then `deltajobs remote setup NAME` installs deltajobs there."""
     from deltajobs.remote.records import add_remote
+    from deltajobs.remote.sync import rsync_problem
     from deltajobs.spec.settings import RemoteRecord
 
     modules = list(module) if module is not None else RemoteRecord(host=host).modules
@@ -60,6 +61,9 @@ def add_command(
     if default:
         typer.echo(f"  every command now runs on {name}; --no-remote runs one here")
     typer.echo(f"  next: deltajobs remote setup {name}")
+    problem = rsync_problem()  # the record is fine; `remote setup` refuses until rsync is
+    if problem:
+        note(problem)
 
 
 @remote_app.command("list")
@@ -109,8 +113,10 @@ def setup_command(name: NameArg) -> None:
     from deltajobs.remote.install import install
     from deltajobs.remote.records import get_remote
     from deltajobs.remote.ssh import Ssh, connect
+    from deltajobs.remote.sync import require_rsync
 
     ssh = Ssh.for_remote(name, get_remote(name))
+    require_rsync()  # before the login: the wheel and every command's code travel by rsync
     connect(ssh)
     python = install(ssh, lambda line: note(f"{name}: {line}"))
     typer.echo(f"deltajobs {__version__} installed on {name} in {ssh.record.workdir}/venv (over {python})")

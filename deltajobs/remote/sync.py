@@ -7,12 +7,18 @@ a mirror that keeps the laptop's absolute path, WORKDIR/src/<path>, so that two 
 collide and a path is rewritten by prefixing it. rsync's quick check (size and time) sends only
 what changed. Down: a run directory's small files into a local mirror, and files a command wrote
 for the laptop (--plot, --output).
+
+Every rsync here passes `--protect-args` (file names with spaces or quotes reach the remote whole),
+which rsync has taken since 3.0 (2008); the rsync macOS ships does not (2.6.9, and openrsync, "rsync
+version 2.6.9 compatible", since macOS 15). `rsync_problem` asks the local rsync itself, at
+`remote add` and `remote setup`, and says what to install.
 """
 
 from __future__ import annotations
 
 import re
 import shlex
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,6 +72,32 @@ def code_tree(path: Path) -> Tree:
             "and keep it on the cluster (/projects, /work/hdd)"
         )
     return tree
+
+
+def rsync_problem() -> str | None:
+    """Why the local rsync cannot run deltajobs' transfers, in one line with what to install; None
+    where it can (it takes `--protect-args`)."""
+    try:
+        if seam.run(["rsync", "--protect-args", "--version"], timeout=30).returncode == 0:
+            return None
+        version = seam.run(["rsync", "--version"], timeout=30).stdout
+    except RemoteError as err:
+        return str(err)  # not installed, or hung
+    lines = version.strip().splitlines()
+    first = " ".join(lines[0].split()) if lines else "an rsync that does not say its version"
+    which = f"openrsync ({lines[1].strip()})" if first.startswith("openrsync") and len(lines) > 1 else first
+    install = "`brew install rsync`, then open a new terminal" if sys.platform == "darwin" else "rsync with apt or dnf"
+    return (
+        f"the rsync here is {which}, which does not take --protect-args: deltajobs --remote needs rsync 3.0 or "
+        f"later; install {install} (`rsync --version` should then say 3.x)"
+    )
+
+
+def require_rsync() -> None:
+    """RemoteError with `rsync_problem`'s line, before anything is contacted."""
+    problem = rsync_problem()
+    if problem:
+        raise RemoteError(problem)
 
 
 def mirror_rsync(ssh: Ssh, local: Path) -> str:

@@ -1,6 +1,8 @@
-"""`deltajobs tensorboard --remote NAME`: the remote serves TensorBoard on its localhost behind its
+"""`deltajobs tensorboard --remote NAME`: the remote serves TensorBoard on its 127.0.0.1 behind its
 token; the laptop forwards a local port to it through the control socket (`ssh -O forward -L`, no
-second login) and prints the URL that works here; the forward is cancelled when the command ends."""
+second login) and prints the URL that works here; the forward is cancelled when the command ends.
+Both ends are 127.0.0.1, never `localhost`, which the login node's sshd may resolve to [::1] first,
+another user's port (deltajobs.watch.tbserve says why)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from deltajobs.remote import ssh as seam
 from deltajobs.remote.argv import Scratch
 from deltajobs.remote.session import Rewriter, note
 from deltajobs.remote.ssh import Ssh
+from deltajobs.watch.tbproxy import LOOPBACK
 
 URL = re.compile(r"http://(?:localhost|127\.0\.0\.1):(\d+)(/\S*)?")
 
@@ -32,7 +35,7 @@ class Tunnel(Rewriter):
         if "open:" in line and found and self.ports is None:
             remote_port = int(found.group(1))
             local_port = free_port(remote_port)  # the same URL on both sides where it is free here
-            spec = f"127.0.0.1:{local_port}:localhost:{remote_port}"
+            spec = f"{LOOPBACK}:{local_port}:{LOOPBACK}:{remote_port}"
             done = seam.run(self.ssh.control("forward", "-L", spec), timeout=30)
             if done.returncode != 0:
                 why = done.stderr.strip() or "ssh -O forward failed"
@@ -40,11 +43,11 @@ class Tunnel(Rewriter):
                 return line
             self.forwards.append(spec)
             self.ports = (local_port, remote_port)
-            return line.replace(found.group(0), f"http://localhost:{local_port}{found.group(2) or '/'}")
+            return line.replace(found.group(0), f"http://{LOOPBACK}:{local_port}{found.group(2) or '/'}")
         if line.lstrip().startswith("laptop:") and self.ports is not None:
             local_port, remote_port = self.ports
             return (
-                f"  tunnel:  localhost:{local_port} here -> localhost:{remote_port} on {self.ssh.name}, "
+                f"  tunnel:  {LOOPBACK}:{local_port} here -> {LOOPBACK}:{remote_port} on {self.ssh.name}, "
                 "through the control socket (closed when this stops)"
             )
         return line

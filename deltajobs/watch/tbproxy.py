@@ -9,7 +9,8 @@ authentication: anyone on the node who finds the port would read every run's cur
 hyperparameters. So, as Jupyter does, the URL carries a random token (256 bits):
 
 - TensorBoard's WSGI app is wrapped in `TokenGate` before TensorBoard's own server binds
-  localhost:P, so the one listening socket answers 403 to any request without the token.
+  127.0.0.1:P (LOOPBACK: `localhost` may mean [::1]:P first, another user's; see tbserve), so
+  the one listening socket answers 403 to any request without the token.
   A request with `?token=T` (any path) passes and sets an HttpOnly, SameSite=Strict cookie,
   named after the port, that lets the page's later requests through.
 - Nothing else listens: `--load_fast=false` keeps TensorBoard from starting its Rust data
@@ -40,18 +41,19 @@ from typing import Any
 from urllib.parse import parse_qs
 
 TOKEN_ENV = "DELTAJOBS_TB_TOKEN"
+LOOPBACK = "127.0.0.1"  # bound, printed and forwarded by address: `localhost` may resolve to ::1 first
 
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 FORBIDDEN = (
     b"403 Forbidden: this TensorBoard opens only with its token.\n"
-    b"Open the URL that `deltajobs tensorboard` printed (http://localhost:PORT/?token=...).\n"
+    b"Open the URL that `deltajobs tensorboard` printed (http://127.0.0.1:PORT/?token=...).\n"
 )
 
 
 def cookie_name(port: int) -> str:
-    """Browsers share localhost's cookies between ports: one cookie per board."""
+    """Browsers share a host's cookies between ports: one cookie per board."""
     return f"deltajobs-tb-{port}"
 
 
@@ -117,7 +119,7 @@ def serve(logdir: str, host: str, port: int, token: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m deltajobs.watch.tbproxy", description=__doc__.splitlines()[0])
     parser.add_argument("--logdir", required=True)
-    parser.add_argument("--host", default="localhost")
+    parser.add_argument("--host", default=LOOPBACK)
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args(argv)
     token = os.environ.pop(TOKEN_ENV, "")  # TensorBoard's own children need not see it

@@ -3,12 +3,16 @@
     plan = plan_board(settings, "last", token=new_token())  # log directory, free port, URL, tunnel
     subprocess.run(plan.argv, env=plan.env())  # python -m deltajobs.watch.tbproxy --logdir DIR --port P
 
-TensorBoard binds localhost only, but localhost on a login node is shared by hundreds of users:
+TensorBoard binds 127.0.0.1 only, but the loopback of a login node is shared by hundreds of users:
 so it serves behind a random token (`deltajobs.watch.tbproxy`), and only a browser that opened
-`http://localhost:P/?token=T` gets in; anyone else on the node gets 403. The laptop gets there
-through `ssh -N -L P:localhost:P USER@HOST` and then the same URL, where HOST is this login
+`http://127.0.0.1:P/?token=T` gets in; anyone else on the node gets 403. The laptop gets there
+through `ssh -N -L P:127.0.0.1:P USER@HOST` and then the same URL, where HOST is this login
 node's own name (`login.delta.ncsa.illinois.edu` is a round-robin alias and would land on
 another node). The token travels in the child's environment, never on a command line.
+Bound, printed and forwarded as 127.0.0.1 (LOOPBACK), never `localhost`: where /etc/hosts lists
+`::1 localhost` (RHEL's default, Delta's OS family) getaddrinfo gives ::1 first, so sshd forwarding
+to `localhost:P` (and a browser opening it) tries [::1]:P first, where another user may listen and
+would receive `GET /?token=...` (tests/test_tb_loopback.py).
 A sweep's log directory is the sweep directory: its points' `point-NNN/tb` runs side by side.
 """
 
@@ -30,7 +34,7 @@ from deltajobs.osutil import free_port
 from deltajobs.registry.store import Registry
 from deltajobs.registry.targets import find_target
 from deltajobs.spec.settings import Settings
-from deltajobs.watch.tbproxy import TOKEN_ENV
+from deltajobs.watch.tbproxy import LOOPBACK, TOKEN_ENV
 
 
 @dataclass(frozen=True)
@@ -45,14 +49,14 @@ class BoardPlan:
 
     @property
     def url(self) -> str:
-        return f"http://localhost:{self.port}/" + (f"?token={self.token}" if self.token else "")
+        return f"http://{LOOPBACK}:{self.port}/" + (f"?token={self.token}" if self.token else "")
 
     @property
     def tunnel(self) -> str:
         """The command to run on a laptop to reach this TensorBoard."""
         host = socket.getfqdn()
         host = socket.gethostname() if host.startswith("localhost") else host
-        return f"ssh -N -L {self.port}:localhost:{self.port} {getpass.getuser()}@{host}"
+        return f"ssh -N -L {self.port}:{LOOPBACK}:{self.port} {getpass.getuser()}@{host}"
 
     @property
     def argv(self) -> list[str]:
@@ -63,7 +67,7 @@ class BoardPlan:
             "--logdir",
             str(self.logdir),
             "--host",
-            "localhost",
+            LOOPBACK,
             "--port",
             str(self.port),
         ]
@@ -87,7 +91,7 @@ class BoardPlan:
 
 def plan_board(settings: Settings, ident: str, port: int | None = None, token: str = "") -> BoardPlan:
     """The log directory of a job (its run directory) or a sweep (its sweep directory), and the port:
-    `port`, else a free one on localhost."""
+    `port`, else a free one on 127.0.0.1."""
     with Registry.open(settings) as registry:
         target = find_target(registry, ident)
     has_events = any(target.directory.glob("**/events.out.tfevents.*"))

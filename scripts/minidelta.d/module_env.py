@@ -7,26 +7,35 @@ on PATH: an interpreter with PyTorch that has never heard of the venv deltajobs 
     python module_env.py --linked ENV_DIR ... --bare ENV_DIR ...
 
 - `--linked DIR`: a Python installation (no pip) on the same base interpreter as the venv running
-  this script, whose site-packages holds a symlink to each entry of that venv's site-packages,
+  this script, whose site-packages holds each entry of that venv's site-packages as a tree of hard
+  links (copies where the venv is on another filesystem, or a file is not readable by all),
   except deltajobs, submitit, cloudpickle and typer (what a deltajobs job needs that a PyTorch
-  module lacks), pip (a `pip install` there would write through the links into the source venv)
-  and the .pth files that put the repository on sys.path. torch, numpy and the rest come without
-  copying gigabytes; console scripts (torchrun) are written for the env's own interpreter. Not a
+  module lacks), pip (a module's Python has none to install with) and the .pth files that put the
+  repository on sys.path. torch, numpy and the rest come without copying gigabytes; console
+  scripts (torchrun) are written for the env's own interpreter. Hard links, not symlinks: a
+  symlink into the checkout's .venv works only for users who may enter the checkout, and a clone
+  under a 0700 directory (`mktemp -d`, a 0700 home, root's) would hide torch from the login node's
+  user (issue 33 item 14); a hard link is reached through /opt alone. Not a
   venv: a prefix of its own, as a conda env is (ensure_prefix), so that a venv made over it with
   `--system-site-packages` sees its packages, as a venv over Delta's conda modules does.
 - `--bare DIR`: the same with the standard library only (Delta's plain `python` module).
 
-Idempotent: an env whose base interpreter is unchanged is updated in place (links added or
-removed), not rebuilt. Prints one line per env for the script's log. Standard library only.
+Idempotent: an env whose base interpreter is unchanged is updated in place (entries added or
+removed, ENTRIES_FILE remembers which source each came from), not rebuilt. Prints one line per env
+for the script's log, and a line starting with WARNING where other users could not run the env's
+Python (its base interpreter lies in a directory they may not enter). Standard library only.
 """
 
 from __future__ import annotations
 
 import argparse
 import configparser
+import json
+import os
 import platform
 import re
 import shutil
+import stat
 import sys
 import sysconfig
 from pathlib import Path
@@ -35,6 +44,7 @@ from pathlib import Path
 EXCLUDED = frozenset({"deltajobs", "submitit", "cloudpickle", "typer", "pip"})
 MARK = "# Written by minidelta's module_env.py"
 PREFIX_STAMP = "minidelta-env.cfg"  # the base Python an env was made from (ensure_prefix)
+ENTRIES_FILE = ".minidelta-entries.json"  # in site-packages: entry -> the source it was linked from
 SCRIPT = """#!{python}
 {mark}: the console script {name} of {dist}.
 import sys
@@ -120,23 +130,93 @@ def ensure_prefix(prefix: Path) -> bool:
     return True
 
 
-def sync_links(site_packages: Path, source: Path, entries: list[str]) -> tuple[int, int]:
-    """Make `site_packages` hold exactly one symlink per entry of `source` (other symlinks there
-    are removed; files the venv made itself are left). Returns (added, removed)."""
+def stamp(path: Path) -> list[int]:
+    """What says that a source entry changed: its inode and modification time (pip replaces a
+    package's directory; a new version is a new dist-info)."""
+    info = path.lstat()
+    return [info.st_ino, info.st_mtime_ns]
+
+
+def link_or_copy(source: Path, dest: Path) -> None:
+    """`dest` as a hard link to `source` where others may read it and both are on one filesystem,
+    else a copy that everyone may read (and run, where its owner may)."""
+    mode = source.stat().st_mode
+    if mode & stat.S_IROTH:
+        try:
+            os.link(source, dest)
+            return
+        except OSError:
+            pass  # another filesystem
+    shutil.copyfile(source, dest)
+    dest.chmod(0o755 if mode & stat.S_IXUSR else 0o644)
+
+
+def mirror_entry(source: Path, dest: Path) -> None:
+    """One site-packages entry (a package directory, a module, a dist-info) under `dest`, its
+    directories 0755 whatever the source's modes, its files hard links or copies, symlinks kept."""
+    if source.is_symlink():
+        dest.symlink_to(source.readlink())
+    elif source.is_dir():
+        for root, dirs, files in os.walk(source):
+            here = dest / Path(root).relative_to(source)
+            here.mkdir(mode=0o755)
+            here.chmod(0o755)
+            for name in [*files, *(d for d in dirs if (Path(root) / d).is_symlink())]:
+                item = Path(root) / name
+                item_dest = here / name
+                item_dest.symlink_to(item.readlink()) if item.is_symlink() else link_or_copy(item, item_dest)
+    else:
+        link_or_copy(source, dest)
+
+
+def remove(path: Path) -> None:
+    shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+
+
+def sync_entries(site_packages: Path, source: Path, entries: list[str]) -> tuple[int, int]:
+    """Make `site_packages` hold exactly `entries` of `source`, each mirrored (hard links): one
+    whose source changed is mirrored again; symlinks (older minideltas) and entries mirrored before
+    but no longer wanted are removed; files the env made itself are left. Returns (added, removed)."""
+    record = site_packages / ENTRIES_FILE
+    before: dict[str, list[int]] = json.loads(record.read_text()) if record.is_file() else {}
+    want = {name: stamp(source / name) for name in entries}
     added = removed = 0
-    want = {name: source / name for name in entries}
     for path in list(site_packages.iterdir()):
-        if path.is_symlink() and Path(path.readlink()) != want.get(path.name):
-            path.unlink()
+        ours = path.is_symlink() or path.name in before
+        if ours and (path.is_symlink() or want.get(path.name) != before.get(path.name)):
+            remove(path)
             removed += 1
-    for name, target in want.items():
-        link = site_packages / name
-        if not link.is_symlink():
-            if link.exists():
-                shutil.rmtree(link) if link.is_dir() else link.unlink()
-            link.symlink_to(target)
-            added += 1
+    for name in want:
+        dest = site_packages / name
+        if dest.exists() or dest.is_symlink():
+            if name in before and want[name] == before[name]:
+                continue
+            remove(dest)  # the env's own file in the way of a wanted entry
+        mirror_entry(source / name, dest)
+        added += 1
+    record.write_text(json.dumps(want, sort_keys=True))
     return added, removed
+
+
+def closed_to_others(path: Path) -> Path | None:
+    """The first directory on the way to `path` that other users may not enter (no o+x), if any."""
+    for directory in [*reversed(path.parents), path]:
+        if directory.is_dir() and not directory.stat().st_mode & stat.S_IXOTH:
+            return directory
+    return None
+
+
+def reach_warning(prefix: Path) -> str:
+    """A WARNING line where other users (the login node's) could not run this env's Python: its base
+    interpreter (the standard library, libpython) lies behind a directory they may not enter."""
+    closed = closed_to_others(Path(sys.base_prefix))
+    if closed is None:
+        return ""
+    return (
+        f"\nWARNING: module env {prefix}: other users cannot enter {closed} "
+        f"(mode {stat.S_IMODE(closed.stat().st_mode):o}), where its base Python {sys.base_prefix} lies: "
+        f"`chmod o+x {closed}`, or make the checkout's .venv (scripts/install) with a Python outside it"
+    )
 
 
 def write_scripts(prefix: Path, scripts: dict[str, tuple[str, str]]) -> None:
@@ -164,19 +244,20 @@ def build_linked(prefix: Path, source_prefix: Path) -> str:
     source = site_packages_of(source_prefix)
     made = ensure_prefix(prefix)
     entries = linked_entries(source) if source.is_dir() else []
-    added, removed = sync_links(site_packages_of(prefix), source, entries)
+    added, removed = sync_entries(site_packages_of(prefix), source, entries)
     write_scripts(prefix, console_scripts(source, entries))
     torch = next((m[1] for e in entries if (m := re.fullmatch(r"torch-(.+)\.dist-info", e))), None)
     what = f"torch {torch}" if torch else f"NO torch ({source} has none: `import torch` fails there)"
     return (
         f"module env {prefix}: {'made, ' if made else ''}{len(entries)} packages linked from {source} "
-        f"(+{added} -{removed}), {what}, without {', '.join(sorted(EXCLUDED))}"
+        f"(+{added} -{removed}), {what}, without {', '.join(sorted(EXCLUDED))}" + reach_warning(prefix)
     )
 
 
 def build_bare(prefix: Path) -> str:
     made = ensure_prefix(prefix)
-    return f"module env {prefix}: {'made' if made else 'up to date'}, Python {sys.version.split()[0]} alone"
+    state = "made" if made else "up to date"
+    return f"module env {prefix}: {state}, Python {sys.version.split()[0]} alone" + reach_warning(prefix)
 
 
 def main(argv: list[str] | None = None) -> int:
