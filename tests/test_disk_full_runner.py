@@ -104,3 +104,32 @@ def test_exporting_reports_for_tensorboard_on_a_full_disk_is_one_line(small_fs: 
     assert line.endswith("the reports of the runs before it are exported; free space (`quota` shows your "
                          "quotas on Delta) and serve again")  # fmt: skip
     assert not (run_dir / "tb" / "reports").exists()
+
+
+# A handled ENOSPC earlier in the log (a metrics write it skipped), then an ordinary error: the
+# program's last words are the ValueError, on a filesystem with room, so it fails as itself.
+WARNED_THEN_NAN = """
+import sys
+print("warning: could not save samples: [Errno 28] No space left on device: '/tmp/x/samples.png'", file=sys.stderr)
+print("continuing without them", flush=True)
+raise ValueError("loss is NaN")
+"""
+
+
+def test_an_earlier_handled_enospc_does_not_make_a_later_failure_a_full_disk(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("DELTAJOBS_REQUEUE_FILE", raising=False)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    with pytest.raises(SystemExit) as exited:
+        job(run_dir, tmp_path, WARNED_THEN_NAN)()
+    assert exited.value.code == 1  # the program's own status, not 28: `--per-task` goes on to the next point
+    err = capfd.readouterr().err
+    assert "ValueError: loss is NaN" in err
+    assert err.strip().splitlines()[-1] == f"deltajobs: {sys.executable} exited with status 1"
+    assert not (run_dir / DISK_FULL_FILE).exists()
+    # the same words as the last line are the program's last words: a full disk
+    assert disk_full_message(run_dir, "warning: [Errno 28] No space left on device: '/a'\nValueError: x\n") is None
+    last = disk_full_message(run_dir, "ValueError: x\nOSError: [Errno 28] No space left on device: '/a/b'\n\n")
+    assert last is not None and last.startswith("disk full / quota exceeded writing /a/b (")

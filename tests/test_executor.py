@@ -108,7 +108,7 @@ def test_a_function_runs_locally_and_result_returns_its_value(
     project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     job = Executor(local=True, env={"GREETING": "hello"}).submit(probe, 21, scale=2)
-    assert job.job_id.startswith("local-") and job.estimate_su is None  # the local backend charges nothing
+    assert job.job_id.startswith("local-") and job.estimate_su == 0.0  # the local backend charges nothing
     value = job.result(poll=0.2, timeout=60)
     assert value["value"] == 42 and value["cwd"] == str(project)
     env = value["env"]

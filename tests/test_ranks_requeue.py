@@ -5,7 +5,11 @@ test_resilience_slurm.py and test_pack_slurm.py."""
 
 from __future__ import annotations
 
+import json
+import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -121,3 +125,67 @@ def test_the_batch_script_is_rendered_from_the_decisions_data(tmp_path: Path) ->
         .render(**context)
     )
     assert text == 'export DELTAJOBS_REQUEUE_FILE=x\nif [ -f "$DELTAJOBS_REQUEUE_FILE" ]; then echo "(exit 85)"; fi'
+
+
+SLURM_TASK = {"SUBMITIT_EXECUTOR": "slurm", "SLURM_JOB_ID": "812", "SLURM_NTASKS": "2"}
+
+
+def test_every_rank_counts_the_same_restarts_whichever_reads_attempts_json_first(tmp_path: Path) -> None:
+    """Issue 33 item 4: rank 0 appends this start to attempts.json while the others read it; each
+    rank's DELTAJOBS_RESTART_COUNT is the same, read before or after rank 0's write. Each rank is its
+    own process, as srun starts them."""
+
+    def start(procid: str, restart: str | None) -> int:
+        env = {k: v for k, v in os.environ.items() if k not in ("RANK", "SLURM_RESTART_COUNT", requeue.REQUEST_ENV)}
+        env.update(SLURM_TASK, SLURM_PROCID=procid, **({"SLURM_RESTART_COUNT": restart} if restart else {}))
+        code = "import sys; from pathlib import Path; from deltajobs.injob.job import record_attempt; "
+        code += "print(record_attempt(Path(sys.argv[1])))"
+        done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        return int(done.stdout)
+
+    assert [start("1", None), start("0", None)] == [0, 0]  # rank 1 read first (SLURM sets no count yet)
+    assert [start("0", "1"), start("1", "1")] == [1, 1]  # rank 1 read after rank 0 wrote
+    assert [start("1", "2"), start("0", "2"), start("1", "2")] == [2, 2, 2]
+    assert len(json.loads((tmp_path / "attempts.json").read_text())["starts"]) == 3  # one per attempt, for status
+
+
+def test_a_run_directory_counts_its_own_starts(rank: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A sweep point that first starts after its task's requeue starts at 0, and a program started
+    again in the same process (exit 85 outside SLURM, a search trial's rerun) one higher each time."""
+    from deltajobs.injob.job import record_attempt
+
+    for var, value in {**SLURM_TASK, "SLURM_PROCID": "0", "SLURM_RESTART_COUNT": "2"}.items():
+        rank.setenv(var, value)
+    (tmp_path / "point").mkdir()
+    assert [record_attempt(tmp_path / "point") for _ in range(3)] == [0, 1, 2]
+    rank.delenv("SUBMITIT_EXECUTOR")
+    assert record_attempt(tmp_path / "point") == 3
+
+
+def test_a_task_past_max_requeues_does_not_requeue(
+    rank: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 33 item 3: the limit holds where a task of several points requeues itself (submitit's
+    requeue only logs the countdown), counted by SLURM's own count of the job's restarts."""
+    rank.setenv("SLURM_RESTART_COUNT", "1")
+    assert requeue.job_restarts() == 1
+    assert requeue.task_may_requeue(max_requeues=2)
+    assert not requeue.task_may_requeue(max_requeues=1)
+    assert "not requeued: resources.max_requeues=1 reached after 1 requeue(s)" in capsys.readouterr().out
+    rank.delenv("SLURM_RESTART_COUNT")
+    assert requeue.job_restarts() == 0 and not requeue.task_may_requeue(max_requeues=0)
+
+
+def test_a_point_asking_counts_its_jobs_requeues_too(rank: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A packed or per-task point first started after its task was requeued twice: its own count is
+    0, the job's 2, and the batch script must not requeue the job a third time."""
+    rank.setenv(requeue.REQUEST_ENV, str(tmp_path / "requeue-9"))
+    rank.setenv("SLURM_RESTART_COUNT", "2")
+    with pytest.raises(RuntimeError, match=r"after 2 requeue\(s\): resources.max_requeues=2 reached"):
+        requeue.ask("train.py", "exit 85", "starting it again", 0, 2)
+    assert not (tmp_path / "requeue-9").exists()
+    asked: list[int] = []
+    with pytest.raises(RuntimeError, match=r"timed out after 2 requeue\(s\)"):
+        requeue.after_stop_signal(signal.SIGUSR2, 0, 2, tmp_path, on_slurm=True, requeue=asked.append)
+    assert asked == []

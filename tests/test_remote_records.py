@@ -4,6 +4,7 @@ that travel, a full disk in words)."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -199,3 +200,26 @@ def test_remove_keeps_a_connection_another_remote_may_share(monkeypatch: pytest.
     runner = CliRunner()
     assert runner.invoke(app, ["remote", "remove", "a"]).exit_code == 0 and closed == []
     assert runner.invoke(app, ["remote", "remove", "c"]).exit_code == 0 and closed == ["c"]
+
+
+# One process of several recording remotes at the same time, as `remote add` does (read the config,
+# add one, write it back), 25 times over.
+ADDER = """
+import sys
+from deltajobs.remote.records import add_remote
+from deltajobs.spec.settings import RemoteRecord
+for n in range(25):
+    add_remote(f"{sys.argv[1]}-{n}", RemoteRecord(host=f"host{n}"), make_default=False)
+"""
+
+
+def test_remotes_added_at_the_same_time_are_all_kept() -> None:
+    """Issue 33 item 10: each `remote add` reads the config, adds its remote and writes it back; two at
+    once must not lose one (a lock around the read-modify-write, the write atomic)."""
+    adders = [subprocess.Popen([sys.executable, "-c", ADDER, f"r{i}"]) for i in range(4)]
+    assert [adder.wait(timeout=120) for adder in adders] == [0] * 4
+    saved = yaml.safe_load(config_path().read_text())["remotes"]
+    assert sorted(saved) == sorted(f"r{i}-{n}" for i in range(4) for n in range(25))
+    assert [p.name for p in config_path().parent.iterdir() if p.name.endswith(".tmp")] == []  # no tmp left
+    listed = cli("remote", "list", "--json")
+    assert listed.returncode == 0 and len(json.loads(listed.stdout)["remotes"]) == 100

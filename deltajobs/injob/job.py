@@ -1,8 +1,9 @@
 """A job's starts and stops, inside the job: `record_attempt` counts each start in the run
-directory's attempts.json (rank 0 only), and `StopFlag` turns a signal into a flag that a loop
-polls, so that it checkpoints at a clean step boundary. Used by every payload's task (the packaged
-trainer's `deltajobs.payloads.trainer_job.TrainJob`, a command's `CommandJob`, a Python function,
-sweep points and search workers). Imports neither submitit nor torch.
+directory's attempts.json (rank 0 writes it, every rank gets the same count), and `StopFlag` turns
+a signal into a flag that a loop polls, so that it checkpoints at a clean step boundary. Used by
+every payload's task (the packaged trainer's `deltajobs.payloads.trainer_job.TrainJob`, a command's
+`CommandJob`, a Python function, sweep points and search workers). Imports neither submitit nor
+torch.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from deltajobs.injob import diskspace
+from deltajobs.injob import diskspace, requeue
 
 # What a run directory says of its starts lives in progress.py, which status imports without submitit.
 from deltajobs.injob.progress import ATTEMPTS_FILE as ATTEMPTS_FILE
@@ -62,9 +63,14 @@ class StopFlag:
 
 
 def record_attempt(run_dir: Path) -> int:
-    """Count this start in the run directory (rank 0 only); returns the number of restarts so far."""
+    """Count this start in the run directory's attempts.json (rank 0 writes it); returns the number
+    of restarts before it: DELTAJOBS_RESTART_COUNT, the same on every rank. Rank 0 appends while
+    the others read, in no order: each counts the starts of the other attempts, so its own attempt's
+    entry, written yet or not, never counts (`attempt_key`)."""
     path = run_dir / ATTEMPTS_FILE
+    key = attempt_key(run_dir)
     data = json.loads(path.read_text()) if path.exists() else {"starts": []}
+    before = sum(1 for start in data["starts"] if start.get("attempt") != key)
     if global_rank() == 0:
         data["starts"].append(
             {
@@ -72,8 +78,29 @@ def record_attempt(run_dir: Path) -> int:
                 "job_id": os.environ.get("SLURM_JOB_ID"),
                 "host": os.uname().nodename,
                 "nodes": os.environ.get("SLURM_JOB_NODELIST") or os.uname().nodename,
+                "attempt": key,
             }
         )
         again = diskspace.resume_hint(run_dir) or "resubmit"
         diskspace.replace_text(path, json.dumps(data, indent=1), again=again)
-    return len(data["starts"]) - 1
+    return before
+
+
+_STARTS_HERE: dict[str, int] = {}  # run directory: the starts this process recorded there
+
+
+def attempt_key(run_dir: Path) -> str:
+    """What every rank of one start of `run_dir` shares, and no other start: on SLURM the job and
+    SLURM's own count of its restarts (SLURM_RESTART_COUNT, set in every task), elsewhere this job
+    (submitit's local job id) or process; and how often this process started the run already (a
+    program started again in the same process: exit 85 outside SLURM, a search trial run again)."""
+    here = str(Path(run_dir).resolve())
+    again = _STARTS_HERE.get(here, 0)
+    _STARTS_HERE[here] = again + 1
+    from deltajobs.slurm.submitit_private import running_on_slurm  # submitit is loaded in a job already
+
+    if running_on_slurm() and os.environ.get("SLURM_JOB_ID"):
+        job = f"slurm {os.environ['SLURM_JOB_ID']} restart {requeue.job_restarts()}"
+    else:
+        job = f"local {os.environ.get('SUBMITIT_LOCAL_JOB_ID') or os.getpid()}"
+    return f"{job} start {again}"

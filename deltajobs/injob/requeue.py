@@ -1,7 +1,7 @@
 """The requeue decision, in one place (stdlib only): when a stopped task asks SLURM to start its job
 again, which task asks, how, and when it may not.
 
-Two ways in, one limit (`resources.max_requeues`, counted by RUN_DIR/attempts.json):
+Two ways in, one limit (`resources.max_requeues`, counted below):
 
 - the packaged trainer (TrainJob, a search worker): on SLURM's timeout warning (SIGUSR2) it
   checkpoints and rank 0 requeues the job itself (`scontrol requeue` through submitit);
@@ -12,7 +12,13 @@ Two ways in, one limit (`resources.max_requeues`, counted by RUN_DIR/attempts.js
   program again in the same process.
 
 A task that holds several points (`sweep.tasks.PointsTask`) requeues once for all of them:
-`task_requeues` says when, `batch_script_requeues` whether the batch script already will.
+`task_requeues` says when, `task_may_requeue` whether the limit allows it, `batch_script_requeues`
+whether the batch script already will.
+
+The limit holds for every way of requeueing a SLURM job: a run's own count (`restarted`, its starts
+in attempts.json) and SLURM's count of the job's restarts (`job_restarts`: SLURM_RESTART_COUNT, the
+same in every task) are both below `max_requeues`, or the job is not requeued. The two differ where a
+task holds several points: a point first started after its task was requeued has 0 starts of its own.
 """
 
 from __future__ import annotations
@@ -55,16 +61,45 @@ def within_limit(restarted: int, max_requeues: int) -> bool:
     return restarted < max_requeues
 
 
+def job_restarts() -> int:
+    """How often SLURM started this job again: SLURM_RESTART_COUNT, which SLURM sets in every task
+    of a requeued job (unset on the first start, and outside SLURM: 0)."""
+    value = os.environ.get("SLURM_RESTART_COUNT", "")
+    return int(value) if value.isdigit() else 0
+
+
+def requeues_so_far(restarted: int) -> int:
+    """What counts against `max_requeues` when this SLURM job asks to be requeued: the run's own
+    restarts or the job's, whichever is more."""
+    return max(restarted, job_restarts())
+
+
+def task_may_requeue(max_requeues: int) -> bool:
+    """Whether a task of several points may requeue its job once more (SLURM's count of the job's
+    restarts below `max_requeues`); past it, it says so in the log."""
+    restarted = job_restarts()
+    if within_limit(restarted, max_requeues):
+        return True
+    print(
+        f"deltajobs: not requeued: resources.max_requeues={max_requeues} reached after {restarted} requeue(s); "
+        "the unfinished points keep their checkpoints",
+        flush=True,
+    )
+    return False
+
+
 def ask(who: str, how: str, again: str, restarted: int, max_requeues: int) -> None:
     """The program asked for a requeue (`how`: exit 85, sys.exit(85)). On SLURM rank 0 writes the
     request the batch script acts on and this process exits; on this machine it returns, and the
     caller starts the next attempt (`again` says so). Past `max_requeues` it raises."""
+    request = os.environ.get(REQUEST_ENV)
+    if request is not None:  # SLURM requeues the job: its own restarts count too
+        restarted = requeues_so_far(restarted)
     if not within_limit(restarted, max_requeues):
         raise RuntimeError(
             f"{who} asked for a requeue ({how}) after {restarted} requeue(s): "
             f"resources.max_requeues={max_requeues} reached"
         )
-    request = os.environ.get(REQUEST_ENV)
     if request is None:
         print(f"deltajobs: {who} asked for a requeue ({how}): {again}", flush=True)
         return
@@ -93,6 +128,7 @@ def after_stop_signal(
 
         again = resume_hint(run_dir) or "continue with `deltajobs train JOB --resume --run-dir ...`"
         raise RuntimeError(f"timed out on the local backend; {again}")
+    restarted = requeues_so_far(restarted)
     if not within_limit(restarted, max_requeues):
         raise RuntimeError(f"timed out after {restarted} requeue(s): resources.max_requeues={max_requeues} reached")
     requeue(max_requeues - restarted)

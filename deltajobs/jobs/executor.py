@@ -137,7 +137,7 @@ class Executor:
         resolved = resolve_job(
             self._layered(raw), self._overrides(), settings, cluster, require_account=backend.needs_account
         )
-        estimate = check_budget(resolved, settings, self.yes) if backend.charges else None
+        estimate = check_budget(resolved, settings, self.yes) if backend.charges else 0.0  # nothing charged
         sub = submit_job(resolved, settings, new_run_dir(settings, resolved.spec.name), backend)
         return Job(sub.job_id, sub.run_dir, sub.log_path, sub.err_path, settings=settings, estimate_su=estimate)
 
@@ -167,7 +167,7 @@ class Job:
         self.run_dir = Path(run_dir)
         self.log_path = Path(log_path)
         self.err_path = Path(err_path)
-        self.estimate_su = estimate_su  # the budget guard's worst case (None on the local backend)
+        self.estimate_su = estimate_su  # the budget guard's worst case (0.0 on the local backend; None: attached)
         self.settings = settings or load_settings()
 
     @classmethod

@@ -6,8 +6,8 @@ the submit directory, forwards SIGUSR2/SIGTERM to it, samples the GPUs around it
 exit status into the job's fate: 0 completes (results.json), 85 asks for a requeue, anything else
 fails the task with the status in the log. The program dies with this process (PR_SET_PDEATHSIG).
 A program that dies while the run directory's filesystem is full (statvfs), or whose last words in
-the log are ENOSPC/EDQUOT, ends the task with exit status 28 and the disk-full message
-(`deltajobs.injob.diskspace`), also left in RUN_DIR/disk-full.txt.
+the log (its last line: a traceback's last) are ENOSPC/EDQUOT, ends the task with exit status 28
+and the disk-full message (`deltajobs.injob.diskspace`), also left in RUN_DIR/disk-full.txt.
 
 Importing this module must stay cheap: every task imports it to unpickle its call.
 """
@@ -36,7 +36,7 @@ RESULTS, METRICS_FILE = "results.json", "metrics.jsonl"  # the trainer's names
 CHECKPOINTS = "checkpoints"
 FORWARDED = (signal.SIGUSR2, signal.SIGTERM)
 _PR_SET_PDEATHSIG = 1
-LOG_TAIL = 8192  # bytes of the task's stderr log searched for the program's ENOSPC/EDQUOT
+LOG_TAIL = 8192  # bytes of the task's stderr log read back for the program's last line
 # Python's words for both errnos, and the file where it says which (`...: '/path'`)
 FULL_WORDS = re.compile(r"\[Errno (?:28|122)\] (?:No space left on device|Disk quota exceeded)(?:: '([^']+)')?")
 
@@ -148,13 +148,20 @@ class CommandJob:
 
 def disk_full_message(run_dir: Path, tail: str) -> str | None:
     """The disk-full message for a program that failed, if the run directory's filesystem is full
-    (statvfs) or the program's last words (`tail` of its log) were ENOSPC or EDQUOT; else None."""
-    said = list(FULL_WORDS.finditer(tail))
-    if not said and not diskspace.looks_full(run_dir):
+    (statvfs) or the program's last words (the last line of `tail`, its log: a traceback's last
+    line) were ENOSPC or EDQUOT; else None. An ENOSPC the program handled earlier does not count."""
+    said = FULL_WORDS.search(last_words(tail))
+    if said is None and not diskspace.looks_full(run_dir):
         return None
-    path = Path(said[-1].group(1)) if said and said[-1].group(1) else run_dir
+    path = Path(said.group(1)) if said and said.group(1) else run_dir
     kept = f"what it saved in {run_dir / CHECKPOINTS} is kept"
     return str(diskspace.DiskFullError(path, kept, diskspace.resume_hint(run_dir) or "resubmit"))
+
+
+def last_words(tail: str) -> str:
+    """The last line of a log's `tail` that is not blank."""
+    lines = [line for line in tail.splitlines() if line.strip()]
+    return lines[-1] if lines else ""
 
 
 def log_tail() -> str:

@@ -10,7 +10,14 @@ from dataclasses import asdict
 from pathlib import Path
 
 from deltajobs.errors import NotFoundError, SpecError
-from deltajobs.spec.settings import HOST_PATTERN, REMOTE_NAME_PATTERN, RemoteRecord, read_user_config, write_user_config
+from deltajobs.spec.settings import (
+    HOST_PATTERN,
+    REMOTE_NAME_PATTERN,
+    RemoteRecord,
+    UserConfig,
+    read_user_config,
+    update_user_config,
+)
 
 ENV_VAR = "DELTAJOBS_REMOTE"
 ON_REMOTE_VAR = "DELTAJOBS_ON_REMOTE"  # set by the dispatcher on the remote: its defaults never forward again
@@ -59,21 +66,27 @@ def add_remote(name: str, record: RemoteRecord, *, make_default: bool) -> Path:
         )
     if record.ssh_config and not Path(record.ssh_config).expanduser().is_file():
         raise SpecError("--ssh-config", f"no such file: {record.ssh_config}")
-    config = read_user_config()
-    remotes = {key: asdict(value) for key, value in config.remotes.items()}
-    remotes[name] = {key: value for key, value in asdict(record).items() if value is not None}
-    values: dict[str, object] = {"remotes": remotes}
-    if make_default:
-        values["remote"] = name
-    return write_user_config(values)
+
+    def added(config: UserConfig) -> tuple[dict[str, object], tuple[str, ...]]:
+        remotes = {key: asdict(value) for key, value in config.remotes.items()}
+        remotes[name] = {key: value for key, value in asdict(record).items() if value is not None}
+        values: dict[str, object] = {"remotes": remotes}
+        if make_default:
+            values["remote"] = name
+        return values, ()
+
+    return update_user_config(added)  # read and written under the config's lock: another add at once lands too
 
 
 def remove_remote(name: str) -> Path:
     get_remote(name)
-    config = read_user_config()
-    remotes = {key: asdict(value) for key, value in config.remotes.items() if key != name}
-    remove = ("remote",) if config.remote == name else ()
-    return write_user_config({"remotes": remotes}, remove=remove + (() if remotes else ("remotes",)))
+
+    def removed(config: UserConfig) -> tuple[dict[str, object], tuple[str, ...]]:
+        remotes = {key: asdict(value) for key, value in config.remotes.items() if key != name}
+        remove = ("remote",) if config.remote == name else ()
+        return {"remotes": remotes}, remove + (() if remotes else ("remotes",))
+
+    return update_user_config(removed)
 
 
 def may_share_connection(name: str) -> bool:

@@ -12,7 +12,10 @@ directory they are in.
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import os
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -115,11 +118,40 @@ def load_settings() -> Settings:
 
 def write_user_config(values: dict[str, object], path: Path | None = None, *, remove: tuple[str, ...] = ()) -> Path:
     """Merge `values` into the user config file, less the keys in `remove` (validated, written
-    atomically, mode 0600)."""
+    atomically, mode 0600, under the config's lock)."""
+    return update_user_config(lambda _current: (values, remove), path)
+
+
+ConfigEdit = Callable[[UserConfig], tuple[dict[str, object], tuple[str, ...]]]
+
+
+def update_user_config(edit: ConfigEdit, path: Path | None = None) -> Path:
+    """Read the user config, merge in what `edit(config)` returns (values, keys to remove) and write
+    it back, atomically, holding the config's lock from the read to the write: two commands at once
+    (two `remote add`) both land, neither overwrites the other's change with what it read before."""
     path = path or config_path()
-    current = asdict(read_user_config(path))
-    merged = {k: v for k, v in {**current, **values}.items() if v not in (None, {}) and k not in remove}
-    from_dict(UserConfig, merged, str(path))
     private_dir(path.parent)
-    write_atomic(path, yaml.safe_dump(merged, sort_keys=True), mode=0o600)
+    with config_lock(path):
+        config = read_user_config(path)
+        values, remove = edit(config)
+        current = asdict(config)
+        merged = {k: v for k, v in {**current, **values}.items() if v not in (None, {}) and k not in remove}
+        from_dict(UserConfig, merged, str(path))
+        write_atomic(path, yaml.safe_dump(merged, sort_keys=True), mode=0o600)
     return path
+
+
+@contextlib.contextmanager
+def config_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock on `path` (flock on `.NAME.lock` beside it, 0600, left in place), waited
+    for. A filesystem that refuses locks (ENOLCK, ENOSYS, EOPNOTSUPP) goes on without one."""
+    fd = os.open(path.with_name(f".{path.name}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as err:
+            if err.errno not in (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP):
+                raise
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock

@@ -236,7 +236,8 @@ class PointsTask:
                 os.killpg(child.pid, signal.SIGTERM)
 
     def _requeue_once(self) -> None:
-        """Once the running points stopped: requeue the task once (not once per point), then stop."""
+        """Once the running points stopped: requeue the task once (not once per point), within
+        `max_requeues` (SLURM's count of the task's restarts), then stop."""
         wanted = [Path(d) for d in self.run_dirs if (Path(d) / REQUEUE_WANTED).exists()]
         for run_dir in wanted:
             (run_dir / REQUEUE_WANTED).unlink(missing_ok=True)
@@ -244,9 +245,12 @@ class PointsTask:
             raise PointStopped  # a script's request: the batch script requeues when we exit
         from deltajobs.slurm import submitit_private
 
-        if requeue.task_requeues(bool(wanted), self.stop_signal, submitit_private.running_on_slurm()):
+        on_slurm = submitit_private.running_on_slurm()
+        if requeue.task_requeues(bool(wanted), self.stop_signal, on_slurm) and requeue.task_may_requeue(
+            self.max_requeues
+        ):
             if global_rank() == 0:
-                submitit_private.requeue(self.max_requeues)
+                submitit_private.requeue(self.max_requeues - requeue.job_restarts())
                 print("deltajobs: requeued the task for its unfinished points", flush=True)
         raise PointStopped
 
