@@ -467,17 +467,6 @@ def test_the_packaged_trainer_still_refuses_the_amd_node() -> None:
         resolve_job("mnist", Overrides(partition="gpuMI100x8"), load_settings(), "delta", require_account=False)
 
 
-def test_submit_of_an_array_script_is_refused_in_one_line_naming_check_and_sbatch(
-    here: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    shape = next(s for s in SHAPES if s.name == "cpu_array_throttled")
-    Path("array.sh").write_text(shape.text)
-    code, out, err = run_main(monkeypatch, capsys, "submit", "array.sh", "--cluster", "delta")
-    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1 and "Traceback" not in err
-    assert "line 3: #SBATCH --array=0-96%3: deltajobs submit does not track array scripts yet" in err
-    assert "`deltajobs check array.sh` prices it, `sbatch array.sh` submits it" in err
-
-
 def test_an_account_that_accounts_does_not_list_is_refused_naming_yours(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

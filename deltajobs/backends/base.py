@@ -27,9 +27,12 @@ class Submission:
     log_path: Path
     err_path: Path
     script_path: Path | None
+    # An array submitted as one job (an sbatch script's --array): each task, `<id>_<task>`, with its
+    # own logs; the job's own logs are then their pattern (`%a`: the task).
+    tasks: tuple[Submission, ...] = ()
 
-    def to_dict(self) -> dict[str, str | None]:
-        return {
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
             "job_id": self.job_id,
             "backend": self.backend,
             "run_dir": str(self.run_dir),
@@ -37,6 +40,9 @@ class Submission:
             "err": str(self.err_path),
             "script": str(self.script_path) if self.script_path else None,
         }
+        if self.tasks:
+            data["tasks"] = [{"job_id": t.job_id, "log": str(t.log_path), "err": str(t.err_path)} for t in self.tasks]
+        return data
 
 
 @dataclass(frozen=True)

@@ -9,11 +9,12 @@ its tag, so one submission is one job (see `slurm.sbatch`).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from deltajobs.backends.base import ArraySubmission, Backend, StateChanges, Submission
-from deltajobs.errors import SlurmError
+from deltajobs.errors import DeltaJobsError, SlurmError
 from deltajobs.slurm import commands as slurm
 from deltajobs.slurm.commands import SlurmBusy
 from deltajobs.slurm.submitit_private import DeltaSlurmArrayExecutor, DeltaSlurmExecutor, FailedJobError
@@ -80,10 +81,12 @@ class SlurmBackend(Backend):
         active = [r for r in rows if not r.final]
         if not active:
             return result
+        ids = [r.job_id for r in active]
+        arrays = sorted({job_id.split("_")[0] for job_id in ids if "_" in job_id})
         try:
             queued = slurm.squeue()
             result.calls.append("squeue")
-            accounted = slurm.sacct([r.job_id for r in active])
+            accounted = slurm.sacct([*ids, *arrays])  # an array's own id: its tasks that never started
             result.calls.append("sacct")
         except SlurmError as err:
             result.warning = f"SLURM is not answering ({err}); showing cached states"
@@ -93,7 +96,10 @@ class SlurmBackend(Backend):
         queue = {q.job_id: q for q in queued}
         acct = {a.job_id: a for a in accounted}
         for row in active:
-            change = merge_slurm(row, queue.get(row.job_id), acct.get(row.job_id))
+            record = acct.get(row.job_id)
+            if record is None and row.job_id not in queue:
+                record = unstarted_task(acct, row.job_id)
+            change = merge_slurm(row, queue.get(row.job_id), record)
             if change:
                 result.changes[row.job_id] = change
         return result
@@ -129,8 +135,43 @@ def submit_sbatch_file(resolved: ResolvedJob, run_dir: Path) -> Submission:
         raise
     except SlurmError as err:
         raise SlurmError(f"sbatch refused the job: {sbatch_error_line(err)}") from None
-    log, err_log = payload.log_paths(run_dir, job_id, getpass.getuser())
-    return Submission(job_id, SlurmBackend.name, run_dir, log, err_log, run_dir / SCRIPT)
+    user = getpass.getuser()
+    array = payload.array()
+    if array is None:
+        log, err_log = payload.log_paths(run_dir, job_id, user)
+        return Submission(job_id, SlurmBackend.name, run_dir, log, err_log, run_dir / SCRIPT)
+    tasks = []
+    for index in array.indices:  # every task from the start: squeue lists each, pending or not
+        task_log, task_err = payload.log_paths(run_dir, f"{job_id}_{index}", user)
+        tasks.append(Submission(f"{job_id}_{index}", SlurmBackend.name, run_dir, task_log, task_err, run_dir / SCRIPT))
+    log, err_log = payload.log_paths(run_dir, f"{job_id}_%a", user)
+    return Submission(job_id, SlurmBackend.name, run_dir, log, err_log, run_dir / SCRIPT, tuple(tasks))
+
+
+def unstarted_task(acct: dict[str, slurm.AcctRecord], job_id: str) -> slurm.AcctRecord | None:
+    """An array task that never started and has left squeue (its array cancelled while it waited):
+    sacct has no record of its own, only the array's, `1234` or `1234_[2-3%2]`. That record's final
+    state, with nothing run and nothing charged; None while it is not final or not found."""
+    array, _, task = job_id.partition("_")
+    if not task.isdigit():
+        return None
+    for key, record in acct.items():
+        if key != array and not key.startswith(f"{array}_["):
+            continue
+        if key != array and int(task) not in _task_ids(key[len(array) + 2 : -1]):
+            continue
+        if record.state in slurm.FINAL_STATES:
+            return dataclasses.replace(record, job_id=job_id, elapsed_s=0, attempts=[], start="None")
+    return None
+
+
+def _task_ids(text: str) -> tuple[int, ...]:
+    from deltajobs.payloads.sbatch_request import parse_array
+
+    try:
+        return parse_array(text).indices
+    except DeltaJobsError:
+        return ()
 
 
 def merge_slurm(row: JobRow, queued: slurm.QueueRecord | None, acct: slurm.AcctRecord | None) -> dict[str, Any]:

@@ -18,11 +18,18 @@ from deltajobs.spec.resolve import ResolvedJob
 from deltajobs.spec.settings import Settings
 
 
-def check_budget(resolved: ResolvedJob, settings: Settings, yes: bool, count: int = 1) -> float:
-    """The worst-case SU, as billed, of one job (`count` 1) or of `count` sweep points like
-    `resolved` (one array task each); raises BudgetError when one exceeds the cap or all together
-    exceed the balance, unless `yes`."""
+def check_budget(
+    resolved: ResolvedJob, settings: Settings, yes: bool, count: int = 1, nouns: tuple[str, str] = ("point", "sweep")
+) -> float:
+    """The worst-case SU, as billed, of one job (`count` 1) or of `count` array tasks like `resolved`
+    (a sweep's points; `nouns` ("task", "array") for an array job); raises BudgetError when one
+    exceeds the cap or all together exceed the balance, unless `yes`. The messages name the values
+    the cluster's defaults filled in (`payload.defaults()`)."""
     est = estimate_job(resolved)
+    part, whole = nouns
+    said = resolved.payload.defaults()
+    title = resolved.profile.title or resolved.profile.name
+    priced = f"; priced with {title}'s defaults where the script is silent: {', '.join(said)}" if said else ""
     total = est.su if count == 1 else est.array_su(count)
     if yes:
         return total
@@ -33,19 +40,22 @@ def check_budget(resolved: ResolvedJob, settings: Settings, yes: bool, count: in
         if count == 1:
             raise BudgetError(
                 f"the estimate {per_job:.2f} SU{_why(est)} exceeds max_su_per_job {cap:g}; pass --yes to submit anyway"
+                + priced
             )
         why = _why(est) if per_job == est.su else ""
-        raise BudgetError(f"each point may take {per_job:.2f} SU{why}, over max_su_per_job {cap:g}; pass --yes")
+        raise BudgetError(
+            f"each {part} may take {per_job:.2f} SU{why}, over max_su_per_job {cap:g}; pass --yes{priced}"
+        )
     left = balance(account) if account else None
     if left is not None and total > left:
         if count == 1:
             raise BudgetError(
                 f"the estimate {total:.2f} SU{_why(est)} exceeds the balance of {account} ({left:g} SU); "
-                "pass --yes to submit anyway"
+                "pass --yes to submit anyway" + priced
             )
         raise BudgetError(
-            f"the sweep may take {total:.2f} SU{_why(est, count)}, over the balance of {account} ({left:g} SU); "
-            "pass --yes"
+            f"the {whole} may take {total:.2f} SU{_why(est, count)}, over the balance of {account} ({left:g} SU); "
+            "pass --yes" + priced
         )
     return total
 

@@ -34,6 +34,12 @@ def estimate_command(
     typical = None
     if elapsed is not None:
         typical = {"elapsed_s": elapsed, "su": est.su_for(elapsed), "su_formula": est.formula_su_for(elapsed)}
+    defaults, array = resolved.payload.defaults(), resolved.payload.array()
+    priced = None
+    if array is not None:  # an array script: per task, and every task together
+        from deltajobs.charge.sbatch_price import ArrayPrice
+
+        priced = ArrayPrice(array, est)
     if as_json:
         emit_json(
             {
@@ -44,6 +50,8 @@ def estimate_command(
                 "walltime": format_walltime(int(est.seconds)),
                 "typical": typical,
                 "one_fewer": fewer.to_dict() if fewer else None,
+                **({"defaults": defaults} if defaults else {}),
+                **({"array": priced.to_dict()} if priced is not None else {}),
             }
         )
         return
@@ -57,7 +65,12 @@ def estimate_command(
         f"{format_walltime(int(est.seconds))}"
     )
     typer.echo(f"charged per node as {est.explain()}")
-    typer.echo(f"worst case: {describe(est)}")
+    typer.echo(f"worst case: {describe(est)}" + (" per task" if priced is not None else ""))
+    if priced is not None:
+        typer.echo(f"array:      {priced.describe()}")
+    if defaults:
+        title = resolved.profile.title or resolved.profile.name
+        typer.echo(f"defaults:   {title}'s, where the script says nothing: {', '.join(defaults)}")
     if typical is not None:
         ran = f"earlier runs took {format_duration(elapsed or 0)}"
         if typical["su"] > typical["su_formula"]:

@@ -56,17 +56,32 @@ def submit_command(
         return
     started = start_job(resolved, settings, run_dir, backend, yes)
     sub, estimate = started.submission, started.estimate_su
+    array, defaults = resolved.payload.array(), resolved.payload.defaults()
     info = {**sub.to_dict(), "estimate_su": round(estimate, 4) if estimate is not None else None}
+    if array is not None:
+        info["array"] = {"indices": array.text, "tasks": array.tasks, "concurrency": array.concurrency}
+    if defaults:
+        info["defaults"] = defaults
     if as_json and not wait:
         emit_json(info)
         return
     if not as_json:
-        typer.echo(f"submitted {sub.job_id} ({sub.backend})")
+        tasks = f": an array job of {array.tasks} tasks (--array={array.text})" if array is not None else ""
+        typer.echo(f"submitted {sub.job_id} ({sub.backend}){tasks}")
         typer.echo(f"  run dir: {sub.run_dir}")
-        typer.echo(f"  log:     {sub.log_path}")
+        typer.echo(f"  log:     {sub.log_path}" + (" (%a: the task id)" if array is not None else ""))
         if estimate is not None:
             res = resolved.spec.resources
-            typer.echo(f"  charge:  at most {estimate:.2f} SU ({res.time} on {resolved.partition.name})")
+            where = f"{res.time} on {resolved.partition.name}"
+            if array is not None:
+                from deltajobs.charge.estimate import estimate_job
+                from deltajobs.charge.sbatch_price import ArrayPrice
+
+                where = f"{where}; {ArrayPrice(array, estimate_job(resolved)).describe()}"
+            typer.echo(f"  charge:  at most {estimate:.2f} SU ({where})")
+        if defaults and estimate is not None:
+            title = resolved.profile.title or resolved.profile.name
+            typer.echo(f"  defaults: {title}'s, where the script says nothing: {', '.join(defaults)}")
     if wait:
         state = follow(sub.job_id, quiet=as_json)
         if as_json:
@@ -217,11 +232,16 @@ def results_command(job_id: JobIdArg, as_json: JsonOpt = False, plot: PlotOpt = 
     """A run's results: metrics, epochs and right-sizing advice.
 
     The trainer's results: test accuracy, timings, a per-epoch table and right-sizing advice."""
-    from deltajobs.cli.views import results_text
-    from deltajobs.jobs.logs import job_results
+    from deltajobs.cli.views import array_results_dict, array_results_text, results_text
+    from deltajobs.jobs.logs import ArrayResults, job_results
     from deltajobs.spec.settings import load_settings
 
     found = job_results(load_settings(), job_id)
+    if isinstance(found, ArrayResults):  # an array job: its tasks, and their charges added up
+        if found.warning:
+            note(found.warning)
+        emit_json(array_results_dict(found)) if as_json else typer.echo(array_results_text(found))
+        return
     row, data, record, advice = found.row, found.data, found.record, found.advice
     if found.warning:
         note(found.warning)

@@ -150,7 +150,9 @@ def check_command(
         if errors:
             typer.echo("refused")
         elif array is not None:
-            typer.echo(f"ok: `sbatch {script}` submits it (deltajobs submit does not track array scripts yet)")
+            typer.echo(
+                f"ok: `deltajobs submit {script}` submits it as written and tracks its {array.array.tasks} tasks"
+            )
         else:
             typer.echo(f"ok: `deltajobs submit {script}` submits it as written")
     if errors:

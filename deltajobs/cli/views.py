@@ -10,6 +10,7 @@ from deltajobs.charge.advice import Advice
 from deltajobs.clusters.units import format_duration
 from deltajobs.injob.progress import nodes_text, restarts
 from deltajobs.jobs.lifecycle import STATE_ADVICE, attempts_text, reason_words, right_sizing
+from deltajobs.jobs.logs import ArrayResults
 from deltajobs.jobs.resume import resume_chain, resume_links
 from deltajobs.registry.store import JobRow
 from deltajobs.slurm.commands import AcctRecord
@@ -213,6 +214,51 @@ def program_results_text(
     if advice:
         lines += ["", "Right-sizing:"] + [f"  - {a.message}" for a in advice]
     return "\n".join(lines)
+
+
+def array_results_text(found: ArrayResults) -> str:
+    """An array job's results: each task's state and charge, their sum, the reports the tasks wrote."""
+    rows = found.rows
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row.state] = counts.get(row.state, 0) + 1
+    states = ", ".join(f"{n} {state}" for state, n in counts.items())
+    lines = [f"array job {found.array_job_id} ({rows[0].name}): {len(rows)} tasks ({states}) in {rows[0].run_dir}"]
+    body = []
+    for row in rows:
+        su = found.task_su(row)
+        elapsed = format_duration(row.elapsed_s) if row.elapsed_s is not None else ""
+        body.append([str(row.sweep_index), row.job_id, row.state, elapsed, row.exit_code or "", _su(su)])
+    lines += ["", table(["TASK", "JOBID", "STATE", "ELAPSED", "EXIT", "SU"], body), ""]
+    lines.append(f"  charge {found.su:.4f} SU for {len(rows)} tasks (each task is charged as a job of its own)")
+    history = [h for h in found.data.get("history") or [] if isinstance(h, dict)]
+    if history:
+        last = history[-1]
+        shown = "  ".join(f"{k} {_value(last.get(k))}" for k in metric_keys(history) if k in last)
+        lines.append(f"  last report ({len(history)} in all, from every task): {shown}")
+    else:
+        lines.append("  no metrics reported (deltajobs.report(...) or JSON lines in $DELTAJOBS_METRICS)")
+    lines.append(f"  logs: `deltajobs logs {found.array_job_id} --task N`")
+    return "\n".join(lines)
+
+
+def array_results_dict(found: ArrayResults) -> dict[str, Any]:
+    tasks = [
+        {
+            "task": row.sweep_index,
+            "job_id": row.job_id,
+            "state": row.state,
+            "elapsed_s": row.elapsed_s,
+            "exit_code": row.exit_code,
+            "su": found.task_su(row),
+        }
+        for row in found.rows
+    ]
+    return {"job_id": found.array_job_id, "state": found.state, "su": found.su, "tasks": tasks, **found.data}
+
+
+def _su(su: float | None) -> str:
+    return f"{su:.4f}" if su is not None else ""
 
 
 def metric_keys(history: list[dict[str, Any]]) -> list[str]:

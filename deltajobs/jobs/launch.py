@@ -35,8 +35,16 @@ def start_job(resolved: ResolvedJob, settings: Settings, run_dir: Path, backend:
     """`submit`: the guards, then the job into `run_dir`."""
     if backend.fresh_environment:
         require_interpreter(resolved)
-    estimate = check_budget(resolved, settings, yes) if backend.charges else None
+    estimate = guard(resolved, settings, yes) if backend.charges else None
     return Started(submit_job(resolved, settings, run_dir, backend), estimate)
+
+
+def guard(resolved: ResolvedJob, settings: Settings, yes: bool) -> float:
+    """The budget guard of one job, or of every task of an array job (each task is charged)."""
+    array = resolved.payload.array()
+    if array is None:
+        return check_budget(resolved, settings, yes)
+    return check_budget(resolved, settings, yes, count=array.tasks, nouns=("task", "array"))
 
 
 @dataclass(frozen=True)
@@ -52,7 +60,7 @@ class Resume:
         """The guards, then the new job into the run directory (the old job's files set aside)."""
         if self.backend.fresh_environment:
             require_interpreter(self.resolved)
-        estimate = check_budget(self.resolved, settings, yes) if self.backend.charges else None
+        estimate = guard(self.resolved, settings, yes) if self.backend.charges else None
         over = self.checkpoint is None
         return Started(resume_job(self.resolved, settings, self.previous, self.backend, over=over), estimate)
 

@@ -18,11 +18,12 @@ from deltajobs.charge.advice import Advice, advise, gpu_advice
 from deltajobs.charge.estimate import Request
 from deltajobs.clusters.profile import load_profile
 from deltajobs.clusters.units import format_duration
-from deltajobs.errors import SlurmError, SpecError
+from deltajobs.errors import NotFoundError, SlurmError, SpecError
 from deltajobs.injob.gpu_usage import run_gpu_summary
 from deltajobs.registry.history import spec_key
 from deltajobs.registry.refresh import by_backend, refresh
 from deltajobs.registry.store import JobRow, Registry, RegistryDamaged
+from deltajobs.registry.targets import find_target
 from deltajobs.slurm.parse import AcctRecord
 from deltajobs.spec.resolve import ResolvedJob
 from deltajobs.spec.settings import Settings
@@ -97,12 +98,38 @@ def submit_job(resolved: ResolvedJob, settings: Settings, run_dir: Path, backend
             shutil.rmtree(run_dir, ignore_errors=True)
             raise
         try:
-            registry.add(job_row(resolved, submission, backend))
+            registry.add_many(job_rows(resolved, submission, backend))
         except BaseException:
             backend.undo([submission.job_id])
             shutil.rmtree(run_dir, ignore_errors=True)
             raise
     return submission
+
+
+def job_rows(resolved: ResolvedJob, sub: Submission, backend: Backend) -> list[JobRow]:
+    """The registry rows of one submission: the job's, or one per task of an array submitted as one
+    job (`<id>_<task>`, `sweep_index` the task's id, no sweep), as a sweep's points are recorded."""
+    if not sub.tasks:
+        return [job_row(resolved, sub, backend)]
+    indices = resolved.payload.array()
+    assert indices is not None
+    return [job_row(resolved, task, backend, None, i) for task, i in zip(sub.tasks, indices.indices, strict=True)]
+
+
+def find_rows(registry: Registry, job_ids: list[str]) -> list[JobRow]:
+    """The rows the ids name: a job each, or every task of an array job (its id), or every point of a
+    sweep (its id or its array job's id); NotFoundError names an id that is none of them."""
+    rows: dict[str, JobRow] = {}
+    for job_id in job_ids:
+        try:
+            found = [registry.get(job_id)]
+        except NotFoundError as err:
+            try:
+                found = find_target(registry, job_id).rows
+            except NotFoundError:
+                raise err from None  # an unknown id: said as a job's, as ever
+        rows |= {row.job_id: row for row in found if row.job_id not in rows}
+    return list(rows.values())
 
 
 def job_row(
@@ -152,7 +179,7 @@ def status(settings: Settings, job_ids: list[str] | None, every: bool = False, d
     recent_since = None if every else time.time() - RECENT_S
     try:
         with Registry.open(settings) as registry:
-            rows = registry.find(job_ids) if job_ids else registry.query(recent_since=recent_since)
+            rows = find_rows(registry, job_ids) if job_ids else registry.query(recent_since=recent_since)
             result = refresh(registry, rows)
     except RegistryDamaged as err:
         from deltajobs.registry.rebuild import status_from_run_dirs
@@ -178,9 +205,10 @@ def cancel(registry: Registry, rows: list[JobRow]) -> list[str]:
 
 
 def cancel_jobs(settings: Settings, job_ids: list[str]) -> tuple[list[JobRow], list[str]]:
-    """Cancel jobs by id: their rows and the ids that were cancelled (the others were final)."""
+    """Cancel jobs by id (an array job's id: all its tasks): their rows and the ids that were
+    cancelled (the others were final)."""
     with Registry.open(settings) as registry:
-        rows = registry.find(job_ids)
+        rows = find_rows(registry, job_ids)
         return rows, cancel(registry, rows)
 
 

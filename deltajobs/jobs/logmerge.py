@@ -33,14 +33,16 @@ class LogStream:
 
 
 def ranks_of(row: JobRow) -> int:
-    """How many tasks (ranks) a job runs: nodes x tasks per node."""
-    return max(1, (row.nodes or 1) * (row.ntasks_per_node or 1))
+    """How many ranks log apart: nodes x tasks per node, or 1 where they share one log (an sbatch
+    script's own --output)."""
+    count = max(1, (row.nodes or 1) * (row.ntasks_per_node or 1))
+    return 1 if count > 1 and log_file(row, False, 1) == log_file(row, False, 0) else count
 
 
 def log_streams(target: Target, err: bool = False, rank: int | None = None, task: int | None = None) -> list[LogStream]:
     """The log files to show: every rank of a job, every task of a sweep (rank 0 of each unless a
     point has several ranks), or the one `rank`/`task` picks. For a single job `task` is its rank."""
-    if not target.is_sweep:
+    if not target.has_tasks:
         row = target.rows[0]
         if rank is not None and task is not None and rank != task:
             raise SpecError("--rank", f"{rank} and --task {task} disagree; a job's tasks are its ranks: give one")
@@ -50,7 +52,7 @@ def log_streams(target: Target, err: bool = False, rank: int | None = None, task
     if task is not None:
         rows = [r for r in rows if r.sweep_index == task]
         if not rows:
-            raise SpecError("--task", f"{task} is not a task of {target.label}; it has tasks 0-{len(target.rows) - 1}")
+            raise SpecError("--task", f"{task} is not a task of {target.label}; it has tasks {task_ids(target.rows)}")
     streams = []
     for row in rows:
         index = str(row.sweep_index if row.sweep_index is not None else row.job_id)
@@ -59,6 +61,14 @@ def log_streams(target: Target, err: bool = False, rank: int | None = None, task
             label = index if rank is not None or ranks_of(row) == 1 else f"{index}.{r}"
             streams.append(LogStream(label, row, log_file(row, err, r)))
     return streams
+
+
+def task_ids(rows: list[JobRow]) -> str:
+    """`0-3`, or `1, 3` where the ids are not one run (an array job's `--array=1,3`)."""
+    ids = sorted(r.sweep_index for r in rows if r.sweep_index is not None)
+    if ids and ids == list(range(ids[0], ids[-1] + 1)):
+        return f"{ids[0]}-{ids[-1]}" if len(ids) > 1 else str(ids[0])
+    return ", ".join(str(i) for i in ids)
 
 
 def _ranks(row: JobRow, pick: int | None) -> list[int]:

@@ -17,6 +17,7 @@ from deltajobs.errors import DeltaJobsError, NotFoundError
 from deltajobs.jobs.lifecycle import finished_usage, reason_words, right_sizing
 from deltajobs.registry.refresh import refresh
 from deltajobs.registry.store import JobRow, Registry
+from deltajobs.registry.targets import Target, find_target
 from deltajobs.slurm.commands import AcctRecord
 from deltajobs.spec.settings import Settings
 
@@ -60,9 +61,39 @@ class Event:
 
 
 def follow(settings: Settings, job_id: str, interval: float = 2.0) -> Iterator[Event]:
-    """Poll one job until it is final: its state changes and every new line of its log, in order."""
+    """Poll one job until it is final: its state changes and every new line of its log, in order;
+    an array job (its id) until every task is final: each task's state changes."""
     with Registry.open(settings) as registry:
+        try:
+            registry.get(job_id)
+        except NotFoundError as err:
+            target = _array_target(registry, job_id, err)
+            yield from _follow_tasks(registry, target.rows, interval)
+            return
         yield from _follow(registry, job_id, interval)
+
+
+def _follow_tasks(registry: Registry, rows: list[JobRow], interval: float) -> Iterator[Event]:
+    """An array job's tasks until all are final; the end is COMPLETED only if every task completed."""
+    seen: dict[str, str] = {}
+    while True:
+        result = refresh(registry, rows)
+        if result.warning:
+            yield Event("warning", result.warning)
+        for row in rows:
+            if seen.get(row.job_id) != row.state:
+                words = reason_words(row.reason) if row.state == "PENDING" else ""
+                yield Event("state", f"task {row.sweep_index} {row.state}{': ' + words if words else ''}")
+                seen[row.job_id] = row.state
+        if all(row.final for row in rows):
+            yield Event("end", array_state(rows))
+            return
+        time.sleep(interval)
+
+
+def array_state(rows: list[JobRow]) -> str:
+    """An array job's state in one word: COMPLETED when every task did, else the first other one."""
+    return next((row.state for row in rows if row.state != "COMPLETED"), "COMPLETED")
 
 
 def _follow(registry: Registry, job_id: str, interval: float) -> Iterator[Event]:
@@ -132,15 +163,66 @@ class JobResults:
     warning: str | None
 
 
-def job_results(settings: Settings, job_id: str) -> JobResults:
-    """The results of one job, its state brought up to date and its usage asked for once."""
+@dataclass
+class ArrayResults:
+    """An array job's tasks, brought up to date, what each was charged, and the reports its tasks
+    wrote to the run directory they share (`{}` if none)."""
+
+    array_job_id: str
+    rows: list[JobRow]
+    records: dict[str, AcctRecord]
+    data: dict[str, Any]
+    warning: str | None
+
+    def task_su(self, row: JobRow) -> float | None:
+        record = self.records.get(row.job_id)
+        return record.su if record is not None else row.su
+
+    @property
+    def su(self) -> float:
+        """Every task's charge added up (each task is a job of its own to SLURM, and charged)."""
+        return sum(self.task_su(row) or 0.0 for row in self.rows)
+
+    @property
+    def state(self) -> str:
+        return array_state(self.rows) if all(row.final for row in self.rows) else "RUNNING"
+
+
+def job_results(settings: Settings, job_id: str) -> JobResults | ArrayResults:
+    """The results of one job, its state brought up to date and its usage asked for once; of an
+    array job (its id), every task's state and charge."""
     with Registry.open(settings) as registry:
-        row = registry.get(job_id)
+        try:
+            row = registry.get(job_id)
+        except NotFoundError as err:
+            target = _array_target(registry, job_id, err)
+            return _array_results(registry, job_id, target.rows)
         refresh(registry, [row])
         data = results(row)
     records, warning = finished_usage([row])
     record = records.get(row.job_id)
     return JobResults(row, data, record, right_sizing(row, record), warning)
+
+
+def _array_target(registry: Registry, job_id: str, unknown: NotFoundError) -> Target:
+    """The array job `job_id` names; else `unknown`, the error that it is no job, as ever."""
+    try:
+        target = find_target(registry, job_id)
+    except NotFoundError:
+        raise unknown from None
+    if target.array_job_id is None:
+        raise unknown
+    return target
+
+
+def _array_results(registry: Registry, array_job_id: str, rows: list[JobRow]) -> ArrayResults:
+    found = refresh(registry, rows)
+    try:
+        data = results(rows[0])  # the run directory's: the tasks share it
+    except NotFoundError:
+        data = {}
+    records, warning = finished_usage(rows)
+    return ArrayResults(array_job_id, rows, records, data, found.warning or warning)
 
 
 def results(row: JobRow) -> dict[str, Any]:

@@ -75,6 +75,12 @@ def run_rows(registry: Registry, ident: str) -> list[JobRow]:
         raise NotFoundError(
             f"no job in the registry ({registry.path}) ran in {run_dir}; `deltajobs registry rebuild` reads them back"
         )
+    if any(r.sweep_id is None and r.sweep_index is not None for r in rows):  # an array job's tasks
+        array = rows[0].job_id.split("_")[0]
+        raise SpecError(
+            "",
+            f"{ident} is array job {array}'s: resume takes single jobs; `deltajobs submit` of its script runs it again",
+        )
     return sorted(rows, key=lambda r: (r.submitted_at, r.job_id))
 
 

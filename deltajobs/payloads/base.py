@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
     from deltajobs.payloads.config import RunConfig
+    from deltajobs.payloads.sbatch_request import JobArray
     from deltajobs.spec.resolve import ResolvedJob
 
 
@@ -49,6 +50,15 @@ class Payload(ABC):
     def sbatch_file(self) -> Path | None:
         """An sbatch script to submit as written, instead of deltajobs' rendered one."""
         return None
+
+    def array(self) -> JobArray | None:
+        """The tasks of a job array submitted as one job (an sbatch script's `--array`); None: one job."""
+        return None
+
+    def defaults(self) -> list[str]:
+        """What the cluster's defaults fill in where the user said nothing, in sbatch's words
+        (`--mem-per-cpu=1000M (1000M per node)`): said beside every estimate of the job."""
+        return []
 
     def bind_paths(self, run_dir: Path) -> list[str]:
         """What a container must see besides the run directory."""

@@ -14,6 +14,7 @@ from deltajobs.errors import SpecError
 from deltajobs.payloads.config import safe_name
 
 if TYPE_CHECKING:
+    from deltajobs.clusters.profile import ClusterProfile
     from deltajobs.payloads.base import Payload
     from deltajobs.spec.resolve import ResolvedJob
 
@@ -44,6 +45,16 @@ def payload_of(job: ResolvedJob) -> Payload:
 
         return FunctionPayload(job)
     raise SpecError("run", "names nothing to run; give one of: script, command, sbatch")
+
+
+def complete_spec(raw: dict[str, Any], profile: ClusterProfile) -> None:
+    """Fill in, before validation, what the cluster (not deltajobs) gives where the payload leaves a
+    field to it: an sbatch script's memory and walltime (`payloads.sbatch.complete_spec`)."""
+    run = raw.get("run")
+    if isinstance(run, dict) and run.get("sbatch"):
+        from deltajobs.payloads.sbatch import complete_spec as complete_sbatch
+
+        complete_sbatch(raw, profile)
 
 
 def check_run(run: dict[str, Any] | None) -> None:

@@ -45,6 +45,9 @@ class RunConfig:
     workdir: str | None = None
     snapshot: bool = True
     python: str | None = None  # the interpreter for `script` (None: the job's python)
+    # Set by deltajobs for an sbatch script: the spec fields it left to SLURM, which the cluster's
+    # defaults fill (`resources.mem`: "--mem-per-cpu=1000M (1000M per node)"); never passed to sbatch.
+    defaults: dict[str, str] = field(default_factory=dict)
 
     @property
     def kind(self) -> str:

@@ -2,6 +2,13 @@
 like any spec, and submitted as written. What deltajobs needs (the run directory in the job's
 environment, a tag, any flag the user gave on deltajobs' command line) goes on sbatch's command
 line, never into the user's file; the script's own `--output` stays where it points.
+
+Where the script says nothing of memory or walltime, the job gets what SLURM on the cluster gives
+(`complete_spec`: the profile's memory per core and walltime, named in `run.defaults`), never
+deltajobs' own defaults. An array script (`#SBATCH --array=0-3%2`) is one submission whose tasks
+are tracked one row each (`array`; the SLURM backend records them); its logs default to sbatch's
+`slurm-%A_%a.out`, and a `%j` in them (each task's own job id, unknown at submit) is not one
+deltajobs can find, so such logs go to the run directory.
 """
 
 from __future__ import annotations
@@ -12,11 +19,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from deltajobs.clusters.profile import ClusterProfile
 from deltajobs.errors import SpecError
 from deltajobs.injob import contract
 from deltajobs.payloads.base import UserPayload
-from deltajobs.payloads.sbatch_file import SbatchFile, parse_sbatch, to_spec_dict
+from deltajobs.payloads.sbatch_file import SbatchFile, normalize_time, parse_sbatch, to_spec_dict
 from deltajobs.payloads.sbatch_lint import lint
+from deltajobs.payloads.sbatch_request import JobArray, default_mem, parse_array
 
 SCRIPT = "job.sh"  # the copy in the run directory: what was submitted
 # Log name patterns deltajobs can resolve once the job id is known (sbatch(1), "filename pattern").
@@ -67,16 +76,43 @@ def sbatch_spec(path: Path, workdir: str) -> dict[str, Any]:
     errors = [f for f in lint(parsed) if f.level == "error"]
     if errors:
         raise SpecError(str(path), "; ".join(f.message for f in errors))
-    array = next((d for d in parsed.directives if d.option == "array"), None)
-    if array is not None:  # one job id per submission is what registry, status and charge track
-        message = (
-            f"line {array.line}: #SBATCH {array.text}: deltajobs submit does not track array scripts yet; "
-            f"`deltajobs check {path}` prices it, `sbatch {path}` submits it, `deltajobs sweep` tracks one"
-        )
-        raise SpecError(str(path), message)
+    array_of(parsed)  # an array sbatch would refuse is refused here, on its line
     raw = to_spec_dict(parsed)
     raw["run"] = {"sbatch": str(path.absolute()), "workdir": workdir}
     return raw
+
+
+def complete_spec(raw: dict[str, Any], profile: ClusterProfile) -> None:
+    """Where the script and the command line say nothing of memory or walltime, what SLURM on
+    `profile`'s cluster gives the job (its memory per core, its default walltime), written into the
+    raw spec and named in `run.defaults`: priced, guarded and recorded as SLURM will run it."""
+    res = raw.setdefault("resources", {})
+    run = raw["run"]
+    defaults = dict(run.get("defaults") or {})
+    if res.get("mem") is None:
+        cores = _whole(res.get("tasks_per_node")) * _whole(res.get("cpus_per_task"))
+        res["mem"], defaults["resources.mem"] = default_mem(profile, cores)
+    if res.get("time") is None:
+        res["time"] = normalize_time(profile.default_time)
+        defaults["resources.time"] = f"--time={res['time']}"
+    run["defaults"] = defaults
+
+
+def _whole(value: Any) -> int:
+    return value if isinstance(value, int) and value > 0 else 1  # a bad value: the spec's check names it
+
+
+def array_of(parsed: SbatchFile) -> JobArray | None:
+    """The script's `--array` (the last one, as sbatch reads it), or None; SpecError on its line."""
+    found = [d for d in parsed.directives if d.option == "array"]
+    if not found:
+        return None
+    try:
+        return parse_array(found[-1].value or "")
+    except SpecError as err:
+        raise SpecError(
+            parsed.path, f"line {found[-1].line}: #SBATCH {found[-1].text}: {str(err).split(': ', 1)[1]}"
+        ) from None
 
 
 def directive_for(parsed: SbatchFile, field: str) -> str | None:
@@ -102,6 +138,13 @@ class SbatchPayload(UserPayload):
     def check(self) -> None:
         if not self.path.is_file():
             raise SpecError("run.sbatch", f"no such file: {self.path}")
+        self.array()
+
+    def array(self) -> JobArray | None:
+        return array_of(read(self.path))
+
+    def defaults(self) -> list[str]:
+        return list(self.run.defaults.values())
 
     def prepare(self, run_dir: Path) -> None:
         shutil.copy2(self.path, run_dir / SCRIPT)
@@ -113,6 +156,13 @@ class SbatchPayload(UserPayload):
         """On this machine (--local) the script runs under bash; its #SBATCH lines are comments."""
         from deltajobs.payloads.runner import CommandJob
 
+        array = self.array()
+        if array is not None:
+            raise SpecError(
+                "--local",
+                f"the array script {self.path} ({array.tasks} tasks, --array={array.text}) runs its tasks on SLURM; "
+                "drop --local, or run one task here: SLURM_ARRAY_TASK_ID=N bash SCRIPT",
+            )
         res = self.job.spec.resources
         argv = ["bash", str(run_dir / SCRIPT)]
         return CommandJob(argv, str(self.workdir), str(run_dir), res.max_requeues, self.kind, shown=self.describe())
@@ -127,6 +177,7 @@ class SbatchPayload(UserPayload):
         parsed = read(self.path)
         written = to_spec_dict(parsed)
         spec = self.job.spec.to_dict()
+        array = array_of(parsed) is not None
         env = {
             contract.RUN_DIR: str(run_dir),
             contract.CHECKPOINT_DIR: str(run_dir / "checkpoints"),
@@ -139,14 +190,14 @@ class SbatchPayload(UserPayload):
         ]
         for path, option in OVERRIDES.items():
             ours, theirs = _get(spec, path), _get(written, path)
-            if theirs is None and path not in ALWAYS:
-                continue  # the script is silent: SLURM's default, as plain sbatch would have it
+            if theirs is None and path not in ALWAYS and (ours is None or ".".join(path) in self.run.defaults):
+                continue  # the script and the command line are silent: SLURM's default, as plain sbatch has it
             if ours is not None and str(ours) != str(theirs):
                 options.append(f"--{option}={ours}")
-        for option, default in (("output", "slurm-%j.out"), ("error", None)):
+        for option, default in (("output", default_log(array)), ("error", None)):
             pattern = self.log_pattern(parsed, option) or default
-            if pattern is not None and not resolvable(pattern):
-                options.append(f"--{option}={run_dir / ('%j.out' if option == 'output' else '%j.err')}")
+            if pattern is not None and not resolvable(pattern, array):
+                options.append(f"--{option}={run_dir / own_log(array, err=option == 'error')}")
         return options
 
     def log_pattern(self, parsed: SbatchFile, option: str) -> str | None:
@@ -157,21 +208,35 @@ class SbatchPayload(UserPayload):
         """Where the job's stdout and stderr go, its id known: the script's --output/--error
         (relative to its working directory), else slurm-JOBID.out, else deltajobs' own."""
         parsed = read(self.path)
-        out = self.log_pattern(parsed, "output") or "slurm-%j.out"
+        array = array_of(parsed) is not None
+        out = self.log_pattern(parsed, "output") or default_log(array)
         err = self.log_pattern(parsed, "error") or out
         name = self.job.spec.name
         paths = []
-        for pattern, ours in ((out, "%j.out"), (err, "%j.out" if err == out else "%j.err")):
-            if not resolvable(pattern):
+        for pattern, ours in ((out, own_log(array)), (err, own_log(array, err=err != out))):
+            if not resolvable(pattern, array):
                 pattern = str(run_dir / ours)
             text = fill(pattern, job_id, name, user)
             paths.append(self.workdir / text if not Path(text).is_absolute() else Path(text))
         return paths[0], paths[1]
 
 
-def resolvable(pattern: str) -> bool:
-    """Whether every %-token of a log pattern is one deltajobs can fill in (%j %x %u %A %a %%)."""
+def resolvable(pattern: str, array: bool = False) -> bool:
+    """Whether every %-token of a log pattern is one deltajobs can fill in (%j %x %u %A %a %%); in
+    an array, %j is each task's own job id, which sbatch does not print: not one."""
+    if array and "%j" in pattern.replace("%%", ""):
+        return False
     return "%" not in _PATTERN.sub("", pattern).replace("\\%", "")
+
+
+def default_log(array: bool) -> str:
+    """sbatch's own log name where the script names none (sbatch(1), --output)."""
+    return "slurm-%A_%a.out" if array else "slurm-%j.out"
+
+
+def own_log(array: bool, err: bool = False) -> str:
+    """deltajobs' log name in the run directory, for a pattern it cannot resolve."""
+    return ("%A_%a" if array else "%j") + (".err" if err else ".out")
 
 
 def fill(pattern: str, job_id: str, name: str, user: str) -> str:

@@ -31,9 +31,16 @@ class JobArray:
     """`--array=0-96%3`: 97 tasks, at most 3 running at once (a cap on concurrency, not on cost)."""
 
     text: str
-    tasks: int
+    indices: tuple[int, ...]  # the task ids, ascending (SLURM_ARRAY_TASK_ID of each task)
     concurrency: int | None
-    last_index: int
+
+    @property
+    def tasks(self) -> int:
+        return len(self.indices)
+
+    @property
+    def last_index(self) -> int:
+        return self.indices[-1]
 
 
 @dataclass(frozen=True)
@@ -81,7 +88,7 @@ def parse_array(text: str) -> JobArray:
         if last < first or step < 1:
             raise SpecError("array", f"{text!r}: {item} counts no task; use {ARRAY_FORMS}")
         seen.update(range(first, last + 1, step))
-    return JobArray(text, len(seen), int(limit) if percent else None, max(seen))
+    return JobArray(text, tuple(sorted(seen)), int(limit) if percent else None)
 
 
 def check_request(
@@ -118,9 +125,9 @@ def check_request(
         tasks = math.ceil(total / nodes)
         defaults.append(f"--nodes={nodes} (SLURM spreads --ntasks={total} over {nodes} nodes)")
     if res.get("mem") is None:
-        mem_mb = profile.default_mem_per_cpu_mb * tasks * cpus
-        mem = f"{mem_mb:g}M"
-        defaults.append(f"--mem-per-cpu={profile.default_mem_per_cpu_mb}M ({mem} per node)")
+        mem, said = default_mem(profile, tasks * cpus)
+        mem_mb = parse_mem_mb(mem, "mem")
+        defaults.append(said)
     else:
         mem, mem_mb = str(res["mem"]), parse_mem_mb(str(res["mem"]), "mem")
     time = res.get("time") or normalize_time(profile.default_time)
@@ -159,6 +166,13 @@ def check_request(
                 checked.findings.append(_warning(array_directive, message))
     checked.request = request
     return checked
+
+
+def default_mem(profile: ClusterProfile, cpus_per_node: int) -> tuple[str, str]:
+    """What SLURM gives a job that names no memory: the cluster's DefMemPerCPU x its cores per node,
+    and that said in sbatch's words (`--mem-per-cpu=1000M (4000M per node)`)."""
+    mem = f"{profile.default_mem_per_cpu_mb * cpus_per_node:g}M"
+    return mem, f"--mem-per-cpu={profile.default_mem_per_cpu_mb}M ({mem} per node)"
 
 
 def _partition_findings(req: SbatchRequest, part: Partition, last: Mapping[str, Directive]) -> list[Finding]:

@@ -19,6 +19,7 @@ from deltajobs.clusters import directives
 from deltajobs.clusters.profile import ClusterProfile, Partition, load_profile
 from deltajobs.clusters.units import format_mem, parse_mem_mb, parse_walltime
 from deltajobs.errors import SpecError
+from deltajobs.payloads.choose import complete_spec
 from deltajobs.payloads.config import NAME_PATTERN, RunConfig
 from deltajobs.schema import apply_override, check_constraints, constrained, from_dict, parse_override
 from deltajobs.spec import assets
@@ -244,8 +245,9 @@ def resolve_job(
     train = raw.get("train")
     if isinstance(train, dict) and train.get("data_root") is None:
         train["data_root"] = str(settings.data_path)
-    spec = from_dict(JobSpec, raw)
     profile = load_profile(cluster)
+    complete_spec(raw, profile)  # what the cluster gives where a user's sbatch script says nothing
+    spec = from_dict(JobSpec, raw)
     resolved = ResolvedJob(spec=spec, profile=profile, source=source)
     validate(resolved, require_account=require_account)
     return resolved
