@@ -121,6 +121,20 @@ def test_doctor_command_output_and_exit_codes(
     assert [c["status"] for c in data["checks"] if c["name"].startswith("job's python")] == ["fail"]
 
 
+def test_doctor_without_an_account_says_so_as_a_check(
+    fresh_cache: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A new user's first `doctor` (and `remote setup`'s, before `init`): every check runs, the
+    missing account is one of them with its fix, not an error that hides the rest."""
+    monkeypatch.setenv("DELTAJOBS_HOME", str(tmp_path / "work" / "state"))
+    monkeypatch.setattr(doctor, "UNSEEN_ROOTS", ("/nonexistent-root",))
+    code, out, err = run_main(monkeypatch, capsys, "doctor", "--cluster", "minidelta")
+    assert code == 1 and err == "", out + err
+    assert out.splitlines()[0] == "deltajobs doctor: shell on minidelta (gpuA100x4)"
+    assert "  FAIL  account: no account" in out and "fix: pass -A ACCOUNT" in out
+    assert "  ok    job's python" in out and out.splitlines()[-1].startswith("1 problem(s)")
+
+
 @needs_slurm
 def test_submit_refuses_a_job_whose_python_cannot_run_it(
     fresh_cache: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]

@@ -34,7 +34,7 @@ def doctor_command(
     from deltajobs.spec.settings import load_settings
 
     settings = load_settings()
-    resolved = resolve(job, flags, script_args, settings)
+    resolved = resolve(job, flags, script_args, settings, require_account=False)  # a missing account is a check
     checks = run_checks(resolved, settings, program=job is not None or flags.command is not None)
     if as_json:
         emit_json({"job": resolved.spec.name, "cluster": resolved.profile.name, **summary(checks)})
@@ -85,9 +85,11 @@ def shell_command(
     os.execvp(argv[0], argv)
 
 
-def resolve(job: str | None, flags: JobFlags, script_args: list[str] | None, settings: Settings) -> ResolvedJob:
+def resolve(
+    job: str | None, flags: JobFlags, script_args: list[str] | None, settings: Settings, require_account: bool = True
+) -> ResolvedJob:
     """JOB as the other commands read it; none: the environment alone (a bare `bash` job)."""
     from deltajobs.spec.resolve import resolve_job
 
     source = flags.job(job, script_args) if job is not None or flags.command else copy.deepcopy(BARE)
-    return resolve_job(source, flags.overrides, settings, flags.cluster_name(settings))
+    return resolve_job(source, flags.overrides, settings, flags.cluster_name(settings), require_account=require_account)
