@@ -253,8 +253,8 @@ def test_a_failed_submission_leaves_the_run_directory_as_it_was(
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(LocalBackend, "submit", refuse)
-    with pytest.raises(OSError):
-        run_main(monkeypatch, capsys, "resume", "local-2")
+    code, _, err = run_main(monkeypatch, capsys, "resume", "local-2")
+    assert (code, err) == (28, "deltajobs: error: No space left on device\n")  # one line, no traceback
     assert {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()} == before
     assert not (run_dir / PREVIOUS_DIR).exists()
     assert [r.job_id for r in registry_rows()] == ["local-2"]

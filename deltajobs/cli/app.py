@@ -128,6 +128,12 @@ def main() -> None:
     except KeyboardInterrupt:
         typer.echo("deltajobs: interrupted", err=True)
         sys.exit(130)
+    except OSError as err:  # what the domain did not name (a backend's own write, a full disk): one line
+        from deltajobs.injob.diskspace import EXIT_DISK_FULL, is_disk_full
+
+        where = f"{err.filename}: " if err.filename else ""
+        typer.echo(f"deltajobs: error: {where}{err.strerror or err}", err=True)
+        sys.exit(EXIT_DISK_FULL if is_disk_full(err) else 1)
     except Exception as err:  # an SQLite error the registry did not name: still one line
         sqlite = sys.modules.get("sqlite3")  # not imported: it cannot be one (and --help stays fast)
         if sqlite is None or not isinstance(err, sqlite.Error):
