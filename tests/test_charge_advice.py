@@ -8,7 +8,7 @@ import pytest
 
 from deltajobs.charge.advice import Advice, advise, nice_mem_gb
 from deltajobs.clusters.profile import load_profile
-from deltajobs.slurm import commands as slurm
+from deltajobs.slurm import parse as slurm_parse
 
 DATA = Path(__file__).parent / "data" / "charge"
 DELTA = load_profile("delta")
@@ -27,12 +27,12 @@ def job(
     busy_cpus: float = 12.0,
     rss_mb: float | None = 8 * 1024,
     state: str = "COMPLETED",
-) -> slurm.AcctRecord:
+) -> slurm_parse.AcctRecord:
     """An sacct record; the defaults describe a right-sized 1-GPU job."""
     tres = {"cpu": str(cpus * nodes), "mem": mem, "node": str(nodes)}
     if gpus:
         tres["gres/gpu"] = str(gpus * nodes)
-    return slurm.AcctRecord(
+    return slurm_parse.AcctRecord(
         job_id="4412031",
         name="mnist_train",
         state=state,
@@ -148,12 +148,12 @@ def test_memory_rounds_to_a_power_of_two_or_multiple_of_4g(gb: float, nice: int)
     assert nice_mem_gb(gb) == nice
 
 
-def recorded(name: str) -> slurm.AcctRecord:
+def recorded(name: str) -> slurm_parse.AcctRecord:
     """A job from sacct on minidelta (recorded with its header, reordered to today's SACCT_FIELDS)."""
     header, *lines = (DATA / "sacct_minidelta.txt").read_text().splitlines()
     rows = [dict(zip(header.split("|"), line.split("|"), strict=True)) for line in lines]
-    text = "\n".join("|".join(row.get(f, "") for f in slurm.SACCT_FIELDS) for row in rows)
-    return next(r for r in slurm.parse_sacct(text) if r.name == name)
+    text = "\n".join("|".join(row.get(f, "") for f in slurm_parse.SACCT_FIELDS) for row in rows)
+    return next(r for r in slurm_parse.parse_sacct(text) if r.name == name)
 
 
 def test_recorded_oversized_job() -> None:

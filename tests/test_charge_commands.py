@@ -17,6 +17,7 @@ from deltajobs.charge.jobcharge import jobcharge_argv, parse_jobcharge
 from deltajobs.charge.report import charge_from_acct, charge_report, default_since
 from deltajobs.errors import NotFoundError, SlurmError
 from deltajobs.slurm import commands as slurm
+from deltajobs.slurm import parse as slurm_parse
 
 DATA = Path(__file__).parent / "data" / "charge"
 
@@ -29,7 +30,7 @@ def recorded_sacct(name: str) -> str:
     """A recorded `sacct --parsable2` (with its header) as deltajobs asks for it: no header, SACCT_FIELDS."""
     header, *lines = recorded(name).splitlines()
     rows = [dict(zip(header.split("|"), line.split("|"), strict=True)) for line in lines]
-    return "\n".join("|".join(row.get(f, "") for f in slurm.SACCT_FIELDS) for row in rows) + "\n"
+    return "\n".join("|".join(row.get(f, "") for f in slurm_parse.SACCT_FIELDS) for row in rows) + "\n"
 
 
 def fake_run(monkeypatch: pytest.MonkeyPatch, outputs: dict[str, str | None]) -> list[list[str]]:
@@ -259,8 +260,8 @@ def test_charge_without_account_skips_jobcharge(monkeypatch: pytest.MonkeyPatch)
 def test_charge_from_acct_skips_jobs_that_never_started() -> None:
     line = "9|pending|PENDING|gpuA100x4|bgvu-delta-gpu||0|10|00:00:00||0:0|2026-11-22T10:00:00|Unknown|Unknown|1|1|16G|"
     fields = line.split("|")
-    assert len(fields) == 18 == len(slurm.SACCT_FIELDS)
-    report = charge_from_acct(slurm.parse_sacct(line), account=None, window="w")
+    assert len(fields) == 18 == len(slurm_parse.SACCT_FIELDS)
+    report = charge_from_acct(slurm_parse.parse_sacct(line), account=None, window="w")
     assert report.jobs == [] and report.total_su == 0
 
 

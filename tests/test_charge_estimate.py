@@ -13,7 +13,7 @@ from deltajobs.charge.estimate import Request, estimate, estimate_job, format_su
 from deltajobs.clusters.profile import load_profile
 from deltajobs.registry.history import spec_key, typical_elapsed
 from deltajobs.registry.store import JobRow, Registry, db_path
-from deltajobs.slurm import commands as slurm
+from deltajobs.slurm import parse as slurm_parse
 from deltajobs.spec.resolve import Overrides, resolve_job
 from deltajobs.spec.settings import load_settings
 
@@ -22,12 +22,14 @@ DELTA = load_profile("delta")
 MINIDELTA = load_profile("minidelta")
 
 
-def recorded_sacct(name: str) -> list[slurm.AcctRecord]:
+def recorded_sacct(name: str) -> list[slurm_parse.AcctRecord]:
     """A recorded `sacct --parsable2` (with its header), reordered to today's SACCT_FIELDS."""
     header, *lines = (DATA / name).read_text().splitlines()
     names = header.split("|")
     rows = [dict(zip(names, line.split("|"), strict=True)) for line in lines]
-    return slurm.parse_sacct("\n".join("|".join(row.get(f, "") for f in slurm.SACCT_FIELDS) for row in rows))
+    return slurm_parse.parse_sacct(
+        "\n".join("|".join(row.get(f, "") for f in slurm_parse.SACCT_FIELDS) for row in rows)
+    )
 
 
 def request(gpus: int = 1, cpus: int = 1, mem_gb: float = 16, hours: float = 1, nodes: int = 1, **kw: bool) -> Request:

@@ -25,7 +25,7 @@ from deltajobs.charge.budget import check_budget
 from deltajobs.charge.estimate import describe, describe_count, describe_minimum, estimate, estimate_job
 from deltajobs.clusters.profile import PROFILE_DIR, ChargeMinimum, load_profile, parse_profile
 from deltajobs.errors import BudgetError, SpecError
-from deltajobs.slurm import commands as slurm
+from deltajobs.slurm import parse as slurm_parse
 from deltajobs.spec.resolve import Overrides, ResolvedJob, resolve_job
 from deltajobs.spec.settings import load_settings
 
@@ -219,8 +219,8 @@ def test_guard_counts_the_minimum_per_sweep_point(monkeypatch: pytest.MonkeyPatc
 # -- advice compares charges as billed ------------------------------------------------------------
 
 
-def acct(elapsed: int, limit_min: int, mem: str = "16G", rss_mb: float = 8 * 1024) -> slurm.AcctRecord:
-    return slurm.AcctRecord(
+def acct(elapsed: int, limit_min: int, mem: str = "16G", rss_mb: float = 8 * 1024) -> slurm_parse.AcctRecord:
+    return slurm_parse.AcctRecord(
         job_id="4412031",
         name="mnist_train",
         state="COMPLETED",

@@ -19,7 +19,7 @@ from deltajobs.clusters.minidelta import billing_weights
 from deltajobs.clusters.profile import load_profile
 from deltajobs.errors import SpecError
 from deltajobs.registry.store import JobRow
-from deltajobs.slurm import commands as slurm
+from deltajobs.slurm import parse as slurm_parse
 from deltajobs.spec.render import render
 from deltajobs.spec.resolve import Overrides, ResolvedJob, resolve_job
 from deltajobs.spec.settings import load_settings
@@ -128,12 +128,12 @@ def test_status_records_the_partition_the_job_ran_on() -> None:
         state="PENDING",
         partition="gpuA100x4,gpuA40x4",
     )
-    fields = dict.fromkeys(slurm.SACCT_FIELDS, "")
+    fields = dict.fromkeys(slurm_parse.SACCT_FIELDS, "")
     fields.update(JobID="7", State="RUNNING", Partition="gpuA40x4", Start="2026-11-23T05:00:00", ElapsedRaw="5")
-    (acct,) = slurm.parse_sacct("|".join(fields[f] for f in slurm.SACCT_FIELDS))
+    (acct,) = slurm_parse.parse_sacct("|".join(fields[f] for f in slurm_parse.SACCT_FIELDS))
     assert merge_slurm(row, None, acct)["partition"] == "gpuA40x4"
     fields.update(State="PENDING", Partition="gpuA100x4,gpuA40x4", Start="Unknown")
-    (pending,) = slurm.parse_sacct("|".join(fields[f] for f in slurm.SACCT_FIELDS))
+    (pending,) = slurm_parse.parse_sacct("|".join(fields[f] for f in slurm_parse.SACCT_FIELDS))
     assert "partition" not in merge_slurm(row, None, pending)
 
 

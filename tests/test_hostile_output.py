@@ -31,6 +31,7 @@ from deltajobs.errors import SlurmError
 from deltajobs.jobs.lifecycle import reason_words
 from deltajobs.registry.store import JobRow, Registry
 from deltajobs.slurm import commands as slurm
+from deltajobs.slurm import parse as slurm_parse
 from deltajobs.spec.settings import load_settings
 
 DATA = Path(__file__).parent / "data" / "slurm"
@@ -148,7 +149,7 @@ def test_cluster_discover_reads_a_node_reason_that_is_not_utf8(
 
 
 def test_pipes_in_a_job_name_fold_into_the_name_on_recorded_sacct() -> None:
-    records = slurm.parse_sacct((DATA / "sacct_names.txt").read_text())
+    records = slurm_parse.parse_sacct((DATA / "sacct_names.txt").read_text())
     jobs = {r.job_id: r for r in records}
     assert jobs["317"].name == "fit|lr=0.1|caf?"  # as minidelta's slurmdbd stored it
     assert (jobs["317"].state, jobs["317"].partition, jobs["317"].billing, jobs["317"].elapsed_s) == (
@@ -161,16 +162,16 @@ def test_pipes_in_a_job_name_fold_into_the_name_on_recorded_sacct() -> None:
 
 
 def test_split_fields_gives_every_extra_pipe_to_the_name() -> None:
-    assert slurm.split_fields("1|a|b|c|X", 3) == ["1", "a|b|c", "X"]
-    assert slurm.split_fields("1||X", 3) == ["1", "", "X"]
-    assert slurm.split_fields("1|X", 3) is None
+    assert slurm_parse.split_fields("1|a|b|c|X", 3) == ["1", "a|b|c", "X"]
+    assert slurm_parse.split_fields("1||X", 3) == ["1", "", "X"]
+    assert slurm_parse.split_fields("1|X", 3) is None
 
 
 # -- reasons that end in `)` -----------------------------------------------------------------------
 
 
 def test_reasons_keep_their_own_closing_parenthesis() -> None:
-    reasons = {q.job_id: q.reason for q in slurm.parse_squeue((DATA / "squeue_reasons.txt").read_text())}
+    reasons = {q.job_id: q.reason for q in slurm_parse.parse_squeue((DATA / "squeue_reasons.txt").read_text())}
     assert reasons["321"] == "Job's QOS not permitted to use this partition (gpuA100x4 allows normal not scavenger)"
     assert reasons["322"] == "ReqNodeNotAvail, UnavailableNodes:gpua[001-002]"
     assert reasons["323"] == "Priority"  # squeue's %R form, in parentheses
@@ -183,7 +184,7 @@ def test_reasons_keep_their_own_closing_parenthesis() -> None:
 def test_squeue_unknown_line_and_value_are_warnings_and_the_other_jobs_stay() -> None:
     text = SQUEUE.decode("utf-8", "replace") + "squeue: error: something new\n"
     text += "330|odd|PENDING|cpu|None|0:00|1:00|n/a|N/A|2026-11-26T08:48:35|N/A\n"
-    records = slurm.parse_squeue(text)
+    records = slurm_parse.parse_squeue(text)
     assert [r.job_id for r in records] == ["320", "317", "330"] and records[2].nodes == 0
     assert records.warnings == [
         "squeue: skipped a line it could not read: 'squeue: error: something new'",
@@ -191,13 +192,13 @@ def test_squeue_unknown_line_and_value_are_warnings_and_the_other_jobs_stay() ->
     ]
     assert records.warning == records.warnings[0] + " (and 1 more)"
     with pytest.raises(SlurmError, match=r"^squeue printed an unexpected line: 'squeue: error: something new'$"):
-        slurm.parse_squeue("squeue: error: something new\n")
+        slurm_parse.parse_squeue("squeue: error: something new\n")
 
 
 def test_sacct_unknown_line_and_value_are_warnings_and_the_other_jobs_stay() -> None:
     text = (DATA / "sacct_names.txt").read_text().replace("|2|1|00:00.007", "|soon|1|00:00.007", 1)
     text = "a line sacct never prints\n" + text.replace("billing=1000,cpu=1,mem=1G,node=1|1|", "billing=lots|1|", 1)
-    records = slurm.parse_sacct(text)
+    records = slurm_parse.parse_sacct(text)
     jobs = {r.job_id: r for r in records}
     assert sorted(jobs) == ["317", "320"] and jobs["317"].elapsed_s == 0 and jobs["320"].billing == 0
     assert records.warnings == [
@@ -206,13 +207,13 @@ def test_sacct_unknown_line_and_value_are_warnings_and_the_other_jobs_stay() -> 
         "sacct: 320: could not read billing='lots' (read as 0)",
     ]
     with pytest.raises(SlurmError, match="^sacct printed an unexpected line"):
-        slurm.parse_sacct("a line sacct never prints\n")
+        slurm_parse.parse_sacct("a line sacct never prints\n")
 
 
 def test_recorded_fixtures_give_no_warning() -> None:
     for name in ("sacct.txt", "sacct_duplicates.txt"):
-        assert slurm.parse_sacct((DATA / name).read_text()).warnings == [], name
-    assert slurm.parse_squeue((DATA / "squeue.txt").read_text()).warnings == []
+        assert slurm_parse.parse_sacct((DATA / name).read_text()).warnings == [], name
+    assert slurm_parse.parse_squeue((DATA / "squeue.txt").read_text()).warnings == []
     for name in ("minidelta_partition.txt", "pawsey_setonix_partition.txt", "pitt_crc_htc_partition.txt"):
         assert parse_partitions((DISCOVER / name).read_text()).warnings == [], name
     assert parse_nodes((DISCOVER / "minidelta_node.txt").read_text()).warnings == []

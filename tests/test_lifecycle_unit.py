@@ -16,13 +16,14 @@ from deltajobs.jobs.lifecycle import reason_words
 from deltajobs.registry.refresh import refresh
 from deltajobs.registry.store import JobRow, Registry
 from deltajobs.slurm import commands as slurm
+from deltajobs.slurm import parse as slurm_parse
 from deltajobs.spec.settings import load_settings
 
 DATA = Path(__file__).parent / "data" / "slurm"
 
 
 def test_parse_sacct_folds_steps() -> None:
-    records = {r.job_id: r for r in slurm.parse_sacct((DATA / "sacct.txt").read_text())}
+    records = {r.job_id: r for r in slurm_parse.parse_sacct((DATA / "sacct.txt").read_text())}
     assert sorted(records, key=int) == [str(i) for i in range(1, 9)]
     one = records["1"]
     assert (one.state, one.partition, one.billing, one.gpus, one.elapsed_s, one.timelimit_s) == (
@@ -42,7 +43,7 @@ def test_parse_sacct_folds_steps() -> None:
 
 
 def test_parse_squeue_and_reasons() -> None:
-    records = slurm.parse_squeue((DATA / "squeue.txt").read_text())
+    records = slurm_parse.parse_squeue((DATA / "squeue.txt").read_text())
     assert [r.job_id for r in records] == ["29", "28", "27", "31_4"]
     assert records[0].reason == "Priority" and records[2].state == "RUNNING"
     assert "balance is too low" in reason_words("QOSGrpBillingMinutes")
@@ -53,17 +54,17 @@ def test_parse_squeue_and_reasons() -> None:
 @pytest.mark.parametrize("text", ["garbage line", "1|2|3"])
 def test_malformed_output_is_a_clear_error(text: str) -> None:
     with pytest.raises(SlurmError, match="unexpected line"):
-        slurm.parse_sacct(text)
+        slurm_parse.parse_sacct(text)
     with pytest.raises(SlurmError, match="unexpected line"):
-        slurm.parse_squeue(text)
+        slurm_parse.parse_squeue(text)
 
 
 def test_durations_and_sizes() -> None:
-    assert slurm.parse_duration("1-02:03:04") == 93784
-    assert slurm.parse_duration("03:04.500") == 184.5
-    assert slurm.parse_duration("") == 0
-    assert slurm.parse_size_mb("2G") == 2048 and slurm.parse_size_mb("") is None
-    assert slurm.normalise_state("CANCELLED by 0") == "CANCELLED"
+    assert slurm_parse.parse_duration("1-02:03:04") == 93784
+    assert slurm_parse.parse_duration("03:04.500") == 184.5
+    assert slurm_parse.parse_duration("") == 0
+    assert slurm_parse.parse_size_mb("2G") == 2048 and slurm_parse.parse_size_mb("") is None
+    assert slurm_parse.normalise_state("CANCELLED by 0") == "CANCELLED"
 
 
 def row(job_id: str, state: str = "PENDING", backend: str = "slurm", tmp: Path = Path("/tmp")) -> JobRow:
@@ -143,36 +144,36 @@ def test_refresh_when_slurm_is_down_keeps_cached_states(monkeypatch: pytest.Monk
 
 
 def test_merge_prefers_squeue_while_queued() -> None:
-    queued = slurm.parse_squeue((DATA / "squeue.txt").read_text())[2]
-    acct = slurm.parse_sacct((DATA / "sacct.txt").read_text())[0]
+    queued = slurm_parse.parse_squeue((DATA / "squeue.txt").read_text())[2]
+    acct = slurm_parse.parse_sacct((DATA / "sacct.txt").read_text())[0]
     change = merge_slurm(row("27"), queued, acct)
     assert change["state"] == "RUNNING" and change["reason"] is None
 
 
 def test_failed_above_reserved_memory_is_out_of_memory() -> None:
     tres = {"mem": "150M", "billing": "1000"}
-    assert slurm.oom_state("FAILED", 670.6, tres) == "OUT_OF_MEMORY"
-    assert slurm.oom_state("FAILED", 100.0, tres) == "FAILED"
-    assert slurm.oom_state("FAILED", None, tres) == "FAILED"
-    assert slurm.oom_state("COMPLETED", 670.6, tres) == "COMPLETED"
+    assert slurm_parse.oom_state("FAILED", 670.6, tres) == "OUT_OF_MEMORY"
+    assert slurm_parse.oom_state("FAILED", 100.0, tres) == "FAILED"
+    assert slurm_parse.oom_state("FAILED", None, tres) == "FAILED"
+    assert slurm_parse.oom_state("COMPLETED", 670.6, tres) == "COMPLETED"
 
 
 def test_oom_of_a_multi_task_job_counts_every_task_on_a_node() -> None:
     """4 tasks on a node, each peaking at 5G, with --mem 16G for the node: the node needed 20G."""
     tres = {"mem": "16G", "node": "1", "billing": "4000"}
-    assert slurm.oom_state("FAILED", 5 * 1024, tres, tasks_per_node=4) == "OUT_OF_MEMORY"
-    assert slurm.oom_state("FAILED", 3 * 1024, tres, tasks_per_node=4) == "FAILED"
+    assert slurm_parse.oom_state("FAILED", 5 * 1024, tres, tasks_per_node=4) == "OUT_OF_MEMORY"
+    assert slurm_parse.oom_state("FAILED", 3 * 1024, tres, tasks_per_node=4) == "FAILED"
     two_nodes = {"mem": "32G", "node": "2"}  # AllocTRES mem is the whole job's: 16G on each node
-    assert slurm.oom_state("FAILED", 5 * 1024, two_nodes, tasks_per_node=4) == "OUT_OF_MEMORY"
+    assert slurm_parse.oom_state("FAILED", 5 * 1024, two_nodes, tasks_per_node=4) == "OUT_OF_MEMORY"
     step = "12.0|python|FAILED||acct|cpu=8,mem=32G,node=2|9||00:09||9:0|t|t|t|8|2||8"
     job = "12|ddp|FAILED|gpuA100x4|acct|billing=4000,cpu=8,gres/gpu=8,mem=32G,node=2|9|10|00:09||1:0|t|t|t|8|2|16G|"
     rss = step.replace("||9:0", "|5242880K|9:0")  # MaxRSS of the largest task: 5G
-    assert slurm.parse_sacct(f"{job}\n{rss}")[0].state == "OUT_OF_MEMORY"
-    assert slurm.parse_sacct(f"{job}\n{rss.replace('5242880K', '3145728K')}")[0].state == "FAILED"
+    assert slurm_parse.parse_sacct(f"{job}\n{rss}")[0].state == "OUT_OF_MEMORY"
+    assert slurm_parse.parse_sacct(f"{job}\n{rss.replace('5242880K', '3145728K')}")[0].state == "FAILED"
 
 
 def test_sacct_duplicates_fold_into_one_record_per_job() -> None:
-    records = {r.job_id: r for r in slurm.parse_sacct((DATA / "sacct_duplicates.txt").read_text())}
+    records = {r.job_id: r for r in slurm_parse.parse_sacct((DATA / "sacct_duplicates.txt").read_text())}
     requeued = records["7"]
     assert [a.state for a in requeued.attempts] == ["REQUEUED", "REQUEUED", "COMPLETED"]
     assert requeued.state == "COMPLETED" and requeued.restarts == 2

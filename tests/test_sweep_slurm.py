@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from slurmutil import cli, cli_json, needs_slurm
 
-from deltajobs.slurm.commands import FINAL_STATES
+from deltajobs.slurm.parse import FINAL_STATES
 
 TINY = ["--set", "train.epochs=1", "--set", "train.val_size=100"]
 GRID = ["--grid", "train.lr=1e-3,1e-2", "--grid", "train.batch_size=16,32"]

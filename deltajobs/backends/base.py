@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from deltajobs.slurm.commands import AcctRecord
+from deltajobs.slurm.parse import AcctRecord
 from deltajobs.spec.resolve import ResolvedJob
 
 if TYPE_CHECKING:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from deltajobs.backends.base import ArraySubmission, Backend, StateChanges, Submission
 from deltajobs.errors import DeltaJobsError, SlurmError
 from deltajobs.slurm import commands as slurm
+from deltajobs.slurm import parse as slurm_parse
 from deltajobs.slurm.commands import SlurmBusy
 from deltajobs.slurm.submitit_private import DeltaSlurmArrayExecutor, DeltaSlurmExecutor, FailedJobError
 from deltajobs.spec.render import job_python, render, submitit_folder
@@ -91,7 +92,7 @@ class SlurmBackend(Backend):
         except SlurmError as err:
             result.warning = f"SLURM is not answering ({err}); showing cached states"
             return result
-        unread = slurm.one_line([*queued.warnings, *accounted.warnings])
+        unread = slurm_parse.one_line([*queued.warnings, *accounted.warnings])
         result.notes = [unread] if unread else []
         queue = {q.job_id: q for q in queued}
         acct = {a.job_id: a for a in accounted}
@@ -112,7 +113,7 @@ class SlurmBackend(Backend):
         with contextlib.suppress(SlurmError):
             slurm.scancel(sorted({j.split("_")[0] for j in job_ids}))  # one scancel for a whole array
 
-    def usage(self, rows: list[JobRow]) -> dict[str, slurm.AcctRecord]:
+    def usage(self, rows: list[JobRow]) -> dict[str, slurm_parse.AcctRecord]:
         """One sacct call for every finished row: what each used, and each attempt."""
         ids = [r.job_id for r in rows if r.final]
         return {a.job_id: a for a in slurm.sacct(ids)} if ids else {}
@@ -148,7 +149,7 @@ def submit_sbatch_file(resolved: ResolvedJob, run_dir: Path) -> Submission:
     return Submission(job_id, SlurmBackend.name, run_dir, log, err_log, run_dir / SCRIPT, tuple(tasks))
 
 
-def unstarted_task(acct: dict[str, slurm.AcctRecord], job_id: str) -> slurm.AcctRecord | None:
+def unstarted_task(acct: dict[str, slurm_parse.AcctRecord], job_id: str) -> slurm_parse.AcctRecord | None:
     """An array task that never started and has left squeue (its array cancelled while it waited):
     sacct has no record of its own, only the array's, `1234` or `1234_[2-3%2]`. That record's final
     state, with nothing run and nothing charged; None while it is not final or not found."""
@@ -160,7 +161,7 @@ def unstarted_task(acct: dict[str, slurm.AcctRecord], job_id: str) -> slurm.Acct
             continue
         if key != array and int(task) not in _task_ids(key[len(array) + 2 : -1]):
             continue
-        if record.state in slurm.FINAL_STATES:
+        if record.state in slurm_parse.FINAL_STATES:
             return dataclasses.replace(record, job_id=job_id, elapsed_s=0, attempts=[], start="None")
     return None
 
@@ -174,7 +175,9 @@ def _task_ids(text: str) -> tuple[int, ...]:
         return ()
 
 
-def merge_slurm(row: JobRow, queued: slurm.QueueRecord | None, acct: slurm.AcctRecord | None) -> dict[str, Any]:
+def merge_slurm(
+    row: JobRow, queued: slurm_parse.QueueRecord | None, acct: slurm_parse.AcctRecord | None
+) -> dict[str, Any]:
     """squeue is authoritative while a job is queued or running; sacct after it leaves the queue."""
     change: dict[str, Any] = {}
     if acct is not None:

@@ -28,7 +28,7 @@ from deltajobs.charge.estimate import (
 )
 from deltajobs.clusters.profile import Partition, Reading
 from deltajobs.clusters.units import format_walltime
-from deltajobs.slurm.commands import AcctRecord
+from deltajobs.slurm.parse import AcctRecord
 
 MIN_ELAPSED_FOR_CPU_S = 60  # shorter jobs are mostly start-up: their CPU average says little
 CPU_HEADROOM = 2.0  # suggest twice the average busy cores, rounded up to a power of two

@@ -29,7 +29,7 @@ from typing import Any
 
 from deltajobs.clusters.profile import ChargeMinimum, Partition, Reading
 from deltajobs.errors import SpecError
-from deltajobs.slurm.commands import AcctRecord, parse_size_mb
+from deltajobs.slurm.parse import AcctRecord, parse_size_mb
 from deltajobs.spec.resolve import ResolvedJob, Resources
 
 MB_PER_GB = 1024  # SLURM's G: mem_mb / 1024 GB, as sbatch --mem counts it

@@ -21,7 +21,7 @@ from deltajobs.charge.accounting import (
     parse_number,
     run_accounting,
 )
-from deltajobs.slurm import commands as slurm
+from deltajobs.slurm import parse as slurm_parse
 
 JOBCHARGE_TIMEOUT = 120.0
 JOBCHARGE_EXPECTED = "a 'User  Charge (SU)' (or 'Account  Charge (SU)') table, or --detail rows under a JobID header"
@@ -81,7 +81,7 @@ def _detail_row(line: str, names: list[str], has_index: bool, number: int) -> Jo
 
     elapsed = cell("elapsed_s")
     elapsed_s = (
-        int(slurm.parse_duration(elapsed))
+        int(slurm_parse.parse_duration(elapsed))
         if ":" in elapsed
         else int(parse_number(elapsed or "0", "Elapsed", "jobcharge"))
     )

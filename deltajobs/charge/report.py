@@ -17,7 +17,7 @@ from deltajobs.charge.jobcharge import jobcharge
 from deltajobs.clusters.profile import load_profile
 from deltajobs.errors import DeltaJobsError, SpecError
 from deltajobs.slurm import commands as slurm
-from deltajobs.slurm.commands import AcctRecord
+from deltajobs.slurm.parse import AcctRecord
 from deltajobs.spec.context import active_cluster
 from deltajobs.spec.settings import Settings
 

@@ -130,7 +130,7 @@ def cancel_command(sweep_id: SweepIdArg) -> None:
     """Cancel every point of a sweep that is not final.
 
     One scancel for the whole array."""
-    from deltajobs.slurm.commands import FINAL_STATES
+    from deltajobs.slurm.parse import FINAL_STATES
     from deltajobs.spec.settings import load_settings
     from deltajobs.sweep.submit import cancel_sweep
 

@@ -13,7 +13,7 @@ from deltajobs.jobs.lifecycle import STATE_ADVICE, attempts_text, reason_words, 
 from deltajobs.jobs.logs import ArrayResults
 from deltajobs.jobs.resume import resume_chain, resume_links
 from deltajobs.registry.store import JobRow
-from deltajobs.slurm.commands import AcctRecord
+from deltajobs.slurm.parse import AcctRecord
 
 
 def table(headers: list[str], rows: list[list[str]]) -> str:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from deltajobs.errors import SlurmError
-from deltajobs.slurm.commands import Parsed
+from deltajobs.slurm.parse import Parsed
 
 DISCOVER_ARGVS = (
     ["scontrol", "show", "partition", "-o"],

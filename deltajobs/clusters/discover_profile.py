@@ -24,7 +24,7 @@ from deltajobs.clusters.discover import ConfigInfo, NodeInfo, PartitionInfo, par
 from deltajobs.clusters.profile import ClusterProfile, GpuEquivalent, Partition
 from deltajobs.clusters.units import format_walltime
 from deltajobs.errors import SlurmError
-from deltajobs.slurm.commands import Parsed, one_line
+from deltajobs.slurm.parse import Parsed, one_line
 
 BILLING_PER_SU = 1000  # SLURM's billing TRES is SU per hour x 1000 (as charge/estimate.py reads it)
 MB_PER_GB = 1024

@@ -18,7 +18,7 @@ from deltajobs.jobs.lifecycle import finished_usage, reason_words, right_sizing
 from deltajobs.registry.refresh import refresh
 from deltajobs.registry.store import JobRow, Registry
 from deltajobs.registry.targets import Target, find_target
-from deltajobs.slurm.commands import AcctRecord
+from deltajobs.slurm.parse import AcctRecord
 from deltajobs.spec.settings import Settings
 
 

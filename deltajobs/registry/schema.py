@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
 
-from deltajobs.slurm.commands import FINAL_STATES
+from deltajobs.slurm.parse import FINAL_STATES
 
 SCHEMA_VERSION = 2  # 2: jobs.restarts (version 1 files gain the column on open)
 

@@ -49,7 +49,7 @@ from deltajobs.registry.schema import (
     create_tables,
     insert_rows,
 )
-from deltajobs.slurm.commands import FINAL_STATES
+from deltajobs.slurm.parse import FINAL_STATES
 from deltajobs.spec.settings import Settings, private_dir
 
 __all__ = [  # JobRow, Restore and the history's names are importable from here as before the split

@@ -1,7 +1,7 @@
 """SLURM commands: argv builders and the calls (sbatch/squeue/sacct/scancel/scontrol).
 
 Every command goes through `run()`, the single process seam that unit tests replace. The parsers
-are pure functions in `slurm_parse.py` (their names are importable from here as well). sbatch
+are pure functions in `parse.py`. sbatch
 runs here: `sbatch()` for sbatch files, and for everything else through submitit, whose
 `_submit_command` `submitit_private.py` replaces with a call of `sbatch()`.
 
@@ -27,48 +27,15 @@ from typing import TypeVar
 
 from deltajobs.errors import SlurmError, SpecError
 from deltajobs.slurm.parse import (
-    FINAL_STATES,
     SACCT_FIELDS,
     SQUEUE_FIELDS,
     AcctRecord,
-    Attempt,
     Parsed,
     QueueRecord,
-    normalise_state,
-    one_line,
-    oom_state,
     parse_config_value,
-    parse_duration,
-    parse_reason,
     parse_sacct,
-    parse_size_mb,
     parse_squeue,
-    parse_tres,
-    split_fields,
-    step_tasks,
 )
-
-__all__ = [  # the parsers' names, importable from here as before the split
-    "FINAL_STATES",
-    "SACCT_FIELDS",
-    "SQUEUE_FIELDS",
-    "AcctRecord",
-    "Attempt",
-    "Parsed",
-    "QueueRecord",
-    "normalise_state",
-    "one_line",
-    "oom_state",
-    "parse_config_value",
-    "parse_duration",
-    "parse_reason",
-    "parse_sacct",
-    "parse_size_mb",
-    "parse_squeue",
-    "parse_tres",
-    "split_fields",
-    "step_tasks",
-]
 
 DEFAULT_TIMEOUT = 30.0
 SBATCH_TIMEOUT = 60.0

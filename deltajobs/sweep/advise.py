@@ -13,7 +13,7 @@ from deltajobs.charge.estimate import Estimate, Request, estimate
 from deltajobs.clusters.profile import load_profile
 from deltajobs.errors import DeltaJobsError
 from deltajobs.registry.store import JobRow
-from deltajobs.slurm.commands import parse_size_mb
+from deltajobs.slurm.parse import parse_size_mb
 from deltajobs.sweep.results import SweepView
 
 
