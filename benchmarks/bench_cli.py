@@ -31,7 +31,8 @@ def wall(argv: list[str], repeat: int, env: dict[str, str]) -> float:
 def bench_status(rows: int, active: int, repeat: int) -> dict[str, float]:
     from deltajobs.cli.views import status_table
     from deltajobs.registry.refresh import refresh
-    from deltajobs.registry.store import JobRow, Registry
+    from deltajobs.registry.schema import JobRow
+    from deltajobs.registry.store import Registry
     from deltajobs.slurm import commands as slurm
     from deltajobs.spec.settings import load_settings
 

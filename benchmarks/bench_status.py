@@ -42,8 +42,9 @@ def cpu_model() -> str:
 def fill(home: Path, count: int) -> None:
     """`count` finished jobs in the registry under `home`, through the Registry API."""
     os.environ["DELTAJOBS_HOME"] = str(home)
-    from deltajobs.injob.job import ATTEMPTS_FILE
-    from deltajobs.registry.store import JobRow, Registry
+    from deltajobs.injob.progress import ATTEMPTS_FILE
+    from deltajobs.registry.schema import JobRow
+    from deltajobs.registry.store import Registry
     from deltajobs.spec.settings import load_settings
 
     settings = load_settings()

@@ -12,7 +12,8 @@ from conftest import run_main
 from deltajobs.charge.estimate import Request, estimate, estimate_job, format_su
 from deltajobs.clusters.profile import load_profile
 from deltajobs.registry.history import spec_key, typical_elapsed
-from deltajobs.registry.store import JobRow, Registry, db_path
+from deltajobs.registry.schema import JobRow
+from deltajobs.registry.store import Registry, db_path
 from deltajobs.slurm import parse as slurm_parse
 from deltajobs.spec.resolve import Overrides, resolve_job
 from deltajobs.spec.settings import load_settings

@@ -18,7 +18,7 @@ from deltajobs.charge.estimate import estimate_job
 from deltajobs.clusters.minidelta import billing_weights
 from deltajobs.clusters.profile import load_profile
 from deltajobs.errors import SpecError
-from deltajobs.registry.store import JobRow
+from deltajobs.registry.schema import JobRow
 from deltajobs.slurm import parse as slurm_parse
 from deltajobs.spec.render import render
 from deltajobs.spec.resolve import Overrides, ResolvedJob, resolve_job

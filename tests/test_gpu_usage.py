@@ -14,7 +14,7 @@ from test_charge_advice import DELTA, job
 from deltajobs.charge.advice import gpu_advice
 from deltajobs.injob.gpu_usage import GPU_FILE, GpuSampler, parse_query, read_samples, run_gpu_summary, summarize
 from deltajobs.jobs.lifecycle import right_sizing
-from deltajobs.registry.store import JobRow
+from deltajobs.registry.schema import JobRow
 
 # 4 GPUs of which one trains, busy 9% of the time (what `--query-gpu=index,utilization.gpu,memory.used` prints)
 FAKE_CSV = "0, 9, 5120\n1, 0, 1\n2, 0, 1\n3, 0, 1\n"

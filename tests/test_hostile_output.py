@@ -29,7 +29,8 @@ from deltajobs.clusters.discover import parse_config, parse_nodes, parse_partiti
 from deltajobs.clusters.discover_profile import build_profile, render_profile
 from deltajobs.errors import SlurmError
 from deltajobs.jobs.lifecycle import reason_words
-from deltajobs.registry.store import JobRow, Registry
+from deltajobs.registry.schema import JobRow
+from deltajobs.registry.store import Registry
 from deltajobs.slurm import commands as slurm
 from deltajobs.slurm import parse as slurm_parse
 from deltajobs.spec.settings import load_settings

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 from conftest import run_main
 
-from deltajobs.registry.store import JobRow, Registry
+from deltajobs.registry.schema import JobRow
+from deltajobs.registry.store import Registry
 from deltajobs.slurm import commands as slurm
 from deltajobs.spec.settings import load_settings
 

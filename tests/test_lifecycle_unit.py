@@ -14,7 +14,8 @@ from deltajobs.backends.slurm import merge_slurm
 from deltajobs.errors import NotFoundError, SlurmError
 from deltajobs.jobs.lifecycle import reason_words
 from deltajobs.registry.refresh import refresh
-from deltajobs.registry.store import JobRow, Registry
+from deltajobs.registry.schema import JobRow
+from deltajobs.registry.store import Registry
 from deltajobs.slurm import commands as slurm
 from deltajobs.slurm import parse as slurm_parse
 from deltajobs.spec.settings import load_settings

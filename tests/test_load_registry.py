@@ -11,7 +11,8 @@ import os
 import traceback
 from pathlib import Path
 
-from deltajobs.registry.store import JobRow, Registry
+from deltajobs.registry.schema import JobRow
+from deltajobs.registry.store import Registry
 from deltajobs.spec.settings import load_settings
 
 WRITERS = 100

@@ -15,7 +15,8 @@ import pytest
 
 from deltajobs.cli.views import STATUS_ROWS, newest, status_dict, status_table
 from deltajobs.injob.progress import ATTEMPTS_FILE
-from deltajobs.registry.store import JobRow, Registry, db_path
+from deltajobs.registry.schema import JobRow
+from deltajobs.registry.store import Registry, db_path
 from deltajobs.spec.settings import load_settings
 
 

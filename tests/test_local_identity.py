@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 from slurmutil import cli, cli_json, wait_for_state
 
-from deltajobs.registry.store import JobRow, Registry, db_path
+from deltajobs.registry.schema import JobRow
+from deltajobs.registry.store import Registry, db_path
 from deltajobs.spec.settings import load_settings
 
 
@@ -63,6 +64,7 @@ def test_cancel_leaves_a_process_that_took_the_jobs_pid_alive(form: str, how: li
             row = record(f"local-{sleeper.pid}-{start_ticks(sleeper.pid) - 1}", tmp_path, time.time())
         proc = cli(*[row.job_id if a == "ID" else a for a in how])
         assert proc.returncode == 0, proc.stderr
+        assert proc.stdout == f"{row.job_id}: was no longer running: FAILED\n"  # never "cancelled"
         time.sleep(0.5)
         assert sleeper.poll() is None, f"cancel killed an unrelated process: {proc.stdout}{proc.stderr}"
         state = cli_json("status", row.job_id)[0]["state"]
@@ -82,7 +84,8 @@ def test_cancel_still_stops_a_real_local_job_and_its_task(tmp_path: Path) -> Non
         time.sleep(0.2)
     sleeps = {p: start_ticks(p) for p in _sleeps_under(pid)}
     assert sleeps, "the job's sleep never started"
-    assert cli("cancel", sub["job_id"]).returncode == 0
+    proc = cli("cancel", sub["job_id"])
+    assert (proc.returncode, proc.stdout) == (0, f"{sub['job_id']}: cancelled\n"), proc.stderr
     assert wait_for_state(sub["job_id"], {"CANCELLED", "FAILED", "COMPLETED"}, timeout=30)["state"] == "CANCELLED"
     deadline = time.time() + 15
     while time.time() < deadline and _alive(pid, start_ticks_of(sub["job_id"])):

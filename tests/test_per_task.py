@@ -22,7 +22,7 @@ from deltajobs.charge.advice import pack_advice, per_task_advice
 from deltajobs.charge.estimate import Request, estimate
 from deltajobs.clusters.discover import parse_config
 from deltajobs.clusters.profile import load_profile
-from deltajobs.registry.store import JobRow
+from deltajobs.registry.schema import JobRow
 from deltajobs.sweep.advise import sweep_advice
 from deltajobs.sweep.layout import Layout
 from deltajobs.sweep.pointlog import slice_point

@@ -24,7 +24,8 @@ import pytest
 
 from deltajobs.osutil import free_port
 from deltajobs.paths import config_path
-from deltajobs.registry.store import JobRow, Registry, db_path
+from deltajobs.registry.schema import JobRow
+from deltajobs.registry.store import Registry, db_path
 from deltajobs.spec.settings import load_settings, write_user_config
 from deltajobs.watch.tbproxy import TokenGate, cookie_name
 

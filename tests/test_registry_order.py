@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from deltajobs.registry import records
-from deltajobs.registry.store import JobRow, Registry
+from deltajobs.registry.schema import JobRow
+from deltajobs.registry.store import Registry
 from deltajobs.spec.settings import load_settings
 
 

@@ -20,8 +20,10 @@ from conftest import REPO, run_main
 from slurmutil import cli, cli_json, needs_slurm, wait_for_state
 
 from deltajobs.errors import SlurmError
-from deltajobs.registry.rebuild import RECORD, SWEEP_RECORD, rebuild, scan
-from deltajobs.registry.store import JobRow, Registry, RegistryDamaged, db_path, registry_failure
+from deltajobs.registry.rebuild import rebuild
+from deltajobs.registry.records import RECORD, SWEEP_RECORD, scan
+from deltajobs.registry.schema import JobRow
+from deltajobs.registry.store import Registry, RegistryDamaged, db_path, registry_failure
 from deltajobs.slurm import commands as slurm
 from deltajobs.spec.settings import load_settings
 

@@ -24,7 +24,8 @@ from conftest import run_main
 import deltajobs.cli.resume  # noqa: F401  (registers `resume` until cli/__init__.py does)
 from deltajobs.jobs.resume import PREVIOUS_DIR, resume_chain, resume_links
 from deltajobs.payloads.choose import command_line_spec
-from deltajobs.registry.store import JobRow, Registry
+from deltajobs.registry.schema import JobRow
+from deltajobs.registry.store import Registry
 from deltajobs.spec.resolve import resolve_job
 from deltajobs.spec.settings import load_settings
 

@@ -15,7 +15,8 @@ from test_resume import env, recorded_run  # noqa: F401  (fixture and helper)
 
 import deltajobs.cli.resume  # noqa: F401  (registers `resume` until cli/__init__.py does)
 from deltajobs.jobs.resume import PREVIOUS_DIR, set_aside
-from deltajobs.registry.store import JobRow, Registry
+from deltajobs.registry.schema import JobRow
+from deltajobs.registry.store import Registry
 from deltajobs.spec.settings import load_settings
 
 

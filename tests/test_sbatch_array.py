@@ -90,7 +90,7 @@ def test_an_array_script_is_one_sbatch_call_and_one_row_per_task(
     assert [t["log"] for t in sub["tasks"]] == [str(fake.parent / f"slurm-1234_{i}.out") for i in (1, 3)]
     # each task's record beside the run, so that a lost registry is rebuilt with every task
     run_dir = Path(sub["run_dir"])
-    assert sorted(p.parent.name for p in run_dir.glob("tasks/*/job.json")) == ["1", "3"]
+    assert sorted(p.parent.name for p in run_dir.glob("array-tasks/*/job.json")) == ["1", "3"]
     from deltajobs.registry.records import scan
 
     assert sorted(scan([load_settings().runs_path]).jobs) == ["1234_1", "1234_3"]

@@ -23,7 +23,8 @@ import pytest
 from conftest import REPO
 from slurmutil import needs_slurm
 
-from deltajobs.registry.store import JobRow, Registry
+from deltajobs.registry.schema import JobRow
+from deltajobs.registry.store import Registry
 from deltajobs.spec.settings import load_settings
 
 pytestmark = [needs_slurm, pytest.mark.slurm]

@@ -18,7 +18,8 @@ from conftest import run_main
 from deltajobs import backends
 from deltajobs.errors import SlurmError, SpecError
 from deltajobs.jobs.lifecycle import submit_job
-from deltajobs.registry.store import JobRow, Registry
+from deltajobs.registry.schema import JobRow
+from deltajobs.registry.store import Registry
 from deltajobs.slurm import commands as slurm
 from deltajobs.slurm.commands import Patience, SlurmBusy
 from deltajobs.spec.resolve import Overrides, resolve_job

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from deltajobs.registry.store import JobRow, Registry
+from deltajobs.registry.schema import JobRow
+from deltajobs.registry.store import Registry
 from deltajobs.spec.settings import load_settings
 from deltajobs.sweep.results import PointRow, SweepView, higher_is_better, rank, read_metrics
 

@@ -30,7 +30,8 @@ from pathlib import Path
 import pytest
 
 from deltajobs.osutil import free_port
-from deltajobs.registry.store import JobRow, Registry
+from deltajobs.registry.schema import JobRow
+from deltajobs.registry.store import Registry
 from deltajobs.remote.ssh import Ssh, connect, disconnect
 from deltajobs.remote.tunnel import Tunnel
 from deltajobs.spec.settings import RemoteRecord, load_settings

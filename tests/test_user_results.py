@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from deltajobs.cli.views import program_results_text
-from deltajobs.injob.job import nodes_text
+from deltajobs.injob.progress import nodes_text
 from deltajobs.payloads.runner import with_rendezvous
-from deltajobs.registry.store import JobRow
+from deltajobs.registry.schema import JobRow
 from deltajobs.watch.reportboard import export, program_runs
 
 

@@ -10,7 +10,8 @@ import pytest
 from test_human_output import cli, results_json
 
 from deltajobs.injob.gpu_usage import GPU_FILE
-from deltajobs.registry.store import JobRow, Registry
+from deltajobs.registry.schema import JobRow
+from deltajobs.registry.store import Registry
 from deltajobs.spec.settings import load_settings
 
 

@@ -10,7 +10,8 @@ import pytest
 from deltajobs.errors import SpecError
 from deltajobs.injob.progress import EpochProgress, LiveLine, bar_text, parse_epoch_line, run_progress
 from deltajobs.jobs import logmerge
-from deltajobs.registry.store import JobRow, Registry
+from deltajobs.registry.schema import JobRow
+from deltajobs.registry.store import Registry
 from deltajobs.registry.targets import find_target
 from deltajobs.spec.settings import load_settings
 

@@ -35,7 +35,8 @@ def get(name: str) -> Backend:
 
 def infer(run_dir: Path, raw_id: str) -> tuple[str, str]:
     """(backend name, job id) of a run directory written before it held its job.json: a SLURM
-    run holds the job.sh sbatch got; a local job's id is `local-<pid>` of its controller."""
+    run holds the job.sh sbatch got; a local job's id is `local-<pid>-<start>` of its controller
+    (`local-<pid>` in rows from before: backends/local_process.py)."""
     if (run_dir / "job.sh").is_file():
         return "slurm", raw_id
     from deltajobs.backends.local import PREFIX

@@ -14,7 +14,7 @@ from deltajobs.slurm.parse import AcctRecord
 from deltajobs.spec.resolve import ResolvedJob
 
 if TYPE_CHECKING:
-    from deltajobs.registry.store import JobRow  # the rows a backend brings up to date
+    from deltajobs.registry.schema import JobRow
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,16 @@ class StateChanges:
     calls: list[str] = field(default_factory=list)  # which commands ran (for tests and benchmarks)
 
 
+@dataclass
+class Cancelled:
+    """What a cancel did: registry changes per job id, and the rows it did not stop. Every other row
+    it was given was stopped (on SLURM: scancel took it)."""
+
+    changes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    gone: list[str] = field(default_factory=list)  # had ended unseen: the state they ended in is in `changes`
+    refused: dict[str, str] = field(default_factory=dict)  # left alone, may still run: why, and what to do
+
+
 class Backend(ABC):
     """Where jobs run. Subclasses set the class attributes and implement the abstract methods."""
 
@@ -95,8 +105,8 @@ class Backend(ABC):
         """The changes to rows that are not final (never raises for an unreachable scheduler: warns)."""
 
     @abstractmethod
-    def cancel(self, rows: list[JobRow]) -> dict[str, dict[str, Any]]:
-        """Cancel rows that are not final; returns registry changes to record (may be empty)."""
+    def cancel(self, rows: list[JobRow]) -> Cancelled:
+        """Cancel rows that are not final: what was stopped, what had ended, what was left alone."""
 
     @abstractmethod
     def undo(self, job_ids: list[str]) -> None:

@@ -1,11 +1,13 @@
 """The local backend: each job is a detached submitit LocalExecutor job on this machine, known by the
 pid and start time of its controller (`local-<pid>-<start>`, `local_process.py`: never signalled
-unless it is still that process); its state comes from that process and submitit's result pickle.
+unless it is still that process, told by /proc or, without it, by `ps`); its state comes from that
+process and submitit's result pickle.
 A local sweep runs one such job per point, at most `slots` training at once (`slots.py`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import pickle
@@ -14,8 +16,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from deltajobs.backends.base import ArraySubmission, Backend, StateChanges, Submission
-from deltajobs.backends.local_process import PROC, Pinned, children, is_controller, start_ticks
+from deltajobs.backends.base import ArraySubmission, Backend, Cancelled, StateChanges, Submission
+from deltajobs.backends.local_process import CONTROLLER, CannotTell, Pinned, children, is_controller, look, start_of
 from deltajobs.backends.slots import SlotJob, started
 from deltajobs.injob.diskspace import EXIT_DISK_FULL, read_marker
 from deltajobs.slurm.submitit_private import DetachedLocalExecutor
@@ -23,9 +25,9 @@ from deltajobs.spec.render import submitit_folder
 from deltajobs.spec.resolve import ResolvedJob
 
 if TYPE_CHECKING:
-    from deltajobs.registry.store import JobRow  # the rows a backend brings up to date
+    from deltajobs.registry.schema import JobRow
 
-PREFIX = "local-"  # job ids are local-<pid>-<start ticks> of the submitit controller (local-<pid> before)
+PREFIX = "local-"  # job ids are local-<pid>-<start> of the submitit controller (local-<pid> before)
 CANCELLED_FILE = "CANCELLED"  # in the run directory of a job cancelled by deltajobs
 TERM_WAIT_S = 5  # how long a cancelled task gets to write its checkpoint before SIGKILL
 
@@ -86,30 +88,39 @@ class LocalBackend(Backend):
                     result.changes[row.job_id] = change
         return result
 
-    def cancel(self, rows: list[JobRow]) -> dict[str, dict[str, Any]]:
+    def cancel(self, rows: list[JobRow]) -> Cancelled:
         """Stop each row's job if its controller is still that process; a row whose controller is
-        gone (its pid now someone else's, or no one's) is left alone and gets the state it ended in."""
-        changes: dict[str, dict[str, Any]] = {}
+        gone (its pid now someone else's, or no one's) is left alone and gets the state it ended in;
+        one whose process cannot be told apart from a stranger's is left alone and said so."""
+        result = Cancelled()
         for row in rows:
             controller = Pinned(pid_of(row.job_id))
             try:
                 if _is_job(row):  # checked after pinning: the process checked is the one signalled
                     (Path(row.run_dir) / CANCELLED_FILE).touch()
                     _stop(controller, gently=True)
-                    changes[row.job_id] = {"state": "CANCELLED"}
+                    result.changes[row.job_id] = {"state": "CANCELLED"}
                 else:
-                    changes[row.job_id] = local_state(row)
+                    result.changes[row.job_id] = local_state(row)
+                    result.gone.append(row.job_id)
+            except CannotTell as err:
+                result.refused[row.job_id] = _cannot_tell(row, err)
             finally:
                 controller.close()
-        return changes
+        return result
 
     def undo(self, job_ids: list[str]) -> None:
+        """Kill jobs just submitted whose bookkeeping failed. Each controller is this process's own
+        child, started a moment ago: known by its start, or (an id without one) by its parent."""
         for job_id in job_ids:
             pid, start = parse_id(job_id)
             controller = Pinned(pid)
             try:
-                if start is not None and is_controller(pid, start):
+                if _our_controller(pid, start):
                     _stop(controller, gently=False)
+            except CannotTell:  # neither /proc nor ps: our own child, unreaped, cannot be anyone else
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
             finally:
                 controller.close()
 
@@ -117,10 +128,11 @@ class LocalBackend(Backend):
         return row.state == "RUNNING" and not started(Path(row.run_dir))
 
 
-def parse_id(job_id: str) -> tuple[int, int | None]:
-    """(pid, start ticks) of a local job's controller; no start in an id from before it was kept."""
+def parse_id(job_id: str) -> tuple[int, str | None]:
+    """(pid, start) of a local job's controller (`local_process.Seen.start`); no start in an id from
+    before it was kept."""
     pid, _, start = job_id.removeprefix(PREFIX).partition("-")
-    return int(pid), int(start) if start else None
+    return int(pid), start or None
 
 
 def pid_of(job_id: str) -> int:
@@ -128,9 +140,27 @@ def pid_of(job_id: str) -> int:
 
 
 def _is_job(row: JobRow) -> bool:
-    """Whether the row's controller is still running as that very process (`local_process.py`)."""
+    """Whether the row's controller is still running as that very process (`local_process.py`);
+    CannotTell where that cannot be known."""
     pid, start = parse_id(row.job_id)
     return is_controller(pid, start, Path(row.log_path).parent, row.submitted_at)
+
+
+def _our_controller(pid: int, start: str | None) -> bool:
+    """Whether process `pid` is the controller this process just started, with that start if known."""
+    if start is not None:
+        return is_controller(pid, start)
+    seen = look(pid)
+    return seen is not None and not seen.zombie and seen.parent == os.getpid() and seen.runs_controller(None)
+
+
+def _cannot_tell(row: JobRow, err: CannotTell) -> str:
+    pid = pid_of(row.job_id)
+    folder = Path(row.log_path).parent
+    return (
+        f"cannot tell whether process {pid} is still this job ({err}); if "
+        f"`ps -o command= -p {pid}` shows `{CONTROLLER} {folder}`, stop it with `kill {pid}`"
+    )
 
 
 def local_state(row: JobRow) -> dict[str, Any]:
@@ -154,7 +184,7 @@ def local_state(row: JobRow) -> dict[str, Any]:
 
 
 def _submission(pid: str, run_dir: Path, folder: Path) -> Submission:
-    start = start_ticks(int(pid))  # the controller is our child, not reaped yet: it is there
+    start = start_of(int(pid))  # the controller is our child, not reaped yet: it is there
     return Submission(
         job_id=f"{PREFIX}{pid}" if start is None else f"{PREFIX}{pid}-{start}",
         backend=LocalBackend.name,
@@ -166,10 +196,12 @@ def _submission(pid: str, run_dir: Path, folder: Path) -> Submission:
 
 
 def _running(row: JobRow) -> bool:
-    """Whether the row's job still runs: its controller is that very process; without /proc (not
-    Linux), all that can be known is that some process has its pid."""
-    if PROC.is_dir():
+    """Whether the row's job still runs: its controller is that very process; where that cannot be
+    told (no /proc and no ps), all that can be known is that some process has its pid."""
+    try:
         return _is_job(row)
+    except CannotTell:
+        pass
     try:
         os.kill(pid_of(row.job_id), 0)
     except ProcessLookupError:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from deltajobs.injob.job import ATTEMPTS_FILE
+from deltajobs.injob.progress import ATTEMPTS_FILE
 
 POLL_SECONDS = 0.5
 SLOT_FILE = ".slot"  # in a point's run directory once it holds a slot

@@ -1,4 +1,4 @@
-"""The SLURM backend: sbatch (through submitit, with the script `render.py` produced), one squeue and
+"""The SLURM backend: sbatch (through submitit, with the script `spec/render.py` produced), one squeue and
 one sacct call to refresh any number of jobs, one scancel to cancel them.
 
 Each submission is tagged (`slurm.new_tag`: its run or sweep directory and a nonce, as --comment):
@@ -13,7 +13,7 @@ import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from deltajobs.backends.base import ArraySubmission, Backend, StateChanges, Submission
+from deltajobs.backends.base import ArraySubmission, Backend, Cancelled, StateChanges, Submission
 from deltajobs.errors import DeltaJobsError, SlurmError
 from deltajobs.slurm import commands as slurm
 from deltajobs.slurm import parse as slurm_parse
@@ -23,7 +23,7 @@ from deltajobs.spec.render import job_python, render, submitit_folder
 from deltajobs.spec.resolve import ResolvedJob
 
 if TYPE_CHECKING:
-    from deltajobs.registry.store import JobRow  # the rows a backend brings up to date
+    from deltajobs.registry.schema import JobRow
 
 
 class SlurmBackend(Backend):
@@ -105,9 +105,9 @@ class SlurmBackend(Backend):
                 result.changes[row.job_id] = change
         return result
 
-    def cancel(self, rows: list[JobRow]) -> dict[str, dict[str, Any]]:
+    def cancel(self, rows: list[JobRow]) -> Cancelled:
         slurm.scancel([r.job_id for r in rows])
-        return {}  # SLURM says CANCELLED itself; the next refresh records it
+        return Cancelled()  # SLURM says CANCELLED itself; the next refresh records it
 
     def undo(self, job_ids: list[str]) -> None:
         with contextlib.suppress(SlurmError):

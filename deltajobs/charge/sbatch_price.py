@@ -12,10 +12,11 @@ from typing import Any
 
 from deltajobs.charge.accounting import balance
 from deltajobs.charge.estimate import Estimate, Request, estimate, format_su
-from deltajobs.errors import DeltaJobsError
+from deltajobs.errors import DeltaJobsError, NotFoundError
 from deltajobs.payloads.sbatch_file import SbatchFile
 from deltajobs.payloads.sbatch_lint import Finding
 from deltajobs.payloads.sbatch_request import JobArray, SbatchRequest, where
+from deltajobs.slurm.commands import SlurmBusy
 
 
 @dataclass(frozen=True)
@@ -67,12 +68,18 @@ def price_array(request: SbatchRequest, per_task: Estimate) -> ArrayPrice | None
 
 def account_membership(parsed: SbatchFile, account: str | None) -> list[Finding]:
     """Where `accounts` (or SLURM's limits) can be read: an error if `account` is not one of the
-    user's, naming the ones that are; nothing where it is, or where nothing can be read."""
+    user's, naming the ones that are; nothing where it is, or where nothing can be read. An `accounts`
+    that fails or does not answer is a warning that says so, never a refusal: the script is not wrong."""
     if not account:
         return []
+    directive = next((d for d in reversed(parsed.directives) if d.option == "account"), None)
+    line = directive.line or None if directive else None
     try:
         balance(account)
-    except DeltaJobsError as err:
-        directive = next((d for d in reversed(parsed.directives) if d.option == "account"), None)
-        return [Finding("error", directive.line if directive else None, where(directive) + str(err))]
+    except NotFoundError as err:  # `accounts` answered, without it
+        return [Finding("error", line, where(directive) + str(err))]
+    except DeltaJobsError as err:  # failed, timed out or unreadable: a passing fault of the service
+        reason = err.reason if isinstance(err, SlurmBusy) else str(err)
+        message = f"could not check that {account} is one of your accounts ({reason}); `deltajobs accounts` tries again"
+        return [Finding("warning", line, where(directive) + message)]
     return []

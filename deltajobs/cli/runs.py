@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 import time
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -23,6 +23,10 @@ from deltajobs.cli.options import (
     job_flags,
 )
 from deltajobs.errors import DeltaJobsError
+
+if TYPE_CHECKING:
+    from deltajobs.jobs.lifecycle import Cancellation
+    from deltajobs.registry.schema import JobRow
 
 
 @app.command("submit")
@@ -219,12 +223,31 @@ def cancel_command(
         if not yes and not typer.confirm(f"cancel {len(active)} job(s): {', '.join(r.job_id for r in active)}?"):
             raise typer.Exit(1)
         job_ids = [r.job_id for r in active]
-    rows, done = cancel_jobs(settings, job_ids or [])
+    done = cancel_jobs(settings, job_ids or [])
     if as_json:
-        emit_json([{"job_id": r.job_id, "cancelled": r.job_id in done, "state": r.state} for r in rows])
-        return
-    for row in rows:
-        typer.echo(f"{row.job_id}: {'cancelled' if row.job_id in done else 'already ' + row.state}")
+        emit_json([_cancelled_dict(row, done) for row in done.rows])
+    else:
+        for row in done.rows:
+            if row.job_id not in done.refused:
+                typer.echo(f"{row.job_id}: {_cancelled_text(row, done)}")
+    for job_id, why in done.refused.items():
+        typer.echo(f"deltajobs: error: {job_id}: not cancelled: {why}", err=True)
+    if done.refused:
+        raise typer.Exit(1)
+
+
+def _cancelled_text(row: JobRow, done: Cancellation) -> str:
+    """What cancel did to a row it did not refuse, in words."""
+    if row.job_id in done.cancelled:
+        return "cancelled"
+    if row.job_id in done.gone:
+        return f"was no longer running: {row.state}"
+    return f"already {row.state}"
+
+
+def _cancelled_dict(row: JobRow, done: Cancellation) -> dict[str, object]:
+    reason = done.refused.get(row.job_id) or (None if row.job_id in done.cancelled else _cancelled_text(row, done))
+    return {"job_id": row.job_id, "cancelled": row.job_id in done.cancelled, "state": row.state, "reason": reason}
 
 
 @app.command("results")

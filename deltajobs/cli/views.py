@@ -12,7 +12,7 @@ from deltajobs.injob.progress import nodes_text, restarts
 from deltajobs.jobs.lifecycle import STATE_ADVICE, attempts_text, reason_words, right_sizing
 from deltajobs.jobs.logs import ArrayResults
 from deltajobs.jobs.resume import resume_chain, resume_links
-from deltajobs.registry.store import JobRow
+from deltajobs.registry.schema import JobRow
 from deltajobs.slurm.parse import AcctRecord
 
 

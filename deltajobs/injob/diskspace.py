@@ -29,7 +29,7 @@ from deltajobs.osutil import write_atomic
 
 EXIT_DISK_FULL = 28  # ENOSPC's errno number; distinct from 85 (requeue) and the CLI's 1-6
 DISK_FULL_FILE = "disk-full.txt"
-JOB_RECORD = "job.json"  # a submitted job's registry row in its run directory (rebuild_records.RECORD)
+JOB_RECORD = "job.json"  # a submitted job's registry row in its run directory (registry.records.RECORD)
 FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 FULL_BELOW = 1 << 20  # a filesystem with less than 1 MiB free for users counts as full
 LOW_BYTES = 10**9  # doctor warns below 1 GB free ...

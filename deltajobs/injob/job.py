@@ -19,10 +19,7 @@ from typing import Any
 from deltajobs.injob import diskspace, requeue
 
 # What a run directory says of its starts lives in progress.py, which status imports without submitit.
-from deltajobs.injob.progress import ATTEMPTS_FILE as ATTEMPTS_FILE
-from deltajobs.injob.progress import attempt_nodes as attempt_nodes
-from deltajobs.injob.progress import nodes_text as nodes_text
-from deltajobs.injob.progress import restarts as restarts
+from deltajobs.injob.progress import ATTEMPTS_FILE
 from deltajobs.injob.ranks import global_rank
 
 

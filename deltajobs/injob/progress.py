@@ -1,5 +1,5 @@
 """How far a job is, for the progress line of `submit --wait` and `status --watch`, and how often it
-started (`attempts.json`, which `record_attempt` in job.py writes at each start), for `status`.
+started (`attempts.json`, which `record_attempt` in injob/job.py writes at each start), for `status`.
 
 Two sources, both torch-free: the trainer's epoch lines in a job's log
 (`epoch 3/10 train_loss 0.1234 ... test_acc 0.9712 lr 1.0e-03 12.3s`) and a run directory's

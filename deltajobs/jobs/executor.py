@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from deltajobs.errors import DeltaJobsError, SpecError
 
 if TYPE_CHECKING:
-    from deltajobs.registry.store import JobRow
+    from deltajobs.registry.schema import JobRow
     from deltajobs.spec.resolve import Overrides
     from deltajobs.spec.settings import Settings
 
@@ -224,11 +224,16 @@ class Job:
             raise JobFailedError(self.job_id, str(value), self.err_path)
         return value
 
-    def cancel(self) -> None:
-        """Cancel the job if it is not final (as `deltajobs cancel`)."""
+    def cancel(self) -> bool:
+        """Cancel the job if it is not final (as `deltajobs cancel`): True when it was stopped, False
+        when it had ended already; DeltaJobsError when it was left alone (a local job whose process
+        cannot be told apart from another's), saying why and what to do."""
         from deltajobs.jobs.lifecycle import cancel_jobs
 
-        cancel_jobs(self.settings, [self.job_id])
+        done = cancel_jobs(self.settings, [self.job_id])
+        for job_id, why in done.refused.items():
+            raise DeltaJobsError(f"{job_id}: not cancelled: {why}")
+        return bool(done.cancelled)
 
 
 def _row(job_id: str, settings: Settings | None) -> JobRow:

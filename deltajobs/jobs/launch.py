@@ -18,7 +18,7 @@ from deltajobs.backends.probe import require_interpreter
 from deltajobs.charge.budget import check_budget
 from deltajobs.jobs.lifecycle import submit_job
 from deltajobs.jobs.resume import check_sets, resumable, resume_job
-from deltajobs.registry.store import JobRow
+from deltajobs.registry.schema import JobRow
 from deltajobs.spec.resolve import Overrides, ResolvedJob, resolve_job
 from deltajobs.spec.settings import Settings
 

@@ -22,7 +22,8 @@ from deltajobs.errors import NotFoundError, SlurmError, SpecError
 from deltajobs.injob.gpu_usage import run_gpu_summary
 from deltajobs.registry.history import spec_key
 from deltajobs.registry.refresh import by_backend, refresh
-from deltajobs.registry.store import JobRow, Registry, RegistryDamaged
+from deltajobs.registry.schema import JobRow
+from deltajobs.registry.store import Registry, RegistryDamaged
 from deltajobs.registry.targets import find_target
 from deltajobs.slurm.parse import AcctRecord
 from deltajobs.spec.resolve import ResolvedJob
@@ -196,20 +197,41 @@ def active_jobs(settings: Settings) -> list[JobRow]:
         return [r for r in registry.query(recent_since=0) if not r.final]
 
 
+@dataclass
+class Cancellation:
+    """What a cancel did to each row it was given: cancelled, found to have ended already (`gone`),
+    left alone (`refused`), or else final before it began. `rows` are as the registry now holds them."""
+
+    rows: list[JobRow]
+    cancelled: list[str] = field(default_factory=list)
+    gone: list[str] = field(default_factory=list)  # was no longer running: its row holds how it ended
+    refused: dict[str, str] = field(default_factory=dict)  # may still run: why it was left alone, what to do
+
+
+def stop(registry: Registry, rows: list[JobRow]) -> Cancellation:
+    """Cancel the rows that are not final (one scancel for all SLURM ones) and say what happened."""
+    done = Cancellation(rows)
+    changed: set[str] = set()
+    for backend, group in by_backend([r for r in rows if not r.final]):
+        result = backend.cancel(group)
+        registry.update_many(result.changes)
+        changed |= set(result.changes)
+        done.gone += result.gone
+        done.refused |= result.refused
+        done.cancelled += [r.job_id for r in group if r.job_id not in result.gone and r.job_id not in result.refused]
+    done.rows = [registry.get(r.job_id) if r.job_id in changed else r for r in rows]
+    return done
+
+
 def cancel(registry: Registry, rows: list[JobRow]) -> list[str]:
-    """Cancel the rows that are not final; returns the ids cancelled (one scancel for all SLURM ones)."""
-    active = [r for r in rows if not r.final]
-    for backend, group in by_backend(active):
-        registry.update_many(backend.cancel(group))
-    return [r.job_id for r in active]
+    """Cancel the rows that are not final; returns the ids cancelled (`stop` says what of the others)."""
+    return stop(registry, rows).cancelled
 
 
-def cancel_jobs(settings: Settings, job_ids: list[str]) -> tuple[list[JobRow], list[str]]:
-    """Cancel jobs by id (an array job's id: all its tasks): their rows and the ids that were
-    cancelled (the others were final)."""
+def cancel_jobs(settings: Settings, job_ids: list[str]) -> Cancellation:
+    """Cancel jobs by id (an array job's id: all its tasks), saying what happened to each row."""
     with Registry.open(settings) as registry:
-        rows = find_rows(registry, job_ids)
-        return rows, cancel(registry, rows)
+        return stop(registry, find_rows(registry, job_ids))
 
 
 # -- what finished jobs used -----------------------------------------------------------------------

@@ -20,7 +20,8 @@ from pathlib import Path
 from deltajobs.errors import DeltaJobsError, SpecError
 from deltajobs.jobs.logs import LogTail, log_file, read_log_file
 from deltajobs.registry.refresh import refresh
-from deltajobs.registry.store import JobRow, Registry
+from deltajobs.registry.schema import JobRow
+from deltajobs.registry.store import Registry
 from deltajobs.registry.targets import Target, find_target
 from deltajobs.spec.settings import Settings
 

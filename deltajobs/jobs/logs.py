@@ -16,7 +16,8 @@ from deltajobs.charge.advice import Advice
 from deltajobs.errors import DeltaJobsError, NotFoundError
 from deltajobs.jobs.lifecycle import finished_usage, reason_words, right_sizing
 from deltajobs.registry.refresh import refresh
-from deltajobs.registry.store import JobRow, Registry
+from deltajobs.registry.schema import JobRow
+from deltajobs.registry.store import Registry
 from deltajobs.registry.targets import Target, find_target
 from deltajobs.slurm.parse import AcctRecord
 from deltajobs.spec.settings import Settings

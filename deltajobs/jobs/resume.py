@@ -31,7 +31,8 @@ from deltajobs.injob.progress import ATTEMPTS_FILE
 from deltajobs.jobs.lifecycle import job_row
 from deltajobs.registry.records import RECORD
 from deltajobs.registry.refresh import refresh
-from deltajobs.registry.store import JobRow, Registry
+from deltajobs.registry.schema import JobRow
+from deltajobs.registry.store import Registry
 from deltajobs.spec.resolve import ResolvedJob
 from deltajobs.spec.settings import Settings
 
@@ -75,7 +76,7 @@ def run_rows(registry: Registry, ident: str) -> list[JobRow]:
         raise NotFoundError(
             f"no job in the registry ({registry.path}) ran in {run_dir}; `deltajobs registry rebuild` reads them back"
         )
-    if any(r.sweep_id is None and r.sweep_index is not None for r in rows):  # an array job's tasks
+    if any(r.array_task for r in rows):
         array = rows[0].job_id.split("_")[0]
         raise SpecError(
             "",

@@ -115,13 +115,6 @@ def array_of(parsed: SbatchFile) -> JobArray | None:
         ) from None
 
 
-def directive_for(parsed: SbatchFile, field: str) -> str | None:
-    """`line 8: #SBATCH --time=72:00:00`: the directive behind a spec field, if the script has one."""
-    options = FIELD_OPTIONS.get(field, ())
-    found = [d for d in parsed.directives if d.option in options]
-    return f"line {found[-1].line}: #SBATCH {found[-1].text}" if found else None
-
-
 class SbatchPayload(UserPayload):
     kind = "sbatch"
     requeue_from_batch = False  # the script is the user's: it requeues itself, if it wants to

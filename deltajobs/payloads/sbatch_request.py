@@ -14,6 +14,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from deltajobs.clusters import directives
 from deltajobs.clusters.profile import ClusterProfile, Partition
@@ -103,10 +104,9 @@ def check_request(
     )
     last = {d.option: d for d in parsed.directives}
     checked = Checked(None)
-    try:
-        spec = to_spec_dict(parsed)
-    except SpecError:
-        return checked  # sbatch_lint reports it, on its line
+    spec, left_out = _readable(parsed, checked.findings)
+    if spec is None:
+        return checked
     res = spec["resources"]
     try:
         names = directives.partition_names(str(res.get("partition") or profile.default_partition))
@@ -124,7 +124,7 @@ def check_request(
         nodes = math.ceil(total * cpus / partitions[0].cpus)
         tasks = math.ceil(total / nodes)
         defaults.append(f"--nodes={nodes} (SLURM spreads --ntasks={total} over {nodes} nodes)")
-    if res.get("mem") is None:
+    if res.get("mem") is None:  # silent, or a value that cannot be read (left out: checked as if silent)
         mem, said = default_mem(profile, tasks * cpus)
         mem_mb = parse_mem_mb(mem, "mem")
         defaults.append(said)
@@ -164,8 +164,35 @@ def check_request(
                 source = f" ({profile.max_array_size_source})" if profile.max_array_size_source else ""
                 message = f"task ids must stay below MaxArraySize {profile.max_array_size}{source}"
                 checked.findings.append(_warning(array_directive, message))
-    checked.request = request
+    checked.request = None if left_out else request  # not priced: what it asks for is not known
     return checked
+
+
+def _readable(parsed: SbatchFile, findings: list[Finding]) -> tuple[dict[str, Any] | None, bool]:
+    """The job spec the directives ask for, each directive whose value cannot be read left out, so
+    that every other one is still checked (issue 32: every error at once); and whether any was left
+    out. Each left out is an error on its line: sbatch_lint reports what `to_spec_dict` refuses in the
+    script; this, the command line's and what it keeps as written (`--mem=16q`). None: an error that
+    names no directive."""
+    left_out = False
+    while True:
+        ours = False  # what to_spec_dict refuses in the script is sbatch_lint's to report
+        try:
+            spec = to_spec_dict(parsed)
+            res, ours = spec["resources"], True
+            if res.get("mem") is not None:
+                parse_mem_mb(str(res["mem"]), "mem")
+            if res.get("time") is not None:
+                parse_walltime(res["time"], "time")
+            return spec, left_out
+        except SpecError as err:
+            bad = next((d for d in reversed(parsed.directives) if d.option == err.field), None)
+            if bad is None:
+                return None, left_out
+            if ours or bad.line == 0:
+                findings.append(_error(bad, f"--{err}"))
+            parsed = dataclasses.replace(parsed, directives=[d for d in parsed.directives if d.option != err.field])
+            left_out = True
 
 
 def default_mem(profile: ClusterProfile, cpus_per_node: int) -> tuple[str, str]:

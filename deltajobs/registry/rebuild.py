@@ -1,5 +1,5 @@
-"""The registry rebuilt from the run directories: `registry.py` is only a cache of what they record
-(rebuild_records.py writes and reads those records; its names are importable from here as well).
+"""The registry rebuilt from the run directories: `store.py` is only a cache of what they record
+(`records.py` writes and reads those records).
 
 `rebuild` moves the old file aside (kept, never deleted), reads every record under the runs
 directory, keeps the rows of a healthy old file whose run directories are gone, and brings every job
@@ -22,41 +22,14 @@ from typing import Any
 
 from deltajobs.errors import DeltaJobsError, NotFoundError
 from deltajobs.registry.records import (
-    MAX_DEPTH,
-    RECORD,
-    SKIP,
-    SWEEP_FILE,
-    SWEEP_RECORD,
-    Found,
     record_jobs,
     record_sweep,
-    recorded_rows,
     scan,
-    write_record,
 )
 from deltajobs.registry.refresh import Refresh, refresh
-from deltajobs.registry.store import BUSY_TIMEOUT_S, JobRow, Registry, db_path
+from deltajobs.registry.schema import JobRow
+from deltajobs.registry.store import BUSY_TIMEOUT_S, Registry, db_path
 from deltajobs.spec.settings import Settings
-
-__all__ = [  # the records' names, importable from here as before the split
-    "MAX_DEPTH",
-    "RECORD",
-    "SKIP",
-    "SWEEP_FILE",
-    "SWEEP_RECORD",
-    "Found",
-    "Rebuilt",
-    "move_aside",
-    "rebuild",
-    "record_jobs",
-    "record_sweep",
-    "recorded_rows",
-    "salvage",
-    "scan",
-    "status_from_run_dirs",
-    "write_record",
-]
-
 
 # -- rebuilding ------------------------------------------------------------------------------------
 

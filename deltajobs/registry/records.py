@@ -1,8 +1,9 @@
 """The run directories' copy of the registry: each row in a file beside its run, written and read back.
 
-    RUN_DIR/job.json          the job's registry row: at submission, then at each change of state
-    RUN_DIR/tasks/N/job.json  the row of task N of an array submitted as one job (they share RUN_DIR)
-    SWEEP_DIR/sweep-row.json  the sweep's row: its job, backend, parameters and array job id
+    RUN_DIR/job.json                    the job's registry row: at submission, then at each change of state
+    RUN_DIR/array-tasks/N/job.json      task N of an array submitted as one job (they share RUN_DIR)
+    SWEEP_DIR/sweep-row.json            the sweep's row: its job, backend, parameters and array job id
+    SWEEP_DIR/tasks/task-NNN/job.json   a grouped sweep's task (--per-task, --pack): a run below the sweep
 
 `Registry.add`, `update_many` and `add_sweep` write these (through `record_jobs`/`record_sweep`),
 each whole or not at all, so that any host reading one sees a complete record. `scan` reads every
@@ -33,7 +34,7 @@ RECORD = "job.json"  # a job's row, in its run directory
 SWEEP_RECORD = "sweep-row.json"  # a sweep's row, in its sweep directory
 SWEEP_FILE = "sweep.json"  # what sweep/submit.py writes: the submission and each point's parameters
 PREVIOUS = "previous"  # RUN/previous/JOBID/: the record (and files) of a job whose run was resumed (resume.py)
-TASKS = "tasks"  # RUN/tasks/N/: the record of task N of an array job (an sbatch script's --array)
+ARRAY_TASKS = "array-tasks"  # RUN/array-tasks/N/: task N of an array job (an sbatch script's --array)
 SKIP = frozenset({"submitit", "code", "tb", "slots", PREVIOUS})  # directories inside a run that hold no runs
 MAX_DEPTH = 3  # runs/<run>, runs/<sweep>/point-000, runs/<search>/workers/task-0
 _JOB_FIELDS = frozenset(f.name for f in fields(JobRow))
@@ -68,8 +69,8 @@ def record_jobs(rows: Iterable[JobRow], strict: bool = False) -> None:
     RUN/previous/JOBID/job.json (the run's job.json is the newer job's)."""
     for row in rows:
         earlier = Path(row.run_dir) / PREVIOUS / row.job_id
-        if row.sweep_id is None and row.sweep_index is not None:  # a task of an array job
-            task = Path(row.run_dir) / TASKS / str(row.sweep_index)
+        if row.array_task:
+            task = Path(row.run_dir) / ARRAY_TASKS / str(row.sweep_index)
             try:
                 if Path(row.run_dir).is_dir():
                     task.mkdir(parents=True, exist_ok=True)
@@ -126,11 +127,12 @@ def recorded_rows(runs: Path) -> Restore:
 def _visit(directory: Path, found: Found, infer: bool, cluster: Callable[[], str], depth: int) -> None:
     if str(directory) in found.covered:
         return
-    if (directory / RECORD).is_file() or (directory / TASKS).is_dir():
+    if (directory / SWEEP_RECORD).is_file():  # first: a grouped sweep's tasks are runs below it
+        _read_sweep(directory, found)
+        infer = False  # recorded since job.json: its runs have records (a grouped sweep's points have none)
+    elif (directory / RECORD).is_file() or (directory / ARRAY_TASKS).is_dir():
         _read_job(directory, found)
         return  # a run directory holds no other runs
-    if (directory / SWEEP_RECORD).is_file():
-        _read_sweep(directory, found)
     elif infer and (directory / SWEEP_FILE).is_file():
         _guarded(directory / SWEEP_FILE, found, lambda: _infer_sweep(directory, found, cluster))
     elif infer and (directory / "spec.yaml").is_file():
@@ -165,7 +167,7 @@ def _read_job(directory: Path, found: Found) -> None:
         found.add(_moved(row, directory))
 
     earlier = sorted((directory / PREVIOUS).glob(f"*/{RECORD}")) if (directory / PREVIOUS).is_dir() else []
-    tasks = sorted((directory / TASKS).glob(f"*/{RECORD}")) if (directory / TASKS).is_dir() else []
+    tasks = sorted((directory / ARRAY_TASKS).glob(f"*/{RECORD}")) if (directory / ARRAY_TASKS).is_dir() else []
     own = [directory / RECORD] if (directory / RECORD).is_file() else []
     for path in [*own, *earlier, *tasks]:
         _guarded(path, found, functools.partial(read, path))

@@ -11,7 +11,8 @@ from typing import Any
 
 from deltajobs import backends
 from deltajobs.backends.base import Backend
-from deltajobs.registry.store import JobRow, Registry
+from deltajobs.registry.schema import JobRow
+from deltajobs.registry.store import Registry
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """What the registry stores: its SQLite tables and their migration, `JobRow`, and rows written in bulk.
 
-registry.py opens the file, guards its errors and holds the queries; this module is the shape of a
-row and of the tables, so that rebuild_records.py (the run directories' copy of each row) can read
+store.py opens the file, guards its errors and holds the queries; this module is the shape of a
+row and of the tables, so that records.py (the run directories' copy of each row) can read
 and write rows without opening a registry. `Registry` keeps the tables at `SCHEMA_VERSION`:
 
     1  the first tables
@@ -105,6 +105,11 @@ class JobRow:
     @property
     def final(self) -> bool:
         return self.state in FINAL_STATES
+
+    @property
+    def array_task(self) -> bool:
+        """A task of an array submitted as one job (an sbatch script's --array): its index, no sweep."""
+        return self.sweep_id is None and self.sweep_index is not None
 
     def to_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in JOB_COLUMNS}  # every field is a scalar: no deep copy

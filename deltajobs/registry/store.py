@@ -52,19 +52,6 @@ from deltajobs.registry.schema import (
 from deltajobs.slurm.parse import FINAL_STATES
 from deltajobs.spec.settings import Settings, private_dir
 
-__all__ = [  # JobRow, Restore and the history's names are importable from here as before the split
-    "BUSY_TIMEOUT_S",
-    "JOURNAL_MODE",
-    "SCHEMA_VERSION",
-    "JobRow",
-    "Registry",
-    "RegistryDamaged",
-    "Restore",
-    "db_path",
-    "registry_failure",
-    "registry_full",
-]
-
 JOURNAL_MODE = "DELETE"  # see the module docstring: WAL does not work across hosts
 BUSY_TIMEOUT_S = 30.0
 
@@ -111,7 +98,7 @@ class Registry:
         """Open (or create) the registry at `path`; a new one starts with the rows `restore` gives."""
         self.path = path
         try:
-            private_dir(path.parent)  # 0700 whatever the umask, when this makes it (config.py)
+            private_dir(path.parent)  # 0700 whatever the umask, when this makes it (spec/settings.py)
             if not path.exists():  # create private before SQLite opens it
                 os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
         except OSError as err:
@@ -262,9 +249,6 @@ class Registry:
                 f"job {job_id} is not in the registry ({self.path}); `deltajobs status --all` lists them"
             )
         return JobRow(*found[0])
-
-    def find(self, job_ids: Iterable[str]) -> list[JobRow]:
-        return [self.get(job_id) for job_id in job_ids]
 
     def query(self, *, recent_since: float | None = None, sweep_id: str | None = None) -> list[JobRow]:
         """All rows; or those not final or submitted after `recent_since`; or one sweep's."""

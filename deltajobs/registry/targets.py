@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from deltajobs.errors import NotFoundError
-from deltajobs.registry.store import JobRow, Registry
+from deltajobs.registry.schema import JobRow
+from deltajobs.registry.store import Registry
 
 
 @dataclass(frozen=True)

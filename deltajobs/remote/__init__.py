@@ -13,10 +13,8 @@
   output reads here.
 - `install.py`: `deltajobs remote setup` (a wheel of this version, a venv over the module's python).
 
-The laptop imports neither torch nor SLURM code: only this package, `config` and `payloads.snapshot`.
+On the laptop it runs no SLURM command and imports no torch; beside this package it uses
+`spec.settings` (the user config), `payloads.snapshot` (what travels), `watch.tbproxy` (the loopback
+address) and `backends.probe` (Lmod's set-up line for `remote setup`).
 May import sweep and every package below it; never the CLI.
 """
-
-from deltajobs.remote.ssh import RemoteError
-
-__all__ = ["RemoteError"]

@@ -1,6 +1,6 @@
 """User settings, layered: built-in defaults < user config file < environment variables.
 
-The job spec and command-line flags sit on top of these (see `spec.py`).
+The job spec and command-line flags sit on top of these (see `resolve.py`).
 
 A login node is shared by hundreds of users: the state directory (DELTAJOBS_HOME: the registry,
 default runs and data) and the user config's directory are created 0700, the config file 0600,

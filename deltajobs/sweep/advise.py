@@ -12,7 +12,7 @@ from deltajobs.charge.advice import Advice, pack_advice, per_task_advice
 from deltajobs.charge.estimate import Estimate, Request, estimate
 from deltajobs.clusters.profile import load_profile
 from deltajobs.errors import DeltaJobsError
-from deltajobs.registry.store import JobRow
+from deltajobs.registry.schema import JobRow
 from deltajobs.slurm.parse import parse_size_mb
 from deltajobs.sweep.results import SweepView
 

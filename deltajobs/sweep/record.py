@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from deltajobs.backends.base import Submission
+from deltajobs.osutil import write_atomic
 from deltajobs.spec.settings import Settings
 
 
@@ -42,10 +43,6 @@ class SweepSubmission:
     groups: list[list[int]] | None = None  # grouped sweeps: the point indexes each task runs
     point_dirs: list[Path] = field(default_factory=list)  # grouped sweeps: each point's run directory
 
-    @property
-    def point_count(self) -> int:
-        return sum(len(g) for g in self.groups) if self.groups else len(self.points)
-
     def to_dict(self) -> dict[str, Any]:
         record: dict[str, Any] = {
             "sweep_id": self.sweep_id,
@@ -72,4 +69,4 @@ def write_record(sub: SweepSubmission, params: dict[str, Any]) -> None:
     record = {**sub.to_dict(), **{k: v for k, v in params.items() if k != "points"}}
     for point, values in zip(record["points"], params["points"], strict=True):
         point["params"] = values
-    (sub.sweep_dir / "sweep.json").write_text(json.dumps(record, indent=1) + "\n")
+    write_atomic(sub.sweep_dir / "sweep.json", json.dumps(record, indent=1) + "\n", durable=True)

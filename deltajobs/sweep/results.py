@@ -17,7 +17,8 @@ from typing import Any
 from deltajobs import backends
 from deltajobs.errors import SpecError
 from deltajobs.registry.refresh import refresh
-from deltajobs.registry.store import JobRow, Registry
+from deltajobs.registry.schema import JobRow
+from deltajobs.registry.store import Registry
 from deltajobs.spec.settings import Settings
 
 HIGHER_IS_BETTER = ("acc", "accuracy", "per_second")

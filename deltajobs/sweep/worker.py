@@ -37,7 +37,7 @@ from deltajobs.payloads.trainer_job import TrainJob
 from deltajobs.sweep.optuna_private import trial_by_number
 from deltajobs.sweep.search import STALE_S, WORKERS_DIR, SearchSpec, heartbeat, tell
 
-SWEEP_RECORD = "sweep-row.json"  # the sweep's row in its directory (rebuild_records.SWEEP_RECORD)
+SWEEP_RECORD = "sweep-row.json"  # the sweep's row in its directory (registry.records.SWEEP_RECORD)
 RETRY_OF = "retry_of"  # user attr of a trial enqueued again after its worker vanished: the lost one
 RELEASED = "released-"  # workers/released-task-K.json: a trial task K let go, for any worker to adopt
 
