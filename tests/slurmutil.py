@@ -67,3 +67,14 @@ def wait_for_state(
             return {**row, "seen": seen}
         time.sleep(1.0)
     raise AssertionError(f"job {job_id} never reached {states}; states seen: {seen}")
+
+
+REQUEUE_SETTLE_S = 3  # slurmd refuses a start within the second of a requeue ("Job credential revoked": FAILED)
+
+
+def release_begin_time(job_id: str) -> None:
+    """A requeued job waits ~2 minutes on minidelta (BeginTime); let it start now, but not within
+    the second of its requeue: slurmd then kills it as non-startable and the job ends FAILED
+    (slurmctld.log: "Killing non-startable batch JobId=N: Job credential revoked")."""
+    time.sleep(REQUEUE_SETTLE_S)
+    subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], capture_output=True)

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from conftest import run_main
-from slurmutil import cli_json, needs_slurm
+from slurmutil import cli_json, needs_slurm, release_begin_time
 
 import deltajobs
 from deltajobs.errors import BudgetError, DeltaJobsError, SpecError
@@ -399,7 +399,7 @@ def test_on_minidelta_a_function_requeued_on_its_walltime_signal_resumes(minidel
         row = status(load_settings(), [job.job_id]).rows[0]
         seen.append(f"{row.state}:{row.reason or ''}")
         if row.state == "PENDING" and row.reason == "BeginTime":  # a requeued job waits ~2 minutes
-            subprocess.run(["scontrol", "update", f"JobId={job.job_id}", "StartTime=now"], capture_output=True)
+            release_begin_time(job.job_id)
         if row.final:
             break
         time.sleep(2)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from slurmutil import cli, cli_json, needs_slurm
+from slurmutil import cli, cli_json, needs_slurm, release_begin_time
 
 pytestmark = [needs_slurm, pytest.mark.slurm]
 FINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED"}
@@ -64,7 +64,7 @@ def wait_for_points(sweep_id: str, timeout: float, release: bool = False) -> dic
             return status
         if release:
             for job_id in {p["job_id"] for p in status["points"] if p["reason"] == "BeginTime"}:
-                subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], capture_output=True)
+                release_begin_time(job_id)
         if time.time() > deadline:
             cli("sweep", "cancel", sweep_id)
             raise AssertionError(f"sweep {sweep_id} did not finish in {timeout:g}s: {status['counts']}")

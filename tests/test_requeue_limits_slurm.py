@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from slurmutil import cli, cli_json, needs_slurm, wait_for_state
+from slurmutil import cli, cli_json, needs_slurm, release_begin_time, wait_for_state
 
 pytestmark = [needs_slurm, pytest.mark.slurm]
 FINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED"}
@@ -55,14 +55,6 @@ def slurm_job(job_id: str) -> dict[str, str]:
     return dict(re.findall(r"(\w+)=(\S*)", out))
 
 
-def release_begin_time(job_id: str) -> None:
-    """A requeued job waits ~2 minutes (BeginTime); let it start now."""
-    subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], capture_output=True)
-
-
-HELD_S = 3  # slurmd refuses a start within the second of the requeue ("Job credential revoked")
-
-
 def starts(run_dir: str) -> int:
     try:
         return len(json.loads((Path(run_dir) / "attempts.json").read_text())["starts"])
@@ -72,15 +64,11 @@ def starts(run_dir: str) -> int:
 
 def wait_until(what: str, ready: Callable[[], bool], job_id: str, timeout: float = 180) -> None:
     """Poll `ready()` (lifting a requeued job's BeginTime hold) until it holds."""
-    deadline, held = time.time() + timeout, None
+    deadline = time.time() + timeout
     while not ready():
         job = slurm_job(job_id)
         if job.get("JobState") == "PENDING" and job.get("Reason") == "BeginTime":
-            held = held or time.time()
-            if time.time() - held >= HELD_S:
-                release_begin_time(job_id)
-        else:
-            held = None
+            release_begin_time(job_id)  # not within the second of the requeue: slurmutil says why
         assert time.time() < deadline, f"{what}: not after {timeout:g}s; job {job}\n{cli('logs', job_id).stdout}"
         time.sleep(1)
 

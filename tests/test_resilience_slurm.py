@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO, make_tiny_mnist
-from slurmutil import cli, cli_json, needs_slurm, wait_for_state
+from slurmutil import cli, cli_json, needs_slurm, release_begin_time, wait_for_state
 
 from deltajobs.spec.settings import load_settings
 
@@ -49,11 +49,6 @@ def reference_run(sets: list[str], run_dir: Path) -> dict:
     proc = cli("train", "mnist", *sets, "--run-dir", str(run_dir), "--json", timeout=1200)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
-
-
-def release_begin_time(job_id: str) -> None:
-    """A requeued job waits ~2 minutes (BeginTime); let it start now."""
-    subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], capture_output=True)
 
 
 def drive_to_end(job_id: str, timeout: float) -> dict:

@@ -6,12 +6,11 @@ only what docs/contract.md documents (`deltajobs.report`, `should_stop`, DELTAJO
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
-from slurmutil import cli, cli_json, needs_slurm, wait_for_state
+from slurmutil import cli, cli_json, needs_slurm, release_begin_time, wait_for_state
 
 pytestmark = [needs_slurm, pytest.mark.slurm]
 FINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED"}
@@ -92,11 +91,6 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("DELTAJOBS_ACCOUNT", "bgvu-delta-gpu")
     monkeypatch.setenv("DELTAJOBS_CLUSTER", "minidelta")
     return tmp_path
-
-
-def release_begin_time(job_id: str) -> None:
-    """A requeued job waits ~2 minutes (BeginTime); let it start now."""
-    subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], capture_output=True)
 
 
 def test_an_unmodified_argparse_script_runs_in_the_submit_directory_from_its_snapshot(project: Path) -> None:
