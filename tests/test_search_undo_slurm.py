@@ -65,10 +65,10 @@ def registry_locked_elsewhere() -> Iterator[None]:
 
 
 def jobs_under(runs: Path) -> dict[str, str]:
-    """Every job of the last 10 minutes that sbatch got from a directory under `runs` (its submit
-    line names the script's path): job id -> state, as sacct says it."""
+    """Every job of the last hour that sbatch got from a directory under `runs` (its submit line names
+    the script's path): job id -> state, as sacct says it."""
     out = subprocess.run(
-        ["sacct", "-X", "-n", "-P", "--starttime=now-10minutes", "--format=JobID,State,SubmitLine%2000"],
+        ["sacct", "-X", "-n", "-P", "--starttime=now-1hours", "--format=JobID,State,SubmitLine%2000"],
         capture_output=True,
         text=True,
         check=True,
@@ -81,7 +81,8 @@ def jobs_under(runs: Path) -> dict[str, str]:
     return jobs
 
 
-def wait_all_cancelled(runs: Path, timeout: float = 60) -> dict[str, str]:
+def wait_all_cancelled(runs: Path, timeout: float = 180) -> dict[str, str]:
+    """slurmdbd learns of a job after slurmctld: under the whole suite's load, a minute or more."""
     deadline = time.time() + timeout
     while True:
         jobs = jobs_under(runs)
