@@ -17,13 +17,12 @@ from pathlib import Path
 
 import pytest
 from slurmutil import cli, cli_json
-from test_local_identity import _sleeps_under, start_ticks
+from test_local_identity import _sleeps_under, record, start_ticks
 
 from deltajobs.backends import local_process
 from deltajobs.backends.local_process import CONTROLLER
 from deltajobs.errors import DeltaJobsError
 from deltajobs.jobs.executor import Job
-from deltajobs.registry.schema import JobRow
 from deltajobs.registry.store import Registry
 from deltajobs.spec.settings import load_settings
 
@@ -34,27 +33,6 @@ def lookalike(run_dir: Path) -> subprocess.Popen[bytes]:
     code = "import time; time.sleep(300)"
     argv = [sys.executable, "-c", code, "-m", "submitit.local._local", str(run_dir / "submitit")]
     return subprocess.Popen(argv, start_new_session=True)
-
-
-def record(job_id: str, run_dir: Path, submitted_at: float, state: str = "RUNNING") -> JobRow:
-    """A local row with its run directory, as `submit --local` records one."""
-    (run_dir / "submitit").mkdir(parents=True)
-    pid = job_id.split("-")[1]
-    row = JobRow(
-        job_id=job_id,
-        name="old",
-        cluster="minidelta",
-        backend="local",
-        run_dir=str(run_dir),
-        log_path=str(run_dir / "submitit" / f"{pid}_0_log.out"),
-        err_path=str(run_dir / "submitit" / f"{pid}_0_log.err"),
-        submitted_at=submitted_at,
-        state=state,
-        partition="local",
-    )
-    with Registry.open(load_settings()) as registry:
-        registry.add(row)
-    return row
 
 
 def started_at(pid: int) -> float:

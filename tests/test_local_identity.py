@@ -27,9 +27,8 @@ def stranger() -> subprocess.Popen[bytes]:
     return subprocess.Popen(["sleep", "300"], start_new_session=True)
 
 
-def record(job_id: str, tmp_path: Path, submitted_at: float) -> JobRow:
-    """A RUNNING local row with its run directory, as `submit --local` records one."""
-    run_dir = tmp_path / f"run-{job_id}"
+def record(job_id: str, run_dir: Path, submitted_at: float, state: str = "RUNNING") -> JobRow:
+    """A local row with its run directory, as `submit --local` records one."""
     (run_dir / "submitit").mkdir(parents=True)
     pid = job_id.split("-")[1]
     row = JobRow(
@@ -41,7 +40,7 @@ def record(job_id: str, tmp_path: Path, submitted_at: float) -> JobRow:
         log_path=str(run_dir / "submitit" / f"{pid}_0_log.out"),
         err_path=str(run_dir / "submitit" / f"{pid}_0_log.err"),
         submitted_at=submitted_at,
-        state="RUNNING",
+        state=state,
         partition="local",
     )
     with Registry.open(load_settings()) as registry:
@@ -59,9 +58,9 @@ def test_cancel_leaves_a_process_that_took_the_jobs_pid_alive(form: str, how: li
     sleeper = stranger()
     try:
         if form == "old row":  # recorded before ids carried a start time, an hour before the sleep started
-            row = record(f"local-{sleeper.pid}", tmp_path, time.time() - 3600)
+            row = record(f"local-{sleeper.pid}", tmp_path / "run", time.time() - 3600)
         else:  # the pid is right, the start time is not: the job's process ended and the pid was reused
-            row = record(f"local-{sleeper.pid}-{start_ticks(sleeper.pid) - 1}", tmp_path, time.time())
+            row = record(f"local-{sleeper.pid}-{start_ticks(sleeper.pid) - 1}", tmp_path / "run", time.time())
         proc = cli(*[row.job_id if a == "ID" else a for a in how])
         assert proc.returncode == 0, proc.stderr
         assert proc.stdout == f"{row.job_id}: was no longer running: FAILED\n"  # never "cancelled"
@@ -186,6 +185,6 @@ def test_a_registry_error_is_one_line_never_a_traceback() -> None:
 def test_duplicate_job_id_is_named_in_one_line(tmp_path: Path) -> None:
     from deltajobs.errors import DeltaJobsError
 
-    row = record("local-1", tmp_path, time.time())
+    row = record("local-1", tmp_path / "run", time.time())
     with Registry.open(load_settings()) as registry, pytest.raises(DeltaJobsError, match="local-1 is already"):
         registry.add(row)

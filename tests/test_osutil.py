@@ -13,11 +13,11 @@ import errno
 import multiprocessing
 import os
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from test_disk_full import Mount, fill, small_fs  # noqa: F401  (the fixture)
+from test_private import umask
 
 from deltajobs.injob.diskspace import DiskFullError, writing
 from deltajobs.osutil import atomic_writer, creation_mode, free_port, write_atomic
@@ -25,15 +25,6 @@ from deltajobs.osutil import atomic_writer, creation_mode, free_port, write_atom
 
 def leftovers(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.iterdir() if p.name.endswith(".tmp"))
-
-
-@contextlib.contextmanager
-def umask(mask: int) -> Iterator[None]:
-    old = os.umask(mask)
-    try:
-        yield
-    finally:
-        os.umask(old)
 
 
 def test_text_and_bytes_replace_the_file_whole(tmp_path: Path) -> None:
