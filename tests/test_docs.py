@@ -3,7 +3,7 @@ command reference lists every command and option of the CLI, and every console b
 `<!-- runs -->` runs, each `$` line exiting 0 and printing, loosely, what the page shows.
 
 A marked block is a ```console fence right after the line `<!-- runs -->`: `$ ` starts a command,
-`> ` continues it (a here-document, as bash shows it), any other line is output the page shows. A
+`> ` (or a bare `>`) continues it (a here-document, as bash shows it), any other line is output the page shows. A
 shown line matches an output line with runs of spaces equal and `...` standing for anything; shown
 lines must appear in order, a line of just `...` stands for any lines. The commands of one block
 run in one bash, in a scratch directory with its own DELTAJOBS_HOME and XDG_CONFIG_HOME, with the
@@ -61,8 +61,8 @@ def marked_blocks(path: Path) -> list[Block]:
                 break
             if body.startswith("$ "):
                 steps.append(Step(body[2:]))
-            elif body.startswith("> ") and steps and not steps[-1].shown:
-                steps[-1].command += "\n" + body[2:]
+            elif (body.startswith("> ") or body == ">") and steps and not steps[-1].shown:
+                steps[-1].command += "\n" + body[2:]  # a bare `>`: an empty line of a here-document
             else:
                 assert steps, f"{where}: output before the first `$ ` command"
                 steps[-1].shown.append(body)

@@ -255,7 +255,7 @@ def task_process(project: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pat
     flag are put back afterwards. Yields the run directory."""
     environ = dict(os.environ)
     handlers = {sig: signal.getsignal(sig) for sig in contract.STOP_SIGNALS}
-    monkeypatch.setattr(contract, "_installed", set())
+    monkeypatch.setattr(contract, "_installed", {})
     monkeypatch.setattr(contract, "_stop_signal", None)
     monkeypatch.delenv("DELTAJOBS_REQUEUE_FILE", raising=False)
     run_dir = project.parent / "run"

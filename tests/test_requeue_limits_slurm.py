@@ -3,7 +3,8 @@ of a job reads the same DELTAJOBS_RESTART_COUNT (0 on the first attempt, 1 after
 and a `--pack` task whose points never checkpoint stops requeueing at `resources.max_requeues`.
 
 The user programs use only what docs/contract.md documents; the time-limit warning is sent as SLURM
-sends it (`--signal=USR2@grace` signals the job's steps: `scancel --signal=USR2` does the same now)."""
+sends it to a script's job (`--signal=URG@grace` signals the job's steps: `scancel --signal=URG` does
+the same now)."""
 
 from __future__ import annotations
 
@@ -108,7 +109,7 @@ def stopped_at_the_limit(task: str, dirs: list[str]) -> None:
     for attempt in (1, 2):
         wait_until(f"attempt {attempt}", started(attempt), task)
         time.sleep(2)  # the points' programs are running
-        subprocess.run(["scancel", "--signal=USR2", task], check=True)  # the time-limit warning
+        subprocess.run(["scancel", "--signal=URG", task], check=True)  # the time-limit warning
         if attempt == 1:
             wait_until("the requeue", lambda: slurm_job(task).get("Restarts") == "1", task, timeout=120)
     deadline = time.time() + 120

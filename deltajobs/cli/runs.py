@@ -55,6 +55,9 @@ def submit_command(
     backend = chosen_backend(local, settings)
     resolved = flags.resolve(job, settings, args=script_args, require_account=backend.needs_account)
     run_dir = new_run_dir(settings, resolved.spec.name)
+    warnings = resolved.payload.warnings()  # on stderr before anything is submitted, --json too
+    for line in warnings:
+        note(f"warning: {line}")
     if dry_run:
         typer.echo(render(resolved, run_dir), nl=False)
         return
@@ -66,6 +69,8 @@ def submit_command(
         info["array"] = {"indices": array.text, "tasks": array.tasks, "concurrency": array.concurrency}
     if defaults:
         info["defaults"] = defaults
+    if warnings:
+        info["warnings"] = warnings
     if as_json and not wait:
         emit_json(info)
         return

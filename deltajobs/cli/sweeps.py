@@ -165,6 +165,8 @@ def run_command(
     )
     source = flags.job(job, script_args)
     launch = prepare_launch(source, options, flags.overrides, settings, flags.cluster, backend)
+    for line in launch.warnings():  # on stderr before anything is submitted, --json too
+        note(f"warning: {line}")
     if launch.chosen_note and not as_json:
         note(launch.chosen_note)
     if dry_run:

@@ -9,10 +9,15 @@ Inside a job deltajobs sets, on every task of every attempt:
     DELTAJOBS_METRICS          RUN_DIR/metrics.jsonl: append one JSON object per line
     RANK LOCAL_RANK WORLD_SIZE LOCAL_WORLD_SIZE MASTER_ADDR MASTER_PORT   as torchrun sets them
 
-Signals: SIGUSR2 arrives `resources.signal_grace` seconds before the walltime, SIGTERM on
-preemption or cancel; both turn `should_stop()` true. A program that saves its state and exits
-with status 85 (`EXIT_REQUEUE`) is requeued, up to `resources.max_requeues` times, and started
-again with the same run directory. A program that ignores the signal times out as usual.
+Signals: the walltime warning arrives `resources.signal_grace` seconds before the walltime as
+SIGUSR2 where the program catches SIGUSR2, else as SIGUSR1 where it catches that (Lightning's
+default), else not at all (`deltajobs.injob.warning`); SIGTERM on preemption or cancel. Both turn
+`should_stop()` true: the warning also through a file the task wrapper leaves (WARNED_FILE), so
+that a program that first asks after the warning came still hears of it. A program that saves its
+state and exits with status 85 (`EXIT_REQUEUE`) is requeued, up to `resources.max_requeues` times,
+and started again with the same run directory. A program that listens for nothing times out as usual.
+Importing this module catches nothing: a framework's own handler (Lightning's) is installed as if
+deltajobs were not there, and `should_stop()`, once called, runs it too (handlers are chained).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import time
 from types import FrameType
 from typing import Any
 
+from deltajobs.injob import warning
 from deltajobs.injob.diskspace import append_line
 from deltajobs.injob.requeue import EXIT_REQUEUE as EXIT_REQUEUE  # the decision's home: injob/requeue.py
 
@@ -32,10 +38,13 @@ RUN_DIR = "DELTAJOBS_RUN_DIR"
 CHECKPOINT_DIR = "DELTAJOBS_CHECKPOINT_DIR"
 RESTART_COUNT = "DELTAJOBS_RESTART_COUNT"
 METRICS = "DELTAJOBS_METRICS"
+WARNED_FILE = warning.WARNED_FILE  # set by the task wrapper: the file it leaves at the warning
 STOP_SIGNALS = (signal.SIGUSR2, signal.SIGTERM)
+CHECK_EVERY_S = 1.0  # should_stop() looks for the wrapper's file at most this often (Lustre: a stat)
 
 _stop_signal: int | None = None
-_installed: set[int] = set()
+_installed: dict[int, Any] = {}  # signal -> the handler it had before ours (chained)
+_looked = 0.0
 
 
 def _on_signal(signum: int, frame: FrameType | None) -> None:
@@ -44,35 +53,45 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
         _stop_signal = signum
         name = signal.Signals(signum).name
         print(f"deltajobs: caught {name}: should_stop() is now true", file=sys.stderr, flush=True)
+    before = _installed.get(signum)
+    if callable(before):
+        before(signum, frame)
 
 
-def install(signals: tuple[signal.Signals, ...] = STOP_SIGNALS) -> None:
-    """Catch `signals` from now on. Inside a job SIGUSR2 is caught from import on (a program that
-    never asks is started with it ignored, so it times out as usual); SIGTERM from the first
-    `should_stop()`, so that a program that never asks still ends at once when cancelled. Only the
-    main thread can do this (Python's rule): elsewhere the program's own handlers stay."""
+def install(signals: tuple[signal.Signals, ...] = STOP_SIGNALS, *, chain: bool = True) -> None:
+    """Catch `signals` from now on (from the first `should_stop()`), running the handler each had
+    before ours too (`chain`; not where deltajobs' own code replaces submitit's). Only the main
+    thread can do this (Python's rule): elsewhere the program's own handlers stay, and the wrapper's
+    file still tells `should_stop()` of the warning."""
     for sig in signals:
         if sig in _installed:
             continue
         try:
-            signal.signal(sig, _on_signal)
+            before = signal.signal(sig, _on_signal)
         except ValueError:
             return
-        _installed.add(sig)
+        _installed[sig] = before if chain else None
 
 
 def should_stop() -> bool:
-    """True once the job was told to stop: its walltime is near (SIGUSR2) or it is preempted or
-    cancelled (SIGTERM). Save your state to DELTAJOBS_CHECKPOINT_DIR, then `sys.exit(85)` to be
-    requeued (or just return, to end)."""
+    """True once the job was told to stop: its walltime is near (SIGUSR2, or the wrapper's file) or
+    it is preempted or cancelled (SIGTERM). Save your state to DELTAJOBS_CHECKPOINT_DIR, then
+    `sys.exit(85)` to be requeued (or just return, to end)."""
+    global _stop_signal, _looked
     install()
+    if _stop_signal is None and time.monotonic() - _looked >= CHECK_EVERY_S:
+        _looked = time.monotonic()
+        marker = os.environ.get(WARNED_FILE)
+        if marker and os.path.exists(marker):
+            _stop_signal = signal.SIGUSR2
+            print("deltajobs: the walltime is near: should_stop() is now true", file=sys.stderr, flush=True)
     return _stop_signal is not None
 
 
 def reset() -> None:
     """Forget a stop signal: a new attempt started in this same process (`--local`) has had none."""
-    global _stop_signal
-    _stop_signal = None
+    global _stop_signal, _looked
+    _stop_signal, _looked = None, 0.0
 
 
 def report(step: int | None = None, **metrics: Any) -> dict[str, Any]:
@@ -110,7 +129,3 @@ def _plain(key: str, value: Any) -> Any:
     if isinstance(value, float):
         return value  # NaN and inf too: json writes them as NaN/Infinity, which results shows as nan
     raise TypeError(f"report({key}=...): {type(value).__name__} is not a number or a string")
-
-
-if os.environ.get(RUN_DIR):  # inside a deltajobs job: the timeout warning is caught from the start
-    install((signal.SIGUSR2,))

@@ -19,12 +19,15 @@ The limit holds for every way of requeueing a SLURM job: a run's own count (`res
 in attempts.json) and SLURM's count of the job's restarts (`job_restarts`: SLURM_RESTART_COUNT, the
 same in every task) are both below `max_requeues`, or the job is not requeued. The two differ where a
 task holds several points: a point first started after its task was requeued has 0 starts of its own.
+A program may also requeue its job itself (Lightning's SLURMEnvironment runs `scontrol requeue` on
+the walltime warning): such a requeue is an attempt like ours (the wrapper records every start), and
+the attempt the limit makes the last tells SLURM so (`last_attempt`: `Requeue=0`), which then
+refuses the program's own request; the job runs to its time limit.
 """
 
 from __future__ import annotations
 
 import os
-import signal
 import sys
 import time
 from collections.abc import Callable
@@ -32,6 +35,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from deltajobs.injob.ranks import global_rank
+from deltajobs.injob.warning import is_warning
 
 EXIT_REQUEUE = 85  # the exit status of a program that asks for a requeue
 REQUEST_ENV = "DELTAJOBS_REQUEUE_FILE"  # set by the batch script: the file that asks it to requeue
@@ -72,6 +76,32 @@ def requeues_so_far(restarted: int) -> int:
     """What counts against `max_requeues` when this SLURM job asks to be requeued: the run's own
     restarts or the job's, whichever is more."""
     return max(restarted, job_restarts())
+
+
+def last_attempt(restarted: int, max_requeues: int) -> bool:
+    """At the start of an attempt of a SLURM job that the limit makes the last one (and that could
+    be requeued: `max_requeues` > 0), rank 0 tells SLURM not to requeue the job again
+    (`scontrol update JobId=ID Requeue=0`, what `sbatch --no-requeue` sets); True where it did.
+    Best effort: where scontrol fails the log says so, and the job's own requests stay possible."""
+    job = os.environ.get("SLURM_JOB_ID")
+    if not job or max_requeues <= 0 or within_limit(requeues_so_far(restarted), max_requeues) or global_rank() != 0:
+        return False
+    if os.environ.get("SLURM_ARRAY_TASK_ID"):
+        job = f"{os.environ.get('SLURM_ARRAY_JOB_ID', job)}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+    from deltajobs.errors import SlurmError
+    from deltajobs.slurm.commands import run
+
+    try:
+        run(["scontrol", "update", f"JobId={job}", "Requeue=0"])
+    except SlurmError as err:
+        print(f"deltajobs: could not turn requeueing off at resources.max_requeues={max_requeues}: {err}", flush=True)
+        return False
+    print(
+        f"deltajobs: this is the last attempt resources.max_requeues={max_requeues} allows: "
+        "SLURM will not requeue the job again (Requeue=0)",
+        flush=True,
+    )
+    return True
 
 
 def task_may_requeue(max_requeues: int) -> bool:
@@ -119,9 +149,10 @@ def after_stop_signal(
     requeue: Callable[[int], None],
 ) -> NoReturn:
     """The trainer stopped at a checkpoint on `signum`. SIGTERM (or any rank but 0): the task ends
-    and SLURM decides. SIGUSR2 on rank 0: `requeue(requeues left)` (scontrol requeue), then end;
-    on the local backend, or past `max_requeues`, a RuntimeError that says how to go on."""
-    if global_rank() != 0 or signum != signal.SIGUSR2:
+    and SLURM decides. The warning (SIGUSR2; SIGURG where SLURM sends that) on rank 0:
+    `requeue(requeues left)` (scontrol requeue), then end; on the local backend, or past
+    `max_requeues`, a RuntimeError that says how to go on."""
+    if global_rank() != 0 or not is_warning(signum):
         sys.exit(STOPPED)  # SIGTERM: preempted (SLURM requeues --requeue jobs) or cancelled
     if not on_slurm:
         from deltajobs.injob.diskspace import resume_hint
@@ -145,4 +176,4 @@ def task_requeues(point_asked: bool, signum: int | None, on_slurm: bool) -> bool
     """Whether a task of several points requeues itself once its points stopped: one of them asked
     (a trainer's timeout warning, packed), or the task got the timeout warning (SIGUSR2) itself.
     Only on SLURM; never where the batch script requeues already (`batch_script_requeues`)."""
-    return (point_asked or signum == signal.SIGUSR2) and on_slurm and not batch_script_requeues()
+    return (point_asked or is_warning(signum)) and on_slurm and not batch_script_requeues()

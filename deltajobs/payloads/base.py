@@ -29,6 +29,9 @@ class Payload(ABC):
     # A script the user wrote, submitted as written: held to sbatch's and the cluster's rules, never
     # to deltajobs' own for the scripts it writes (a signal before the limit, --mem=0 with --exclusive).
     as_written: ClassVar[bool] = False
+    # What SLURM sends `resources.signal_grace` s before the walltime (#SBATCH --signal=SIG@N): USR2
+    # where deltajobs' own code catches it in the task's process (the trainer, a function).
+    warning_signal: ClassVar[str] = "USR2"
 
     def __init__(self, job: ResolvedJob) -> None:
         self.job = job
@@ -58,6 +61,11 @@ class Payload(ABC):
     def defaults(self) -> list[str]:
         """What the cluster's defaults fill in where the user said nothing, in sbatch's words
         (`--mem-per-cpu=1000M (1000M per node)`): said beside every estimate of the job."""
+        return []
+
+    def warnings(self) -> list[str]:
+        """What will go wrong that can be seen before submitting, one line each (a Lightning
+        Trainer whose devices= disagree with the job's tasks per node): said at submit."""
         return []
 
     def bind_paths(self, run_dir: Path) -> list[str]:

@@ -67,6 +67,25 @@ def check_run(run: dict[str, Any] | None) -> None:
         raise SpecError("run", f"names {what}; give exactly one of: script, command, sbatch")
 
 
+def launcher_tasks(raw: dict[str, Any]) -> None:
+    """A `run.command` that starts its node's processes itself (torchrun, `accelerate launch`: see
+    `payloads.runner.launcher`) runs one task per node, where the spec does not say how many."""
+    run, resources = raw.get("run"), raw.get("resources")
+    if not isinstance(run, dict) or not isinstance(run.get("command"), str):
+        return
+    if isinstance(resources, dict) and resources.get("tasks_per_node") is not None:
+        return
+    from deltajobs.payloads.program import split_command
+    from deltajobs.payloads.runner import launcher
+
+    try:
+        argv = split_command(run["command"])
+    except SpecError:
+        return  # the payload says what is wrong with it, in its words
+    if launcher(argv) is not None:
+        raw["resources"] = {**(resources if isinstance(resources, dict) else {}), "tasks_per_node": 1}
+
+
 def command_line_spec(
     job: str | None, args: list[str], command: str | None, *, snapshot: bool = True, cwd: Path | None = None
 ) -> str | dict[str, Any]:
@@ -80,10 +99,7 @@ def command_line_spec(
 
         argv = split_command(command)
         run = {"command": command, "args": list(args), "workdir": workdir, "snapshot": False}
-        raw: dict[str, Any] = {"name": safe_name(Path(argv[0]).name), "run": run}
-        if Path(argv[0]).name == "torchrun":  # torchrun starts the per-GPU processes itself
-            raw["resources"] = {"tasks_per_node": 1}
-        return raw
+        return {"name": safe_name(Path(argv[0]).name), "run": run}
     if job is None:
         raise SpecError("JOB", "missing; name a job spec, a script (train.py) or an sbatch file, or pass --command")
     path = Path(job).expanduser()

@@ -237,7 +237,8 @@ class FunctionJob:
 
         run_dir = Path(self.run_dir)
         os.chdir(self.workdir)
-        contract.install((signal.SIGUSR2,))  # the walltime warning turns should_stop() true, and no more
+        # the walltime warning turns should_stop() true, and no more (submitit's requeue is not chained)
+        contract.install((signal.SIGUSR2,), chain=False)
         while True:
             restarted = record_attempt(run_dir)
             os.environ.update(task_env(run_dir, restarted, self.gpus_per_node, self.env))

@@ -5,12 +5,14 @@ directory `submit` ran in, with the contract's environment and signals (`deltajo
 
 from __future__ import annotations
 
+import os
 import shlex
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from deltajobs.errors import SpecError
+from deltajobs.injob import warning
 from deltajobs.payloads import snapshot
 from deltajobs.payloads.base import UserPayload
 from deltajobs.payloads.config import param_args
@@ -18,6 +20,10 @@ from deltajobs.payloads.config import param_args
 
 class ProgramPayload(UserPayload):
     """What script and command share: arguments, parameters, the working directory, the task."""
+
+    # SLURM's warning goes to every process of the job: SIGURG, which a program ignores unless it
+    # catches it; the task wrapper passes it on as the signal the program listens for (injob.warning).
+    warning_signal = warning.SLURM_WARNING_NAME
 
     def program(self, run_dir: Path | None) -> list[str]:
         """The program and its own leading words: `python train.py`, `python -m pkg`."""
@@ -96,6 +102,23 @@ class ScriptPayload(ProgramPayload):
             compile_check(script)
         if self.run.snapshot:
             snapshot.plan(script)  # too big: refused here, before anything exists
+
+    def warnings(self) -> list[str]:
+        """A Lightning Trainer(devices=..., num_nodes=...) that disagrees with the job's tasks and
+        nodes, read from the script's source (`frameworks`: nothing of it is imported)."""
+        from deltajobs.payloads.frameworks import Shape, lightning_warnings
+
+        script = self.script
+        try:
+            source = script.read_bytes() if script.suffix == ".py" else b""
+        except OSError:
+            return []
+        if b"lightning" not in source:  # the cheap test: most scripts are not parsed again
+            return []
+        res, spec = self.job.spec.resources, self.job.spec
+        shape = Shape(res.ntasks_per_node, res.nodes, res.gpus_per_node, res.tasks_per_node is not None, spec.name)
+        shown = script.relative_to(self.workdir) if script.is_relative_to(self.workdir) else script
+        return lightning_warnings(source, str(shown), shape, preset={*os.environ, *spec.environment.env})
 
     def prepare(self, run_dir: Path) -> None:
         if self.run.snapshot:

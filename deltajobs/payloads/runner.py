@@ -2,9 +2,11 @@
 and called by submitit like the packaged trainer's `TrainJob`.
 
 It sets the contract's environment (`deltajobs.injob.contract`), starts the program as an argv list in
-the submit directory, forwards SIGUSR2/SIGTERM to it, samples the GPUs around it, and turns its
-exit status into the job's fate: 0 completes (results.json), 85 asks for a requeue, anything else
-fails the task with the status in the log. The program dies with this process (PR_SET_PDEATHSIG).
+the submit directory, passes the walltime warning on in the form the program listens for
+(`deltajobs.injob.warning`: SIGUSR2, else SIGUSR1, else nothing), forwards SIGTERM (SIGINT here
+becomes SIGTERM), samples the GPUs around it, and turns its exit status into the job's fate:
+0 completes (results.json), 85 asks for a requeue, anything else fails the task with the status in
+the log. The program dies with this process (PR_SET_PDEATHSIG).
 A program that dies while the run directory's filesystem is full (statvfs), or whose last words in
 the log (its last line: a traceback's last) are ENOSPC/EDQUOT, ends the task with exit status 28
 and the disk-full message (`deltajobs.injob.diskspace`), also left in RUN_DIR/disk-full.txt.
@@ -27,14 +29,14 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from deltajobs.injob import contract, diskspace, requeue
+from deltajobs.injob import contract, diskspace, requeue, warning
 from deltajobs.injob.gpu_usage import GPU_FILE, GpuSampler, read_samples, summarize
 from deltajobs.injob.job import record_attempt
 from deltajobs.injob.ranks import global_rank, task_ranks
 
 RESULTS, METRICS_FILE = "results.json", "metrics.jsonl"  # the trainer's names
 CHECKPOINTS = "checkpoints"
-FORWARDED = (signal.SIGUSR2, signal.SIGTERM)
+FORWARDED = (signal.SIGTERM, signal.SIGINT)  # passed on as SIGTERM; the warnings by `warning.pass_on`
 _PR_SET_PDEATHSIG = 1
 LOG_TAIL = 8192  # bytes of the task's stderr log read back for the program's last line
 # Python's words for both errnos, and the file where it says which (`...: '/path'`)
@@ -65,20 +67,24 @@ class CommandJob:
         self.shown = shown or " ".join(argv)  # the command as the user wrote it (results, logs)
         self.child: subprocess.Popen[bytes] | None = None
         self.signalled: int | None = None
+        self.warned = False
+        self.child_env: dict[str, str] = {}
 
     def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k not in ("child", "signalled")}
+        return {k: v for k, v in self.__dict__.items() if k not in ("child", "signalled", "warned", "child_env")}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state, child=None, signalled=None)
+        self.__dict__.update(state, child=None, signalled=None, warned=False, child_env={})
 
     def __call__(self) -> dict[str, Any]:
         run_dir = Path(self.run_dir)
-        previous = {sig: signal.signal(sig, self._forward) for sig in (*FORWARDED, signal.SIGINT)}
+        previous = {sig: signal.signal(sig, self._forward) for sig in FORWARDED}
+        previous |= {sig: signal.signal(sig, self._warn) for sig in warning.WARNINGS}
         try:
             while True:
                 restarted = record_attempt(run_dir)
                 contract.reset()  # an attempt started here again has not been told to stop
+                requeue.last_attempt(restarted, self.max_requeues)  # the program's own requeue too
                 code, seconds = self._run_once(run_dir, restarted)
                 if code == 0:
                     return self._finish(run_dir, seconds)
@@ -102,6 +108,7 @@ class CommandJob:
         if main:
             diskspace.clear_marker(run_dir)  # the last attempt's note no longer describes the run
         sampler = GpuSampler(run_dir / GPU_FILE).start() if main else None
+        self.warned, self.child_env = False, env  # a new program: it is told again
         start = time.time()
         print(f"deltajobs: running {' '.join(argv)} in {self.workdir} (attempt {restarted + 1})", flush=True)
         try:
@@ -116,13 +123,21 @@ class CommandJob:
         return code, time.time() - start
 
     def _forward(self, signum: int, frame: FrameType | None) -> None:
-        """Pass a stop signal on to the program once (SLURM may also signal it directly)."""
+        """Pass SIGTERM (SIGINT: a local cancel) on to the program once (SLURM may also signal it)."""
         if self.signalled == signum:
             return
         self.signalled = signum
         if self.child is not None and self.child.poll() is None:
-            forward = signal.SIGTERM if signum == signal.SIGINT else signum
-            self.child.send_signal(forward)
+            self.child.send_signal(signal.SIGTERM)
+
+    def _warn(self, signum: int, frame: FrameType | None) -> None:
+        """The walltime warning (SLURM's SIGURG; submitit's local SIGUSR2): once, to the processes of
+        the program that listen for SIGUSR2 or SIGUSR1 (`deltajobs.injob.warning`), said in the log."""
+        if self.warned or self.child is None or self.child.poll() is not None:
+            return
+        self.warned = True
+        warning.leave_marker(self.child_env.get(warning.WARNED_FILE))
+        print(warning.describe(warning.pass_on(self.child.pid), self.shown), flush=True)
 
     def _finish(self, run_dir: Path, seconds: float) -> dict[str, Any]:
         return write_completed(run_dir, self.kind, self.shown, seconds)
@@ -208,6 +223,7 @@ def task_env(run_dir: Path, restarted: int, gpus_per_node: int, extra: dict[str,
             contract.CHECKPOINT_DIR: str(checkpoints),
             contract.RESTART_COUNT: str(restarted),
             contract.METRICS: str(run_dir / METRICS_FILE),
+            warning.WARNED_FILE: str(warning.marker(run_dir, restarted)),
             **task_ranks().as_env(),
             "PYTHONUNBUFFERED": "1",
         }
@@ -219,9 +235,34 @@ def task_env(run_dir: Path, restarted: int, gpus_per_node: int, extra: dict[str,
 
 
 def with_rendezvous(argv: list[str], env: dict[str, str], gpus_per_node: int) -> list[str]:
-    """A `torchrun` command (one task per node) gets the job's nodes and rendezvous, unless given."""
-    if not argv or Path(argv[0]).name != "torchrun":
+    """A launcher's command (one task per node: `torchrun`, `accelerate launch`) gets the job's
+    nodes, processes and rendezvous, unless given; any other command is returned as it is."""
+    found = launcher(argv)
+    if found is None:
         return argv
+    name, at = found
+    if name == "accelerate":
+        return _accelerate_rendezvous(argv, at, env, gpus_per_node)
+    return _torchrun_rendezvous(argv, env, gpus_per_node)
+
+
+def launcher(argv: list[str]) -> tuple[str, int] | None:
+    """The launcher `argv` runs, one that starts its node's processes itself (so its job runs one
+    task per node), and where its own options begin: ("torchrun", 1); ("accelerate", 2) for
+    `accelerate launch`, ("accelerate", 3) for `python -m accelerate.commands.launch`; else None."""
+    if not argv:
+        return None
+    program = Path(argv[0]).name
+    if program == "torchrun":
+        return "torchrun", 1
+    if program == "accelerate" and argv[1:2] == ["launch"]:
+        return "accelerate", 2
+    if re.fullmatch(r"python[0-9.]*", program) and argv[1:3] == ["-m", "accelerate.commands.launch"]:
+        return "accelerate", 3
+    return None
+
+
+def _torchrun_rendezvous(argv: list[str], env: dict[str, str], gpus_per_node: int) -> list[str]:
     given = " ".join(argv[1:])
     extra = []
     if "--nnodes" not in given:
@@ -235,6 +276,84 @@ def with_rendezvous(argv: list[str], env: dict[str, str], gpus_per_node: int) ->
             f"--rdzv-endpoint={env['MASTER_ADDR']}:{env['MASTER_PORT']}",
         ]
     return [argv[0], *extra, *argv[1:]]
+
+
+# `accelerate launch`'s options that take no value (accelerate 1.16; tests/test_accelerate.py holds
+# this to the installed parser), by their underscore names; every other option takes one value.
+ACCELERATE_SWITCHES = frozenset(
+    "help quiet cpu multi_gpu tpu enable_cpu_affinity dynamo_use_fullgraph dynamo_use_dynamic "
+    "dynamo_use_regional_compilation use_deepspeed use_fsdp use_parallelism_config use_megatron_lm "
+    "same_network module no_python tpu_cluster no_tpu_cluster tpu_use_sudo downcast_bf16 "
+    "fp8_use_autocast_during_eval debug".split()
+)
+_ACCELERATE_SHORT = {"h": "help", "q": "quiet", "m": "module", "t": "tee"}
+# The options that choose how accelerate starts its processes: given one, the user chose.
+_ACCELERATE_MODES = ("cpu", "multi_gpu", "tpu", "use_deepspeed", "use_fsdp", "use_megatron_lm")
+_CONFIG_TYPE = re.compile(r"""^\s*["']?distributed_type["']?\s*:\s*["']?([A-Za-z_]+)""", re.MULTILINE)
+
+
+def _accelerate_rendezvous(argv: list[str], at: int, env: dict[str, str], gpus_per_node: int) -> list[str]:
+    """`accelerate launch` on each node: the job's processes (--num_processes counts all nodes'),
+    the machines, this node's rank among them, the first node's address and port; and --multi_gpu
+    where several processes are wanted and no mode is chosen. accelerate starts several processes
+    (through torchrun) only in a distributed mode (--multi_gpu, --use_fsdp, ..., or a config file's
+    distributed_type); else it runs ONE, unless it counts more than one GPU itself (never on a CPU
+    node). Its --cpu always runs one process (or mpirun's, with --mpirun_hostfile)."""
+    given = accelerate_options(argv[at:])
+    nodes = env.get("SLURM_NNODES", "1")
+    nodes = nodes if nodes.isdigit() else "1"
+    wanted = {
+        "num_processes": str(int(nodes) * max(1, gpus_per_node)),
+        "num_machines": nodes,
+        "machine_rank": env.get("SLURM_NODEID", "0"),
+        "main_process_ip": env["MASTER_ADDR"],
+        "main_process_port": env["MASTER_PORT"],
+    }
+    extra = [f"--{name}={value}" for name, value in wanted.items() if name not in given]
+    processes = given.get("num_processes", wanted["num_processes"])
+    several = processes.isdigit() and int(processes) > 1
+    if several and not any(mode in given for mode in _ACCELERATE_MODES) and _multi_gpu_fits(given, env):
+        extra.append("--multi_gpu")
+    return [*argv[:at], *extra, *argv[at:]]
+
+
+def accelerate_options(args: list[str]) -> dict[str, str]:
+    """`accelerate launch`'s own options in `args` (up to the training script) by their underscore
+    names (accelerate takes --num-processes and --num_processes alike), each with its value ('' for
+    a switch)."""
+    found: dict[str, str] = {}
+    i = 0
+    while i < len(args) and args[i].startswith("-") and args[i] != "--":
+        word, i = args[i], i + 1
+        name, equals, value = word.lstrip("-").partition("=")
+        name = name.replace("-", "_")
+        if not word.startswith("--"):
+            name = _ACCELERATE_SHORT.get(name, name)
+        if not equals and name not in ACCELERATE_SWITCHES and i < len(args):
+            value, i = args[i], i + 1
+        found[name] = value
+    return found
+
+
+def _multi_gpu_fits(given: dict[str, str], env: dict[str, str]) -> bool:
+    """Whether --multi_gpu goes with the accelerate config file: there is none (neither given nor
+    accelerate's default), or its distributed_type is NO or MULTI_* (GPU, CPU, ...). Not with FSDP,
+    DEEPSPEED or MEGATRON_LM: those start several processes themselves and --multi_gpu would
+    replace them; nor with a given file not readable from here (its mode is the user's choice)."""
+    if "config_file" in given:
+        path = Path(given["config_file"]).expanduser()
+    else:  # accelerate's default, as accelerate/commands/config/config_args.py finds it
+        cache = env.get("XDG_CACHE_HOME", str(Path(env.get("HOME", "~")) / ".cache"))
+        home = Path(env.get("HF_HOME", str(Path(cache) / "huggingface"))).expanduser()
+        path = home / "accelerate" / "default_config.yaml"
+        if not path.is_file():
+            return True
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return False
+    kind = _CONFIG_TYPE.search(text)
+    return kind is None or kind.group(1).upper() == "NO" or kind.group(1).upper().startswith("MULTI_")
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
@@ -255,9 +374,10 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
 
 
 def _child_setup() -> None:
-    """In the program's process before exec: SIGUSR2 ignored until it asks (so a program that
-    never handles it times out as usual instead of dying at the warning), and death with us."""
-    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+    """In the program's process before exec: the warning signals at their defaults (a framework
+    installs its handler only where none is set; SLURM sends the job SIGURG, which does nothing
+    unless caught), SIGINT at its default, and death with us."""
+    warning.reset_in_child()
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     try:
         ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)

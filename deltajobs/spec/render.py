@@ -133,6 +133,7 @@ def render(
         "task_stdout": folder / f"{stem}_%t_log.out",
         "task_stderr": folder / f"{stem}_%t_log.err",
         "signal_grace": res.signal_grace,
+        "warning_signal": job.payload.warning_signal,
         "module_reset": job.profile.module_reset and bool(job.modules),
         "modules": job.modules,
         "venv": None if spec.environment.container else chosen.venv,

@@ -19,7 +19,7 @@ from deltajobs.clusters import directives
 from deltajobs.clusters.profile import ClusterProfile, Partition, load_profile
 from deltajobs.clusters.units import format_mem, parse_mem_mb, parse_walltime
 from deltajobs.errors import SpecError
-from deltajobs.payloads.choose import complete_spec
+from deltajobs.payloads.choose import complete_spec, launcher_tasks
 from deltajobs.payloads.config import NAME_PATTERN, RunConfig
 from deltajobs.schema import apply_override, check_constraints, constrained, from_dict, parse_override
 from deltajobs.spec import assets
@@ -240,6 +240,7 @@ def resolve_job(
         apply_override(raw, parts, value)
     if isinstance(raw.get("run"), dict):
         raw["run"] = run_paths(raw, base)
+        launcher_tasks(raw)  # torchrun, accelerate launch: one per node, unless the spec says
     if raw.get("account") is None and settings.account:
         raw["account"] = settings.account
     train = raw.get("train")

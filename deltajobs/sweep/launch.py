@@ -99,6 +99,10 @@ class SweepLaunch:
         """How many points per task were chosen for the user ("" when the user chose)."""
         return self.layout.chosen
 
+    def warnings(self) -> list[str]:
+        """What will go wrong that can be seen before submitting (the payload's: `Payload.warnings`)."""
+        return self.task.payload.warnings()
+
     @property
     def grouping(self) -> str:
         """` in N tasks of K points (...)`, or "" for one point per task."""
@@ -138,6 +142,10 @@ class SearchLaunch:
     workers: int
     charges: bool
     chosen_note: str = ""
+
+    def warnings(self) -> list[str]:
+        """What will go wrong that can be seen before submitting (the payload's: `Payload.warnings`)."""
+        return self.resolved.payload.warnings()
 
     def estimate_note(self) -> str | None:
         """The worst case of the workers' array (one task per worker), and --budget-su's cap."""

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from deltajobs.injob import requeue
+from deltajobs.injob import requeue, warning
 from deltajobs.injob.job import record_attempt
 from deltajobs.payloads.config import ParamStyle, param_args
 from deltajobs.payloads.runner import METRICS_FILE, _child_setup, read_metrics, task_env
@@ -176,6 +176,7 @@ class ProgramRun:
         self.last_step = -1
         self.prune = False  # the pruner said so
         self.pruned = False  # ... and the program was told
+        self.restarted = 0  # the attempt running now (its warning file)
 
     @property
     def name(self) -> str:
@@ -210,6 +211,7 @@ class ProgramRun:
         return self._end("failed", f"{self.name} exited with status {code}{self._last_output()}")
 
     def _run_once(self, restarted: int) -> int:
+        self.restarted = restarted
         env = task_env(self.run_dir, restarted, self.program.gpus_per_node, {})
         log = self.run_dir / OUTPUT_LOG
         with open(log, "ab") as out:
@@ -250,7 +252,11 @@ class ProgramRun:
             signum = self.stop_signal()
             if signum is not None and signum not in forwarded:
                 forwarded.add(signum)
-                _send(child, signal.SIGTERM if signum == signal.SIGINT else signum)
+                if warning.is_warning(signum):  # as the program listens for it, if it does
+                    warning.leave_marker(str(warning.marker(self.run_dir, self.restarted)))
+                    print(warning.describe(warning.pass_on(child.pid), self.name), flush=True)
+                else:
+                    _send(child, signal.SIGTERM if signum == signal.SIGINT else signum)
                 deadline = min(deadline, now + self._stop_grace(signum))
             if self.prune and not self.pruned:
                 self.pruned = True
@@ -275,7 +281,7 @@ class ProgramRun:
 
     def _stop_grace(self, signum: int) -> float:
         """USR2 (the walltime is near): most of the warning, to save its state; else PRUNE_GRACE_S."""
-        if signum == signal.SIGUSR2:
+        if warning.is_warning(signum):
             return max(self.prune_grace, self.program.signal_grace - REQUEUE_MARGIN_S)
         return self.prune_grace
 

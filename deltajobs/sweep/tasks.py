@@ -39,7 +39,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from deltajobs.injob import requeue  # stdlib only: cheap to import
+from deltajobs.injob import requeue, warning  # stdlib only: cheap to import
 from deltajobs.injob.diskspace import EXIT_DISK_FULL
 from deltajobs.injob.ranks import global_rank
 from deltajobs.osutil import atomic_writer, write_atomic
@@ -154,7 +154,7 @@ class PointsTask:
         """The points one after another in this process. Each point's call installs its own signal
         handlers while it runs; between points ours note a time-limit warning (USR2) or SIGTERM, and
         no further point starts: the task requeues itself (USR2) or ends (SIGTERM)."""
-        stops = (signal.SIGUSR2, signal.SIGTERM)
+        stops = (*warning.WARNINGS, signal.SIGTERM)
         previous = {sig: signal.signal(sig, self._on_signal) for sig in stops}
         try:
             for n in todo:
@@ -175,7 +175,7 @@ class PointsTask:
         point gets SIGTERM (each checkpoints and stops), then this task requeues itself once. A point
         that ends with status 28 (a full disk or quota) stops the others the same way, and the task
         ends with status 28, without a requeue."""
-        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGUSR2, signal.SIGTERM)}
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in (*warning.WARNINGS, signal.SIGTERM)}
         running = self.children
         waiting, stopped, full = list(todo), False, False
         try:

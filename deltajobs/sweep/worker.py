@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from deltajobs.clusters.units import parse_walltime
+from deltajobs.injob import warning
 from deltajobs.injob.diskspace import DiskFullError
 from deltajobs.injob.job import StopFlag, record_attempt
 from deltajobs.injob.ranks import global_rank
@@ -71,8 +72,8 @@ class SearchWorker(TrainJob):
         started = time.time()
         Path(self.run_dir).mkdir(parents=True, exist_ok=True)
         restarted = record_attempt(Path(self.run_dir))
-        # USR2: SLURM's timeout warning; TERM: preemption or scancel; INT: a local cancel.
-        stop = StopFlag((signal.SIGUSR2, signal.SIGTERM, signal.SIGINT)).install()
+        # USR2 (URG for a script's trials): SLURM's timeout warning; TERM: preemption or scancel; INT: a local cancel.
+        stop = StopFlag((*warning.WARNINGS, signal.SIGTERM, signal.SIGINT)).install()
         search = SearchSpec.from_dict(self.search)
         study = load_study(Path(self.sweep_dir), search, self.task)
         done: list[int] = []
@@ -92,7 +93,7 @@ class SearchWorker(TrainJob):
             except DiskFullError as err:
                 self.stop_on_full_disk(trial.number, err)
             if outcome == "interrupted":
-                self.claim(trial.number, released=stop.signal != signal.SIGUSR2)  # requeued: keep it
+                self.claim(trial.number, released=not warning.is_warning(stop.signal))  # requeued: keep it
                 self._after_interrupt(stop.signal, restarted)
                 return {"status": "interrupted", "trials": done}
             self.release()
