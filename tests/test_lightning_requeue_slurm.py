@@ -5,9 +5,9 @@ itself (`scontrol requeue`) is an attempt like deltajobs' own: recorded, charged
 
 A program that listens for no warning is left alone by it and runs to its TIMEOUT, as before.
 
-The warning is sent as SLURM sends it for a script's job: SIGURG to every process of the job's step
-(`#SBATCH --signal=URG@grace`; `scancel --signal=URG` does the same, at a moment the test picks: the
-warning SLURM times itself may come a minute early, before Lightning has even been imported).
+One test waits for SLURM's own warning at the walltime; the others send it as SLURM sends it for a
+script's job, SIGURG to every process of the job's step (`#SBATCH --signal=URG@grace`; `scancel
+--signal=URG` does the same), at a moment the test picks: SLURM's may come a minute early.
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ trainer = L.Trainer(max_epochs=EPOCHS, default_root_dir=os.environ["DELTAJOBS_CH
                     enable_progress_bar=False)
 trainer.fit(Model(), data)
 note(done=True)
-""".replace("EPOCHS", str(EPOCHS))
+"""
 
 # Listens for nothing: the warning must not end it; only the walltime does.
 DEAF = "import time\nprint('working', flush=True)\ntime.sleep(600)\n"
@@ -123,7 +123,7 @@ def finish_after_requeue(job_id: str, timeout: float = 240) -> dict[str, str]:
 def test_an_unchanged_lightning_script_requeues_at_the_warning_and_trains_every_epoch_once(
     project: Path, how: str
 ) -> None:
-    (project / "fit.py").write_text(LIGHTNING)
+    (project / "fit.py").write_text(LIGHTNING.replace("EPOCHS", str(EPOCHS)))
     args = ["--", "usr2"] if how == "usr2" else []
     sub = cli_json("submit", "fit.py", "--time", "00:10:00", *args, cwd=project)
     job_id, run_dir = sub["job_id"], sub["run_dir"]
@@ -157,7 +157,7 @@ def test_an_unchanged_lightning_script_requeues_at_the_warning_and_trains_every_
 def test_at_max_requeues_slurm_refuses_lightnings_own_requeue_and_the_run_goes_on(project: Path) -> None:
     """resources.max_requeues=1: the second attempt is the last; it tells SLURM so (Requeue=0), and the
     `scontrol requeue` Lightning runs at its warning is refused: training goes on to the end."""
-    (project / "fit.py").write_text(LIGHTNING)
+    (project / "fit.py").write_text(LIGHTNING.replace("EPOCHS", str(EPOCHS)))
     sub = cli_json("submit", "fit.py", "--time", "00:10:00", "--set", "resources.max_requeues=1", cwd=project)
     job_id, run_dir = sub["job_id"], sub["run_dir"]
     try:
@@ -182,6 +182,27 @@ def test_at_max_requeues_slurm_refuses_lightnings_own_requeue_and_the_run_goes_o
     assert out.count("the walltime is near: SIGUSR1 to ") == 2, out[-3000:]
     assert re.search(r"Requeuing SLURM job \d+ failed", err), err[-3000:]  # Lightning's own words
     assert [n["epoch_end"] for n in notes(run_dir) if "epoch_end" in n] == list(range(EPOCHS))
+
+
+def test_at_its_real_walltime_slurms_own_warning_requeues_it(project: Path) -> None:
+    """No scancel: SLURM's --signal=URG@60 on a 3-minute job comes 60-120 s in (a minute early at
+    most), when Lightning (ready ~10 s in) has trained 12-27 of 30 four-second epochs; the second
+    attempt ends the rest (at most 72 s) before its own warning."""
+    (project / "fit.py").write_text(LIGHTNING.replace("EPOCHS", "30"))
+    sub = cli_json(
+        "submit", "fit.py", "--time", "00:03:00", "--set", "resources.signal_grace=60", cwd=project
+    )  # fmt: skip
+    job_id, run_dir = sub["job_id"], sub["run_dir"]
+    try:
+        job = finish_after_requeue(job_id, timeout=420)
+    finally:
+        subprocess.run(["scancel", job_id], capture_output=True)
+    out = cli("logs", job_id).stdout
+    assert job["JobState"] == "COMPLETED" and job["Restarts"] == "1", (job, out[-3000:])
+    seen = notes(run_dir)
+    assert [n["epoch_end"] for n in seen if "epoch_end" in n] == list(range(30)), seen
+    assert re.search(r"hpc_ckpt_1\.ckpt$", [n for n in seen if "start" in n][1]["resumed"]), seen
+    assert re.search(r"the walltime is near: SIGUSR1 to \S+ \(pid \d+\)", out), out[-3000:]
 
 
 def test_a_program_that_listens_for_no_warning_runs_to_its_timeout(project: Path) -> None:

@@ -144,6 +144,16 @@ def test_render_names_what_runs_and_requeues_from_the_batch_script(project: Path
     assert "DELTAJOBS_REQUEUE_FILE" not in render(resolve("mnist"), project / "runs" / "r2")
 
 
+def test_the_walltime_warning_a_job_asks_of_slurm(project: Path) -> None:
+    """A program's job asks for SIGURG (ignored unless caught; the wrapper passes it on as the program
+    listens), the trainer's for SIGUSR2, which it catches itself (docs/frameworks.md)."""
+    script = resolve(command_line_spec("train.py", [], None), "resources.signal_grace=90")
+    command = resolve(command_line_spec(None, [], "bash run.sh"))
+    assert "#SBATCH --signal=URG@90\n" in render(script, project / "runs" / "r1")
+    assert "#SBATCH --signal=URG@120\n" in render(command, project / "runs" / "r2")
+    assert "#SBATCH --signal=USR2@120\n" in render(resolve("mnist"), project / "runs" / "r3")
+
+
 def git(repo: Path, *args: str) -> None:
     subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True)
 
