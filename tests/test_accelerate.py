@@ -15,7 +15,7 @@ from slurmutil import cli, cli_json, needs_slurm, wait_for_state
 
 from deltajobs.injob import contract
 from deltajobs.payloads.choose import command_line_spec
-from deltajobs.payloads.runner import ACCELERATE_SWITCHES, accelerate_options, launcher, with_rendezvous
+from deltajobs.payloads.launchers import ACCELERATE_SWITCHES, accelerate_options, launcher, with_rendezvous
 from deltajobs.spec.resolve import resolve_job
 from deltajobs.spec.settings import load_settings
 

@@ -11,7 +11,7 @@ import pytest
 
 from deltajobs.cli.views import program_results_text
 from deltajobs.injob.progress import nodes_text
-from deltajobs.payloads.runner import with_rendezvous
+from deltajobs.payloads.launchers import with_rendezvous
 from deltajobs.registry.schema import JobRow
 from deltajobs.watch.reportboard import export, program_runs
 

@@ -75,8 +75,8 @@ def launcher_tasks(raw: dict[str, Any]) -> None:
         return
     if isinstance(resources, dict) and resources.get("tasks_per_node") is not None:
         return
+    from deltajobs.payloads.launchers import launcher
     from deltajobs.payloads.program import split_command
-    from deltajobs.payloads.runner import launcher
 
     try:
         argv = split_command(run["command"])
