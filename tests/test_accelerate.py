@@ -6,7 +6,10 @@ ranks of a CPU node run, and only rank 0's reports reach metrics.jsonl."""
 from __future__ import annotations
 
 import json
+import re
+import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -165,6 +168,9 @@ def test_the_real_parser_reads_what_deltajobs_adds(tmp_path: Path) -> None:
         ("accelerate launch train.py", None, 1),
         ("python -m accelerate.commands.launch train.py", None, 1),
         ("torchrun train.py", None, 1),
+        ("python -m torch.distributed.run train.py", None, 1),
+        ("python3 -m torch.distributed.launch train.py", None, 1),
+        ("accelerate-launch train.py", None, 1),
         ("accelerate launch train.py", 4, 4),  # the spec says: kept
         ("accelerate env", None, 4),  # not a launch: one task per GPU
         ("python train.py", None, 4),
@@ -253,3 +259,77 @@ def test_two_ranks_of_accelerate_launch_on_minidelta(tmp_path: Path, monkeypatch
     assert [(r["epoch"], r["rank"], r["sum"]) for r in lines] == [(1, 0, 3.0), (2, 0, 3.0)]  # rank 0's, once each
     history = json.loads((run_dir / "results.json").read_text())["history"]
     assert [(r["epoch"], r["rank"]) for r in history] == [(1, 0), (2, 0)]
+
+
+# Asks should_stop() in its loop, as docs/contract.md says; the launcher between it and the task
+# wrapper catches no warning signal, so the wrapper's tree walk must reach both workers.
+STOPPING = """\
+import os, time
+from accelerate import Accelerator
+from deltajobs import should_stop
+
+accelerator = Accelerator(cpu=True)
+run_dir, rank = os.environ["DELTAJOBS_RUN_DIR"], accelerator.process_index
+should_stop()
+open(os.path.join(run_dir, f"ready-{rank}"), "w").close()
+deadline = time.time() + 90
+while not should_stop() and time.time() < deadline:
+    time.sleep(0.2)
+with open(os.path.join(run_dir, f"stopped-{rank}"), "w") as out:
+    out.write(str(should_stop()))
+accelerator.wait_for_everyone()
+"""
+
+
+@needs_slurm
+@pytest.mark.slurm
+def test_the_walltime_warning_reaches_every_worker_under_accelerate_launch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("accelerate")
+    accelerate = Path(sys.executable).parent / "accelerate"
+    monkeypatch.setenv("DELTAJOBS_ACCOUNT", "bgvu-delta-gpu")
+    monkeypatch.setenv("DELTAJOBS_CLUSTER", "minidelta")
+    (tmp_path / "stopping.py").write_text(STOPPING)
+    command = f"{accelerate} launch stopping.py"
+    sub = cli_json("submit", "--command", command, "--gpus", "2", "--cpus", "2", "--time", "00:05:00", cwd=tmp_path)
+    run_dir, job_id = Path(sub["run_dir"]), sub["job_id"]
+    deadline = time.time() + 120
+    try:
+        while not all((run_dir / f"ready-{rank}").exists() for rank in (0, 1)):
+            assert time.time() < deadline, cli("logs", job_id, "--err").stdout[-3000:]
+            time.sleep(0.2)
+        subprocess.run(["scancel", "--signal=URG", job_id], check=True)  # what SLURM sends at the warning
+        row = wait_for_state(job_id, FINAL, timeout=120)
+    finally:
+        subprocess.run(["scancel", job_id], capture_output=True)
+    assert row["state"] == "COMPLETED", cli("logs", job_id, "--err").stdout[-3000:]
+    assert [(run_dir / f"stopped-{rank}").read_text() for rank in (0, 1)] == ["True", "True"]
+    log = cli("logs", job_id).stdout
+    told = re.search(r"the walltime is near: (.*)", log)
+    assert told and told.group(1).count("SIGUSR2 to ") == 2, log[-3000:]  # both workers, not the launcher
+
+
+@pytest.mark.parametrize(
+    ("argv", "at"),
+    [
+        (["torchrun", "train.py"], 1),
+        (["python", "-m", "torch.distributed.run", "train.py"], 3),
+        (["/usr/bin/python3.11", "-m", "torch.distributed.launch", "train.py"], 3),
+        (["accelerate-launch", "train.py"], 1),
+    ],
+)
+def test_every_spelling_of_a_launcher_gets_its_options_after_the_launcher(
+    tmp_path: Path, argv: list[str], at: int
+) -> None:
+    out = with_rendezvous(argv, job_env(tmp_path, 2, 1), 2)
+    assert out[:at] == argv[:at] and out[-1] == "train.py" and len(out) > len(argv)
+    added = out[at:-1]
+    assert all(word.startswith("--") for word in added), added
+    assert ("--nnodes=2" in added) or ("--num_machines=2" in added), added
+
+
+def test_a_static_rendezvous_given_to_torchrun_is_kept(tmp_path: Path) -> None:
+    argv = ["python", "-m", "torch.distributed.launch", "--master_addr=gpua007", "--master_port=1234", "train.py"]
+    out = with_rendezvous(argv, job_env(tmp_path, 2, 1), 4)
+    assert not [word for word in out if word.startswith("--rdzv")], out

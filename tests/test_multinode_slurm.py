@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -138,3 +139,31 @@ def test_a_sweep_spreads_over_the_nodes_and_a_drained_node_is_said_in_words(env:
     finally:
         subprocess.run(["scontrol", "update", "NodeName=gpua[001-002]", "State=RESUME"], capture_output=True)
     assert wait_for_state(job, FINAL, timeout=300)["state"] == "COMPLETED"
+
+
+def test_accelerate_launch_on_two_nodes_is_one_world(env: None, tmp_path: Path) -> None:
+    """One launcher per node (issue 34, item 3): --num_machines 2, each node its --machine_rank, the
+    rendezvous on the first node; the two processes reduce together and rank 0 alone reports."""
+    pytest.importorskip("accelerate")
+    from test_accelerate import RANKS
+
+    accelerate = Path(sys.executable).parent / "accelerate"  # the job runs this interpreter's environment
+    (tmp_path / "ranks.py").write_text(RANKS)
+    sub = cli_json(
+        "submit", "--command", f"{accelerate} launch ranks.py", "--nodes", "2", "--gpus", "1", "--cpus", "2",
+        "--time", "00:05:00", cwd=tmp_path,
+    )  # fmt: skip
+    row = wait_for_state(sub["job_id"], FINAL, timeout=180)
+    assert row["state"] == "COMPLETED", rank_errors(sub["job_id"], 2)
+    log = cli("logs", sub["job_id"]).stdout
+    assert "--num_processes=2 --num_machines=2 --machine_rank=0" in log, log[-3000:]
+    assert "--num_processes=2 --num_machines=2 --machine_rank=1" in log, log[-3000:]
+    run_dir = Path(sub["run_dir"])
+    for i in (0, 1):
+        facts = json.loads((run_dir / f"rank-{i}.json").read_text())
+        assert (facts["process_index"], facts["num_processes"], facts["sum"]) == (i, 2, 3.0), facts
+        assert (facts["RANK"], facts["LOCAL_RANK"], facts["WORLD_SIZE"]) == (str(i), "0", "2"), facts
+    reports = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["epoch"], r["rank"]) for r in reports] == [(1, 0), (2, 0)]  # rank 0's, once each
+    nodes = subprocess.run(["scontrol", "show", "hostnames", job_nodes(sub["job_id"])], capture_output=True, text=True)
+    assert len(set(nodes.stdout.split())) == 2, nodes.stdout

@@ -66,8 +66,8 @@ def test_a_command_is_split_like_a_shell_but_never_run_by_one(project: Path) -> 
     job = resolve(raw)
     argv = job.payload.task(project / "run").argv
     assert argv == ["python", "-m", "mypkg.train", "--lr", "1e-3 2e-3", ";", "echo", "x", "--seed", "3"]
-    torchrun = command_line_spec(None, [], "torchrun train.py")
-    assert isinstance(torchrun, dict) and torchrun["resources"] == {"tasks_per_node": 1}
+    torchrun = resolve(command_line_spec(None, [], "torchrun train.py"), "resources.gpus_per_node=4")
+    assert torchrun.spec.resources.ntasks_per_node == 1  # it starts the per-GPU processes itself
 
 
 @pytest.mark.parametrize(

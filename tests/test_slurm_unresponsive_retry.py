@@ -211,6 +211,19 @@ def test_run_tells_a_busy_slurm_from_a_refusal(
     assert getattr(raised.value, "maybe_done", None) is maybe_done
 
 
+def test_a_client_killed_by_sigpipe_is_busy_and_may_have_been_carried_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The whole suite's 100 parallel submits saw sbatch die of SIGPIPE (exit -13): a connection to
+    slurmctld or munged closed under it. Maybe sent: submit looks its tag up before asking again."""
+    (tmp_path / "sbatch").write_text("#!/bin/sh\nkill -PIPE $$\n")
+    (tmp_path / "sbatch").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    with pytest.raises(SlurmBusy, match=r"^sbatch was killed by SIGPIPE \(a connection closed under it\)$") as raised:
+        slurm.run(["sbatch", "job.sh"])
+    assert raised.value.maybe_done
+
+
 def test_run_past_its_own_timeout_may_have_been_carried_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "sbatch").write_text("#!/bin/sh\nexec sleep 5\n")
     (tmp_path / "sbatch").chmod(0o755)

@@ -36,13 +36,16 @@ while time.time() < end:
 """
 
 
-def start(tmp_path: Path, *catches: str, prefix: tuple[str, ...] = ()) -> tuple[subprocess.Popen[bytes], Path]:
+def start(
+    tmp_path: Path, *catches: str, prefix: tuple[str, ...] = (), shell: bool = False
+) -> tuple[subprocess.Popen[bytes], Path]:
+    """The listener, under `prefix` (a forwarder) or under `bash -c '...; true'` (`shell`)."""
     script = tmp_path / "listener.py"
     script.write_text(LISTENER)
     out = tmp_path / "got.txt"
     argv = [*prefix, sys.executable, str(script), str(out), *catches]
-    if prefix:
-        argv = [*prefix, " ".join([sys.executable, str(script), str(out), *catches]) + "; true"]
+    if shell:
+        argv = ["bash", "-c", " ".join([sys.executable, str(script), str(out), *catches]) + "; true"]
     child = subprocess.Popen(argv, preexec_fn=_child_setup)
     deadline = time.time() + 10
     while not Path(f"{out}.ready").exists():
@@ -76,12 +79,13 @@ def test_the_warning_goes_as_the_program_listens(tmp_path: Path, catches: tuple[
     if expected:
         assert line.startswith("deltajobs: the walltime is near: ") and f"(pid {child.pid})" in line
     else:
-        assert "train.py catches neither SIGUSR2 nor SIGUSR1, so it runs until the time limit" in line
+        assert "train.py catches neither SIGUSR2 nor SIGUSR1 (yet)" in line
+        assert line.endswith("it gets the warning if it starts to, else it runs until the time limit")
 
 
 def test_a_launcher_that_listens_for_nothing_passes_it_to_its_workers(tmp_path: Path) -> None:
     """`bash -c '...; true'` stands for torchrun or `accelerate launch`: the worker under it listens."""
-    child, out = start(tmp_path, "SIGUSR1", prefix=("bash", "-c"))
+    child, out = start(tmp_path, "SIGUSR1", shell=True)
     sent = warning.pass_on(child.pid)
     assert len(sent) == 1 and sent[0].pid != child.pid and sent[0].signum == signal.SIGUSR1
     assert got(out, child) == ["SIGUSR1"]
@@ -172,9 +176,9 @@ def test_should_stop_hears_of_a_warning_that_came_before_it_was_asked(
     monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parent.parent))
     run_warned(tmp_path, LATE_ASKER, monkeypatch, signal.SIGURG)
     out = capfd.readouterr().out
-    assert "program.py catches neither SIGUSR2 nor SIGUSR1, so it runs until the time limit" in out
+    assert "program.py catches neither SIGUSR2 nor SIGUSR1 (yet)" in out
     assert "late should_stop: True" in out
-    assert (tmp_path / "run" / f"{warning.MARK_PREFIX}0").exists()  # the first attempt's file
+    assert len(list((tmp_path / "run").glob(f"{warning.MARK_PREFIX}local*-0"))) == 1  # this job's first attempt
 
 
 def test_should_stop_runs_the_handler_that_was_there_before() -> None:
@@ -195,11 +199,83 @@ def test_should_stop_runs_the_handler_that_was_there_before() -> None:
     assert out.stdout.strip() == "True ['framework']", out.stderr
 
 
-def test_importing_deltajobs_in_a_job_catches_no_signal(tmp_path: Path) -> None:
-    code = (
-        "import signal, deltajobs\nfrom deltajobs import report, should_stop\n"
-        "print([signal.getsignal(s) == signal.SIG_DFL for s in (signal.SIGUSR1, signal.SIGUSR2)])"
-    )
+# Forwards every signal it catches to its child, as `uv run`, apptainer's starter or tini do.
+FORWARDER = """\
+import signal, subprocess, sys
+child = subprocess.Popen(sys.argv[1:])
+for number in range(1, 16):
+    if number not in (signal.SIGKILL, signal.SIGSTOP):
+        signal.signal(number, lambda s, f: child.send_signal(s))
+signal.signal(signal.SIGTERM, lambda s, f: child.send_signal(s))
+sys.exit(child.wait())
+"""
+
+
+def test_a_forwarder_is_looked_through_so_its_program_gets_only_what_it_catches(tmp_path: Path) -> None:
+    """Sending a forwarder both SIGUSR1 and SIGUSR2 would pass both on: SIGUSR2 kills a program
+    that catches only SIGUSR1 (Lightning's default) under `uv run`."""
+    (tmp_path / "forward.py").write_text(FORWARDER)
+    child, out = start(tmp_path, "SIGUSR1", prefix=(sys.executable, str(tmp_path / "forward.py")))
+    sent = warning.pass_on(child.pid)
+    assert [(s.pid != child.pid, signal.Signals(s.signum).name) for s in sent] == [(True, "SIGUSR1")]
+    assert got(out, child) == ["SIGUSR1"]
+
+
+# Installs its handler 2.5 s in, as Lightning does when fit() starts after loading its data.
+LATE_LISTENER = """\
+import signal, time
+time.sleep(2.5)
+flag = []
+signal.signal(signal.SIGUSR1, lambda s, f: flag.append(s))
+end = time.time() + 5
+while not flag and time.time() < end:
+    time.sleep(0.05)
+print("late handler ran:", bool(flag), flush=True)
+"""
+
+
+def test_a_warning_that_came_before_the_program_listened_reaches_it_once_it_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    run_warned(tmp_path, LATE_LISTENER, monkeypatch, signal.SIGURG)
+    out = capfd.readouterr().out
+    said = [line for line in out.splitlines() if "the walltime is near" in line]
+    assert len(said) == 2 and "catches neither SIGUSR2 nor SIGUSR1 (yet)" in said[0], out
+    assert "SIGUSR1 to " in said[1] and "late handler ran: True" in out
+
+
+@pytest.mark.parametrize(("wrapped", "caught"), [(False, True), (True, False)])
+def test_importing_deltajobs_catches_sigusr2_only_where_no_wrapper_passes_it_on(
+    tmp_path: Path, wrapped: bool, caught: bool
+) -> None:
+    """An sbatch script's own --signal=USR2 or a function's subprocess: SLURM's SIGUSR2 comes to the
+    program itself, and must not kill it before it first asks should_stop()."""
+    code = "import signal\nfrom deltajobs import report\nprint(signal.getsignal(signal.SIGUSR2) != signal.SIG_DFL)"
     env = {**os.environ, "DELTAJOBS_RUN_DIR": str(tmp_path), "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    env.pop(warning.WARNED_FILE, None)
+    if wrapped:
+        env[warning.WARNED_FILE] = str(tmp_path / "warned")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
-    assert out.stdout.strip() == "[True, True]", out.stderr
+    assert out.stdout.strip() == str(caught), out.stderr
+
+
+def test_the_last_attempt_turns_requeueing_off_only_in_a_programs_batch_job(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--local` inside an salloc has SLURM_JOB_ID too: its allocation is not touched."""
+    from deltajobs.injob import requeue
+    from deltajobs.slurm import commands
+
+    calls: list[list[str]] = []
+    monkeypatch.setattr(commands, "run", lambda argv, **kw: calls.append(list(argv)) or "")
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    monkeypatch.delenv("SLURM_ARRAY_TASK_ID", raising=False)
+    monkeypatch.delenv(requeue.REQUEST_ENV, raising=False)
+    for var in ("RANK", "SLURM_PROCID"):
+        monkeypatch.delenv(var, raising=False)
+    assert not requeue.last_attempt(3, 3) and calls == []  # no batch script: salloc, --local
+    monkeypatch.setenv(requeue.REQUEST_ENV, "/tmp/requeue-4242")
+    assert not requeue.last_attempt(2, 3) and calls == []  # a requeue left: nothing to turn off
+    assert requeue.last_attempt(3, 3) and calls == [["scontrol", "update", "JobId=4242", "Requeue=0"]]
+    monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "4240")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "2")
+    assert requeue.last_attempt(5, 3) and calls[-1] == ["scontrol", "update", "JobId=4240_2", "Requeue=0"]
+    assert not requeue.last_attempt(0, 0)  # max_requeues=0: submitted --no-requeue already

@@ -16,8 +16,11 @@ default), else not at all (`deltajobs.injob.warning`); SIGTERM on preemption or 
 that a program that first asks after the warning came still hears of it. A program that saves its
 state and exits with status 85 (`EXIT_REQUEUE`) is requeued, up to `resources.max_requeues` times,
 and started again with the same run directory. A program that listens for nothing times out as usual.
-Importing this module catches nothing: a framework's own handler (Lightning's) is installed as if
-deltajobs were not there, and `should_stop()`, once called, runs it too (handlers are chained).
+Under deltajobs' task wrapper (WARNED_FILE set: a script or command) importing this module catches
+nothing: a framework's own handler (Lightning's) is installed as if deltajobs were not there, and
+`should_stop()`, once called, runs it too (handlers are chained). Where SLURM itself sends SIGUSR2
+to the process (an sbatch script's `--signal=USR2`, a function's subprocess: DELTAJOBS_RUN_DIR set,
+no wrapper), SIGUSR2 is caught from import on, so that the warning never kills the program.
 """
 
 from __future__ import annotations
@@ -129,3 +132,7 @@ def _plain(key: str, value: Any) -> Any:
     if isinstance(value, float):
         return value  # NaN and inf too: json writes them as NaN/Infinity, which results shows as nan
     raise TypeError(f"report({key}=...): {type(value).__name__} is not a number or a string")
+
+
+if os.environ.get(RUN_DIR) and not os.environ.get(WARNED_FILE):  # SLURM's SIGUSR2 comes to us directly
+    install((signal.SIGUSR2,))

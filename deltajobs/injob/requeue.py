@@ -84,6 +84,8 @@ def last_attempt(restarted: int, max_requeues: int) -> bool:
     (`scontrol update JobId=ID Requeue=0`, what `sbatch --no-requeue` sets); True where it did.
     Best effort: where scontrol fails the log says so, and the job's own requests stay possible."""
     job = os.environ.get("SLURM_JOB_ID")
+    if not os.environ.get(REQUEST_ENV):  # not a program's batch job (`--local`, even inside salloc)
+        return False
     if not job or max_requeues <= 0 or within_limit(requeues_so_far(restarted), max_requeues) or global_rank() != 0:
         return False
     if os.environ.get("SLURM_ARRAY_TASK_ID"):

@@ -15,6 +15,10 @@ program's tree that catch a warning signal, read from /proc/PID/status (SigCgt):
 - neither where it catches neither, and the children of that process are looked at in its place
   (torchrun's and `accelerate launch`'s workers under their launcher, a script under `bash -c`).
 
+A process that forwards signals to its child (`uv run`, apptainer's starter, srun, mpirun, tini:
+they catch nearly every signal, or are known by name) is looked through the same way: sending it
+both SIGUSR1 and SIGUSR2 would pass both on, and the one its program does not catch would kill it.
+
 A process that got the signal is not looked into further: its own children (DataLoader workers,
 which inherit their parent's handlers) are its business. On the local backend submitit's controller
 sends the wrapper SIGUSR2 instead of SIGURG; it is passed on the same way.
@@ -35,6 +39,10 @@ SLURM_WARNING_NAME = "URG"  # ... as #SBATCH --signal spells it
 WARNINGS = (signal.SIGURG, signal.SIGUSR2)  # what a deltajobs process takes for the warning
 LISTENED = (signal.SIGUSR2, signal.SIGUSR1)  # what a program may listen for, preferred first
 PROC = Path("/proc")
+# Forwarders: known by name (comm), or by catching at least FORWARDER_CATCHES of signals 1-31 (a
+# Python program catches a handful: SIGINT, SIGTERM, SIGCHLD, its warning signals).
+FORWARDERS = frozenset("uv starter starter-suid apptainer singularity srun mpirun mpiexec tini dumb-init".split())
+FORWARDER_CATCHES = 10
 WARNED_FILE = "DELTAJOBS_WARNED_FILE"  # the program's env: the file the wrapper leaves at the warning
 MARK_PREFIX = ".walltime-warning-"  # in the run directory, + the attempt's restart count
 
@@ -111,11 +119,16 @@ def listeners(root: int) -> list[tuple[int, list[int]]]:
         if signals is None:
             continue
         wanted = [int(s) for s in LISTENED if s in signals]
-        if wanted:
+        if wanted and not forwarder(pid, signals):
             found.append((pid, wanted))
         else:
             todo[:0] = sorted(children(pid))
     return found
+
+
+def forwarder(pid: int, signals: set[int]) -> bool:
+    """Whether process `pid` passes signals on to its child rather than listening itself."""
+    return len({s for s in signals if s < 32}) >= FORWARDER_CATCHES or _name(pid) in FORWARDERS
 
 
 def pass_on(root: int) -> list[Sent]:
@@ -137,18 +150,20 @@ def describe(sent: list[Sent], program: str) -> str:
     """The log line of a warning passed on (or not)."""
     if not sent:
         return (
-            f"deltajobs: the walltime is near; {program} catches neither SIGUSR2 nor SIGUSR1, "
-            "so it runs until the time limit"
+            f"deltajobs: the walltime is near; {program} catches neither SIGUSR2 nor SIGUSR1 (yet): "
+            "it gets the warning if it starts to, else it runs until the time limit"
         )
     to = ", ".join(f"{signal.Signals(s.signum).name} to {s.name} (pid {s.pid})" for s in sent)
     return f"deltajobs: the walltime is near: {to}"
 
 
 def marker(run_dir: Path, restarted: int) -> Path:
-    """The file the wrapper leaves at the warning of attempt `restarted` (`should_stop()` looks for
-    it: a program that first asks after the warning still hears of it); one name per attempt, so
-    an earlier attempt's file says nothing of this one."""
-    return run_dir / f"{MARK_PREFIX}{restarted}"
+    """The file the wrapper leaves at the warning of attempt `restarted` of this job (`should_stop()`
+    looks for it: a program that first asks after the warning still hears of it); one name per job
+    and attempt, so an earlier attempt's or job's file (before a `deltajobs resume`) says nothing of
+    this one. Outside SLURM the wrapper's pid stands for the job."""
+    job = os.environ.get("SLURM_JOB_ID") or f"local{os.getpid()}"
+    return run_dir / f"{MARK_PREFIX}{job}-{restarted}"
 
 
 def leave_marker(path: str | None) -> None:

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from deltajobs.errors import SpecError
-from deltajobs.injob import contract, requeue
+from deltajobs.injob import contract, requeue, warning
 from deltajobs.payloads.base import UserPayload
 
 REASON_CHARS = 200  # how much of a pickling error a SpecError quotes
@@ -242,6 +242,7 @@ class FunctionJob:
         while True:
             restarted = record_attempt(run_dir)
             os.environ.update(task_env(run_dir, restarted, self.gpus_per_node, self.env))
+            os.environ.pop(warning.WARNED_FILE, None)  # no wrapper passes the warning on: SLURM's USR2 comes
             contract.reset()  # a new attempt in this process has not been told to stop
             print(f"deltajobs: calling {self.name} in {self.workdir} (attempt {restarted + 1})", flush=True)
             start = time.time()

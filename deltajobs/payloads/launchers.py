@@ -22,13 +22,15 @@ def with_rendezvous(argv: list[str], env: dict[str, str], gpus_per_node: int) ->
     name, at = found
     if name == "accelerate":
         return _accelerate_rendezvous(argv, at, env, gpus_per_node)
-    return _torchrun_rendezvous(argv, env, gpus_per_node)
+    return _torchrun_rendezvous(argv, at, env, gpus_per_node)
 
 
 def launcher(argv: list[str]) -> tuple[str, int] | None:
     """The launcher `argv` runs, one that starts its node's processes itself (so its job runs one
-    task per node), and where its own options begin: ("torchrun", 1); ("accelerate", 2) for
-    `accelerate launch`, ("accelerate", 3) for `python -m accelerate.commands.launch`; else None."""
+    task per node), and where its own options begin: ("torchrun", 1), also for
+    `python -m torch.distributed.run` (and its older `.launch`) at 3; ("accelerate", 2) for
+    `accelerate launch`, 1 for `accelerate-launch`, 3 for `python -m accelerate.commands.launch`;
+    else None."""
     if not argv:
         return None
     program = Path(argv[0]).name
@@ -36,25 +38,33 @@ def launcher(argv: list[str]) -> tuple[str, int] | None:
         return "torchrun", 1
     if program == "accelerate" and argv[1:2] == ["launch"]:
         return "accelerate", 2
-    if re.fullmatch(r"python[0-9.]*", program) and argv[1:3] == ["-m", "accelerate.commands.launch"]:
-        return "accelerate", 3
+    if program == "accelerate-launch":
+        return "accelerate", 1
+    if re.fullmatch(r"python[0-9.]*", program) and argv[1:2] == ["-m"]:
+        module = argv[2] if len(argv) > 2 else ""
+        if module in ("torch.distributed.run", "torch.distributed.launch"):
+            return "torchrun", 3
+        if module == "accelerate.commands.launch":
+            return "accelerate", 3
     return None
 
 
-def _torchrun_rendezvous(argv: list[str], env: dict[str, str], gpus_per_node: int) -> list[str]:
-    given = " ".join(argv[1:])
+def _torchrun_rendezvous(argv: list[str], at: int, env: dict[str, str], gpus_per_node: int) -> list[str]:
+    """torchrun's options from `at` on: the job's nodes, one process per GPU, and a c10d rendezvous on
+    the first node, unless given (a static one too: --master-addr)."""
+    given = " ".join(argv[at:])
     extra = []
     if "--nnodes" not in given:
         extra.append(f"--nnodes={env.get('SLURM_NNODES', '1')}")
     if "--nproc-per-node" not in given and "--nproc_per_node" not in given:
         extra.append(f"--nproc-per-node={max(1, gpus_per_node)}")
-    if "--rdzv" not in given and "--standalone" not in given:
+    if "--rdzv" not in given and "--standalone" not in given and "--master" not in given:
         extra += [
             f"--rdzv-id={env.get('SLURM_JOB_ID', '0')}",
             "--rdzv-backend=c10d",
             f"--rdzv-endpoint={env['MASTER_ADDR']}:{env['MASTER_PORT']}",
         ]
-    return [argv[0], *extra, *argv[1:]]
+    return [*argv[:at], *extra, *argv[at:]]
 
 
 # `accelerate launch`'s options that take no value (accelerate 1.16; tests/test_accelerate.py holds

@@ -39,6 +39,8 @@ RESULTS, METRICS_FILE = "results.json", "metrics.jsonl"  # the trainer's names
 CHECKPOINTS = "checkpoints"
 FORWARDED = (signal.SIGTERM, signal.SIGINT)  # passed on as SIGTERM; the warnings by `warning.pass_on`
 _PR_SET_PDEATHSIG = 1
+TRANSIENT = ("child", "signalled", "warning", "told", "marked", "child_env")  # not pickled: this process's
+WARN_POLL_S = 1.0  # how often the waiting wrapper passes on a warning no process listened for yet
 LOG_TAIL = 8192  # bytes of the task's stderr log read back for the program's last line
 # Python's words for both errnos, and the file where it says which (`...: '/path'`)
 FULL_WORDS = re.compile(r"\[Errno (?:28|122)\] (?:No space left on device|Disk quota exceeded)(?:: '([^']+)')?")
@@ -68,14 +70,16 @@ class CommandJob:
         self.shown = shown or " ".join(argv)  # the command as the user wrote it (results, logs)
         self.child: subprocess.Popen[bytes] | None = None
         self.signalled: int | None = None
-        self.warned = False
+        self.warning: float | None = None  # when the walltime warning came (the handler notes it)
+        self.told = False  # ... and the program's listeners got it
+        self.marked = False  # ... and the file should_stop() looks for was left
         self.child_env: dict[str, str] = {}
 
     def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k not in ("child", "signalled", "warned", "child_env")}
+        return {k: v for k, v in self.__dict__.items() if k not in TRANSIENT}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state, child=None, signalled=None, warned=False, child_env={})
+        self.__dict__.update(state, child=None, signalled=None, warning=None, told=False, marked=False, child_env={})
 
     def __call__(self) -> dict[str, Any]:
         run_dir = Path(self.run_dir)
@@ -87,6 +91,7 @@ class CommandJob:
                 contract.reset()  # an attempt started here again has not been told to stop
                 requeue.last_attempt(restarted, self.max_requeues)  # the program's own requeue too
                 code, seconds = self._run_once(run_dir, restarted)
+                self.warning = None  # it was this program's; a next attempt here has had none
                 if code == 0:
                     return self._finish(run_dir, seconds)
                 if code != requeue.EXIT_REQUEUE:
@@ -109,7 +114,7 @@ class CommandJob:
         if main:
             diskspace.clear_marker(run_dir)  # the last attempt's note no longer describes the run
         sampler = GpuSampler(run_dir / GPU_FILE).start() if main else None
-        self.warned, self.child_env = False, env  # a new program: it is told again
+        self.told, self.marked, self.child_env = False, False, env  # a new program: told again
         start = time.time()
         print(f"deltajobs: running {' '.join(argv)} in {self.workdir} (attempt {restarted + 1})", flush=True)
         try:
@@ -117,11 +122,19 @@ class CommandJob:
         except OSError as err:
             raise RuntimeError(f"cannot start {argv[0]!r}: {err.strerror}") from None
         try:
-            code = self.child.wait()
+            code = self._wait(self.child)
         finally:
             if sampler is not None:
                 sampler.stop()
         return code, time.time() - start
+
+    def _wait(self, child: subprocess.Popen[bytes]) -> int:
+        """Wait for the program, passing the walltime warning on once it came (`_pass_warning`)."""
+        while True:
+            try:
+                return child.wait(timeout=WARN_POLL_S)
+            except subprocess.TimeoutExpired:
+                self._pass_warning(child)
 
     def _forward(self, signum: int, frame: FrameType | None) -> None:
         """Pass SIGTERM (SIGINT: a local cancel) on to the program once (SLURM may also signal it)."""
@@ -132,13 +145,25 @@ class CommandJob:
             self.child.send_signal(signal.SIGTERM)
 
     def _warn(self, signum: int, frame: FrameType | None) -> None:
-        """The walltime warning (SLURM's SIGURG; submitit's local SIGUSR2): once, to the processes of
-        the program that listen for SIGUSR2 or SIGUSR1 (`deltajobs.injob.warning`), said in the log."""
-        if self.warned or self.child is None or self.child.poll() is not None:
+        """The walltime warning (SLURM's SIGURG; submitit's local SIGUSR2): noted here, passed on by
+        the waiting loop (`_pass_warning`), also where it came before the program started."""
+        if self.warning is None:
+            self.warning = time.time()  # nothing slow in a handler; the loop acts within WARN_POLL_S
+
+    def _pass_warning(self, child: subprocess.Popen[bytes]) -> None:
+        """Once the warning came: to the processes of the program that listen for SIGUSR2 or SIGUSR1
+        (`deltajobs.injob.warning`), said in the log, then the file `should_stop()` looks for. Where
+        none listens yet (a framework sets its handler when training starts), it is tried again each
+        WARN_POLL_S until one does or the program ends; the log says so once."""
+        if self.warning is None or self.told or child.poll() is not None:
             return
-        self.warned = True
-        warning.leave_marker(self.child_env.get(warning.WARNED_FILE))
-        print(warning.describe(warning.pass_on(self.child.pid), self.shown), flush=True)
+        sent = warning.pass_on(child.pid)
+        if sent or not self.marked:
+            print(warning.describe(sent, self.shown), flush=True)
+        self.told = bool(sent)
+        if not self.marked:  # after the signal: a stalled filesystem must not delay it
+            self.marked = True
+            warning.leave_marker(self.child_env.get(warning.WARNED_FILE))
 
     def _finish(self, run_dir: Path, seconds: float) -> dict[str, Any]:
         return write_completed(run_dir, self.kind, self.shown, seconds)

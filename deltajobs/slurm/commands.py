@@ -18,6 +18,7 @@ import getpass
 import os
 import re
 import secrets
+import signal
 import subprocess
 import sys
 import time
@@ -86,6 +87,9 @@ def run(argv: Sequence[str], timeout: float = DEFAULT_TIMEOUT, input_text: str |
     except subprocess.TimeoutExpired:
         reason = f"{argv[0]} did not answer within {timeout:g}s"
         raise SlurmBusy(f"{reason}: is slurmctld up?", maybe_done=True, reason=reason) from None
+    if proc.returncode == -signal.SIGPIPE:  # it wrote to a socket slurmctld or munged closed under load
+        reason = f"{argv[0]} was killed by SIGPIPE (a connection closed under it)"
+        raise SlurmBusy(reason, maybe_done=True, reason=reason)  # maybe sent: the tag is looked up
     if proc.returncode != 0:
         lines = (proc.stderr.strip() or proc.stdout.strip()).splitlines()
         detail = lines[-1] if lines else f"exit code {proc.returncode}"

@@ -9,7 +9,8 @@ When the pruner says prune, the program is stopped through the same signal contr
 SIGTERM (its `should_stop()` turns true), PRUNE_GRACE_S to end, then SIGKILL of its process group.
 A finished trial's value is the objective of its last report, as for the packaged trainer.
 
-The worker's own stop signals are passed on (USR2 stays USR2, INT becomes TERM): a program that then
+The worker's own stop signals are passed on (the walltime warning as the program listens for it,
+`deltajobs.injob.warning`; INT becomes TERM; TERM stays TERM): a program that then
 ends, however (85, 0, killed), leaves the trial interrupted, to be run again (DELTAJOBS_RESTART_COUNT
 one higher, the same run directory) by the worker after its requeue or by the worker that adopts it.
 Exit 85 unasked starts the program again here, up to resources.max_requeues.
@@ -239,6 +240,7 @@ class ProgramRun:
     def _watch(self, child: subprocess.Popen[bytes]) -> int:
         """Wait for the program, reporting as it goes; pass on stop signals; stop it when pruned."""
         forwarded: set[int] = set()
+        told = False  # the warning reached a process of the program that listens (`injob.warning`)
         deadline = math.inf  # when the program gets SIGKILL
         while True:
             try:
@@ -250,11 +252,15 @@ class ProgramRun:
                 return code
             now = time.monotonic()
             signum = self.stop_signal()
+            if warning.is_warning(signum) and not told:  # as it listens for it; again until it does
+                sent = warning.pass_on(child.pid)
+                if sent or signum not in forwarded:
+                    print(warning.describe(sent, self.name), flush=True)
+                told = bool(sent)
             if signum is not None and signum not in forwarded:
                 forwarded.add(signum)
-                if warning.is_warning(signum):  # as the program listens for it, if it does
+                if warning.is_warning(signum):  # after the signal: a stalled filesystem must not delay it
                     warning.leave_marker(str(warning.marker(self.run_dir, self.restarted)))
-                    print(warning.describe(warning.pass_on(child.pid), self.name), flush=True)
                 else:
                     _send(child, signal.SIGTERM if signum == signal.SIGINT else signum)
                 deadline = min(deadline, now + self._stop_grace(signum))

@@ -152,8 +152,9 @@ class PointsTask:
 
     def _run_in_turn(self, todo: list[int], dirs: list[Path]) -> None:
         """The points one after another in this process. Each point's call installs its own signal
-        handlers while it runs; between points ours note a time-limit warning (USR2) or SIGTERM, and
-        no further point starts: the task requeues itself (USR2) or ends (SIGTERM)."""
+        handlers while it runs; between points ours note a time-limit warning (USR2; URG for
+        programs) or SIGTERM, and no further point starts: the task requeues itself (the warning)
+        or ends (SIGTERM)."""
         stops = (*warning.WARNINGS, signal.SIGTERM)
         previous = {sig: signal.signal(sig, self._on_signal) for sig in stops}
         try:
@@ -171,8 +172,9 @@ class PointsTask:
 
     def _run_packed(self, todo: list[int]) -> None:
         """Start up to `pack` points at once, each `python -m deltajobs.sweep.tasks ITS.pkl` with its
-        own log in its run directory; on SLURM's time-limit warning (USR2) or SIGTERM every running
-        point gets SIGTERM (each checkpoints and stops), then this task requeues itself once. A point
+        own log in its run directory; on SLURM's time-limit warning (USR2; URG for programs) or
+        SIGTERM every running point gets SIGTERM (each checkpoints and stops), then this task
+        requeues itself once. A point
         that ends with status 28 (a full disk or quota) stops the others the same way, and the task
         ends with status 28, without a requeue."""
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (*warning.WARNINGS, signal.SIGTERM)}
@@ -221,8 +223,9 @@ class PointsTask:
             return subprocess.Popen(argv, stdout=out, stderr=err, start_new_session=True)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        """The time-limit warning (USR2) or SIGTERM: no further point starts, and every running
-        packed point gets SIGTERM, which makes it checkpoint and stop without requeueing the task."""
+        """The time-limit warning (USR2; URG for programs) or SIGTERM: no further point starts, and
+        every running packed point gets SIGTERM, which makes it checkpoint and stop without
+        requeueing the task."""
         if self.stop_signal is not None:
             return
         self.stop_signal = signum
