@@ -279,3 +279,21 @@ def test_the_last_attempt_turns_requeueing_off_only_in_a_programs_batch_job(monk
     monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "2")
     assert requeue.last_attempt(5, 3) and calls[-1] == ["scontrol", "update", "JobId=4240_2", "Requeue=0"]
     assert not requeue.last_attempt(0, 0)  # max_requeues=0: submitted --no-requeue already
+
+
+def test_should_stop_installed_again_never_chains_to_itself() -> None:
+    """A second install over our own handler (a test resetting the module's state, a reload) must not
+    make the handler call itself for ever."""
+    code = (
+        "import os, signal, time\n"
+        "from deltajobs.injob import contract\n"
+        "contract.should_stop()\n"
+        "contract._installed.clear()\n"
+        "contract.should_stop()\n"
+        "os.kill(os.getpid(), signal.SIGUSR2); time.sleep(0.1)\n"
+        "print(contract.should_stop())\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    env.pop("DELTAJOBS_RUN_DIR", None)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert out.stdout.strip() == "True" and "RecursionError" not in out.stderr, out.stderr

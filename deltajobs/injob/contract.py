@@ -73,7 +73,7 @@ def install(signals: tuple[signal.Signals, ...] = STOP_SIGNALS, *, chain: bool =
             before = signal.signal(sig, _on_signal)
         except ValueError:
             return
-        _installed[sig] = before if chain else None
+        _installed[sig] = before if chain and before is not _on_signal else None  # never itself: a loop
 
 
 def should_stop() -> bool:
