@@ -22,7 +22,7 @@ task holds several points: a point first started after its task was requeued has
 A program may also requeue its job itself (Lightning's SLURMEnvironment runs `scontrol requeue` on
 the walltime warning): such a requeue is an attempt like ours (the wrapper records every start), and
 the attempt the limit makes the last tells SLURM so (`last_attempt`: `Requeue=0`), which then
-refuses the program's own request; the job runs to its time limit.
+refuses the program's own request; the program goes on, to its end or to the time limit.
 """
 
 from __future__ import annotations
