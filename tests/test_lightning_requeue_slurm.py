@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 from slurmutil import cli, cli_json, needs_slurm, release_begin_time, wait_for_state
+from test_requeue_limits_slurm import slurm_job
 
 pytest.importorskip("lightning")
 pytestmark = [needs_slurm, pytest.mark.slurm]
@@ -91,11 +92,6 @@ def notes(run_dir: str) -> list[dict[str, Any]]:
         return [json.loads(line) for line in (Path(run_dir) / "epochs.jsonl").read_text().splitlines() if line]
     except (OSError, ValueError):
         return []
-
-
-def slurm_job(job_id: str) -> dict[str, str]:
-    out = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True).stdout
-    return dict(re.findall(r"(\w+)=(\S*)", out))
 
 
 def warn_after_an_epoch(job_id: str, run_dir: str, timeout: float = 120) -> None:

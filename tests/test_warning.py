@@ -55,6 +55,13 @@ def start(
     return child, out
 
 
+def python(code: str, **job: str) -> subprocess.CompletedProcess[str]:
+    """`python -c CODE` with this tree importable, outside any job but for the variables in `job`."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DELTAJOBS_RUN_DIR", warning.WARNED_FILE)}
+    env |= {"PYTHONPATH": str(Path(__file__).resolve().parent.parent), **job}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+
+
 def got(out: Path, child: subprocess.Popen[bytes]) -> list[str]:
     assert child.wait(timeout=10) == 0  # the warning never ends a program
     return out.read_text().split() if out.exists() else []
@@ -193,9 +200,7 @@ def test_should_stop_runs_the_handler_that_was_there_before() -> None:
         "os.kill(os.getpid(), signal.SIGUSR2); time.sleep(0.2)\n"
         "print(should_stop(), seen)\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
-    env.pop("DELTAJOBS_RUN_DIR", None)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    out = python(code)
     assert out.stdout.strip() == "True ['framework']", out.stderr
 
 
@@ -251,11 +256,8 @@ def test_importing_deltajobs_catches_sigusr2_only_where_no_wrapper_passes_it_on(
     """An sbatch script's own --signal=USR2 or a function's subprocess: SLURM's SIGUSR2 comes to the
     program itself, and must not kill it before it first asks should_stop()."""
     code = "import signal\nfrom deltajobs import report\nprint(signal.getsignal(signal.SIGUSR2) != signal.SIG_DFL)"
-    env = {**os.environ, "DELTAJOBS_RUN_DIR": str(tmp_path), "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
-    env.pop(warning.WARNED_FILE, None)
-    if wrapped:
-        env[warning.WARNED_FILE] = str(tmp_path / "warned")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    job = {"DELTAJOBS_RUN_DIR": str(tmp_path)} | ({warning.WARNED_FILE: str(tmp_path / "warned")} if wrapped else {})
+    out = python(code, **job)
     assert out.stdout.strip() == str(caught), out.stderr
 
 
@@ -293,7 +295,5 @@ def test_should_stop_installed_again_never_chains_to_itself() -> None:
         "os.kill(os.getpid(), signal.SIGUSR2); time.sleep(0.1)\n"
         "print(contract.should_stop())\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
-    env.pop("DELTAJOBS_RUN_DIR", None)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    out = python(code)
     assert out.stdout.strip() == "True" and "RecursionError" not in out.stderr, out.stderr
