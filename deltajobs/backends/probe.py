@@ -31,12 +31,13 @@ Status = Literal["ok", "warn", "fail"]
 
 
 PROBE_MARK = "DELTAJOBS-PROBE "
+JUPYTERLAB = "jupyterlab>=4,<5"  # what a notebook job needs in its environment (pyproject's `notebook` extra)
 
 
 PROBE = (
     "import json, sys\n"
     "found = {'python': sys.executable}\n"
-    "for name in ('deltajobs', 'submitit', 'torch'):\n"
+    "for name in ('deltajobs', 'submitit', 'torch', 'jupyterlab'):\n"
     "    try:\n"
     "        found[name] = getattr(__import__(name), '__version__', '?')\n"
     "    except Exception as err:\n"
@@ -154,6 +155,14 @@ def judge_probe(job: ResolvedJob, python: str, why: str, code: int, out: str, er
     )
     if problems:
         return Check(name, "fail", f"{found['python']} after the set-up: " + "; ".join(problems), fix)
+    if job.payload.kind == "notebook" and found.get("jupyterlab") is None:
+        return Check(
+            name,
+            "fail",
+            f"{found['python']}: no JupyterLab, which a notebook runs ({found.get('jupyterlab_error')})",
+            f"install it there: {shlex.quote(found['python'])} -m pip install {shlex.quote(JUPYTERLAB)} "
+            "(or deltajobs[notebook])",
+        )
     if found.get("torch") is None:
         status: Status = "fail" if job.payload.kind == "train" else "warn"
         return Check(name, status, f"{found['python']}: no torch ({found.get('torch_error')})", "load a PyTorch module")

@@ -12,6 +12,7 @@ from deltajobs.cli import accounting as _accounting  # noqa: F401  (registers co
 from deltajobs.cli import board as _board  # noqa: F401
 from deltajobs.cli import clusters as _clusters  # noqa: F401
 from deltajobs.cli import environment as _environment  # noqa: F401
+from deltajobs.cli import notebook as _notebook  # noqa: F401
 from deltajobs.cli import registry as _registry  # noqa: F401
 from deltajobs.cli import remote as _remote  # noqa: F401
 from deltajobs.cli import resume as _resume  # noqa: F401

@@ -16,7 +16,7 @@ from deltajobs.errors import DeltaJobsError
 # This table is the one home of each command's panel and place; a command left out of it shows
 # under "Commands" at the end (and tests/test_cli_help.py fails).
 FIRST_SCREEN: dict[str, tuple[str, ...]] = {
-    "Run jobs": ("submit", "cancel", "resume", "render", "check", "shell", "train"),
+    "Run jobs": ("submit", "cancel", "resume", "render", "check", "shell", "notebook", "train"),
     "Watch them": ("status", "logs", "results", "tensorboard"),
     "Cost in Service Units": ("estimate", "accounts", "charge"),
     "Sweeps and search": ("sweep",),
@@ -77,8 +77,8 @@ app = typer.Typer(
     name="deltajobs",
     cls=PanelGroup,
     help="Take a PyTorch experiment from a laptop to the GPUs of a SLURM cluster (NCSA Delta) and back. "
-    "Every command takes --remote NAME (or DELTAJOBS_REMOTE) to run on a login node over SSH "
-    "(`deltajobs remote add`), --no-remote to run here; `deltajobs COMMAND --help` tells more.",
+    "--remote NAME runs any command on a login node over SSH (`deltajobs remote add`); "
+    "`deltajobs COMMAND --help` tells more.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None if os.environ.get("NO_COLOR") else "rich",

@@ -11,6 +11,7 @@ from deltajobs.clusters.units import format_duration
 from deltajobs.injob.progress import nodes_text, restarts
 from deltajobs.jobs.lifecycle import STATE_ADVICE, attempts_text, reason_words, right_sizing
 from deltajobs.jobs.logs import ArrayResults
+from deltajobs.jobs.notebook import url_of
 from deltajobs.jobs.resume import resume_chain, resume_links
 from deltajobs.registry.schema import JobRow
 from deltajobs.slurm.parse import AcctRecord
@@ -50,6 +51,7 @@ def status_dict(row: JobRow, detail: bool = False, record: AcctRecord | None = N
     data["restarts"] = restart_count(row)
     data["advice"] = STATE_ADVICE.get(row.state, "")
     data["resumes"], data["resumed_by"] = resume_chain(row)  # `deltajobs resume`: the jobs of one run directory
+    data["notebook_url"] = url_of(row)
     if detail:
         data["right_sizing"] = [a.to_dict() for a in right_sizing(row, record)]
         data["attempts"] = [dataclasses.asdict(a) for a in record.attempts] if record is not None else []
@@ -87,6 +89,9 @@ def status_table(
         advice = STATE_ADVICE.get(row.state, "")
         if advice and (detail or len(rows) == 1):
             notes.append(f"{row.job_id}: {advice.replace('JOBID', row.job_id)}")
+        url = url_of(row)
+        if url:
+            notes.append(f"{row.job_id}: notebook at {url} (`deltajobs notebook` for the laptop's tunnel)")
         links = resume_links(row) if detail or len(rows) == 1 else ""
         if links:
             notes.append(f"{row.job_id}: {links} (the same run directory: `deltajobs resume`)")

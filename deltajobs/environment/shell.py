@@ -12,33 +12,25 @@ interactive jobs with `srun --pty` on the `-interactive` partitions (running_job
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from deltajobs.backends.probe import LMOD_INIT
 from deltajobs.clusters.units import format_mem, format_walltime
 from deltajobs.spec.render import setup_lines
-from deltajobs.spec.resolve import ResolvedJob, resolve_job
+from deltajobs.spec.resolve import ResolvedJob, interactive_sibling
 from deltajobs.spec.settings import Settings
 
 if TYPE_CHECKING:
     from deltajobs.cli.options import JobFlags
 
-INTERACTIVE = "-interactive"
-
 
 def interactive(job: ResolvedJob, *, picked: bool, settings: Settings, flags: JobFlags) -> ResolvedJob:
-    """The job on its partition's -interactive sibling (where the profile has one and the user did
-    not pick a partition), validated again there (its walltime limit is shorter)."""
-    sibling = job.partition.name + INTERACTIVE
-    if picked or job.partition.interactive or sibling not in job.profile.partitions:
+    """The job on its partition's -interactive sibling (where the profile has one, the walltime fits
+    and the user did not pick a partition), validated again there."""
+    if picked:
         return job
-    raw = job.spec.to_dict()
-    raw["resources"]["partition"] = sibling
-    overrides = dataclasses.replace(flags.overrides, partition=None)
-    resolved = resolve_job(raw, overrides, settings, job.profile.name)
-    return dataclasses.replace(resolved, source=job.source)
+    return interactive_sibling(job, flags.overrides, settings) or job
 
 
 def write_rcfile(job: ResolvedJob, settings: Settings) -> Path:

@@ -44,6 +44,10 @@ def payload_of(job: ResolvedJob) -> Payload:
         from deltajobs.payloads.function import FunctionPayload
 
         return FunctionPayload(job)
+    if run.kind == "notebook":
+        from deltajobs.payloads.notebook import NotebookPayload
+
+        return NotebookPayload(job)
     raise SpecError("run", "names nothing to run; give one of: script, command, sbatch")
 
 
@@ -61,7 +65,7 @@ def check_run(run: dict[str, Any] | None) -> None:
     """A `run:` section names exactly one of script, command and sbatch."""
     if run is None:
         return
-    given = [k for k in ("script", "command", "sbatch", "function") if run.get(k)]
+    given = [k for k in ("script", "command", "sbatch", "function", "notebook") if run.get(k)]
     if len(given) != 1:
         what = "nothing" if not given else " and ".join(given)
         raise SpecError("run", f"names {what}; give exactly one of: script, command, sbatch")

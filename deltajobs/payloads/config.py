@@ -39,6 +39,7 @@ class RunConfig:
     command: str | None = None
     sbatch: str | None = None
     function: str | None = None  # set by deltajobs.Executor: the function's qualified name (display only)
+    notebook: str | None = None  # set by `deltajobs notebook`: JupyterLab's root directory (payloads.notebook)
     args: list[str] = field(default_factory=list)
     params: dict[str, Any] = field(default_factory=dict)
     param_style: ParamStyle = "--key value"
@@ -51,8 +52,8 @@ class RunConfig:
 
     @property
     def kind(self) -> str:
-        """script, command, sbatch or function: whichever one is set (validated to be exactly one)."""
-        for name in ("script", "command", "sbatch", "function"):
+        """script, command, sbatch, function or notebook: whichever one is set (validated to be exactly one)."""
+        for name in ("script", "command", "sbatch", "function", "notebook"):
             if getattr(self, name):
                 return name
         return "none"

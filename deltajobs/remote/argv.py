@@ -16,6 +16,9 @@ from pathlib import Path
 
 # Commands whose job arguments name the user's files; `--command` runs in the working directory.
 SENDING = {"submit", "render", "estimate", "check", "doctor", "shell"}  # and `sweep [run] JOB`
+# Run in the mirror of the laptop's directory (WORKDIR/src/<path>), sending nothing: a notebook opens
+# the code as last sent, and what it writes there is never overwritten by a push of older files.
+IN_MIRROR = {"notebook"}
 GROUPS = {
     "sweep": {"run", "resume", "status", "results", "cancel"},
     "cluster": {"discover", "list", "show"},
@@ -58,6 +61,11 @@ class Plan:
         if self.words[0] == "sweep":
             return self.words[1:] in ((), ("run",))
         return self.words[0] in SENDING
+
+    @property
+    def in_mirror(self) -> bool:
+        """The remote command runs in the mirror of the laptop's working directory."""
+        return self.sending or self.words[0] in IN_MIRROR
 
     @property
     def scratch(self) -> list[Scratch]:

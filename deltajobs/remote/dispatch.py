@@ -44,17 +44,25 @@ def route(argv: list[str]) -> tuple[list[str], int | None]:
 def forward(name: str, args: list[str]) -> int:
     _interrupt_on_term()
     ssh = Ssh.for_remote(name, get_remote(name))
-    job = plan(args)
+    words = command_words(args)
+    notebook = words == ("notebook",) and not {"--stop", "--json", "--help", "-h"} & set(args)
+    open_here = notebook and "--open" in args  # the laptop's browser, not the login node's
+    job = plan([a for a in args if not (open_here and a == "--open")])
     seam.connect(ssh)  # the one authentication of a session
     if job.sending:
         send(ssh, job)
     rewrite: Rewriter = Rewriter(job.scratch)
-    if job.words == ("tensorboard",) and "--print-only" not in args and "--json" not in args:
+    if notebook or job.words == ("tensorboard",) and "--print-only" not in args and "--json" not in args:
         from deltajobs.remote.tunnel import Tunnel
 
         rewrite = Tunnel(ssh, job.scratch)
     try:
         code = execute(ssh, job, rewrite)
+        if code == 0 and notebook:
+            from deltajobs.remote.tunnel import Tunnel, hold
+
+            assert isinstance(rewrite, Tunnel)
+            hold(rewrite, open_here)
     finally:
         rewrite.close()
     if code == 0:

@@ -32,7 +32,7 @@ def script(ssh: Ssh, job: Plan, cwd: Path) -> str:
     chain = []
     if job.scratch:
         chain.append('mkdir -p -- "$W"/tmp')
-    if job.sending:
+    if job.in_mirror:
         here = remote_word(Mirror(real_path(cwd)))  # as the named files' paths: symlinks resolved
         chain += [f"mkdir -p -- {here}", f"cd -- {here}"]
     else:

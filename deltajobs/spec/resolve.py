@@ -254,6 +254,24 @@ def resolve_job(
     return resolved
 
 
+INTERACTIVE = "-interactive"  # Delta's interactive partitions: the batch partition's name + this
+
+
+def interactive_sibling(job: ResolvedJob, overrides: Overrides, settings: Settings) -> ResolvedJob | None:
+    """The job on its partition's -interactive sibling (dearer per hour, quick to start, meant for
+    interactive work: NCSA running_jobs.rst, 'Interactive Jobs'), validated again there; None where
+    the job is there already, the profile has none, or the job's walltime is longer than it allows."""
+    sibling = job.partition.name + INTERACTIVE
+    if job.partition.interactive or sibling not in job.profile.partitions:
+        return None
+    if job.spec.resources.seconds > job.profile.partitions[sibling].max_seconds:
+        return None
+    raw = job.spec.to_dict()
+    raw["resources"]["partition"] = sibling
+    resolved = resolve_job(raw, dataclasses.replace(overrides, partition=None), settings, job.profile.name)
+    return dataclasses.replace(resolved, source=job.source)
+
+
 def run_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
     """A `run:` section's files made absolute: the script and sbatch file relative to the spec's
     directory, the working directory defaulting to where deltajobs runs (sbatch's rule)."""
@@ -263,7 +281,7 @@ def run_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
         raise SpecError("run", "a spec has either train: (the packaged trainer) or run: (your own code), not both")
     run = dict(raw["run"])
     check_run(run)
-    for key in ("script", "sbatch"):
+    for key in ("script", "sbatch", "notebook"):
         if isinstance(run.get(key), str):
             run[key] = os.path.normpath((base / Path(run[key]).expanduser()).absolute())
     workdir = run.get("workdir")

@@ -168,6 +168,18 @@ login_hosts() {
     printf '%s\n' "$content" >"$LOGIN_HOSTS"
 }
 
+# login_name_on_host [clear]: the login node's name in the host's /etc/hosts (the nodes': namespaces
+# share it), as Delta's compute nodes resolve dt-login03: a job finds the host it was submitted from
+# by SLURM_SUBMIT_HOST (a notebook listens on its address toward it: deltajobs.injob.notebook).
+login_name_on_host() {
+    local tmp marker="# minidelta login node"
+    tmp=$(mktemp)
+    grep -vF "$marker" /etc/hosts >"$tmp" || true
+    [[ ${1:-} == clear ]] || printf '%s %s %s\n' "$LOGIN_ADDR" "$LOGIN_NAME" "$marker" >>"$tmp"
+    cat "$tmp" >/etc/hosts # in place: /etc/hosts may be a bind mount
+    rm -f "$tmp"
+}
+
 # login_network: the namespace, the veth pair and a default route through the host, which is how
 # a several-node cluster's controller address ($SUBNET.1) is reached too.
 login_network() {
@@ -270,6 +282,7 @@ login_up() {
     login_python
     login_accounts
     login_network
+    login_name_on_host
     login_start_proxy
     login_start_sshd
     login_client_config
@@ -290,6 +303,7 @@ login_down() {
     fi
     ip link del "$LOGIN_VETH" >/dev/null 2>&1 || true
     rm -rf "/etc/netns/$LOGIN_NS"
+    login_name_on_host clear
     rm -f "$SSH_CLIENT_CONFIG" "$LOGIN_KNOWN_HOSTS"
 }
 
