@@ -19,7 +19,7 @@ try:  # jupyter_server 2.13+: a handler that may answer without a user says so
     from jupyter_server.auth.decorator import allow_unauthenticated
 except ImportError:  # before 2.13 no handler is refused before its own method runs
 
-    def allow_unauthenticated(method: Callable[..., Any]) -> Callable[..., Any]:
+    def allow_unauthenticated(method: Callable[..., Any]) -> Callable[..., Any]:  # type: ignore[misc]
         return method
 
 
