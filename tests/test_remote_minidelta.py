@@ -85,7 +85,10 @@ class Login:
         text = re.sub(r"(?m)^ListenAddress (\S+):22$", rf"ListenAddress \1:{PORT}", LOGIN_SSHD_CONFIG.read_text())
         config.write_text(re.sub(r"(?m)^PidFile .*$", f"PidFile {pid_file}", text))
         offset = self.log.stat().st_size if self.log.exists() else 0
-        argv = ["ip", "netns", "exec", "mdlogin", "/usr/sbin/sshd", "-f", str(config), "-E", str(self.log)]
+        argv = [  # its own hostname, as minidelta's login node has: jobs say it in SLURM_SUBMIT_HOST
+            "ip", "netns", "exec", "mdlogin", "unshare", "--uts", "sh", "-c",
+            'hostname minidelta-login && exec /usr/sbin/sshd -f "$1" -E "$2"', "sh", str(config), str(self.log),
+        ]  # fmt: skip
         subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, check=True, timeout=30)
         deadline = time.time() + 30
         while b"Server listening" not in self.log.read_bytes()[offset:] or not listeners(config):
@@ -283,6 +286,48 @@ def test_tensorboard_through_the_control_socket(login: Login) -> None:
     with pytest.raises(OSError):
         urllib.request.urlopen(url.group(1), timeout=5)
     assert login.ssh("pgrep -u mdlogin -f '[d]eltajobs tensorboard' || true").stdout == ""
+
+
+def test_notebook_through_the_control_socket(login: Login) -> None:
+    """Issue 35 from a laptop: `notebook --remote md` prints a URL that works here, the laptop's end
+    of a forward to the compute node through the login node, and holds it until Ctrl-C; the notebook
+    runs on until --stop. JupyterLab comes from the module's env under the remote's venv (its pages
+    found there, not under the venv's prefix)."""
+    from notebook_client import http_status, run_code
+
+    argv = [sys.executable, "-m", "deltajobs", "notebook", "--remote", "md", "-A", ACCOUNT, "--gpus", "1"]
+    held = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=login.env,
+                            stdin=subprocess.DEVNULL, cwd=login.project)  # fmt: skip
+    assert held.stdout is not None
+    lines: list[str] = []
+    try:
+        while not (line := held.stdout.readline()).startswith("tunnel open until Ctrl-C"):
+            assert line, "".join(lines) + (held.stderr.read() if held.stderr else "")
+            lines.append(line)
+        out = "".join(lines)
+        url = re.search(r"^  open:    (http://127\.0\.0\.1:(\d+)/lab\?token=(\S+))$", out, re.M)
+        assert url, out
+        assert re.search(
+            r"^  tunnel:  127\.0\.0\.1:\d+ here -> 10\.78\.0\.1:\d+ via md, through the control", out, re.M
+        ), out
+        assert "  laptop:" not in out
+        base, token = f"http://127.0.0.1:{url.group(2)}", url.group(3)
+        assert http_status(base + "/api/status", token) == 200
+        assert http_status(base + "/api/status") == 403 and http_status(base + "/login") == 403
+        ran = run_code(base, token, 'import os; print(os.environ["DELTAJOBS_RUN_DIR"], os.getcwd())').split()
+        assert ran[0].startswith("/home/mdlogin/") and ran[1] == f"/home/mdlogin/{login.workdir}/src{login.project}"
+        with urllib.request.urlopen(f"{base}/lab?token={token}", timeout=30) as page:  # JupyterLab's page,
+            assert page.status == 200 and b"jupyter-config-data" in page.read()  # not "assets not found"
+        held.send_signal(signal.SIGINT)
+        _, err = held.communicate(timeout=60)
+        assert held.returncode == 0 and err.endswith("deltajobs: tunnel closed; the notebook runs on\n"), err
+        with pytest.raises(OSError):  # the forward is gone
+            http_status(base + "/api/status", token)
+    finally:
+        if held.poll() is None:
+            held.kill()
+        stopped = login.cli("notebook", "--stop", "--remote", "md")  # the notebook ran on until now
+    assert stopped.returncode == 0 and re.match(r"notebook job \d+: stopped;", stopped.stdout), stopped.stderr
 
 
 def test_at_a_terminal_the_remote_gets_one_and_the_exit_code_comes_back(login: Login) -> None:

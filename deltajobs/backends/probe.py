@@ -98,7 +98,8 @@ def interpreter_check(job: ResolvedJob, cached: bool = False) -> Check:
 
     chosen = pyenv.job_python(job)
     lines = setup_lines(job)
-    key = cache_key(lines, chosen.python)
+    needs = ["# and jupyterlab"] if job.payload.kind == "notebook" else []  # a verdict for a script's job is not one
+    key = cache_key([*lines, *needs], chosen.python)
     if cached and (hit := read_cache(key)) is not None:
         return hit
     script = "\n".join([LMOD_INIT, *lines, f"{shlex.quote(chosen.python)} -c {shlex.quote(PROBE)}"])

@@ -75,8 +75,29 @@ def listen_address(submit_host: str | None) -> str:
     return "127.0.0.1"
 
 
+def lab_assets() -> Path | None:
+    """JupyterLab's application directory (share/jupyter/lab, its built pages) where it is not under
+    this interpreter's prefix: a venv made over a module's or conda env's python with its packages
+    (--system-site-packages) imports JupyterLab from there, but JupyterLab looks for its pages under
+    the venv's prefix and serves none ("JupyterLab application assets not found")."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("jupyterlab")
+    if spec is None or spec.origin is None:
+        return None
+    mine = Path(sys.prefix) / "share" / "jupyter" / "lab"
+    if (mine / "static").is_dir():
+        return None
+    for parent in Path(spec.origin).resolve().parents:  # PREFIX/lib/pythonX.Y/site-packages/jupyterlab
+        candidate = parent / "share" / "jupyter" / "lab"
+        if (candidate / "static").is_dir():
+            return candidate
+    return None
+
+
 def jupyter_argv(address: str, root: Path) -> list[str]:
     """JupyterLab on `address` (a free port there, or the next ones), in `root`, no browser."""
+    assets = lab_assets()
     return [
         sys.executable,
         "-m",
@@ -88,6 +109,7 @@ def jupyter_argv(address: str, root: Path) -> list[str]:
         "--ServerApp.allow_remote_access=True",  # through the tunnel the browser's Host is 127.0.0.1:P
         f"--IdentityProvider.login_handler_class={LOGIN_HANDLER}",
         *(["--allow-root"] if os.geteuid() == 0 else []),  # minidelta's tests run jobs as root; Delta never does
+        *([f"--LabApp.app_dir={assets}"] if assets is not None else []),
     ]
 
 

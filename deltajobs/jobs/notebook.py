@@ -35,6 +35,7 @@ from deltajobs.spec.settings import Settings
 
 DEFAULT_TIME = "01:00:00"  # the interactive partitions' limit on Delta (running_jobs.rst)
 NAME = "notebook"
+UNREACHABLE_S = 60.0  # a server file but no answer from here this long: not reachable from this host
 CHECK_STATE_S = 3.0  # how often the wait asks SLURM for the job's state (the server file: every 0.5 s)
 
 
@@ -218,6 +219,7 @@ def wait_ready(
     where the job ends first, with the log's last lines, or `timeout` seconds pass."""
     deadline = None if timeout is None else time.monotonic() + timeout
     last_state, checked = "", 0.0
+    listening_since: float | None = None  # when its server file appeared
     while True:
         if time.monotonic() - checked >= CHECK_STATE_S:
             checked = time.monotonic()
@@ -225,10 +227,18 @@ def wait_ready(
             if row.state != last_state:
                 last_state = row.state
                 on_state(row)
-        if server_record(row) is not None:
+        record = server_record(row)
+        if record is not None:
             found = ready(row)
             if found is not None:
                 return found
+            listening_since = listening_since or time.monotonic()
+            if time.monotonic() - listening_since > UNREACHABLE_S and not row.final:
+                raise DeltaJobsError(
+                    f"notebook job {row.job_id}'s JupyterLab listens on {record['address']}:{record['port']} "
+                    f"(node {record.get('node')}) but does not answer from here after {UNREACHABLE_S:g} s; "
+                    f"the job runs on: `deltajobs notebook --stop` ends it (its log: {row.err_path})"
+                )
         if row.final:
             tail = log_tail(row)
             raise DeltaJobsError(

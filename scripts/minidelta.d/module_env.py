@@ -17,7 +17,9 @@ on PATH: an interpreter with PyTorch that has never heard of the venv deltajobs 
   under a 0700 directory (`mktemp -d`, a 0700 home, root's) would hide torch from the login node's
   user (issue 33 item 14); a hard link is reached through /opt alone. Not a
   venv: a prefix of its own, as a conda env is (ensure_prefix), so that a venv made over it with
-  `--system-site-packages` sees its packages, as a venv over Delta's conda modules does.
+  `--system-site-packages` sees its packages, as a venv over Delta's conda modules does. Its
+  share/jupyter is the venv's, mirrored the same way, as a conda env with JupyterLab has it:
+  JupyterLab's pages (share/jupyter/lab) lie under the prefix that installed it, not in site-packages.
 - `--bare DIR`: the same with the standard library only (Delta's plain `python` module).
 
 Idempotent: an env whose base interpreter is unchanged is updated in place (entries added or
@@ -240,11 +242,33 @@ def write_scripts(prefix: Path, scripts: dict[str, tuple[str, str]]) -> None:
             path.chmod(0o755)
 
 
+SHARED = Path("share") / "jupyter"  # data files a linked env gets too (JupyterLab's pages, kernel specs)
+SHARED_STAMP = Path("share") / ".minidelta-share.json"
+
+
+def sync_shared(prefix: Path, source_prefix: Path) -> None:
+    """PREFIX/share/jupyter as the source's, mirrored again when it changed (JupyterLab reinstalled)."""
+    source, dest, record = source_prefix / SHARED, prefix / SHARED, prefix / SHARED_STAMP
+    static = source / "lab" / "static"
+    want = [*stamp(source), *(stamp(static) if static.is_dir() else [])] if source.is_dir() else None
+    if dest.exists() and record.is_file() and json.loads(record.read_text()) == want:
+        return
+    if dest.exists() or dest.is_symlink():
+        remove(dest)
+    if want is None:
+        record.unlink(missing_ok=True)
+        return
+    dest.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    mirror_entry(source, dest)
+    record.write_text(json.dumps(want))
+
+
 def build_linked(prefix: Path, source_prefix: Path) -> str:
     source = site_packages_of(source_prefix)
     made = ensure_prefix(prefix)
     entries = linked_entries(source) if source.is_dir() else []
     added, removed = sync_entries(site_packages_of(prefix), source, entries)
+    sync_shared(prefix, source_prefix)
     write_scripts(prefix, console_scripts(source, entries))
     torch = next((m[1] for e in entries if (m := re.fullmatch(r"torch-(.+)\.dist-info", e))), None)
     what = f"torch {torch}" if torch else f"NO torch ({source} has none: `import torch` fails there)"
