@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -85,6 +86,23 @@ def test_notebook_answers_runs_torch_opens_in_chromium_and_stops(tmp_path: Path)
     assert shot.stat().st_size > 10_000
     refused = browser_dom(f"{base}/lab", profiles / "without")  # redirected to /login: 403
     assert "jp-LabShell" not in refused and "403" in refused
+
+    # SLURM's walltime warning (SIGURG to the step, as #SBATCH --signal=URG@grace sends it): the task
+    # wrapper passes it on, and it reaches the job's log and the terminal open in JupyterLab.
+    terminal = urllib.request.Request(
+        base + "/api/terminals", data=b"{}", method="POST",
+        headers={"Authorization": f"token {token}", "Content-Type": "application/json"},
+    )  # fmt: skip
+    urllib.request.urlopen(terminal, timeout=30).close()
+    time.sleep(2)  # its shell starts
+    subprocess.run(["scancel", "--signal=URG", job_id], check=True, timeout=30)
+    err_path = Path(row["err_path"])
+    deadline = time.time() + 30
+    while "walltime ends" not in err_path.read_text(errors="replace"):
+        assert time.time() < deadline, err_path.read_text()[-3000:]
+        time.sleep(0.5)
+    warned = [line for line in err_path.read_text().splitlines() if "walltime ends" in line]
+    assert "in about 120 s: save your work now" in warned[0] and "(said on 1 open terminals)" in warned[0], warned
 
     again = notebook(tmp_path)
     assert again.returncode == 0, again.stderr
