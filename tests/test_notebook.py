@@ -6,24 +6,23 @@ payload, the probe's verdict on an environment without JupyterLab, and the lapto
 from __future__ import annotations
 
 import json
-import signal
 import stat
-import threading
 from pathlib import Path
 
 import pytest
 from test_remote_dispatch import FakeProcess, FakeSsh, header
 
-from deltajobs.backends.probe import PROBE_MARK, judge_probe
+from deltajobs.backends.probe import NOTEBOOK_PROBE, PROBE, PROBE_MARK, judge_probe
 from deltajobs.errors import SpecError
 from deltajobs.jobs.notebook import notebook_job, parse_idle, price_line
 from deltajobs.payloads.notebook import read_token, write_token
+from deltajobs.remote import ssh as seam
 from deltajobs.remote import tunnel as tunnel_module
 from deltajobs.remote.argv import plan
 from deltajobs.remote.dispatch import route
 from deltajobs.remote.records import add_remote
 from deltajobs.remote.session import script
-from deltajobs.remote.ssh import Ssh
+from deltajobs.remote.ssh import Completed, Ssh
 from deltajobs.spec.resolve import Overrides
 from deltajobs.spec.settings import RemoteRecord, load_settings
 
@@ -118,12 +117,17 @@ def test_an_environment_without_jupyterlab_fails_with_the_pip_line(tmp_path: Pat
              "torch": "2.13.0", "jupyterlab": None, "jupyterlab_error": missing}  # fmt: skip
     check = judge_probe(job, found["python"], "its venv", 0, PROBE_MARK + json.dumps(found), "")  # type: ignore[arg-type]
     assert check.status == "fail"
-    assert check.detail == "/u/me/venv/bin/python: no JupyterLab, which a notebook runs " \
+    assert check.detail == "/u/me/venv/bin/python: no JupyterLab 4, which a notebook runs " \
         "(ModuleNotFoundError: No module named 'jupyterlab')"  # fmt: skip
     pip = "/u/me/venv/bin/python -m pip install 'jupyterlab>=4,<5'"
     assert check.fix == f"install it there: {pip} (or deltajobs[notebook])"
+    found["jupyterlab"] = "3.6.8"
+    old = judge_probe(job, "p", "w", 0, PROBE_MARK + json.dumps(found), "")  # type: ignore[arg-type]
+    assert old.status == "fail"
+    assert old.detail.endswith("no JupyterLab 4, which a notebook runs (JupyterLab 3.6.8, older than 4)")
     found["jupyterlab"] = "4.6.6"
     assert judge_probe(job, "p", "w", 0, PROBE_MARK + json.dumps(found), "").status == "ok"  # type: ignore[arg-type]
+    assert "m.version('jupyterlab')" in NOTEBOOK_PROBE and "jupyterlab" not in PROBE  # a script's job: no cost
 
 
 # -- the laptop's side of --remote --------------------------------------------------------------
@@ -149,8 +153,14 @@ def test_remote_notebook_forwards_to_the_node_and_holds_until_ctrl_c(
     remote: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     fake = FakeSsh(monkeypatch, FakeProcess(header() + NOTEBOOK_OUT))
-    opened: list[str] = []
-    monkeypatch.setattr("webbrowser.open", lambda url: opened.append(url) or True)
+    opened: list[tuple[str, str, int]] = []  # the file opened, what it says, its mode
+
+    def browser(url: str) -> bool:
+        page = Path(url.removeprefix("file://"))
+        opened.append((url, page.read_text(), stat.S_IMODE(page.stat().st_mode)))
+        return True
+
+    monkeypatch.setattr("webbrowser.open", browser)
     monkeypatch.setattr(tunnel_module, "free_port", lambda preferred: 38111)
     sleeps: list[float] = []
 
@@ -171,7 +181,9 @@ def test_remote_notebook_forwards_to_the_node_and_holds_until_ctrl_c(
     assert "  open:    http://127.0.0.1:38111/lab?token=TOKEN\n" in out
     assert "  tunnel:  127.0.0.1:38111 here -> 10.1.2.3:38111 via md, through the control socket" in out
     assert "tunnel open until Ctrl-C; the notebook runs on after it" in out
-    assert opened == ["http://127.0.0.1:38111/lab?token=TOKEN"]
+    ((url, page, mode),) = opened  # the token on no command line: a 0600 page that redirects to it
+    assert url.startswith("file:///") and "TOKEN" not in url and mode == 0o600
+    assert '<meta http-equiv="refresh" content="0;url=http://127.0.0.1:38111/lab?token=TOKEN">' in page
     assert err.endswith("deltajobs: tunnel closed; the notebook runs on\n")
 
 
@@ -181,6 +193,49 @@ def test_remote_notebook_stop_and_json_hold_nothing(
     fake = FakeSsh(monkeypatch, FakeProcess(header() + b"notebook job 12: stopped\n"))
     assert route(["notebook", "--stop", "--remote", "md"])[1] == 0
     assert fake.runs == [] and capsys.readouterr().out == "notebook job 12: stopped\n"
+    as_json = b'{"url": "http://10.1.2.3:38111/lab?token=TOKEN"}\n'
+    fake = FakeSsh(monkeypatch, FakeProcess(header() + as_json))
+    assert route(["notebook", "--json", "--open", "--remote", "md"])[1] == 0
+    assert fake.runs == [] and capsys.readouterr().out == as_json.decode()  # the node's URL, as it is
+    assert "--open" not in fake.argvs[0][-1]  # never the login node's browser
+
+
+def test_remote_notebook_that_ends_closes_the_tunnel(
+    remote: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake = FakeSsh(monkeypatch, FakeProcess(header() + NOTEBOOK_OUT))
+    monkeypatch.setattr(tunnel_module, "free_port", lambda preferred: 38111)
+    monkeypatch.setattr("time.sleep", lambda seconds: None)
+    asked: list[str] = []
+    monkeypatch.setattr(tunnel_module, "answers", lambda url: asked.append(url) or len(asked) < 3)
+    assert route(["notebook", "--remote", "md"])[1] == 0
+    assert len(asked) == 4  # answered twice, then two misses in a row
+    err = capsys.readouterr().err
+    assert err.endswith("deltajobs: the notebook no longer answers (it ended: idle, its walltime, or --stop); "
+                        "tunnel closed\n")  # fmt: skip
+    assert "cancel" in fake.runs[-1]
+
+
+def test_remote_notebook_without_a_forward_says_so_and_fails(
+    remote: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    FakeSsh(monkeypatch, FakeProcess(header() + NOTEBOOK_OUT))
+    failed = Completed(255, "", "mux_client_forward: forwarding request failed")
+    monkeypatch.setattr(seam, "run", lambda argv, **_: failed)
+    assert route(["notebook", "--remote", "md"])[1] == 1
+    err = capsys.readouterr().err
+    assert "deltajobs: no tunnel: could not forward port" in err and "forwarding request failed" in err
+    assert "the notebook runs on there (`deltajobs notebook --stop --remote md`)" in err
+
+
+def test_a_dir_is_named_by_its_mirror(tmp_path: Path) -> None:
+    (tmp_path / "analysis").mkdir()
+    job = plan(["notebook", "--dir", str(tmp_path / "analysis")])
+    ssh = Ssh.for_remote("md", RemoteRecord(host="h"))
+    text = script(ssh, job, tmp_path)
+    mirror = f'"$W"/src{(tmp_path / "analysis").resolve()}'
+    assert f"mkdir -p -- {mirror}" in text and f"--dir {mirror}" in text
+    assert plan(["notebook", "--dir=/no/such/dir"]).args[-2:] == ["--dir", "/no/such/dir"]  # the remote says
 
 
 def test_a_notebook_runs_in_the_mirror_and_sends_nothing(tmp_path: Path) -> None:
@@ -194,6 +249,35 @@ def test_a_notebook_runs_in_the_mirror_and_sends_nothing(tmp_path: Path) -> None
 
 def test_hold_without_a_url_returns_at_once(capsys: pytest.CaptureFixture[str]) -> None:
     held = tunnel_module.Tunnel(Ssh.for_remote("md", RemoteRecord(host="h")), [])
-    tunnel_module.hold(held, open_browser=False)
-    assert "no URL to forward came from md" in capsys.readouterr().err
-    assert signal.getsignal(signal.SIGINT) is not None and threading.current_thread() is threading.main_thread()
+    assert tunnel_module.hold(held, open_browser=False) == 1
+    assert "deltajobs: no tunnel: md printed no URL to forward; the notebook runs on there" in capsys.readouterr().err
+
+
+# -- waiting for the server ---------------------------------------------------------------------
+
+
+def test_waiting_says_each_pending_reason_and_gives_up_on_one_that_never_ends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from types import SimpleNamespace
+
+    from deltajobs.errors import DeltaJobsError
+    from deltajobs.jobs import notebook as waiting
+    from deltajobs.registry.schema import JobRow
+
+    def row(reason: str | None) -> JobRow:
+        return JobRow("77", "notebook", "minidelta", "slurm", str(tmp_path), "o", "e", 0.0, "PENDING", reason=reason)
+
+    answers = iter([row(None), row("None"), row("Priority"), row("Priority"), row("AssocGrpBillingMinutes")])
+    monkeypatch.setattr(waiting, "status", lambda settings, ids: SimpleNamespace(rows=[next(answers)]))
+    monkeypatch.setattr(waiting, "CHECK_STATE_S", 0.0)
+    monkeypatch.setattr(waiting, "PENDING_CHECK_S", 0.0)
+    monkeypatch.setattr("time.sleep", lambda seconds: None)
+    said: list[tuple[str, str | None]] = []
+    with pytest.raises(DeltaJobsError) as info:
+        waiting.wait_ready(load_settings(), row(None), lambda r: said.append((r.state, r.reason)))
+    assert said == [("PENDING", None), ("PENDING", "Priority"), ("PENDING", "AssocGrpBillingMinutes")]
+    assert str(info.value) == (
+        "notebook job 77 will not start: the account's balance is too low: see `deltajobs accounts` "
+        "(AssocGrpBillingMinutes); `deltajobs notebook --stop` cancels it"
+    )

@@ -47,8 +47,9 @@ def start(tmp_path: Path, *args: str) -> Running:
     root = tmp_path / "work"
     root.mkdir()
     log = tmp_path / "notebook.log"
-    env = {**os.environ, "DELTAJOBS_RUN_DIR": str(run_dir), "HOME": str(tmp_path)}
-    env.pop("SLURM_SUBMIT_HOST", None)
+    env = {**os.environ, "DELTAJOBS_RUN_DIR": str(run_dir), "HOME": str(tmp_path), "JUPYTER_TOKEN": "inherited"}
+    for name in ("SLURM_SUBMIT_HOST", "JUPYTER_CONFIG_DIR"):
+        env.pop(name, None)
     argv = [sys.executable, "-m", "deltajobs.injob.notebook", *args]
     with log.open("w") as out:
         process = subprocess.Popen(argv, cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
@@ -147,6 +148,32 @@ def test_idle_shutdown_ends_it_with_status_0(tmp_path: Path) -> None:
     finally:
         if running.process.poll() is None:
             running.process.kill()
+
+
+@pytest.mark.parametrize(
+    "config",
+    ["c.ServerApp.token = ''\nc.IdentityProvider.token = ''\n", "c.ServerApp.token = 'mine'\n",
+     "c.IdentityProvider.token = 'mine'\nc.ServerApp.password = 'argon2:$argon2id$v=19$m=10240,t=10,p=8$x$y'\n"],
+    ids=["token-off", "server-token", "own-token-and-password"],
+)  # fmt: skip
+def test_a_users_own_jupyter_config_does_not_unlock_it(tmp_path: Path, config: str) -> None:
+    """~/.jupyter/jupyter_server_config.py as HPC how-tos write it: ours is read after it."""
+    (tmp_path / ".jupyter").mkdir()
+    (tmp_path / ".jupyter" / "jupyter_server_config.py").write_text(config)
+    running = start(tmp_path)
+    try:
+        assert http_status(running.base + "/api/status") == 403
+        assert http_status(running.base + "/api/status", "mine") == 403
+        assert http_status(running.base + "/api/status", running.token) == 200
+        assert running.process.poll() is None, running.log_text()
+    finally:
+        running.process.kill()
+        running.process.wait()
+
+
+def test_kernels_do_not_inherit_the_token(notebook: Running) -> None:
+    out = run_code(notebook.base, notebook.token, "import os; print(sorted(v for v in os.environ.values()))")
+    assert notebook.token not in out
 
 
 def test_no_token_file_is_one_line(tmp_path: Path) -> None:

@@ -146,20 +146,32 @@ def test_idle_notebook_ends_itself_completed_and_cancel_ends_another(tmp_path: P
     assert wait_for_state(other_id, {"CANCELLED"}, timeout=60)["state"] == "CANCELLED"
 
 
-def test_no_jupyterlab_in_the_job_environment_is_refused_before_queueing(tmp_path: Path) -> None:
-    """A venv that has deltajobs and submitit (this one's packages) but no JupyterLab."""
+@pytest.mark.parametrize("case", ["missing", "old"])
+def test_no_jupyterlab_4_in_the_job_environment_is_refused_before_queueing(tmp_path: Path, case: str) -> None:
+    """A venv with this one's packages (deltajobs, submitit, torch: linked one by one) but JupyterLab's:
+    none at all, or a 3.x one's metadata."""
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
     site = next((venv / "lib").glob("python3*/site-packages"))
-    ours = [p for p in sys.path if p.endswith("site-packages") and p.startswith(sys.prefix)]
-    (site / "ours.pth").write_text("\n".join([*ours, str(Path(__file__).parent.parent)]) + "\n")
-    (site / "jupyterlab.py").write_text("raise ModuleNotFoundError(\"No module named 'jupyterlab'\")\n")
+    ours = next(Path(p) for p in sys.path if p.endswith("site-packages") and p.startswith(sys.prefix))
+    farm = tmp_path / "packages"
+    farm.mkdir()
+    for entry in ours.iterdir():
+        if not entry.name.lower().startswith("jupyterlab-") and entry.name != "jupyterlab":
+            (farm / entry.name).symlink_to(entry)
+    (site / "ours.pth").write_text(f"{farm}\n")
+    for pth in ours.glob("*.pth"):  # the editable deltajobs' path
+        (site / pth.name).write_text(pth.read_text())
+    if case == "old":
+        (site / "jupyterlab-3.6.8.dist-info").mkdir()
+        (site / "jupyterlab-3.6.8.dist-info" / "METADATA").write_text("Name: jupyterlab\nVersion: 3.6.8\n")
     before = cli_json("status", "--all")
     refused = notebook(tmp_path, "--set", f"environment.venv={venv}", "--gpus", "1")
     assert refused.returncode != 0
     lines = refused.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in refused.stderr, refused.stderr
-    assert "no JupyterLab, which a notebook runs" in lines[0]
+    why = "JupyterLab 3.6.8, older than 4" if case == "old" else "PackageNotFoundError"
+    assert f"no JupyterLab 4, which a notebook runs ({why}" in lines[0], lines[0]
     assert f"{venv}/bin/python -m pip install 'jupyterlab>=4,<5'" in lines[0]
     assert cli_json("status", "--all") == before  # nothing queued, no registry row
 

@@ -37,13 +37,24 @@ JUPYTERLAB = "jupyterlab>=4,<5"  # what a notebook job needs in its environment 
 PROBE = (
     "import json, sys\n"
     "found = {'python': sys.executable}\n"
-    "for name in ('deltajobs', 'submitit', 'torch', 'jupyterlab'):\n"
+    "for name in ('deltajobs', 'submitit', 'torch'):\n"
     "    try:\n"
     "        found[name] = getattr(__import__(name), '__version__', '?')\n"
     "    except Exception as err:\n"
     "        found[name] = None\n"
     "        found[name + '_error'] = f'{type(err).__name__}: {err}'\n"
     f"print({PROBE_MARK!r} + json.dumps(found))\n"
+)
+# A notebook's also asks for JupyterLab's version, from its metadata: importing it costs a second.
+NOTEBOOK_PROBE = PROBE.replace(
+    f"print({PROBE_MARK!r}",
+    "import importlib.metadata as m\n"
+    "try:\n"
+    "    found['jupyterlab'] = m.version('jupyterlab')\n"
+    "except Exception as err:\n"
+    "    found['jupyterlab'] = None\n"
+    "    found['jupyterlab_error'] = f'{type(err).__name__}: {err}'\n"
+    f"print({PROBE_MARK!r}",
 )
 
 
@@ -102,7 +113,8 @@ def interpreter_check(job: ResolvedJob, cached: bool = False) -> Check:
     key = cache_key([*lines, *needs], chosen.python)
     if cached and (hit := read_cache(key)) is not None:
         return hit
-    script = "\n".join([LMOD_INIT, *lines, f"{shlex.quote(chosen.python)} -c {shlex.quote(PROBE)}"])
+    code = NOTEBOOK_PROBE if job.payload.kind == "notebook" else PROBE
+    script = "\n".join([LMOD_INIT, *lines, f"{shlex.quote(chosen.python)} -c {shlex.quote(code)}"])
     try:
         proc = subprocess.run(  # from /: a package in the current directory must not count
             ["bash", "-c", script], capture_output=True, text=True, timeout=PROBE_TIMEOUT_S, cwd="/"
@@ -156,11 +168,14 @@ def judge_probe(job: ResolvedJob, python: str, why: str, code: int, out: str, er
     )
     if problems:
         return Check(name, "fail", f"{found['python']} after the set-up: " + "; ".join(problems), fix)
-    if job.payload.kind == "notebook" and found.get("jupyterlab") is None:
+    lab = str(found.get("jupyterlab") or "")
+    major = lab.split(".")[0]
+    if job.payload.kind == "notebook" and (not major.isdigit() or int(major) < 4):
+        why = f"JupyterLab {lab}, older than 4" if lab else found.get("jupyterlab_error")
         return Check(
             name,
             "fail",
-            f"{found['python']}: no JupyterLab, which a notebook runs ({found.get('jupyterlab_error')})",
+            f"{found['python']}: no JupyterLab 4, which a notebook runs ({why})",
             f"install it there: {shlex.quote(found['python'])} -m pip install {shlex.quote(JUPYTERLAB)} "
             "(or deltajobs[notebook])",
         )

@@ -77,7 +77,7 @@ app = typer.Typer(
     name="deltajobs",
     cls=PanelGroup,
     help="Take a PyTorch experiment from a laptop to the GPUs of a SLURM cluster (NCSA Delta) and back. "
-    "--remote NAME runs any command on a login node over SSH (`deltajobs remote add`); "
+    "--remote NAME (or DELTAJOBS_REMOTE) runs a command on a login node over SSH, --no-remote here; "
     "`deltajobs COMMAND --help` tells more.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,

@@ -72,7 +72,12 @@ def shell_command(
 
     settings = load_settings()
     resolved = resolve(job, flags, None, settings)
-    resolved = interactive(resolved, picked=flags.partition is not None, settings=settings, flags=flags)
+    picked = flags.partition is not None
+    resolved = interactive(resolved, picked=picked, settings=settings, flags=flags)
+    sibling = resolved.partition.name + "-interactive"
+    if not picked and sibling in resolved.profile.partitions:  # the walltime did not fit there
+        limit = resolved.profile.partitions[sibling].max_time
+        note(f"on {resolved.partition.name}: {resolved.spec.resources.time} is longer than {sibling} allows ({limit})")
     estimate = estimate_job(resolved)
     check_budget(resolved, settings, yes)
     rcfile = write_rcfile(resolved, settings)

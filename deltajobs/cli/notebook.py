@@ -92,6 +92,11 @@ def _submit(settings: object, place: Placement, yes: bool, as_json: bool) -> Job
 
     assert isinstance(settings, Settings)
     backend = chosen_backend(False, settings)
+    if backend.name != "slurm":
+        raise DeltaJobsError(
+            "deltajobs notebook runs JupyterLab on a compute node, and there is no SLURM here (sbatch not found); "
+            "from a laptop: deltajobs notebook --remote NAME"
+        )
     run_dir = new_run_dir(settings, place.job.spec.name)
     started = start_job(place.job, settings, run_dir, backend, yes)
     sub = started.submission
@@ -185,15 +190,12 @@ def _idle_of(row: JobRow) -> int | None:
 
 
 def _open(url: str) -> None:
-    import os
-    import sys
-    import webbrowser
-
-    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-        note("no display here to open a browser on; open the URL on your laptop (or run this there with --remote)")
-        return
-    if not webbrowser.open(url):
-        note("no browser to open here; open the URL above yourself")
+    """A browser on a login node would show the token to every user there (its command line, or
+    xdg-open's), and its window crosses ssh -X: the laptop opens it (`--remote NAME --open`)."""
+    note(
+        "--open opens a browser on your laptop: run `deltajobs notebook --remote NAME --open` there; "
+        "here, open the URL above"
+    )
 
 
 def _stop(settings: object, as_json: bool) -> None:

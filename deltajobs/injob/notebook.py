@@ -8,9 +8,12 @@ modules, then the user's venv or conda env), in the notebook's directory:
 It starts JupyterLab as its child and stays beside it:
 
 - **Private.** The token is the one `deltajobs notebook` wrote to RUN_DIR/notebook/token (0600, in
-  a 0700 directory) before submitting; JupyterLab gets it in its environment (JUPYTER_TOKEN), never
-  on a command line, which `ps` shows to every user of the node. Its log shows the token as `...`.
-  Requests without it get 403 (`notebook_auth.NoLoginForm`: no login form either).
+  a 0700 directory) before submitting; JupyterLab gets it in a config file of its own there (0600,
+  `--config`, read after the user's ~/.jupyter files, so that a `c.ServerApp.token = ''` there does
+  not turn it off), never on a command line, which `ps` shows to every user of the node, nor in the
+  environment its kernels and terminals inherit. Its log shows the token as `...`. Requests without
+  it get 403 (`notebook_auth.NoLoginForm`: no login form either). Before it says where it listens,
+  it checks that: 403 without the token, 200 with it; else it stops JupyterLab and says why.
 - **Where the tunnel needs it, only.** It listens on the one address of this node that the login
   node reaches it by: the local end of a route to the host the job was submitted from
   (SLURM_SUBMIT_HOST), not on every interface (NCSA's recipe binds 0.0.0.0).
@@ -47,7 +50,8 @@ NOTEBOOK_DIR = "notebook"  # in the run directory: token, server.json, JupyterLa
 TOKEN_FILE = "token"
 SERVER_FILE = "server.json"
 RUNTIME_DIR = "runtime"
-TOKEN_ENV = "JUPYTER_TOKEN"  # JupyterLab reads its token from there (jupyter_server IdentityProvider)
+CONFIG_FILE = "jupyter_server_config.json"  # ours, 0600: the token, loaded after the user's config
+TOKEN_ENVS = ("JUPYTER_TOKEN", "JUPYTER_TOKEN_FILE", "JUPYTER_PASSWORD")  # not passed on: ours rules
 POLL_S = 0.5
 LOGIN_HANDLER = "deltajobs.injob.notebook_auth.NoLoginForm"
 
@@ -95,13 +99,15 @@ def lab_assets() -> Path | None:
     return None
 
 
-def jupyter_argv(address: str, root: Path) -> list[str]:
-    """JupyterLab on `address` (a free port there, or the next ones), in `root`, no browser."""
+def jupyter_argv(address: str, root: Path, config: Path) -> list[str]:
+    """JupyterLab on `address` (a free port there, or the next ones), in `root`, no browser, with
+    our `config` (the token) over the user's."""
     assets = lab_assets()
     return [
         sys.executable,
         "-m",
         "jupyterlab",
+        f"--config={config}",
         "--no-browser",
         f"--ServerApp.ip={address}",
         "--ServerApp.port=0",  # a free port, chosen by the kernel; read back from its server file
@@ -142,6 +148,23 @@ class Server:
         request = urllib.request.Request(self.base + path, headers={"Authorization": f"token {self.token}"})
         with urllib.request.urlopen(request, timeout=10) as reply:
             return json.loads(reply.read())
+
+    def private(self) -> str | None:
+        """Why the server is not private (a user's config gave it another token, or none), or None:
+        403 without the token, 200 with it."""
+        try:
+            with urllib.request.urlopen(self.base + "/api/status", timeout=10):
+                return "it answers without the token (a Jupyter config of yours turns the token off?)"
+        except urllib.error.HTTPError as err:
+            if err.code != 403:
+                return f"it answers {err.code} without the token, not 403"
+        except OSError as err:
+            return f"it does not answer ({err})"
+        try:
+            self.get("/api/status")
+        except (OSError, ValueError) as err:
+            return f"it refuses its own token ({err}): a Jupyter config of yours sets another token or a password"
+        return None
 
     def idle_since(self) -> float | None:
         """When it was last used (epoch s), or None while a kernel is busy or anything is connected."""
@@ -209,10 +232,19 @@ def run(idle_s: int | None, grace_s: int | None = None) -> int:
     runtime = folder / RUNTIME_DIR
     runtime.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(runtime, 0o700)
+    (folder / SERVER_FILE).unlink(missing_ok=True)  # an earlier start's (a requeue, a resume): not this one
+    config = folder / CONFIG_FILE
+    # Over a user's config, old spellings too: ServerApp.token (2.x maps it onto the identity provider), a password.
+    ours = {
+        "IdentityProvider": {"token": token},
+        "ServerApp": {"token": token, "password": ""},
+        "PasswordIdentityProvider": {"hashed_password": ""},
+    }
+    write_private(config, json.dumps(ours))
     address = listen_address(os.environ.get("SLURM_SUBMIT_HOST"))
-    env = {**os.environ, TOKEN_ENV: token, "JUPYTER_RUNTIME_DIR": str(runtime)}
-    env.pop("JUPYTER_TOKEN_FILE", None)
-    argv = jupyter_argv(address, Path.cwd())
+    env = {k: v for k, v in os.environ.items() if k not in TOKEN_ENVS}
+    env["JUPYTER_RUNTIME_DIR"] = str(runtime)
+    argv = jupyter_argv(address, Path.cwd(), config)
     process = subprocess.Popen(argv, env=env)
     server = Server(process, token)
     warned: list[float] = []
@@ -247,6 +279,11 @@ def run(idle_s: int | None, grace_s: int | None = None) -> int:
             if info is not None and info.get("port"):
                 port = int(str(info["port"]))
                 server.base = f"http://{address}:{port}"
+                why = server.private()
+                if why is not None:
+                    log(f"not private, so stopped: {why}; the token must be the one `deltajobs notebook` wrote")
+                    server.stop()
+                    return 3
                 record = {"address": address, "port": port, "node": socket.gethostname(), "pid": process.pid}
                 write_private(folder / SERVER_FILE, json.dumps(record) + "\n")
                 log(

@@ -27,7 +27,7 @@ from pathlib import Path
 from deltajobs.charge.estimate import Estimate, Request, estimate, estimate_job, format_su
 from deltajobs.clusters.units import format_walltime, parse_walltime
 from deltajobs.errors import DeltaJobsError, SpecError
-from deltajobs.jobs.lifecycle import active_jobs, status
+from deltajobs.jobs.lifecycle import active_jobs, reason_words, status
 from deltajobs.payloads.notebook import read_token, server_path, token_path
 from deltajobs.registry.schema import JobRow
 from deltajobs.spec.resolve import INTERACTIVE, Overrides, ResolvedJob, interactive_sibling, resolve_job
@@ -37,6 +37,12 @@ DEFAULT_TIME = "01:00:00"  # the interactive partitions' limit on Delta (running
 NAME = "notebook"
 UNREACHABLE_S = 60.0  # a server file but no answer from here this long: not reachable from this host
 CHECK_STATE_S = 3.0  # how often the wait asks SLURM for the job's state (the server file: every 0.5 s)
+PENDING_CHECK_S = 15.0  # ... once it has been pending 30 s: a busy queue may take hours
+# Pending reasons that never end by themselves (lifecycle.REASONS says each in words).
+NEVER_STARTS = frozenset(
+    {"DependencyNeverSatisfied", "QOSGrpBillingMinutes", "AssocGrpBillingMinutes", "PartitionTimeLimit",
+     "JobHeldAdmin", "launch failed requeued held"}
+)  # fmt: skip
 
 
 def parse_idle(text: str | None) -> int | None:
@@ -63,7 +69,10 @@ def notebook_spec(directory: Path, idle_s: int | None) -> dict[str, object]:
     args = ["--idle", str(idle_s)] if idle_s else []
     root = str(directory.expanduser().absolute())
     run = {"notebook": root, "workdir": root, "args": args, "snapshot": False}
-    return {"name": NAME, "run": run, "resources": {"time": DEFAULT_TIME, "nodes": 1, "tasks_per_node": 1}}
+    # Never requeued (a node failure, a preemption): a new JupyterLab elsewhere, charged again, its
+    # kernels gone, would be worse than the job's end.
+    resources = {"time": DEFAULT_TIME, "nodes": 1, "tasks_per_node": 1, "max_requeues": 0}
+    return {"name": NAME, "run": run, "resources": resources}
 
 
 @dataclass(frozen=True)
@@ -217,16 +226,25 @@ def wait_ready(
 ) -> Ready:
     """Until JupyterLab answers (the job's state said through `on_state` as it changes); DeltaJobsError
     where the job ends first, with the log's last lines, or `timeout` seconds pass."""
-    deadline = None if timeout is None else time.monotonic() + timeout
-    last_state, checked = "", 0.0
+    began = time.monotonic()
+    deadline = None if timeout is None else began + timeout
+    last: tuple[str, str] = ("", "")
+    checked = 0.0
     listening_since: float | None = None  # when its server file appeared
     while True:
-        if time.monotonic() - checked >= CHECK_STATE_S:
+        pending = row.state == "PENDING" and time.monotonic() - began > CHECK_STATE_S * 10
+        if time.monotonic() - checked >= (PENDING_CHECK_S if pending else CHECK_STATE_S):
             checked = time.monotonic()
             (row,) = status(settings, [row.job_id]).rows
-            if row.state != last_state:
-                last_state = row.state
+            reason = row.reason if row.state == "PENDING" and row.reason not in (None, "None") else ""
+            if (row.state, reason or "") != last:
+                last = (row.state, reason or "")
                 on_state(row)
+            if row.state == "PENDING" and reason and reason.split(",")[0] in NEVER_STARTS:
+                raise DeltaJobsError(
+                    f"notebook job {row.job_id} will not start: {reason_words(reason)} ({reason}); "
+                    "`deltajobs notebook --stop` cancels it"
+                )
         record = server_record(row)
         if record is not None:
             found = ready(row)

@@ -17,8 +17,10 @@ from pathlib import Path
 # Commands whose job arguments name the user's files; `--command` runs in the working directory.
 SENDING = {"submit", "render", "estimate", "check", "doctor", "shell"}  # and `sweep [run] JOB`
 # Run in the mirror of the laptop's directory (WORKDIR/src/<path>), sending nothing: a notebook opens
-# the code as last sent, and what it writes there is never overwritten by a push of older files.
+# the code as last sent. A later `submit` sends the laptop's files again: one that a notebook
+# changed there and the laptop has too is replaced by the laptop's (docs/notebooks.md says so).
 IN_MIRROR = {"notebook"}
+DIR_OPTIONS = {"--dir"}  # an IN_MIRROR command's directory option: the mirror of a local directory
 GROUPS = {
     "sweep": {"run", "resume", "status", "results", "cancel"},
     "cluster": {"discover", "list", "show"},
@@ -120,6 +122,10 @@ def plan(args: list[str]) -> Plan:
         if option in FETCHED and option.startswith("--") and eq or token in FETCHED:
             target = value if eq else next(tokens, "")
             result.args += [option, scratch_for(target) if target not in ("", "-") else target]
+        elif words and words[0] in IN_MIRROR and option in DIR_OPTIONS and (eq or token in DIR_OPTIONS):
+            target = value if eq else next(tokens, "")
+            local = Path(target).expanduser()
+            result.args += [option, Mirror(real_path(local)) if local.is_dir() else target]
         elif token == "--checkpoints" and words == ("results",):
             result.checkpoints = True
         elif sending and token == "--command":

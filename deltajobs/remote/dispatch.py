@@ -46,7 +46,7 @@ def forward(name: str, args: list[str]) -> int:
     ssh = Ssh.for_remote(name, get_remote(name))
     words = command_words(args)
     notebook = words == ("notebook",) and not {"--stop", "--json", "--help", "-h"} & set(args)
-    open_here = notebook and "--open" in args  # the laptop's browser, not the login node's
+    open_here = words == ("notebook",) and "--open" in args  # the laptop's browser, never the login node's
     job = plan([a for a in args if not (open_here and a == "--open")])
     seam.connect(ssh)  # the one authentication of a session
     if job.sending:
@@ -62,7 +62,7 @@ def forward(name: str, args: list[str]) -> int:
             from deltajobs.remote.tunnel import Tunnel, hold
 
             assert isinstance(rewrite, Tunnel)
-            hold(rewrite, open_here)
+            code = hold(rewrite, open_here)
     finally:
         rewrite.close()
     if code == 0:

@@ -35,6 +35,8 @@ def script(ssh: Ssh, job: Plan, cwd: Path) -> str:
     if job.in_mirror:
         here = remote_word(Mirror(real_path(cwd)))  # as the named files' paths: symlinks resolved
         chain += [f"mkdir -p -- {here}", f"cd -- {here}"]
+        if not job.sending:  # a directory named, not sent: its mirror, created empty where nothing was sent
+            chain += [f"mkdir -p -- {remote_word(a)}" for a in job.args if isinstance(a, Mirror)]
     else:
         chain.append('cd -- "$W"')
     chain.append('exec "$W"/venv/bin/deltajobs ' + " ".join(remote_word(a) for a in job.args))

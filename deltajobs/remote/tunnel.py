@@ -8,7 +8,9 @@ port (deltajobs.watch.tbserve says why); so is the login node's for TensorBoard.
 
 from __future__ import annotations
 
+import os
 import re
+from pathlib import Path
 
 from deltajobs.osutil import free_port
 from deltajobs.remote import ssh as seam
@@ -28,6 +30,7 @@ class Tunnel(Rewriter):
         self.ports: tuple[int, int] | None = None
         self.target = ""  # host:port the forward reaches, from the remote's side
         self.url = ""  # the URL that works here
+        self.failed = ""  # why the forward could not be opened
 
     @property
     def active(self) -> bool:
@@ -44,7 +47,8 @@ class Tunnel(Rewriter):
             done = seam.run(self.ssh.control("forward", "-L", spec), timeout=30)
             if done.returncode != 0:
                 why = done.stderr.strip() or "ssh -O forward failed"
-                note(f"could not forward port {local_port} to {self.ssh.name}: {why}")
+                self.failed = f"could not forward port {local_port} to {self.ssh.name}: {why}"
+                note(self.failed)
                 return line
             self.forwards.append(spec)
             self.ports = (local_port, remote_port)
@@ -66,27 +70,69 @@ class Tunnel(Rewriter):
         self.forwards.clear()
 
 
-def hold(tunnel: Tunnel, open_browser: bool) -> None:
-    """A notebook's tunnel stays until Ctrl-C (or SIGTERM, SIGHUP: dispatch turns them into it); the
-    notebook runs on there. `open_browser`: the laptop's browser opens the URL first."""
+def hold(tunnel: Tunnel, open_browser: bool) -> int:
+    """A notebook's tunnel stays until Ctrl-C (or SIGTERM, SIGHUP: dispatch turns them into it), or
+    until the notebook no longer answers through it (it ended: idle, walltime, --stop elsewhere);
+    the notebook runs on after a Ctrl-C. `open_browser`: the laptop's browser opens the URL first.
+    Returns the command's exit code: 1 where no forward could be opened."""
     import sys
+    import tempfile
     import time
 
     if tunnel.ports is None:
-        note(f"no URL to forward came from {tunnel.ssh.name}; the notebook runs on there")
-        return
-    if open_browser:
-        import webbrowser
+        why = tunnel.failed or f"{tunnel.ssh.name} printed no URL to forward"
+        note(f"no tunnel: {why}; the notebook runs on there (`deltajobs notebook --stop --remote {tunnel.ssh.name}`)")
+        return 1
+    with tempfile.TemporaryDirectory(prefix="deltajobs-open-") as private:  # 0700
+        if open_browser:
+            open_privately(tunnel.url, Path(private))
+        sys.stdout.write(
+            f"tunnel open until Ctrl-C; the notebook runs on after it (`deltajobs notebook --remote {tunnel.ssh.name}` "
+            f"opens it again, --stop ends it)\n"
+        )
+        sys.stdout.flush()
+        try:
+            misses = 0
+            while misses < HOLD_MISSES:
+                time.sleep(HOLD_CHECK_S)
+                misses = 0 if answers(tunnel.url) else misses + 1
+            note("the notebook no longer answers (it ended: idle, its walltime, or --stop); tunnel closed")
+        except KeyboardInterrupt:
+            note("tunnel closed; the notebook runs on")
+    return 0
 
-        if not webbrowser.open(tunnel.url):
-            note("could not start a browser here; open the URL above")
-    sys.stdout.write(
-        f"tunnel open until Ctrl-C; the notebook runs on after it (`deltajobs notebook --remote {tunnel.ssh.name}` "
-        f"opens it again, --stop ends it)\n"
+
+HOLD_CHECK_S = 15.0
+HOLD_MISSES = 2  # consecutive checks without an answer: it has ended
+
+
+def answers(url: str) -> bool:
+    """JupyterLab answers through the tunnel: /api/status with the URL's token (not counted as activity)."""
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    parts = urllib.parse.urlsplit(url)
+    token = urllib.parse.parse_qs(parts.query).get("token", [""])[0]
+    request = urllib.request.Request(
+        f"{parts.scheme}://{parts.netloc}/api/status", headers={"Authorization": f"token {token}"}
     )
-    sys.stdout.flush()
     try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        note("tunnel closed; the notebook runs on")
+        with urllib.request.urlopen(request, timeout=10) as reply:
+            return bool(reply.status == 200)
+    except (OSError, ValueError):
+        return False
+
+
+def open_privately(url: str, folder: Path) -> None:
+    """Open `url` in this machine's browser without putting its token on a command line (which `ps`
+    shows): through a 0600 file that redirects to it, as JupyterLab's own browser_open_file does."""
+    import html
+    import webbrowser
+
+    page = folder / "open.html"
+    fd = os.open(page, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(f'<!DOCTYPE html><meta http-equiv="refresh" content="0;url={html.escape(url)}">\n')
+    if not webbrowser.open(page.as_uri()):
+        note("could not start a browser here; open the URL above")
