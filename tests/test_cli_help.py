@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-PANELS = ["Run jobs", "Watch them", "Cost in Service Units", "Sweeps and search", "Set up", "From a laptop"]
+PANELS = ["Run jobs", "Watch them", "Cost in Service Units", "Sweeps and search", "Set up"]
 GROUPS = ["sweep", "cluster", "remote", "registry", "data"]
 MAX_LINES = 50
 

@@ -68,8 +68,11 @@ def notebook(tmp_path: Path) -> Iterator[Running]:
     running = start(tmp_path, "--grace", "90")
     yield running
     if running.process.poll() is None:
-        running.process.kill()
-        running.process.wait()
+        running.process.terminate()
+        try:
+            running.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            running.process.kill()
 
 
 def test_private_files_token_never_on_a_command_line(notebook: Running) -> None:
@@ -167,8 +170,20 @@ def test_a_users_own_jupyter_config_does_not_unlock_it(tmp_path: Path, config: s
         assert http_status(running.base + "/api/status", running.token) == 200
         assert running.process.poll() is None, running.log_text()
     finally:
-        running.process.kill()
+        running.process.kill()  # SIGKILL: JupyterLab must not outlive it (PR_SET_PDEATHSIG)
         running.process.wait()
+        jupyter = json.loads((running.run_dir / "notebook" / "server.json").read_text())["pid"]
+        deadline = time.time() + 30
+        while is_jupyterlab(jupyter):
+            assert time.time() < deadline, "JupyterLab outlived the notebook program"
+            time.sleep(0.2)
+
+
+def is_jupyterlab(pid: int) -> bool:
+    try:
+        return b"jupyterlab" in Path(f"/proc/{pid}/cmdline").read_bytes()  # a zombie's is empty
+    except OSError:
+        return False
 
 
 def test_kernels_do_not_inherit_the_token(notebook: Running) -> None:

@@ -12,6 +12,7 @@ for all of it, the control socket killed mid-follow (retried), the server stoppe
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -20,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -328,6 +330,36 @@ def test_notebook_through_the_control_socket(login: Login) -> None:
             held.kill()
         stopped = login.cli("notebook", "--stop", "--remote", "md")  # the notebook ran on until now
     assert stopped.returncode == 0 and re.match(r"notebook job \d+: stopped;", stopped.stdout), stopped.stderr
+
+
+def test_dashboard_through_the_control_socket(login: Login) -> None:
+    """Issue 36 from a laptop: `ui --remote md` prints a URL that works here (the laptop's end of a
+    forward to the login node's 127.0.0.1), every page behind its token; Ctrl-C stops it there."""
+    argv = [sys.executable, "-m", "deltajobs", "ui", "--remote", "md"]
+    board = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=login.env,
+                             stdin=subprocess.DEVNULL, cwd=login.project)  # fmt: skip
+    assert board.stdout is not None
+    lines: list[str] = []
+    try:
+        while "serving" not in (line := board.stdout.readline()):
+            assert line, "".join(lines) + (board.stderr.read() if board.stderr else "")
+            lines.append(line)
+        url = re.search(r"open:    (http://127\.0\.0\.1:\d+)/\?token=(\S+)", "".join(lines))
+        assert url and "  tunnel:  127.0.0.1:" in "".join(lines), lines
+        base, token = url.group(1), url.group(2)
+        with urllib.request.urlopen(f"{base}/api/runs?token={token}", timeout=60) as reply:
+            runs = json.loads(reply.read())
+        assert runs["total"] >= 3 and {"train", "notebook"} <= {r["name"] for r in runs["rows"]}  # the jobs above
+        with urllib.request.urlopen(f"{base}/?token={token}", timeout=60) as page:
+            assert page.status == 200 and b"deltajobs.runsPage()" in page.read()
+        for path in ("/", "/api/runs", "/spend"):
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(base + path, timeout=30)
+            assert refused.value.code == 403
+    finally:
+        board.send_signal(signal.SIGINT)
+        board.communicate(timeout=60)
+    assert login.ssh("pgrep -u mdlogin -f '[d]eltajobs ui' || true").stdout == ""
 
 
 def test_at_a_terminal_the_remote_gets_one_and_the_exit_code_comes_back(login: Login) -> None:

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from deltajobs.clusters.profile import ChargeMinimum, Partition, Reading
-from deltajobs.errors import SpecError
+from deltajobs.errors import DeltaJobsError, SpecError
 from deltajobs.slurm.parse import AcctRecord, parse_size_mb
 from deltajobs.spec.resolve import ResolvedJob, Resources
 
@@ -360,3 +360,26 @@ def describe_count(est: Estimate, count: int, noun: str = "points") -> str:
         f"{format_su(total)} SU ({count} {noun} x {format_su(est.su)} SU, billed at least {est.minimum.su:g} SU "
         f"per array task; {format_su(formula)} SU by the formula)"
     )
+
+
+def estimate_row(row: Any, seconds: float) -> Estimate | None:
+    """The charge rules of a registry row's request (a JobRow: its cluster, partition, nodes, GPUs,
+    CPUs and memory) for `seconds`; None where its profile or partition is unknown."""
+    from deltajobs.clusters.profile import load_profile
+
+    try:
+        profile = load_profile(row.cluster)
+        partition = profile.partition((row.partition or profile.default_partition).split(",")[0])
+    except DeltaJobsError:
+        return None
+    request = Request(
+        nodes=row.nodes or 1,
+        gpus_per_node=row.gpus_per_node or 0,
+        cpus_per_node=(row.ntasks_per_node or 1) * (row.cpus_per_task or 1),
+        mem_mb_per_node=(parse_size_mb(row.mem) or 0.0) if row.mem else 0.0,
+        seconds=max(seconds, 1.0),
+    )
+    try:
+        return estimate(request, partition)
+    except DeltaJobsError:
+        return None

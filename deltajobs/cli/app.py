@@ -17,11 +17,10 @@ from deltajobs.errors import DeltaJobsError
 # under "Commands" at the end (and tests/test_cli_help.py fails).
 FIRST_SCREEN: dict[str, tuple[str, ...]] = {
     "Run jobs": ("submit", "cancel", "resume", "render", "check", "shell", "notebook", "train"),
-    "Watch them": ("status", "logs", "results", "tensorboard"),
+    "Watch them": ("status", "logs", "results", "tensorboard", "ui"),
     "Cost in Service Units": ("estimate", "accounts", "charge"),
     "Sweeps and search": ("sweep",),
-    "Set up": ("init", "doctor", "list", "cluster", "data", "registry"),
-    "From a laptop": ("remote",),
+    "Set up": ("init", "doctor", "list", "cluster", "data", "registry", "remote"),
 }
 _PLACE = {name: place for place, name in enumerate(n for names in FIRST_SCREEN.values() for n in names)}
 _PANEL = {name: panel for panel, names in FIRST_SCREEN.items() for name in names}

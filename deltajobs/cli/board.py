@@ -50,3 +50,50 @@ def tensorboard_command(
         typer.echo("serving; Ctrl-C to stop")
     serve(plan)  # until Ctrl-C
     typer.echo("stopped", err=True)
+
+
+@app.command("ui")
+def ui_command(
+    port: Annotated[int | None, typer.Option("--port", help="Port on 127.0.0.1 (default: a free one).")] = None,
+    open_browser: Annotated[bool, typer.Option("--open", help="Open it in this machine's browser.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """A web dashboard of your runs, live, behind a private URL.
+
+    Serve a web dashboard on 127.0.0.1 until Ctrl-C: every run with its state, curves, logs and
+    cost, sweeps, spend per account, compare runs; cancel and resume from the page. Only the printed
+    URL's token opens it (others get 403); from a laptop, `--remote NAME` forwards it."""
+    import importlib.util
+
+    from deltajobs.errors import DeltaJobsError
+    from deltajobs.spec.settings import load_settings
+
+    if importlib.util.find_spec("flask") is None:
+        raise DeltaJobsError("the dashboard needs Flask: pip install 'deltajobs[ui]' (or flask>=3,<4)")
+    from deltajobs.ui.serve import make_server, new_token, plan_ui
+
+    settings = load_settings()
+    plan = plan_ui(port, new_token())
+    server = make_server(plan, settings)  # bound before the URL is printed: it answers at once
+    if as_json:
+        emit_json(plan.to_dict())
+    else:
+        typer.echo("deltajobs dashboard")
+        typer.echo(f"  open:    {plan.url}")
+        typer.echo(f"  laptop:  {plan.tunnel}   (then open {plan.url})")
+        typer.echo("  private: only this URL's token opens it; others on this machine get 403 Forbidden")
+        typer.echo("serving; Ctrl-C to stop")
+    if open_browser:
+        import tempfile
+        from pathlib import Path
+
+        from deltajobs.remote.tunnel import open_privately  # a 0600 redirect file: no token on a command line
+
+        open_privately(plan.url, Path(tempfile.mkdtemp(prefix="deltajobs-open-")))
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    typer.echo("stopped", err=True)

@@ -119,6 +119,17 @@ def jupyter_argv(address: str, root: Path, config: Path) -> list[str]:
     ]
 
 
+def die_with_parent() -> None:
+    """In JupyterLab's process before it starts: SIGTERM when this program dies, even by SIGKILL
+    (Linux's PR_SET_PDEATHSIG), so that no server outlives it; SLURM's cgroup does the same on a node."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):
+        pass
+
+
 def read_server_file(runtime: Path, pid: int) -> dict[str, object] | None:
     """JupyterLab's own record of where it listens (jpserver-PID.json), once it has written it."""
     try:
@@ -245,7 +256,7 @@ def run(idle_s: int | None, grace_s: int | None = None) -> int:
     env = {k: v for k, v in os.environ.items() if k not in TOKEN_ENVS}
     env["JUPYTER_RUNTIME_DIR"] = str(runtime)
     argv = jupyter_argv(address, Path.cwd(), config)
-    process = subprocess.Popen(argv, env=env)
+    process = subprocess.Popen(argv, env=env, preexec_fn=die_with_parent)
     server = Server(process, token)
     warned: list[float] = []
     stopping: list[int] = []

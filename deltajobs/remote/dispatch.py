@@ -52,7 +52,8 @@ def forward(name: str, args: list[str]) -> int:
     if job.sending:
         send(ssh, job)
     rewrite: Rewriter = Rewriter(job.scratch)
-    if notebook or job.words == ("tensorboard",) and "--print-only" not in args and "--json" not in args:
+    board = job.words in (("tensorboard",), ("ui",)) and "--print-only" not in args and "--json" not in args
+    if notebook or board:
         from deltajobs.remote.tunnel import Tunnel
 
         rewrite = Tunnel(ssh, job.scratch)

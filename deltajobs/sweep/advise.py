@@ -9,11 +9,7 @@ from pathlib import Path
 
 from deltajobs import backends
 from deltajobs.charge.advice import Advice, pack_advice, per_task_advice
-from deltajobs.charge.estimate import Estimate, Request, estimate
-from deltajobs.clusters.profile import load_profile
-from deltajobs.errors import DeltaJobsError
-from deltajobs.registry.schema import JobRow
-from deltajobs.slurm.parse import parse_size_mb
+from deltajobs.charge.estimate import estimate_row
 from deltajobs.sweep.results import SweepView
 
 
@@ -26,7 +22,7 @@ def sweep_advice(view: SweepView) -> list[Advice]:
     by_index = {p.index: float(p.elapsed_s or 0) for p in done}
     groups = view.groups or [[p.index] for p in view.points]
     tasks = [[by_index[i] for i in group if i in by_index] for group in groups]
-    est = _estimate(view.tasks[0], sum(by_index.values()))
+    est = estimate_row(view.tasks[0], sum(by_index.values()))
     if est is not None:
         known = [t.su for t in view.tasks]
         accounted = sum(s for s in known if s is not None) if all(s is not None for s in known) else None
@@ -37,26 +33,6 @@ def sweep_advice(view: SweepView) -> list[Advice]:
     if packing is not None:
         advice.append(packing)
     return advice
-
-
-def _estimate(row: JobRow, seconds: float) -> Estimate | None:
-    """The charge rules of the sweep's tasks, from what the registry recorded of their request."""
-    try:
-        profile = load_profile(row.cluster)
-        partition = profile.partition((row.partition or profile.default_partition).split(",")[0])
-    except DeltaJobsError:
-        return None
-    request = Request(
-        nodes=row.nodes or 1,
-        gpus_per_node=row.gpus_per_node or 0,
-        cpus_per_node=(row.ntasks_per_node or 1) * (row.cpus_per_task or 1),
-        mem_mb_per_node=(parse_size_mb(row.mem) or 0.0) if row.mem else 0.0,
-        seconds=max(seconds, 1.0),  # long enough for any grouping of the points priced against it
-    )
-    try:
-        return estimate(request, partition)
-    except DeltaJobsError:
-        return None
 
 
 def _gpu_util(run_dir: Path) -> float | None:

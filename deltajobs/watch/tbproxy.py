@@ -60,12 +60,13 @@ def cookie_name(port: int) -> str:
 class TokenGate:
     """WSGI middleware: `app` for requests with the token (in the query or the cookie), else 403."""
 
-    def __init__(self, app: WSGIApp, token: str, cookie: str) -> None:
+    def __init__(self, app: WSGIApp, token: str, cookie: str, forbidden: bytes = FORBIDDEN) -> None:
         if not token:
             raise ValueError("TokenGate needs a token")
         self.app = app
         self.token = token.encode()
         self.cookie = cookie
+        self.forbidden = forbidden  # the 403's text: which URL to open instead
 
     def _is_token(self, value: str) -> bool:
         return hmac.compare_digest(value.encode(errors="replace"), self.token)
@@ -82,9 +83,9 @@ class TokenGate:
             return self.app(environ, start_with_cookie)
         if any(self._is_token(value) for value in cookie_values(environ.get("HTTP_COOKIE", ""), self.cookie)):
             return self.app(environ, start_response)
-        headers = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(FORBIDDEN)))]
+        headers = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(self.forbidden)))]
         start_response("403 Forbidden", headers)
-        return [FORBIDDEN]
+        return [self.forbidden]
 
 
 def cookie_values(header: str, name: str) -> list[str]:
