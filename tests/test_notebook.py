@@ -249,7 +249,7 @@ def test_a_notebook_runs_in_the_mirror_and_sends_nothing(tmp_path: Path) -> None
 
 def test_hold_without_a_url_returns_at_once(capsys: pytest.CaptureFixture[str]) -> None:
     held = tunnel_module.Tunnel(Ssh.for_remote("md", RemoteRecord(host="h")), [])
-    assert tunnel_module.hold(held, open_browser=False) == 1
+    assert tunnel_module.hold(held) == 1
     assert "deltajobs: no tunnel: md printed no URL to forward; the notebook runs on there" in capsys.readouterr().err
 
 
@@ -281,3 +281,20 @@ def test_waiting_says_each_pending_reason_and_gives_up_on_one_that_never_ends(
         "notebook job 77 will not start: the account's balance is too low: see `deltajobs accounts` "
         "(AssocGrpBillingMinutes); `deltajobs notebook --stop` cancels it"
     )
+
+
+def test_remote_dashboard_opens_on_the_laptop(
+    remote: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`ui --remote md --open`: the laptop's browser, through the forward and a 0600 redirect file."""
+    out = b"deltajobs dashboard\n  open:    http://127.0.0.1:8765/?token=T\n  laptop:  ssh -N -L ...\nserving\n"
+    fake = FakeSsh(monkeypatch, FakeProcess(header() + out))
+    monkeypatch.setattr(tunnel_module, "free_port", lambda preferred: 8766)
+    pages: list[str] = []
+    monkeypatch.setattr(
+        "webbrowser.open", lambda url: pages.append(Path(url.removeprefix("file://")).read_text()) or True
+    )
+    assert route(["ui", "--remote", "md", "--open"])[1] == 0
+    assert "--open" not in fake.argvs[0][-1] and "deltajobs ui" in fake.argvs[0][-1]
+    assert pages and 'url=http://127.0.0.1:8766/?token=T"' in pages[0]
+    assert "  open:    http://127.0.0.1:8766/?token=T\n" in capsys.readouterr().out

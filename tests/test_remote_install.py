@@ -27,6 +27,7 @@ def test_the_wheel_is_this_version_with_its_templates(wheel: Path) -> None:
     assert wheel.name == f"deltajobs-{__version__}-py3-none-any.whl"
     names = zipfile.ZipFile(wheel).namelist()
     assert "deltajobs/remote/dispatch.py" in names and any(n.startswith("deltajobs/spec/templates/") for n in names)
+    assert "deltajobs/ui/templates/run.html" in names and "deltajobs/ui/static/uPlot.iife.min.js" in names
     assert f"deltajobs-{__version__}.dist-info/METADATA" in names  # what the remote's version check reads
 
 

@@ -247,6 +247,7 @@ def test_spend_and_compare_pages(ui, browser, tmp_path: Path) -> None:  # type: 
     browser.get(f"{base}/spend?token={token}")
     per_day = browser.find_element(By.ID, "per-day").text
     assert ACCOUNT in per_day and time.strftime("%Y-%m-%d") in per_day
+    assert ACCOUNT in browser.find_element(By.ID, "balances").text  # minidelta: SLURM's limits
     assert browser.find_elements(By.CSS_SELECTOR, "#dearest tbody tr")
     shot(browser, tmp_path, "spend")
     with urllib.request.urlopen(f"{base}/api/runs?token={token}&q=writer", timeout=30) as reply:

@@ -46,7 +46,7 @@ def forward(name: str, args: list[str]) -> int:
     ssh = Ssh.for_remote(name, get_remote(name))
     words = command_words(args)
     notebook = words == ("notebook",) and not {"--stop", "--json", "--help", "-h"} & set(args)
-    open_here = words == ("notebook",) and "--open" in args  # the laptop's browser, never the login node's
+    open_here = words in (("notebook",), ("ui",)) and "--open" in args  # the laptop's browser, not the login node's
     job = plan([a for a in args if not (open_here and a == "--open")])
     seam.connect(ssh)  # the one authentication of a session
     if job.sending:
@@ -56,14 +56,14 @@ def forward(name: str, args: list[str]) -> int:
     if notebook or board:
         from deltajobs.remote.tunnel import Tunnel
 
-        rewrite = Tunnel(ssh, job.scratch)
+        rewrite = Tunnel(ssh, job.scratch, open_browser=open_here)
     try:
         code = execute(ssh, job, rewrite)
         if code == 0 and notebook:
             from deltajobs.remote.tunnel import Tunnel, hold
 
             assert isinstance(rewrite, Tunnel)
-            code = hold(rewrite, open_here)
+            code = hold(rewrite)
     finally:
         rewrite.close()
     if code == 0:

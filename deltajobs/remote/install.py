@@ -75,12 +75,16 @@ MODULE_ENV_PTH = [
 ]
 
 
+REMOTE_EXTRAS = "[ui]"  # installed with deltajobs on a remote: what its commands need beyond the core
+
+
 def install_script(ssh: Ssh, wheel_name: str) -> str:
     """The bash the remote runs: modules, venv, pip (stdout: pip's words, kept for a failure)."""
     from deltajobs.backends.probe import LMOD_INIT
 
     record = ssh.record
     wheel = f'"$W"/wheels/{shlex.quote(wheel_name)}'
+    with_extras = f'"$W"/wheels/{shlex.quote(wheel_name + REMOTE_EXTRAS)}'
     modules = " ".join(shlex.quote(m) for m in record.modules)
     lines = [
         "set -e",
@@ -91,7 +95,8 @@ def install_script(ssh: Ssh, wheel_name: str) -> str:
         f" || {{ echo {shlex.quote(f'no {record.python} on PATH after the modules')} >&2; exit 3; }}",
         'if [ ! -x "$W/venv/bin/python" ]; then "$PY" -m venv --system-site-packages "$W/venv"; fi',
         *MODULE_ENV_PTH,
-        '"$W/venv/bin/python" -m pip install --disable-pip-version-check --quiet ' + wheel,
+        # with the ui extra (Flask): `deltajobs ui --remote NAME` works once set up
+        '"$W/venv/bin/python" -m pip install --disable-pip-version-check --quiet ' + with_extras,
         '"$W/venv/bin/python" -m pip install --disable-pip-version-check --quiet --force-reinstall --no-deps ' + wheel,
         'echo "$PY"',
     ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 from pathlib import Path
 
 from deltajobs.osutil import free_port
@@ -23,9 +24,11 @@ URL = re.compile(r"http://(localhost|[A-Za-z0-9.-]+):(\d+)(/\S*)?")
 
 
 class Tunnel(Rewriter):
-    def __init__(self, ssh: Ssh, scratch: list[Scratch]) -> None:
+    def __init__(self, ssh: Ssh, scratch: list[Scratch], open_browser: bool = False) -> None:
         super().__init__(scratch)
         self.ssh = ssh
+        self.open_browser = open_browser  # the laptop's browser opens the URL once it is forwarded
+        self.private: tempfile.TemporaryDirectory[str] | None = None
         self.forwards: list[str] = []
         self.ports: tuple[int, int] | None = None
         self.target = ""  # host:port the forward reaches, from the remote's side
@@ -54,6 +57,9 @@ class Tunnel(Rewriter):
             self.ports = (local_port, remote_port)
             self.target = f"{host}:{remote_port}"
             self.url = f"http://{LOOPBACK}:{local_port}{found.group(3) or '/'}"
+            if self.open_browser:
+                self.private = tempfile.TemporaryDirectory(prefix="deltajobs-open-")  # 0700
+                open_privately(self.url, Path(self.private.name))
             return line.replace(found.group(0), self.url)
         if line.lstrip().startswith("laptop:") and self.ports is not None:
             local_port, _ = self.ports
@@ -68,37 +74,36 @@ class Tunnel(Rewriter):
         for spec in self.forwards:
             seam.run(self.ssh.control("cancel", "-L", spec), timeout=30)
         self.forwards.clear()
+        if self.private is not None:
+            self.private.cleanup()
+            self.private = None
 
 
-def hold(tunnel: Tunnel, open_browser: bool) -> int:
+def hold(tunnel: Tunnel) -> int:
     """A notebook's tunnel stays until Ctrl-C (or SIGTERM, SIGHUP: dispatch turns them into it), or
     until the notebook no longer answers through it (it ended: idle, walltime, --stop elsewhere);
-    the notebook runs on after a Ctrl-C. `open_browser`: the laptop's browser opens the URL first.
-    Returns the command's exit code: 1 where no forward could be opened."""
+    the notebook runs on after a Ctrl-C. Returns the command's exit code: 1 where no forward could
+    be opened."""
     import sys
-    import tempfile
     import time
 
     if tunnel.ports is None:
         why = tunnel.failed or f"{tunnel.ssh.name} printed no URL to forward"
         note(f"no tunnel: {why}; the notebook runs on there (`deltajobs notebook --stop --remote {tunnel.ssh.name}`)")
         return 1
-    with tempfile.TemporaryDirectory(prefix="deltajobs-open-") as private:  # 0700
-        if open_browser:
-            open_privately(tunnel.url, Path(private))
-        sys.stdout.write(
-            f"tunnel open until Ctrl-C; the notebook runs on after it (`deltajobs notebook --remote {tunnel.ssh.name}` "
-            f"opens it again, --stop ends it)\n"
-        )
-        sys.stdout.flush()
-        try:
-            misses = 0
-            while misses < HOLD_MISSES:
-                time.sleep(HOLD_CHECK_S)
-                misses = 0 if answers(tunnel.url) else misses + 1
-            note("the notebook no longer answers (it ended: idle, its walltime, or --stop); tunnel closed")
-        except KeyboardInterrupt:
-            note("tunnel closed; the notebook runs on")
+    sys.stdout.write(
+        f"tunnel open until Ctrl-C; the notebook runs on after it (`deltajobs notebook --remote {tunnel.ssh.name}` "
+        f"opens it again, --stop ends it)\n"
+    )
+    sys.stdout.flush()
+    try:
+        misses = 0
+        while misses < HOLD_MISSES:
+            time.sleep(HOLD_CHECK_S)
+            misses = 0 if answers(tunnel.url) else misses + 1
+        note("the notebook no longer answers (it ended: idle, its walltime, or --stop); tunnel closed")
+    except KeyboardInterrupt:
+        note("tunnel closed; the notebook runs on")
     return 0
 
 

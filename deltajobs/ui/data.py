@@ -8,6 +8,7 @@ Plain dicts of JSON types, so that the pages and the API share them.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from datetime import datetime
@@ -18,6 +19,7 @@ import yaml
 
 from deltajobs.charge.estimate import estimate_row
 from deltajobs.errors import DeltaJobsError, NotFoundError
+from deltajobs.injob.progress import nodes_text
 from deltajobs.jobs.lifecycle import (
     STATE_ADVICE,
     attempts_text,
@@ -37,9 +39,19 @@ LOG_CHUNK = 256 * 1024  # the most of a log one request returns
 
 
 def payload_kind(run_dir: Path) -> str:
-    """trainer, script, command, sbatch, function or notebook: from the run's spec.yaml."""
+    """trainer, script, command, sbatch, function or notebook: from the run's spec.yaml (read once
+    per version of the file: the runs page asks every 2 s)."""
+    path = run_dir / "spec.yaml"
     try:
-        spec = yaml.safe_load((run_dir / "spec.yaml").read_text())
+        return _payload_kind(str(path), path.stat().st_mtime_ns)
+    except OSError:
+        return "?"
+
+
+@functools.lru_cache(maxsize=4096)
+def _payload_kind(path: str, mtime_ns: int) -> str:
+    try:
+        spec = yaml.safe_load(Path(path).read_text())
     except (OSError, yaml.YAMLError):
         return "?"
     run = spec.get("run") if isinstance(spec, dict) else None
@@ -202,6 +214,7 @@ def run_detail(settings: Settings, job_id: str) -> dict[str, Any]:
         "spec": spec,
         "script": submitted_script(row),
         "attempts": attempts,
+        "nodes": nodes_text(Path(row.run_dir)),
         "charged": attempts_text(record) if record is not None and len(record.attempts) > 1 else "",
         "advice": [a.message for a in right_sizing(row, record)] if row.final else [],
         "state_advice": STATE_ADVICE.get(row.state, "").replace("JOBID", row.job_id),
@@ -282,7 +295,14 @@ def spend(settings: Settings, days: int = 30) -> dict[str, Any]:
     for row in finished:
         for advice in right_sizing(row, records.get(row.job_id)):
             waste.append({"job_id": row.job_id, "name": row.name, "message": advice.message})
+    from deltajobs.charge.accounting import accounts
+
+    try:  # `deltajobs accounts`' figures: Delta's `accounts`, else SLURM's limits
+        balances = {b.account: b.to_dict() for b in accounts()}
+    except (DeltaJobsError, OSError) as err:
+        balances, warning = {}, warning or f"no balances: {err}"
     return {
+        "balances": balances,
         "days": dict(sorted(per_day.items())),
         "accounts": sorted({a for d in per_day.values() for a in d}),
         "total": round(sum(sum(d.values()) for d in per_day.values()), 4),
