@@ -36,8 +36,8 @@ import os, sys, time
 from deltajobs import report
 run_dir = os.environ["DELTAJOBS_RUN_DIR"]
 for step in (1, 2):
-    print(f"early line {step}", flush=True)
-    report(step=step, loss=1.0 / step)
+    print(f"early line {step} <b>not bold</b>", flush=True)
+    report(step=step, loss=1.0 / step, **{"<img src=x onerror=window.pwned=1>": step})
 while not os.path.exists(os.path.join(run_dir, "go")):
     time.sleep(0.1)
 report(step=3, loss=0.125)
@@ -60,8 +60,9 @@ def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, dic
     """`deltajobs ui` on a free port, in this module's own home: (base URL, token, env)."""
     home = tmp_path_factory.mktemp("ui-home")
     env = {**os.environ, "DELTAJOBS_HOME": str(home / "state"), "XDG_CONFIG_HOME": str(home / "config")}
+    errors = (home / "ui.err").open("w")  # a file, not a pipe nobody reads (a full pipe would block the server)
     process = subprocess.Popen([sys.executable, "-m", "deltajobs", "ui"], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
+                               stderr=errors, text=True, env=env)  # fmt: skip
     assert process.stdout is not None
     lines = []
     while "serving" not in (line := process.stdout.readline()):
@@ -162,14 +163,18 @@ def test_run_page_shows_a_curve_and_a_log_line_within_5_s(ui, browser, tmp_path:
     points = lambda: browser.find_element(By.ID, "chart").get_attribute("data-points")  # noqa: E731
     wait_until(lambda: points() == "3", 10, "the third report on the chart")
     seen_curve = time.time()
-    assert browser.find_element(By.ID, "keys").text == "loss"
+    assert set(browser.find_element(By.ID, "keys").text.split(", ")) == {"loss", "<img src=x onerror=window.pwned=1>"}
+    assert "early line 1 <b>not bold</b>" in log()
     assert seen_log - written < 5.0, f"{seen_log - written:.1f} s from the job's line to the page"
     assert seen_curve - written < 5.0, f"{seen_curve - written:.1f} s from the job's report to the chart"
     shot(browser, tmp_path, "run")
     browser.find_element(By.ID, "cancel").click()  # the next test's subject, here on a job of our own
-    browser.switch_to.alert.dismiss()  # asked first: dismissed, nothing happens
-    time.sleep(1)
-    assert browser.find_element(By.ID, "state").text == "RUNNING"
+    browser.switch_to.alert.dismiss()  # asked first: dismissed, nothing is sent
+    time.sleep(6)  # past the server's 5 s view of the state
+    assert browser.find_element(By.ID, "action-result").text == ""
+    assert json.loads(cli("status", job, "--json", env=env).stdout)[0]["state"] == "RUNNING"
+    assert browser.execute_script("return window.pwned === undefined;")  # a metric key is text, not HTML
+    assert "token=" not in browser.current_url  # out of the address bar once the cookie is set
 
 
 def test_cancel_on_the_page_ends_a_running_job(ui, browser, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -200,10 +205,12 @@ def test_a_sweeps_table_sorts_by_its_metric(ui, browser, tmp_path: Path) -> None
     assert done.returncode == 0, done.stderr
     sweep_id = re.search(r"submitted sweep (sw-\w+)", done.stdout).group(1)  # type: ignore[union-attr]
     deadline = time.time() + 180
-    while time.time() < deadline:
+    while True:
         view = json.loads(cli("sweep", "status", sweep_id, "--json", env=env).stdout)
-        if all(p["state"] == "COMPLETED" for p in view["points"]):
+        states = [p["state"] for p in view["points"]]
+        if all(state == "COMPLETED" for state in states):
             break
+        assert time.time() < deadline, f"sweep {sweep_id} not COMPLETED in 180 s: {states}"
         time.sleep(2)
     browser.get(f"{base}/sweep/{sweep_id}?token={token}")
     header = browser.find_element(By.CSS_SELECTOR, '#points th[data-metric="val_acc"]')

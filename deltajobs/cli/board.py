@@ -83,17 +83,22 @@ def ui_command(
         typer.echo(f"  laptop:  {plan.tunnel}   (then open {plan.url})")
         typer.echo("  private: only this URL's token opens it; others on this machine get 403 Forbidden")
         typer.echo("serving; Ctrl-C to stop")
-    if open_browser:
+    private = None
+    if open_browser:  # once it serves (a console browser would wait on it), through a 0600 redirect file
         import tempfile
+        import threading
         from pathlib import Path
 
-        from deltajobs.remote.tunnel import open_privately  # a 0600 redirect file: no token on a command line
+        from deltajobs.remote.tunnel import open_privately
 
-        open_privately(plan.url, Path(tempfile.mkdtemp(prefix="deltajobs-open-")))
+        private = tempfile.TemporaryDirectory(prefix="deltajobs-open-")
+        threading.Timer(0.5, open_privately, (plan.url, Path(private.name))).start()
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
         server.server_close()
+        if private is not None:
+            private.cleanup()
     typer.echo("stopped", err=True)

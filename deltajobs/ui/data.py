@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import functools
 import json
+import math
+import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -34,6 +36,30 @@ from deltajobs.registry.schema import JobRow
 from deltajobs.spec.settings import Settings
 
 PER_PAGE = 50
+FRESH_S = 5.0  # SLURM is asked at most this often for the same view, however many tabs poll
+_lock = threading.Lock()
+_cache: dict[tuple[str, ...], tuple[float, Any]] = {}
+
+
+def cached(key: tuple[str, ...], compute: Any) -> Any:
+    """`compute()`, or its value from under FRESH_S ago: one squeue/sacct pair serves every poll of
+    every open page meanwhile (a run page polls each second; slurmctld is shared)."""
+    with _lock:
+        hit = _cache.get(key)
+        if hit is not None and time.monotonic() - hit[0] < FRESH_S:
+            return hit[1]
+        value = compute()
+        _cache[key] = (time.monotonic(), value)
+        if len(_cache) > 256:
+            _cache.clear()
+        return value
+
+
+def clear_cache() -> None:
+    with _lock:
+        _cache.clear()
+
+
 STATES = ("PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL")
 LOG_CHUNK = 256 * 1024  # the most of a log one request returns
 
@@ -141,7 +167,7 @@ def runs(
     per_page: int = PER_PAGE,
 ) -> dict[str, Any]:
     """Every job of the registry, newest first, filtered, one page of it (states fresh: `status`)."""
-    view = status(settings, None, every=True)
+    view = cached(("all",), lambda: status(settings, None, every=True))
     rows = sorted(
         (r for r in view.rows if matches(r, state, account, text, since)), key=lambda r: r.submitted_at, reverse=True
     )
@@ -160,7 +186,8 @@ def runs(
 
 
 def find_row(settings: Settings, job_id: str) -> JobRow:
-    view = status(settings, [job_id])
+    """The job, its state at most FRESH_S old."""
+    view = cached(("job", job_id), lambda: status(settings, [job_id]))
     if len(view.rows) != 1:
         raise NotFoundError(f"{job_id} names {len(view.rows)} jobs; open one of them")
     return view.rows[0]
@@ -233,6 +260,13 @@ def metric_keys(rows: list[dict[str, Any]]) -> list[str]:
     return keys
 
 
+def finite(value: Any) -> float | None:
+    """A number JSON can carry: NaN and infinities (a diverged loss) become gaps."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
 def curves(row: JobRow) -> dict[str, Any]:
     """Every metric it reported as a series against its epoch (or step, or report number)."""
     found = history(row)
@@ -241,7 +275,7 @@ def curves(row: JobRow) -> dict[str, Any]:
     for index, item in enumerate(found):
         x = item.get("epoch", item.get("step", index + 1))
         xs.append(x if isinstance(x, int | float) and not isinstance(x, bool) else index + 1)
-    series = {k: [v if isinstance(v := item.get(k), int | float) else None for item in found] for k in keys}
+    series = {k: [finite(item.get(k)) for item in found] for k in keys}
     return {"x": xs, "series": series, "x_label": "epoch" if any("epoch" in h for h in found) else "step"}
 
 
@@ -260,13 +294,22 @@ def log_chunk(row: JobRow, offset: int, err: bool = False, task: int = 0) -> dic
     except OSError:
         data, end = b"", offset
     cut = data.rfind(b"\n") + 1 if not row.final else len(data)  # whole lines while it writes
-    text = data[:cut].decode(errors="replace")
+    if cut == 0 and len(data) == LOG_CHUNK:
+        cut = len(data)  # a chunk without a newline (a progress bar's \r): sent whole, not never
+    text = data[:cut].decode(errors="replace").replace("\r\n", "\n").replace("\r", "\n")
     lines = [line for line in text.splitlines() if not line.startswith("submitit ")]
-    return {"text": "\n".join(lines) + ("\n" if lines else ""), "offset": end - (len(data) - cut), "final": row.final}
+    offset = end - (len(data) - cut)
+    more = len(data) == LOG_CHUNK  # not at the end yet: ask again at once
+    return {"text": "\n".join(lines) + ("\n" if lines else ""), "offset": offset, "final": row.final, "more": more}
+
+
+_acting = threading.Lock()  # one cancel or resume at a time: two clicks or two tabs never submit twice
 
 
 def cancel(settings: Settings, job_id: str) -> dict[str, Any]:
-    done = cancel_jobs(settings, [job_id])
+    with _acting:
+        done = cancel_jobs(settings, [job_id])
+        clear_cache()
     return {
         "cancelled": done.cancelled,
         "gone": done.gone,
@@ -278,7 +321,7 @@ def cancel(settings: Settings, job_id: str) -> dict[str, Any]:
 def spend(settings: Settings, days: int = 30) -> dict[str, Any]:
     """SU per day per account, the dearest runs and what was wasted, over the last `days` days."""
     since = time.time() - days * 86400
-    view = status(settings, None, every=True)
+    view = cached(("all",), lambda: status(settings, None, every=True))
     rows = [r for r in view.rows if r.submitted_at >= since]
     per_day: dict[str, dict[str, float]] = {}
     for row in rows:
@@ -289,7 +332,7 @@ def spend(settings: Settings, days: int = 30) -> dict[str, Any]:
         account = row.account or "(local)"
         per_day.setdefault(day, {})[account] = per_day.get(day, {}).get(account, 0.0) + su
     dearest = sorted((r for r in rows if su_of(r)[0]), key=lambda r: su_of(r)[0] or 0.0, reverse=True)[:10]
-    finished = [r for r in rows if r.final][:200]
+    finished = sorted((r for r in rows if r.final), key=lambda r: r.submitted_at, reverse=True)[:200]  # newest
     records, warning = finished_usage(finished)
     waste = []
     for row in finished:
@@ -302,6 +345,7 @@ def spend(settings: Settings, days: int = 30) -> dict[str, Any]:
     except (DeltaJobsError, OSError) as err:
         balances, warning = {}, warning or f"no balances: {err}"
     return {
+        "period_days": days,
         "balances": balances,
         "days": dict(sorted(per_day.items())),
         "accounts": sorted({a for d in per_day.values() for a in d}),
@@ -317,7 +361,9 @@ def resume(settings: Settings, job_id: str) -> dict[str, Any]:
     from deltajobs.jobs.launch import prepare_resume
     from deltajobs.spec.resolve import Overrides
 
-    started = prepare_resume(settings, job_id, Overrides(), restart=False).submit(settings, yes=False)
+    with _acting:  # resumable() then submit: nothing may resume the run in between
+        started = prepare_resume(settings, job_id, Overrides(), restart=False).submit(settings, yes=False)
+        clear_cache()
     return {"job_id": started.submission.job_id, "estimate_su": started.estimate_su}
 
 
@@ -340,8 +386,7 @@ def sweep_detail(settings: Settings, sweep_id: str) -> dict[str, Any]:
                 found = json.loads((Path(point.run_dir) / "results.json").read_text()).get("history") or []
             except (OSError, ValueError, AttributeError):
                 found = []
-        values = [h.get(metric) for h in found if isinstance(h, dict)]
-        curves_by_point[point.index] = [v if isinstance(v, int | float) else None for v in values]
+        curves_by_point[point.index] = [finite(h.get(metric)) for h in found if isinstance(h, dict)]
     return {
         "sweep_id": view.sweep_id,
         "job": view.job,
@@ -353,7 +398,12 @@ def sweep_detail(settings: Settings, sweep_id: str) -> dict[str, Any]:
         "best": best.index if best is not None else None,
         "counts": view.counts,
         "points": [
-            {**p.to_dict(), "params": {k: p.params.get(k) for k in view.keys}, "curve": curves_by_point[p.index]}
+            {
+                **p.to_dict(),
+                "metrics": {k: finite(v) for k, v in p.metrics.items()},
+                "params": {k: p.params.get(k) for k in view.keys},
+                "curve": curves_by_point[p.index],
+            }
             for p in view.points
         ],
         "warning": view.warning,

@@ -57,7 +57,11 @@ def plan_ui(port: int | None, token: str) -> UiPlan:
 
 def make_server(plan: UiPlan, settings: Settings):  # type: ignore[no-untyped-def]
     """werkzeug's threaded server for the gated app, bound to 127.0.0.1:port (not yet serving)."""
+    import logging
+
     from werkzeug.serving import make_server as werkzeug_server
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no line per request (the page polls; URLs carry the token)
 
     from deltajobs.ui.web import create_app
 

@@ -23,6 +23,20 @@ const deltajobs = (() => {
   const su = (row) => (row.su === null || row.su === undefined ? "" : (row.su_estimated ? "~" : "") + row.su.toFixed(3));
   const stamp = () => { const u = $("#updated"); if (u) u.textContent = "updated " + new Date().toLocaleTimeString(); };
   const cell = (tr, value, cls) => { const td = tr.insertCell(); td.textContent = text(value); if (cls) td.className = cls; return td; };
+  // Every `ms` after the last one ended (never two at once), paused while the tab is hidden.
+  const every = (ms, work) => {
+    const loop = async () => {
+      if (!document.hidden) { try { await work(); } catch (e) { /* said by `work` */ } }
+      setTimeout(loop, ms);
+    };
+    loop();
+  };
+  // The token opened this page and set its cookie: out of the address bar, so a copied link has none.
+  if (new URLSearchParams(location.search).has("token")) {
+    const params = new URLSearchParams(location.search);
+    params.delete("token");
+    history.replaceState(null, "", location.pathname + (params.toString() ? "?" + params : "") + location.hash);
+  }
 
   function runsPage() {
     let page = 1, pages = 1;
@@ -60,18 +74,27 @@ const deltajobs = (() => {
       const warn = $("#warning"); warn.hidden = !data.warning; warn.textContent = text(data.warning);
       stamp();
     };
-    const load = async () => { try { draw(await get("/api/runs?" + query())); } catch (e) { $("#warning").hidden = false; $("#warning").textContent = e.message; } };
+    let asked = 0;  // the newest request: an older reply (other filters, another page) is dropped
+    const load = async () => {
+      const mine = ++asked;
+      try {
+        const data = await get("/api/runs?" + query());
+        if (mine === asked) draw(data);
+      } catch (e) { if (mine === asked) { $("#warning").hidden = false; $("#warning").textContent = e.message; } }
+    };
+    let typing = null;
     for (const id of ["state", "account", "days"]) $("#f-" + id).onchange = () => { page = 1; load(); };
-    $("#f-q").oninput = () => { page = 1; load(); };
+    $("#f-q").oninput = () => { clearTimeout(typing); typing = setTimeout(() => { page = 1; load(); }, 300); };
     $("#prev").onclick = () => { if (page > 1) { page--; load(); } };
     $("#next").onclick = () => { if (page < pages) { page++; load(); } };
     $("#compare").onclick = () => { if (picked.size > 1) location.href = "/compare?ids=" + [...picked].join(","); };
-    load();
-    setInterval(load, 2000);
+    every(2000, load);
   }
 
+  const charts = new WeakMap();  // target -> its uPlot: destroyed before another is drawn there
   function chart(target, x, series, xLabel) {
     const keys = Object.keys(series);
+    if (charts.has(target)) { charts.get(target).destroy(); charts.delete(target); }
     target.textContent = "";
     target.dataset.points = String(keys.length ? x.length : 0);  // what is drawn, for a reader (and the tests)
     if (!x.length || !keys.length) { target.textContent = "no metrics reported yet"; return null; }
@@ -82,18 +105,25 @@ const deltajobs = (() => {
       series: [{ label: xLabel }, ...keys.map((k, i) => ({ label: k, stroke: colors[i % colors.length], width: 2, spanGaps: true }))],
       axes: [{ label: xLabel }, {}],
     };
-    return new uPlot(opts, [x, ...keys.map((k) => series[k])], target);
+    const plot = new uPlot(opts, [x, ...keys.map((k) => series[k])], target);
+    charts.set(target, plot);
+    return plot;
   }
 
   function runPage(jobId, final) {
-    let offset = 0, err = false, ended = final, plotted = "";
+    let offset = 0, err = false, ended = final, plotted = "", logDone = false, generation = 0;
     const base = "/api/run/" + encodeURIComponent(jobId);
     const log = $("#log");
     const pollLog = async () => {
+      if (logDone) return;
+      const mine = generation;  // a reply for another rank or stream, or from before a switch, is dropped
       const rank = Number($("#rank").value || 0);
       const data = await get(`${base}/log?offset=${offset}&err=${err ? 1 : 0}&rank=${rank}`);
+      if (mine !== generation) return;
       if (data.text) { log.textContent += data.text; log.scrollTop = log.scrollHeight; }
       offset = data.offset;
+      if (data.more) return pollLog();  // a long log: the rest at once
+      if (data.final) logDone = true;
     };
     const pollCurves = async () => {
       const data = await get(base + "/curves");
@@ -109,27 +139,36 @@ const deltajobs = (() => {
       $("#reason").textContent = row.reason ? `(${row.reason})` : "";
       $("#elapsed").textContent = duration(row.elapsed_s);
       $("#su").textContent = row.su === null ? "" : su(row) + " SU" + (row.su_estimated ? " so far (estimated)" : "");
-      $("#cancel").disabled = row.final; $("#resume").disabled = !row.final;
+      if (!busy) { $("#cancel").disabled = row.final; $("#resume").disabled = !row.final; }
       if (row.final && !ended) { ended = true; setTimeout(() => location.reload(), 1500); }
       stamp();
     };
-    const restart = () => { offset = 0; log.textContent = ""; };
+    let busy = false;  // a cancel or resume on its way: the buttons stay off
+    const act = async (what, done) => {
+      busy = true; $("#cancel").disabled = true; $("#resume").disabled = true;
+      try { done(await post(`${base}/${what}`)); }
+      catch (e) { $("#action-result").textContent = `not ${what === "cancel" ? "cancelled" : "resumed"}: ${e.message}`; }
+      finally { busy = false; }
+    };
+    const restart = () => { generation++; offset = 0; logDone = false; log.textContent = ""; };
     $("#stderr").onchange = (e) => { err = e.target.checked; restart(); pollLog(); };
     $("#rank").onchange = () => { restart(); pollLog(); };
     $("#cancel").onclick = async () => {
       if (!confirm(`Cancel job ${jobId}?`)) return;
-      try { const r = await post(base + "/cancel"); $("#action-result").textContent = r.cancelled.length ? "cancelled" : JSON.stringify(r.refused); }
-      catch (e) { $("#action-result").textContent = "not cancelled: " + e.message; }
+      await act("cancel", (r) => {
+        $("#action-result").textContent = r.cancelled.length ? "cancelled" : Object.values(r.refused).join("; ") || "already ended";
+      });
       pollState();
     };
     $("#resume").onclick = async () => {
       if (!confirm(`Resume job ${jobId} as a new job in its run directory?`)) return;
-      try { const r = await post(base + "/resume"); location.href = "/run/" + encodeURIComponent(r.job_id); }
-      catch (e) { $("#action-result").textContent = "not resumed: " + e.message; }
+      await act("resume", (r) => { location.href = "/run/" + encodeURIComponent(r.job_id); });
     };
-    const tick = async () => { try { await Promise.all([pollLog(), pollCurves(), pollState()]); } catch (e) { $("#action-result").textContent = e.message; } };
-    tick();
-    setInterval(() => { if (!ended) tick(); }, 1000);
+    const tick = async () => {
+      try { await Promise.all([pollLog(), pollCurves(), pollState()]); }
+      catch (e) { $("#action-result").textContent = e.message; }
+    };
+    every(1000, async () => { if (!ended || !logDone) await tick(); });
   }
 
   function sortable(table) {
@@ -139,8 +178,9 @@ const deltajobs = (() => {
         const asc = !th.classList.contains("sorted-asc");
         heads.forEach((h) => h.classList.remove("sorted-asc", "sorted-desc"));
         th.classList.add(asc ? "sorted-asc" : "sorted-desc");
-        const num = th.dataset.type === "num";
         const rows = [...table.tBodies[0].rows];
+        const texts = rows.map((tr) => tr.cells[column].textContent.trim()).filter((t) => t !== "");
+        const num = texts.every((t) => !isNaN(Number(t)));  // numbers where every value is one, else text
         const value = (tr) => { const t = tr.cells[column].textContent.trim(); return num ? (t === "" ? NaN : Number(t)) : t; };
         rows.sort((a, b) => {
           const x = value(a), y = value(b);
