@@ -212,8 +212,12 @@ def test_a_sweeps_table_sorts_by_its_metric(ui, browser, tmp_path: Path) -> None
             break
         assert time.time() < deadline, f"sweep {sweep_id} not COMPLETED in 180 s: {states}"
         time.sleep(2)
-    browser.get(f"{base}/sweep/{sweep_id}?token={token}")
+    browser.get(f"{base}/sweeps?token={token}")  # the list, then the sweep by its link
+    listed = browser.find_element(By.ID, "sweeps").text
+    assert sweep_id in listed and "3 COMPLETED" in listed and "sweep" in listed
+    browser.find_element(By.LINK_TEXT, sweep_id).click()
     header = browser.find_element(By.CSS_SELECTOR, '#points th[data-metric="val_acc"]')
+    assert browser.find_element(By.ID, "history").get_attribute("data-points") == "3"  # by point, best so far
     column = [th.text for th in browser.find_elements(By.CSS_SELECTOR, "#points thead th")].index("val_acc")
 
     def scores() -> list[float]:

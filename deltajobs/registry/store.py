@@ -285,6 +285,11 @@ class Registry:
             raise NotFoundError(f"sweep {sweep_id} is not in the registry")
         return {**dict(found[0]), "params": json.loads(found[0]["params"])}
 
+    def sweeps(self) -> list[dict[str, Any]]:
+        """Every sweep and search, newest first (its params as recorded)."""
+        found = self._rows("SELECT * FROM sweeps ORDER BY created_at DESC", ())
+        return [{**dict(r), "params": json.loads(r["params"])} for r in found]
+
     def set_sweep_params(self, sweep_id: str, params: dict[str, Any]) -> None:
         self._update_sweep(sweep_id, "params", json.dumps(params))
 

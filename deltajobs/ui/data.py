@@ -387,9 +387,18 @@ def sweep_detail(settings: Settings, sweep_id: str) -> dict[str, Any]:
             except (OSError, ValueError, AttributeError):
                 found = []
         curves_by_point[point.index] = [finite(h.get(metric)) for h in found if isinstance(h, dict)]
+    history, best_so_far, running = [], [], None
+    better = higher_is_better(metric) if metric else True
+    for point in sorted(view.points, key=lambda p: p.index):
+        value = finite(point.metrics.get(metric)) if metric else None
+        history.append(value)
+        if value is not None and (running is None or (value > running if better else value < running)):
+            running = value
+        best_so_far.append(running)
     return {
         "sweep_id": view.sweep_id,
         "job": view.job,
+        "history": {"x": sorted(p.index for p in view.points), "value": history, "best": best_so_far},
         "keys": view.keys,
         "labels": [short_key(k) for k in view.keys],
         "metric": metric,
@@ -440,3 +449,30 @@ def compare(settings: Settings, job_ids: list[str]) -> dict[str, Any]:
         "table": table,
         "curves": {r.job_id: curves(r) for r in rows},
     }
+
+
+def sweeps(settings: Settings) -> list[dict[str, Any]]:
+    """Every sweep and search, newest first, with its points' states counted (registry rows, fresh
+    within FRESH_S: no sweep directory is read)."""
+    from deltajobs.registry.store import Registry
+
+    with Registry.open(settings) as registry:
+        found = registry.sweeps()
+    view = cached(("all",), lambda: status(settings, None, every=True))
+    states: dict[str, dict[str, int]] = {}
+    for row in view.rows:
+        if row.sweep_id:
+            counts = states.setdefault(row.sweep_id, {})
+            counts[row.state] = counts.get(row.state, 0) + 1
+    return [
+        {
+            "sweep_id": s["sweep_id"],
+            "job": s["job"],
+            "backend": s["backend"],
+            "created_at": s["created_at"],
+            "created": time.strftime("%Y-%m-%d %H:%M", time.localtime(s["created_at"])),
+            "search": bool((s.get("params") or {}).get("search")),
+            "states": states.get(s["sweep_id"], {}),
+        }
+        for s in found
+    ]

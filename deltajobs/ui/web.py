@@ -63,6 +63,10 @@ def create_app(settings: Settings, csrf: str) -> Flask:
     def run_page(job_id: str) -> Any:
         return render_template("run.html", run=data.run_detail(settings, job_id))
 
+    @app.get("/sweeps")
+    def sweeps_page() -> Any:
+        return render_template("sweeps.html", sweeps=data.sweeps(settings))
+
     @app.get("/sweep/<sweep_id>")
     def sweep_page(sweep_id: str) -> Any:
         return render_template("sweep.html", sweep=data.sweep_detail(settings, sweep_id))

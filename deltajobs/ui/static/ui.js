@@ -202,6 +202,8 @@ const deltajobs = (() => {
       series[label] = x.map((_, i) => (i < p.curve.length ? p.curve[i] : null));
     }
     chart($("#chart"), x, series, "report");
+    const h = sweep.history;
+    chart($("#history"), h.x, { [sweep.metric || "metric"]: h.value, "best so far": h.best }, "point");
   }
 
   function comparePage(curves) {
@@ -217,5 +219,5 @@ const deltajobs = (() => {
     chart($("#chart"), x, series, "report");
   }
 
-  return { runsPage, runPage, sweepPage, comparePage };
+  return { runsPage, runPage, sweepPage, comparePage, sortable };
 })();
