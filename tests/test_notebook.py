@@ -6,6 +6,7 @@ payload, the probe's verdict on an environment without JupyterLab, and the lapto
 from __future__ import annotations
 
 import json
+import os
 import stat
 from pathlib import Path
 
@@ -298,3 +299,21 @@ def test_remote_dashboard_opens_on_the_laptop(
     assert "--open" not in fake.argvs[0][-1] and "deltajobs ui" in fake.argvs[0][-1]
     assert pages and 'url=http://127.0.0.1:8766/?token=T"' in pages[0]
     assert "  open:    http://127.0.0.1:8766/?token=T\n" in capsys.readouterr().out
+
+
+def test_no_slurm_here_is_refused_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A laptop without SLURM and without --remote: refused, never JupyterLab run here as a "job"."""
+    from conftest import run_main
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_main(monkeypatch, capsys, "notebook", "-A", ACCOUNT, "--cluster", "minidelta")
+    assert code != 0 and out == ""
+    assert err.strip().splitlines()[-1] == (
+        "deltajobs: error: deltajobs notebook runs JupyterLab on a compute node, and there is no SLURM here "
+        "(sbatch not found); from a laptop: deltajobs notebook --remote NAME"
+    )
+    runs = Path(os.environ["DELTAJOBS_HOME"]) / "runs"
+    assert not runs.exists() or not any(runs.iterdir())  # no run directory left behind

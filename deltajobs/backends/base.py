@@ -83,6 +83,7 @@ class Backend(ABC):
     charges: ClassVar[bool]  # jobs spend Service Units: the budget guard applies
     first_state: ClassVar[str]  # a job's state right after submission
     fresh_environment: ClassVar[bool] = False  # jobs set their software up anew (modules, venv): check it
+    compute_nodes: ClassVar[bool] = False  # jobs run on a cluster's compute nodes, not on this machine
 
     @abstractmethod
     def submit(self, resolved: ResolvedJob, run_dir: Path) -> Submission:

@@ -32,6 +32,7 @@ class SlurmBackend(Backend):
     charges = True
     first_state = "PENDING"
     fresh_environment = True
+    compute_nodes = True
 
     def submit(self, resolved: ResolvedJob, run_dir: Path) -> Submission:
         payload = resolved.payload

@@ -92,7 +92,7 @@ def _submit(settings: object, place: Placement, yes: bool, as_json: bool) -> Job
 
     assert isinstance(settings, Settings)
     backend = chosen_backend(False, settings)
-    if backend.name != "slurm":
+    if not backend.compute_nodes:
         raise DeltaJobsError(
             "deltajobs notebook runs JupyterLab on a compute node, and there is no SLURM here (sbatch not found); "
             "from a laptop: deltajobs notebook --remote NAME"
