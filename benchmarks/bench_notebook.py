@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import re
 import statistics
 import subprocess
@@ -26,15 +25,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import cpu_model
+
 ACCOUNT = "bgvu-delta-gpu"
 PARTITION = "gpuA100x4-interactive"
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def notebook_once(env: dict[str, str], cwd: Path) -> float:

@@ -44,6 +44,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from common import cpu_model
+
 REPO = Path(__file__).resolve().parent.parent
 STATES = ["COMPLETED"] * 6 + ["FAILED", "FAILED", "CANCELLED", "TIMEOUT"]  # what a finished history looks like
 NAMES = ["mnist", "resnet50", "train.py", "bert-ft", "eval", "llama-lora", "vit-b16", "sweep-lr"]
@@ -57,13 +59,6 @@ SPECS = [  # the spec.yaml of the shared run directories, by payload kind
 RUN_DIRS = 16
 DAY = 86400.0
 SPAN_DAYS = 30
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def fill(count: int) -> None:

@@ -24,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import cpu_model
+
 ACCOUNT = "bgvu-delta-gpu"
 JOB = """\
 import sys, time
@@ -40,13 +42,6 @@ new MutationObserver(() => {
   }
 }).observe(document.getElementById("log"), {childList: true, characterData: true, subtree: true});
 """
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
 
 
 def main() -> int:

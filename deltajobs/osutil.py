@@ -5,6 +5,7 @@
     with atomic_writer(path, binary=True) as f:   # the same, for a writer that wants a file object
         torch.save(state, f)
     free_port()                                   # a TCP port free on 127.0.0.1 now
+    laptop_tunnel(port, "127.0.0.1")              # `ssh -N -L PORT:TARGET:PORT user@this-host`
 
 An atomic write goes to a temporary file with a unique name in the target's directory (mkstemp:
 `.NAME.XXXXXXXX.tmp`, so two writers of one file never share it), which is renamed over the target:
@@ -106,6 +107,17 @@ def current_umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def laptop_tunnel(port: int, target: str) -> str:
+    """The command a laptop runs to reach `target:port`, as this host sees it, at its own port
+    `port`: through this host by its own name (a login node's; `login.delta...` is a round-robin
+    alias that would land on another one)."""
+    import getpass
+
+    host = socket.getfqdn()
+    host = socket.gethostname() if host.startswith("localhost") else host
+    return f"ssh -N -L {port}:{target}:{port} {getpass.getuser()}@{host}"
 
 
 def free_port(preferred: int = 0) -> int:

@@ -13,10 +13,8 @@ A notebook job is known by its token file: the registry keeps no payload kind.
 
 from __future__ import annotations
 
-import getpass
 import json
 import re
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -28,6 +26,7 @@ from deltajobs.charge.estimate import Estimate, Request, estimate, estimate_job,
 from deltajobs.clusters.units import format_walltime, parse_walltime
 from deltajobs.errors import DeltaJobsError, SpecError
 from deltajobs.jobs.lifecycle import active_jobs, reason_words, status
+from deltajobs.osutil import laptop_tunnel
 from deltajobs.payloads.notebook import read_token, server_path, token_path
 from deltajobs.registry.schema import JobRow
 from deltajobs.spec.resolve import INTERACTIVE, Overrides, ResolvedJob, interactive_sibling, resolve_job
@@ -160,9 +159,7 @@ class Ready:
     @property
     def tunnel(self) -> str:
         """The laptop's command to reach it through this login node."""
-        host = socket.getfqdn()
-        host = socket.gethostname() if host.startswith("localhost") else host
-        return f"ssh -N -L {self.port}:{self.address}:{self.port} {getpass.getuser()}@{host}"
+        return laptop_tunnel(self.port, self.address)
 
     @property
     def laptop_url(self) -> str:

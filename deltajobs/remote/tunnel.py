@@ -112,21 +112,14 @@ HOLD_MISSES = 2  # consecutive checks without an answer: it has ended
 
 
 def answers(url: str) -> bool:
-    """JupyterLab answers through the tunnel: /api/status with the URL's token (not counted as activity)."""
-    import urllib.error
+    """The notebook answers through the tunnel: `jobs.notebook.answers` on the URL's port and token."""
     import urllib.parse
-    import urllib.request
+
+    from deltajobs.jobs.notebook import answers as notebook_answers
 
     parts = urllib.parse.urlsplit(url)
     token = urllib.parse.parse_qs(parts.query).get("token", [""])[0]
-    request = urllib.request.Request(
-        f"{parts.scheme}://{parts.netloc}/api/status", headers={"Authorization": f"token {token}"}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=10) as reply:
-            return bool(reply.status == 200)
-    except (OSError, ValueError):
-        return False
+    return notebook_answers(parts.hostname or LOOPBACK, parts.port or 80, token, timeout=10)
 
 
 def open_privately(url: str, folder: Path) -> None:

@@ -1,7 +1,7 @@
 """`deltajobs ui`: the dashboard on 127.0.0.1 behind a token, as `deltajobs tensorboard` serves.
 
     plan = plan_ui(port=None, token=new_token())   # a free port, the URL with the token, the ssh -L line
-    serve(plan, settings)                           # until Ctrl-C
+    server = make_server(plan, settings)            # bound; `deltajobs ui` then serves until Ctrl-C
 
 The same gate as TensorBoard's (`watch.tbproxy.TokenGate`): a request without the token (in the
 query, or the HttpOnly SameSite=Strict cookie it sets) gets 403, pages and API alike; the login
@@ -12,12 +12,10 @@ browser's page and its polling requests at once, for one user. Flask is imported
 
 from __future__ import annotations
 
-import getpass
 import secrets
-import socket
 from dataclasses import dataclass
 
-from deltajobs.osutil import free_port
+from deltajobs.osutil import free_port, laptop_tunnel
 from deltajobs.spec.settings import Settings
 from deltajobs.watch.tbproxy import LOOPBACK, TokenGate
 
@@ -33,9 +31,7 @@ class UiPlan:
 
     @property
     def tunnel(self) -> str:
-        host = socket.getfqdn()
-        host = socket.gethostname() if host.startswith("localhost") else host
-        return f"ssh -N -L {self.port}:{LOOPBACK}:{self.port} {getpass.getuser()}@{host}"
+        return laptop_tunnel(self.port, LOOPBACK)
 
     def to_dict(self) -> dict[str, object]:
         return {"port": self.port, "url": self.url, "tunnel": self.tunnel}
@@ -68,14 +64,3 @@ def make_server(plan: UiPlan, settings: Settings):  # type: ignore[no-untyped-de
     app = create_app(settings, csrf=secrets.token_urlsafe(32))
     gated = TokenGate(app.wsgi_app, plan.token, f"deltajobs-ui-{plan.port}", FORBIDDEN)
     return werkzeug_server(LOOPBACK, plan.port, gated, threaded=True)  # type: ignore[arg-type]
-
-
-def serve(plan: UiPlan, settings: Settings) -> None:
-    """Serve until Ctrl-C."""
-    server = make_server(plan, settings)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()

@@ -18,11 +18,9 @@ A sweep's log directory is the sweep directory: its points' `point-NNN/tb` runs 
 
 from __future__ import annotations
 
-import getpass
 import importlib.util
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from deltajobs.errors import DeltaJobsError
-from deltajobs.osutil import free_port
+from deltajobs.osutil import free_port, laptop_tunnel
 from deltajobs.registry.store import Registry
 from deltajobs.registry.targets import find_target
 from deltajobs.spec.settings import Settings
@@ -54,9 +52,7 @@ class BoardPlan:
     @property
     def tunnel(self) -> str:
         """The command to run on a laptop to reach this TensorBoard."""
-        host = socket.getfqdn()
-        host = socket.gethostname() if host.startswith("localhost") else host
-        return f"ssh -N -L {self.port}:{LOOPBACK}:{self.port} {getpass.getuser()}@{host}"
+        return laptop_tunnel(self.port, LOOPBACK)
 
     @property
     def argv(self) -> list[str]:
