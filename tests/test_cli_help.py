@@ -21,7 +21,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 PANELS = ["Run jobs", "Watch them", "Cost in Service Units", "Sweeps and search", "Set up"]
 GROUPS = ["sweep", "cluster", "remote", "registry", "data"]
-MAX_LINES = 50
+MAX_LINES = 53  # 50, then rerun, show and diff (issue 37)
 
 
 def help_text(*args: str, columns: int = 80, plain: bool = False) -> str:

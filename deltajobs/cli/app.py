@@ -16,8 +16,8 @@ from deltajobs.errors import DeltaJobsError
 # This table is the one home of each command's panel and place; a command left out of it shows
 # under "Commands" at the end (and tests/test_cli_help.py fails).
 FIRST_SCREEN: dict[str, tuple[str, ...]] = {
-    "Run jobs": ("submit", "cancel", "resume", "render", "check", "shell", "notebook", "train"),
-    "Watch them": ("status", "logs", "results", "tensorboard", "ui"),
+    "Run jobs": ("submit", "cancel", "resume", "rerun", "render", "check", "shell", "notebook", "train"),
+    "Watch them": ("status", "logs", "results", "show", "diff", "tensorboard", "ui"),
     "Cost in Service Units": ("estimate", "accounts", "charge"),
     "Sweeps and search": ("sweep",),
     "Set up": ("init", "doctor", "list", "cluster", "data", "registry", "remote"),

@@ -19,6 +19,7 @@ from deltajobs.charge.estimate import Request
 from deltajobs.clusters.profile import load_profile
 from deltajobs.clusters.units import format_duration
 from deltajobs.errors import NotFoundError, SlurmError, SpecError
+from deltajobs.injob import provenance
 from deltajobs.injob.gpu_usage import run_gpu_summary
 from deltajobs.registry.history import spec_key
 from deltajobs.registry.refresh import by_backend, refresh
@@ -77,12 +78,16 @@ def reason_words(reason: str | None) -> str:
 
 
 def prepare_run_dir(resolved: ResolvedJob, run_dir: Path) -> None:
-    """Create the run directory with the resolved spec and what the payload needs there (a
-    snapshot of the user's code); fails if it exists."""
+    """Create the run directory with the resolved spec, what the payload needs there (a snapshot
+    of the user's code) and the code's git commit and changes (RUN_DIR/env); fails if it exists."""
     run_dir.mkdir(parents=True, exist_ok=False)
     try:
         (run_dir / "spec.yaml").write_text(yaml.safe_dump(resolved.spec.to_dict(), sort_keys=False))
         resolved.payload.prepare(run_dir)
+        payload = resolved.payload
+        code = payload.code_root()
+        if code is not None:
+            provenance.record_code(code, run_dir, payload.snapshot)
     except BaseException:
         shutil.rmtree(run_dir, ignore_errors=True)
         raise

@@ -72,6 +72,16 @@ class Payload(ABC):
         """What a container must see besides the run directory."""
         return []
 
+    def code_root(self) -> Path | None:
+        """Where the job's code lies, whose git commit and changes the run records at submit
+        (`injob.provenance.record_code`); None: deltajobs' own code (its version is in the packages)."""
+        return None
+
+    @property
+    def snapshot(self) -> bool:
+        """Whether the run holds a copy of that code taken at submit (RUN_DIR/code)."""
+        return False
+
     def sweep_key(self, key: str) -> str:
         """The spec key a sweep's `--grid KEY=...` varies (a bare `lr` means `train.lr` or
         `run.params.lr`); raises SpecError for keys the payload cannot vary."""
@@ -93,3 +103,6 @@ class UserPayload(Payload):
     def workdir(self) -> Path:
         """Where the job runs: the spec's `run.workdir` (resolved at submit: the submit directory)."""
         return Path(self.run.workdir or ".").expanduser().absolute()
+
+    def code_root(self) -> Path | None:
+        return self.workdir

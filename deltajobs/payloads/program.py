@@ -124,6 +124,13 @@ class ScriptPayload(ProgramPayload):
         if self.run.snapshot:
             snapshot.take(snapshot.plan(self.script), run_dir)
 
+    def code_root(self) -> Path | None:
+        return self.script.parent
+
+    @property
+    def snapshot(self) -> bool:
+        return bool(self.run.snapshot)
+
     def bind_paths(self, run_dir: Path) -> list[str]:
         return [*super().bind_paths(run_dir), str(self.script.parent)]
 

@@ -13,6 +13,7 @@ deltajobs can find, so such logs go to the run directory.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from collections.abc import Callable
@@ -21,7 +22,7 @@ from typing import Any
 
 from deltajobs.clusters.profile import ClusterProfile
 from deltajobs.errors import SpecError
-from deltajobs.injob import contract
+from deltajobs.injob import contract, provenance
 from deltajobs.payloads.base import UserPayload
 from deltajobs.payloads.sbatch_file import SbatchFile, normalize_time, parse_sbatch, to_spec_dict
 from deltajobs.payloads.sbatch_lint import lint
@@ -141,6 +142,10 @@ class SbatchPayload(UserPayload):
 
     def prepare(self, run_dir: Path) -> None:
         shutil.copy2(self.path, run_dir / SCRIPT)
+        provenance.shell_hook(run_dir, os.environ.get("BASH_ENV"))  # the job's BASH_ENV (sbatch_options)
+
+    def code_root(self) -> Path | None:
+        return self.path.parent
 
     def sbatch_file(self) -> Path | None:
         return self.path
@@ -175,6 +180,7 @@ class SbatchPayload(UserPayload):
             contract.RUN_DIR: str(run_dir),
             contract.CHECKPOINT_DIR: str(run_dir / "checkpoints"),
             contract.METRICS: str(run_dir / "metrics.jsonl"),
+            "BASH_ENV": str(run_dir / provenance.ENV_DIR / provenance.HOOK_FILE),  # records the environment
         }
         options = [
             "--parsable",

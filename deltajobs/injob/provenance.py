@@ -1,0 +1,323 @@
+"""What a run ran with, recorded in RUN_DIR/env/ by the job itself on its node (`record`), and what
+its code was at submit (`record_code`): the facts `deltajobs show ID --env`, `results` and
+`deltajobs diff` read back (`deltajobs.jobs.provenance`).
+
+    env/job.json       the node's view, each attempt (the latest wins): when, where (host, nodes,
+                       job id), the python (executable, version, prefix; venv, conda or system),
+                       the modules loaded (Lmod's LOADEDMODULES), torch with its CUDA and NCCL
+                       versions, `nvidia-smi -L`, the program (argv, working directory), how many
+                       packages, how long the record took
+    env/packages.txt   the job python's packages, `name==version` one per line, sorted (pip freeze's
+                       form, read from the installed packages' metadata: no pip run, ~50 ms)
+    env/conda.txt      a conda env's packages (CONDA_PREFIX's conda-meta), `name=version=build`
+                       (conda list --export's form)
+    env/git.json       at submit, the code's repository: commit, branch, the files that differ
+    env/code.diff      ... and their changes against that commit (`git diff HEAD`, text, capped)
+
+The packaged trainer, a script, a command, a function and a sweep's point call `start` from
+`record_attempt` on rank 0: a thread, so the program starts at once (BENCHMARKS.md, issue 37).
+An sbatch script as written runs no deltajobs code: its job gets `BASH_ENV` (`shell_hook`), whose
+EXIT trap runs `python -m deltajobs.injob.provenance RUN_DIR --python PY` when the script ends, in
+the environment the script made (its modules, its venv). DELTAJOBS_NO_ENV_RECORD=1 turns it off.
+
+Nothing here imports torch: its versions come from its metadata and files, or from the torch a
+process already imported.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+ENV_DIR = "env"
+JOB_FILE, PACKAGES_FILE, CONDA_FILE = "job.json", "packages.txt", "conda.txt"
+GIT_FILE, DIFF_FILE = "git.json", "code.diff"
+HOOK_FILE = "record.sh"  # an sbatch script's BASH_ENV
+OFF = "DELTAJOBS_NO_ENV_RECORD"
+DIFF_CAP = 4 * 1024 * 1024  # bytes of `git diff` kept; a bigger one is cut and says so
+NCCL_PACKAGES = ("nvidia-nccl-cu12", "nvidia-nccl-cu11", "nvidia-nccl-cu13", "nccl")
+_CUDA_LINE = re.compile(r"^cuda\s*(?::[^=]*)?=\s*['\"]([^'\"]+)['\"]", re.MULTILINE)
+# The packages of another interpreter, printed by it: pip freeze's form without running pip.
+_FREEZE = (
+    "import importlib.metadata as m\n"
+    "seen = {}\n"
+    "for d in m.distributions():\n"
+    "    name = (d.metadata['Name'] or '').strip()\n"
+    "    key = name.lower().replace('_', '-')\n"
+    "    if name and key not in seen: seen[key] = f'{name}=={d.version}'\n"
+    "print('\\n'.join(sorted(seen.values(), key=str.lower)))\n"
+)
+
+
+def enabled() -> bool:
+    return os.environ.get(OFF, "") in ("", "0")
+
+
+def start(run_dir: Path, argv: list[str] | None = None, python: str | None = None) -> threading.Thread | None:
+    """Record the environment in a thread (not a daemon: a job that ends at once still waits for it,
+    a second or so at most); None where it is turned off."""
+    if not enabled():
+        return None
+    thread = threading.Thread(target=_record_quietly, args=(run_dir, argv, python), name="deltajobs-env", daemon=False)
+    thread.start()
+    return thread
+
+
+def _record_quietly(run_dir: Path, argv: list[str] | None, python: str | None) -> None:
+    try:
+        record(run_dir, argv, python)
+    except Exception as err:  # a record is worth less than the job: never its end
+        print(f"deltajobs: the environment record was not written ({err})", file=sys.stderr, flush=True)
+
+
+def record(run_dir: Path, argv: list[str] | None = None, python: str | None = None) -> dict[str, Any]:
+    """Write env/job.json, env/packages.txt (and env/conda.txt in a conda env); returns job.json's
+    dict. `python` is the interpreter whose packages count (None: this one; "": there is none, as
+    for an sbatch script whose PATH has no python)."""
+    began = time.time()
+    target = Path(run_dir) / ENV_DIR
+    target.mkdir(parents=True, exist_ok=True)
+    python = sys.executable if python is None else python
+    own = bool(python) and _same_file(python, sys.executable)
+    packages = installed_packages() if own else other_packages(python) if python else []
+    conda = conda_packages(os.environ.get("CONDA_PREFIX"))
+    _write(target / PACKAGES_FILE, "".join(f"{line}\n" for line in packages))
+    if conda:
+        _write(target / CONDA_FILE, "".join(f"{line}\n" for line in conda))
+    job = {
+        "recorded_at": began,
+        "job_id": os.environ.get("SLURM_JOB_ID"),
+        "host": os.uname().nodename,
+        "nodes": os.environ.get("SLURM_JOB_NODELIST") or os.uname().nodename,
+        "python": python_facts(python, own) if python else None,
+        "modules": loaded_modules(),
+        "torch": torch_facts(packages),
+        "gpus": gpu_lines(),
+        "command": list(argv) if argv is not None else None,
+        "workdir": os.getcwd(),
+        "packages": len(packages),
+        "conda_packages": len(conda) if conda else None,
+    }
+    job["seconds"] = round(time.time() - began, 3)
+    _write(target / JOB_FILE, json.dumps(job, indent=1) + "\n")
+    return job
+
+
+# -- the facts -------------------------------------------------------------------------------------
+
+
+def installed_packages() -> list[str]:
+    """This interpreter's packages as `name==version`, sorted, the first of a name on sys.path."""
+    seen: dict[str, str] = {}
+    for dist in metadata.distributions():
+        name = (dist.metadata["Name"] or "").strip()
+        key = name.lower().replace("_", "-")
+        if name and key not in seen:
+            seen[key] = f"{name}=={dist.version}"
+    return sorted(seen.values(), key=str.lower)
+
+
+def other_packages(python: str) -> list[str]:
+    """Another interpreter's packages, as it lists them; none if it cannot say."""
+    try:
+        out = subprocess.run([python, "-c", _FREEZE], capture_output=True, text=True, timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [line for line in out.stdout.splitlines() if "==" in line] if out.returncode == 0 else []
+
+
+def conda_packages(prefix: str | None) -> list[str]:
+    """A conda env's packages from its conda-meta records: `name=version=build`, sorted."""
+    if not prefix:
+        return []
+    lines = []
+    for path in sorted(Path(prefix, "conda-meta").glob("*.json")):
+        try:
+            meta = json.loads(path.read_text())
+            lines.append(f"{meta['name']}={meta['version']}={meta.get('build', '')}")
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return sorted(lines, key=str.lower)
+
+
+def python_facts(python: str, own: bool) -> dict[str, Any]:
+    """The interpreter, its version and prefix, and what kind of environment it is."""
+    if own:
+        version, prefix, base = sys.version.split()[0], sys.prefix, sys.base_prefix
+    else:
+        code = "import sys; print(sys.version.split()[0]); print(sys.prefix); print(sys.base_prefix)"
+        try:
+            out = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=30, check=False)
+            version, prefix, base = (out.stdout.splitlines() + ["", "", ""])[:3]
+        except (OSError, subprocess.TimeoutExpired):
+            version, prefix, base = "", "", ""
+    if prefix and Path(prefix, "conda-meta").is_dir():
+        kind = "conda"
+    elif prefix and prefix != base:
+        kind = "venv"
+    else:
+        kind = "system"
+    return {"executable": python, "version": version, "prefix": prefix, "env": kind}
+
+
+def loaded_modules() -> list[str] | None:
+    """The modules loaded (Lmod's and Tcl modules' LOADEDMODULES), in load order; None without a
+    module system."""
+    text = os.environ.get("LOADEDMODULES")
+    if text is None:
+        return None if "LMOD_CMD" not in os.environ and "MODULESHOME" not in os.environ else []
+    return [name for name in text.split(":") if name]
+
+
+def torch_facts(packages: list[str]) -> dict[str, Any] | None:
+    """torch's version, the CUDA it was built for and NCCL's: from a torch this process imported
+    already, else from its files and the NCCL wheel's metadata (no import: ~2 s)."""
+    versions = dict(line.split("==", 1) for line in packages if "==" in line)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        facts: dict[str, Any] = {"version": str(torch.__version__), "cuda": torch.version.cuda}
+        try:
+            facts["nccl"] = ".".join(str(n) for n in torch.cuda.nccl.version())
+        except Exception:
+            facts["nccl"] = None
+        return facts
+    version = versions.get("torch")
+    if version is None:
+        return None
+    cuda = None
+    try:
+        files = metadata.distribution("torch").locate_file("torch/version.py")
+        found = _CUDA_LINE.search(Path(str(files)).read_text())
+        cuda = found.group(1) if found else None
+    except (metadata.PackageNotFoundError, OSError):
+        pass
+    nccl = next((versions[name] for name in NCCL_PACKAGES if name in versions), None)
+    return {"version": version, "cuda": cuda, "nccl": nccl}
+
+
+def gpu_lines() -> list[str]:
+    """`nvidia-smi -L`: one line per GPU the job may use; none without nvidia-smi."""
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return []
+    try:
+        out = subprocess.run([exe, "-L"], capture_output=True, text=True, timeout=15, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [line.strip() for line in out.stdout.splitlines() if line.strip()] if out.returncode == 0 else []
+
+
+# -- the code, at submit ---------------------------------------------------------------------------
+
+
+def record_code(directory: Path, run_dir: Path, snapshot: bool) -> dict[str, Any] | None:
+    """env/git.json and env/code.diff for the repository `directory` lies in (None outside one):
+    the commit, the branch, the files that differ from it, whether the run has a snapshot of them."""
+    if shutil.which("git") is None:
+        return None
+
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(
+                ["git", "-C", str(directory), *args], capture_output=True, text=True, timeout=60, check=False
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return out.stdout if out.returncode == 0 else None
+
+    root = git("rev-parse", "--show-toplevel")
+    if not root:
+        return None
+    commit = (git("rev-parse", "HEAD") or "").strip() or None  # a repository without commits has none
+    diff = git("diff", "HEAD", "--no-color", "--no-ext-diff") if commit else None
+    status = git("status", "--porcelain", "--untracked-files=normal") or ""
+    cut = diff is not None and len(diff.encode()) > DIFF_CAP
+    info = {
+        "root": root.strip(),
+        "commit": commit,
+        "branch": (git("rev-parse", "--abbrev-ref", "HEAD") or "").strip() or None,
+        "changed": [line[3:] for line in status.splitlines() if line[:2] != "??"],
+        "untracked": [line[3:] for line in status.splitlines() if line[:2] == "??"],
+        "snapshot": snapshot,
+        "diff_cut": cut,
+    }
+    target = Path(run_dir) / ENV_DIR
+    target.mkdir(parents=True, exist_ok=True)
+    _write(target / GIT_FILE, json.dumps(info, indent=1) + "\n")
+    if diff:
+        _write(target / DIFF_FILE, diff.encode()[:DIFF_CAP].decode(errors="ignore"))
+    return info
+
+
+# -- an sbatch script as written -------------------------------------------------------------------
+
+
+def shell_hook(run_dir: Path, user_bash_env: str | None) -> Path:
+    """Write RUN_DIR/env/record.sh, the BASH_ENV of an sbatch script's job: bash reads it before the
+    script; it unsets BASH_ENV (no other bash of the job reads it), reads the user's own BASH_ENV,
+    and leaves an EXIT trap (task 0 only) that records the environment the script ends in. A script
+    that sets its own EXIT trap, or runs under sh, is not recorded."""
+    import shlex
+
+    target = Path(run_dir) / ENV_DIR
+    target.mkdir(parents=True, exist_ok=True)
+    record_cmd = shlex.join([sys.executable, "-m", "deltajobs.injob.provenance", str(run_dir)])
+    lines = [
+        "# deltajobs: records what this job ran with when its script ends (deltajobs.injob.provenance)",
+        "unset BASH_ENV",
+    ]
+    if user_bash_env:
+        lines.append(f"[ -r {shlex.quote(user_bash_env)} ] && . {shlex.quote(user_bash_env)}")
+    lines += [
+        'if [ "${SLURM_PROCID:-0}" = 0 ] && [ "${DELTAJOBS_NO_ENV_RECORD:-0}" = 0 ]; then',
+        f"  trap '__deltajobs_rc=$?; {record_cmd} --python \"$(command -v python || command -v python3)\" "
+        "</dev/null >/dev/null 2>&1; exit $__deltajobs_rc' EXIT",
+        "fi",
+        "",
+    ]
+    path = target / HOOK_FILE
+    _write(path, "\n".join(lines))
+    return path
+
+
+# -- files -----------------------------------------------------------------------------------------
+
+
+def _write(path: Path, text: str) -> None:
+    """Write whole or not at all (a reader never sees half a file)."""
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        temp.write_text(text)
+        os.replace(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return a == b
+
+
+def main(args: list[str]) -> int:
+    """`python -m deltajobs.injob.provenance RUN_DIR [--python PY]`: the sbatch script's EXIT trap."""
+    if not args or args[0].startswith("-"):
+        print("usage: python -m deltajobs.injob.provenance RUN_DIR [--python PYTHON]", file=sys.stderr)
+        return 2
+    python = args[args.index("--python") + 1] if "--python" in args[:-1] else None
+    record(Path(args[0]), None, python)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
