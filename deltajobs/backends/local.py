@@ -13,11 +13,13 @@ import os
 import pickle
 import signal
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from deltajobs.backends.base import ArraySubmission, Backend, Cancelled, StateChanges, Submission
 from deltajobs.backends.local_process import CONTROLLER, CannotTell, Pinned, children, is_controller, look, start_of
+from deltajobs.backends.local_wait import WAITING_FILE, AfterParents
 from deltajobs.backends.slots import SlotJob, started
 from deltajobs.injob.diskspace import EXIT_DISK_FULL, read_marker
 from deltajobs.slurm.submitit_private import DetachedLocalExecutor
@@ -44,8 +46,11 @@ class LocalBackend(Backend):
     def submit(self, resolved: ResolvedJob, run_dir: Path) -> Submission:
         folder = submitit_folder(run_dir)
         executor = DetachedLocalExecutor(folder=folder, max_num_timeout=resolved.spec.resources.max_requeues)
-        executor.update_parameters(timeout_min=max(1, resolved.spec.resources.seconds // 60))
-        job = executor.submit(resolved.payload.task(run_dir))
+        parents = resolved.spec.schedule.parents
+        seconds = resolved.spec.resources.seconds + sum(_walltime(Path(d)) for d in parents.values())  # + the wait
+        executor.update_parameters(timeout_min=max(1, seconds // 60))
+        task = resolved.payload.task(run_dir)
+        job = executor.submit(AfterParents(task, parents, str(run_dir), parent_state) if parents else task)
         return _submission(str(job.job_id), run_dir, folder)
 
     def submit_array(
@@ -173,6 +178,9 @@ def local_state(row: JobRow) -> dict[str, Any]:
     elif result.exists():
         state = "COMPLETED" if _result_tag(result) == "success" else "FAILED"
     elif _running(row):
+        reason = _waiting_for(row)
+        if reason is not None:
+            return {"state": "PENDING", "reason": reason} if (row.state, row.reason) != ("PENDING", reason) else {}
         return {"elapsed_s": int(now - row.submitted_at)} if row.state == "RUNNING" else {"state": "RUNNING"}
     else:
         state = "FAILED"  # died without a result: killed, or crashed before submitit could write one
@@ -181,6 +189,50 @@ def local_state(row: JobRow) -> dict[str, Any]:
     if state == "FAILED" and read_marker(Path(row.run_dir)) is not None:  # as sacct would say it
         code = f"{EXIT_DISK_FULL}:0"
     return {"state": state, "elapsed_s": int(end - row.submitted_at), "exit_code": code}
+
+
+def _waiting_for(row: JobRow) -> str | None:
+    """The pending reason of a job that waits for its parents (`local_wait`), else None."""
+    try:
+        return (Path(row.run_dir) / WAITING_FILE).read_text().split("\n", 1)[0] or None
+    except OSError:
+        return None
+
+
+def _walltime(run_dir: Path) -> int:
+    """A parent's walltime in seconds, from its spec.yaml (0 where it cannot be read)."""
+    import yaml
+
+    from deltajobs.clusters.units import parse_walltime
+
+    try:
+        spec = yaml.safe_load((run_dir / "spec.yaml").read_text()) or {}
+        return parse_walltime(str(spec["resources"]["time"]))
+    except Exception:  # noqa: BLE001 - unreadable or malformed: no allowance for it
+        return 0
+
+
+def parent_state(job_id: str, run_dir: str) -> str:
+    """A local parent's state as `status` would give it (COMPLETED, FAILED, CANCELLED, RUNNING,
+    PENDING), asked from inside its child's job (`local_wait.AfterParents`)."""
+    if not job_id.startswith(PREFIX):
+        return "RUNNING"  # not a local job: nothing here can tell (`jobs.pipeline.check_parents` refuses it)
+    pid, _ = parse_id(job_id)
+    folder = submitit_folder(Path(run_dir))
+    parent = _Parent(job_id, run_dir, str(folder / f"{pid}_0_log.out"))
+    return str(local_state(parent).get("state", "RUNNING"))  # type: ignore[arg-type]  # what it reads of a row
+
+
+@dataclass(frozen=True)
+class _Parent:
+    """What `local_state` reads of a registry row (a job does not open the registry)."""
+
+    job_id: str
+    run_dir: str
+    log_path: str
+    submitted_at: float = 0.0
+    state: str = "RUNNING"
+    reason: str | None = None
 
 
 def _submission(pid: str, run_dir: Path, folder: Path) -> Submission:

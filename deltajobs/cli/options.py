@@ -153,9 +153,27 @@ class JobFlags:
         """The job, layered with the config and these flags, validated against the cluster."""
         from deltajobs.spec.resolve import resolve_job
 
+        overrides = self.overrides
+        if self.after:
+            overrides.parents = self.parents(settings)
         return resolve_job(
-            self.job(job, args), self.overrides, settings, self.cluster_name(settings), require_account=require_account
+            self.job(job, args), overrides, settings, self.cluster_name(settings), require_account=require_account
         )
+
+    def parents(self, settings: Settings) -> dict[str, str]:
+        """--after's jobs that deltajobs submitted, with their run directories; a note for the others."""
+        from deltajobs.cli.app import note
+        from deltajobs.clusters.directives import after_dependency
+        from deltajobs.jobs.pipeline import parent_dirs
+
+        after_dependency(str(self.after))  # a malformed id is refused before the registry is read
+        known, unknown = parent_dirs(settings, str(self.after))
+        if unknown:
+            note(
+                f"{', '.join(unknown)} {'is' if len(unknown) == 1 else 'are'} not deltajobs' "
+                "(waited for, but no DELTAJOBS_PARENT_RUN_DIR)"
+            )
+        return known
 
 
 _FLAG_NAMES = [f.name for f in fields(JobFlags)]

@@ -39,42 +39,94 @@ def submit_command(
     local: LocalOpt = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and print the script; submit nothing.")] = False,
     wait: Annotated[bool, typer.Option("--wait", help="Follow the job to its end.")] = False,
+    after_sweep: Annotated[
+        str | None,
+        typer.Option(
+            "--after-sweep",
+            help="Wait for this sweep to end, then train its best point (--best) or its N best (--top N): "
+            "their values as --set before yours.",
+            metavar="SWEEP_ID",
+        ),
+    ] = None,
+    best: Annotated[
+        bool, typer.Option("--best", help="With --after-sweep: the sweep's best point (the default).")
+    ] = False,
+    top: Annotated[
+        int | None, typer.Option("--top", help="With --after-sweep: the N best points, one job each.", metavar="N")
+    ] = None,
+    metric: Annotated[
+        str | None,
+        typer.Option("--metric", help="With --after-sweep: rank by this result (default: the sweep's own metric)."),
+    ] = None,
     yes: YesOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Submit a job: a spec, a script, an sbatch script or a command.
 
     Validate, render and submit a job: a spec, a script (`submit train.py -- --lr 1e-3`), an sbatch
-    script (`submit train.sh`) or a command (`--command '...'`); prints its id, run directory and log."""
+    script (`submit train.sh`) or a command (`--command '...'`); prints its id, run directory and log.
+    `--after-sweep SW --best -- --epochs 50` waits for sweep SW to end and trains its best point."""
     from deltajobs.jobs.launch import start_job
     from deltajobs.spec.context import new_run_dir
     from deltajobs.spec.render import render
     from deltajobs.spec.settings import load_settings
+    from deltajobs.sweep.best import after_sweep_request, best_jobs
 
+    request = after_sweep_request(after_sweep, best, top, metric)  # refused before anything is read
     settings = load_settings()
     backend = chosen_backend(local, settings)
     resolved = flags.resolve(job, settings, args=script_args, require_account=backend.needs_account)
-    run_dir = new_run_dir(settings, resolved.spec.name)
-    warnings = resolved.payload.warnings()  # on stderr before anything is submitted, --json too
-    for line in warnings:
-        note(f"warning: {line}")
-    if dry_run:
-        typer.echo(render(resolved, run_dir), nl=False)
-        return
-    started = start_job(resolved, settings, run_dir, backend, yes)
-    sub, estimate = started.submission, started.estimate_su
-    array, defaults = resolved.payload.array(), resolved.payload.defaults()
-    info = {**sub.to_dict(), "estimate_su": round(estimate, 4) if estimate is not None else None}
-    if array is not None:
-        info["array"] = {"indices": array.text, "tasks": array.tasks, "concurrency": array.concurrency}
-    if defaults:
-        info["defaults"] = defaults
-    if warnings:
-        info["warnings"] = warnings
-    if as_json and not wait:
-        emit_json(info)
-        return
-    if not as_json:
+    chosen = None
+    if request is not None:
+        from deltajobs.spec.resolve import ResolvedJob
+
+        def with_sets(sets: list[str]) -> ResolvedJob:
+            again = dataclasses.replace(flags, sets=sets)
+            return again.resolve(job, settings, args=script_args, require_account=backend.needs_account)
+
+        try:
+            say = (lambda _: None) if as_json else note
+            chosen = best_jobs(settings, request, resolved, flags.sets or [], with_sets, say, wait=not dry_run)
+        except KeyboardInterrupt:
+            note("interrupted: nothing submitted")
+            raise typer.Exit(130) from None
+        if not as_json:
+            for line in chosen.notes:
+                note(line)
+            if not chosen.ended:
+                note(f"sweep {request.sweep_id} has not ended: chosen among its points that have (--dry-run)")
+    jobs = [(one.resolved, one) for one in chosen.jobs] if chosen is not None else [(resolved, None)]
+    told: list[str] = []
+    infos: list[dict[str, object]] = []
+    for resolved, point in jobs:
+        run_dir = new_run_dir(settings, resolved.spec.name)
+        warnings = resolved.payload.warnings()  # on stderr before anything is submitted, --json too
+        for line in warnings:
+            if line not in told:
+                note(f"warning: {line}")
+                told.append(line)
+        if dry_run:
+            if point is not None:
+                note(point.headline)
+            typer.echo(render(resolved, run_dir), nl=False)
+            continue
+        started = start_job(resolved, settings, run_dir, backend, yes)
+        sub, estimate = started.submission, started.estimate_su
+        array, defaults = resolved.payload.array(), resolved.payload.defaults()
+        info = {**sub.to_dict(), "estimate_su": round(estimate, 4) if estimate is not None else None}
+        if array is not None:
+            info["array"] = {"indices": array.text, "tasks": array.tasks, "concurrency": array.concurrency}
+        if defaults:
+            info["defaults"] = defaults
+        if warnings:
+            info["warnings"] = warnings
+        if point is not None and chosen is not None:
+            info.update(point.to_dict(chosen.choice.metric))
+        infos.append(info)
+        if as_json:
+            continue
+        if point is not None:
+            typer.echo(point.headline)
         tasks = f": an array job of {array.tasks} tasks (--array={array.text})" if array is not None else ""
         typer.echo(f"submitted {sub.job_id} ({sub.backend}){tasks}")
         typer.echo(f"  run dir: {sub.run_dir}")
@@ -91,11 +143,18 @@ def submit_command(
         if defaults and estimate is not None:
             title = resolved.profile.title or resolved.profile.name
             typer.echo(f"  defaults: {title}'s, where the script says nothing: {', '.join(defaults)}")
+    if dry_run:
+        return
     if wait:
-        state = follow(sub.job_id, quiet=as_json)
-        if as_json:
-            emit_json({**info, "state": state})
-        raise typer.Exit(0 if state == "COMPLETED" else 1)
+        for info in infos:
+            info["state"] = follow(str(info["job_id"]), quiet=as_json)
+    if as_json:
+        if chosen is None:
+            emit_json(infos[0])
+        else:
+            emit_json({**chosen.to_dict(), "jobs": infos})
+    if wait:
+        raise typer.Exit(0 if all(info["state"] == "COMPLETED" for info in infos) else 1)
 
 
 def follow(job_id: str, quiet: bool = False, interval: float = 2.0) -> str:
@@ -162,10 +221,12 @@ def status_command(
         if watch and not as_json and sys.stdout.isatty():
             typer.echo("\033[2J\033[H", nl=False)
         if as_json:
-            emit_json([status_dict(r, detail, view.records.get(r.job_id)) for r in view.rows])
+            emit_json(
+                [status_dict(r, detail, view.records.get(r.job_id), view.blocked.get(r.job_id)) for r in view.rows]
+            )
         else:
             limit = None if every or job_ids else STATUS_ROWS  # the rest: one line naming --all
-            typer.echo(status_table(view.rows, detail, view.records, limit))
+            typer.echo(status_table(view.rows, detail, view.records, limit, view.blocked))
             if watch and sys.stdout.isatty():
                 typer.echo(progress_lines(view.rows), nl=False)
         for line in view.notes:
@@ -210,17 +271,26 @@ def logs_command(
 def cancel_command(
     job_ids: Annotated[list[str] | None, typer.Argument(help="Job ids to cancel.")] = None,
     every: Annotated[bool, typer.Option("--all", help="Cancel every job that is not final.")] = False,
+    never_start: Annotated[
+        bool, typer.Option("--never-start", help="Cancel every job waiting for a parent that failed.")
+    ] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before --all.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Cancel jobs (one scancel for all of them)."""
-    from deltajobs.jobs.lifecycle import active_jobs, cancel_jobs
+    from deltajobs.jobs.lifecycle import active_jobs, cancel_jobs, cancel_never_starting
     from deltajobs.spec.settings import load_settings
 
-    if not job_ids and not every:
-        raise DeltaJobsError("name the job ids to cancel, or pass --all")
+    if sum([bool(job_ids), every, never_start]) > 1:
+        raise DeltaJobsError("name job ids, or pass --all, or --never-start: one of them")
+    if not job_ids and not every and not never_start:
+        raise DeltaJobsError("name the job ids to cancel, or pass --all or --never-start")
     settings = load_settings()
-    if every:
+    if never_start:
+        done = cancel_never_starting(settings)
+        if not done.rows and not as_json:
+            typer.echo("no job waits for a parent that failed")
+    elif every:
         active = active_jobs(settings)
         if not active:
             emit_json([]) if as_json else typer.echo("no active jobs")
@@ -228,7 +298,9 @@ def cancel_command(
         if not yes and not typer.confirm(f"cancel {len(active)} job(s): {', '.join(r.job_id for r in active)}?"):
             raise typer.Exit(1)
         job_ids = [r.job_id for r in active]
-    done = cancel_jobs(settings, job_ids or [])
+        done = cancel_jobs(settings, job_ids)
+    else:
+        done = cancel_jobs(settings, job_ids or [])
     if as_json:
         emit_json([_cancelled_dict(row, done) for row in done.rows])
     else:

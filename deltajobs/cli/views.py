@@ -44,10 +44,16 @@ def newest(rows: list[JobRow], limit: int | None) -> tuple[list[JobRow], int]:
     return [r for i, r in enumerate(rows) if i not in dropped], len(dropped)
 
 
-def status_dict(row: JobRow, detail: bool = False, record: AcctRecord | None = None) -> dict[str, Any]:
-    """One job of `status --json`: the registry row, the pending reason in words, restarts, advice."""
+def status_dict(
+    row: JobRow, detail: bool = False, record: AcctRecord | None = None, blocked: str | None = None
+) -> dict[str, Any]:
+    """One job of `status --json`: the registry row, the pending reason in words, restarts, advice,
+    and for a job that can never start the parent that failed (`blocked_by`)."""
     data = row.to_dict()
     data["reason_words"] = reason_words(row.reason) if row.state == "PENDING" else disk_full_reason(row)
+    data["blocked_by"] = blocked
+    if blocked:
+        data["reason_words"] = never_text(blocked)
     data["restarts"] = restart_count(row)
     data["advice"] = STATE_ADVICE.get(row.state, "")
     data["resumes"], data["resumed_by"] = resume_chain(row)  # `deltajobs resume`: the jobs of one run directory
@@ -58,8 +64,17 @@ def status_dict(row: JobRow, detail: bool = False, record: AcctRecord | None = N
     return data
 
 
+def never_text(blocked: str) -> str:
+    """`parent 12 FAILED: never starts (deltajobs cancel --never-start)`."""
+    return f"{blocked}: never starts (`deltajobs cancel --never-start`)"
+
+
 def status_table(
-    rows: list[JobRow], detail: bool = False, records: dict[str, AcctRecord] | None = None, limit: int | None = None
+    rows: list[JobRow],
+    detail: bool = False,
+    records: dict[str, AcctRecord] | None = None,
+    limit: int | None = None,
+    blocked: dict[str, str] | None = None,
 ) -> str:
     """The status table; with `detail`, each finished job's attempts and right-sizing advice below it
     (`records`: sacct's, from `lifecycle.usage`); with `limit`, at most that many rows (`newest`) and
@@ -72,6 +87,8 @@ def status_table(
         record = (records or {}).get(row.job_id)
         why = reason_words(row.reason) if row.state == "PENDING" else ""
         why = why or (row.reason or "" if row.state == "PENDING" and row.reason != "None" else disk_full_reason(row))
+        if (blocked or {}).get(row.job_id):
+            why = never_text((blocked or {})[row.job_id])
         count = restart_count(row)
         gpus = (row.nodes or 1) * (row.gpus_per_node or 0)
         body.append(

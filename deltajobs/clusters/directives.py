@@ -13,11 +13,11 @@ from deltajobs.errors import SpecError
 
 PARTITION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 SLURM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # QOS and reservation names
-JOB_ID = r"\d+(?:_\d+)?"  # 1234, or one array task 1234_5
+JOB_ID = r"\d+(?:_\d+)?|local-\d+(?:-[a-z]?\d+)?"  # 1234, an array task 1234_5, a local job local-PID-START
 # sbatch(1), --dependency: after:job_id[[+time][:jobid[+time]...]]; the others take job ids only.
 DEPENDENCY_KINDS = ("after", "afterany", "afternotok", "afterok", "singleton")
-_AFTER = re.compile(rf"after(:{JOB_ID}(\+\d+)?)+")
-_WITH_IDS = re.compile(rf"(afterany|afternotok|afterok)(:{JOB_ID})+")
+_AFTER = re.compile(rf"after(:(?:{JOB_ID})(\+\d+)?)+")
+_WITH_IDS = re.compile(rf"(afterany|afternotok|afterok)(:(?:{JOB_ID}))+")
 # sbatch(1), --mail-type.
 MAIL_TYPES = (
     "NONE",
@@ -66,11 +66,22 @@ def dependency(text: str, field: str = "schedule.dependency") -> str:
     return ",".join(items)
 
 
+def dependency_ids(text: str) -> list[str]:
+    """The job ids a dependency value names (`afterok:12:13,after:14+5` -> 12, 13, 14), in order."""
+    ids: list[str] = []
+    for item in text.split(","):
+        for word in item.split(":")[1:]:
+            job_id = word.split("+")[0].strip()
+            if job_id and job_id not in ids:
+                ids.append(job_id)
+    return ids
+
+
 def after_dependency(job_ids: str, field: str = "--after") -> str:
     """`--after 12,13` -> `afterok:12:13`: start once every listed job has completed successfully."""
     ids = [job_id.strip() for job_id in job_ids.split(",")]
     for job_id in ids:
-        if not re.fullmatch(JOB_ID, job_id):
+        if not re.fullmatch(f"(?:{JOB_ID})", job_id):
             raise SpecError(field, f"{job_id!r} is not a job id; use ID[,ID...] such as 1234,1235")
     return "afterok:" + ":".join(ids)
 

@@ -7,6 +7,8 @@ Inside a job deltajobs sets, on every task of every attempt:
     DELTAJOBS_CHECKPOINT_DIR   where to keep state across requeues: RUN_DIR/checkpoints, created
     DELTAJOBS_RESTART_COUNT    0 on the first attempt, 1 after the first requeue, ...
     DELTAJOBS_METRICS          RUN_DIR/metrics.jsonl: append one JSON object per line
+    DELTAJOBS_PARENT_RUN_DIR   a job submitted with --after ID: ID's run directory (one parent)
+    DELTAJOBS_PARENT_RUN_DIRS  ... every parent's, in --after's order, joined by ':' (one or more)
     RANK LOCAL_RANK WORLD_SIZE LOCAL_WORLD_SIZE MASTER_ADDR MASTER_PORT   as torchrun sets them
 
 Signals: the walltime warning arrives `resources.signal_grace` seconds before the walltime as
@@ -41,6 +43,7 @@ RUN_DIR = "DELTAJOBS_RUN_DIR"
 CHECKPOINT_DIR = "DELTAJOBS_CHECKPOINT_DIR"
 RESTART_COUNT = "DELTAJOBS_RESTART_COUNT"
 METRICS = "DELTAJOBS_METRICS"
+PARENT_RUN_DIR, PARENT_RUN_DIRS = "DELTAJOBS_PARENT_RUN_DIR", "DELTAJOBS_PARENT_RUN_DIRS"  # set at submit
 WARNED_FILE = warning.WARNED_FILE  # set by the task wrapper: the file it leaves at the warning
 STOP_SIGNALS = (signal.SIGUSR2, signal.SIGTERM)
 CHECK_EVERY_S = 1.0  # should_stop() looks for the wrapper's file at most this often (Lustre: a stat)

@@ -17,6 +17,7 @@ from deltajobs.backends.base import Backend, Submission
 from deltajobs.backends.probe import require_interpreter
 from deltajobs.charge.budget import check_budget
 from deltajobs.jobs.lifecycle import submit_job
+from deltajobs.jobs.pipeline import check_parents
 from deltajobs.jobs.resume import check_sets, resumable, resume_job
 from deltajobs.registry.schema import JobRow
 from deltajobs.spec.resolve import Overrides, ResolvedJob, resolve_job
@@ -33,6 +34,7 @@ class Started:
 
 def start_job(resolved: ResolvedJob, settings: Settings, run_dir: Path, backend: Backend, yes: bool) -> Started:
     """`submit`: the guards, then the job into `run_dir`."""
+    check_parents(resolved, settings, backend)
     if backend.fresh_environment:
         require_interpreter(resolved)
     estimate = guard(resolved, settings, yes) if backend.charges else None

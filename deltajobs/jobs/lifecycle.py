@@ -21,6 +21,7 @@ from deltajobs.clusters.units import format_duration
 from deltajobs.errors import NotFoundError, SlurmError, SpecError
 from deltajobs.injob import provenance
 from deltajobs.injob.gpu_usage import run_gpu_summary
+from deltajobs.jobs.pipeline import blocked_by, never_starting
 from deltajobs.registry.history import spec_key
 from deltajobs.registry.refresh import by_backend, refresh
 from deltajobs.registry.schema import JobRow
@@ -39,7 +40,7 @@ REASONS = {
     "Resources": "waiting for GPUs/nodes to free up",
     "BeginTime": "held until its begin time (a requeued job waits about 2 minutes)",
     "Dependency": "waiting for a job it depends on",
-    "DependencyNeverSatisfied": "its dependency can never be satisfied: cancel it",
+    "DependencyNeverSatisfied": "its dependency can never be satisfied: `deltajobs cancel --never-start`",
     "QOSGrpBillingMinutes": "the account's balance is too low: see `deltajobs accounts`",
     "AssocGrpBillingMinutes": "the account's balance is too low: see `deltajobs accounts`",
     "MaxGRESPerAccount": "the cores or GPUs allotted per user or project on this partition are in use",
@@ -177,6 +178,7 @@ class StatusView:
     records: dict[str, AcctRecord]
     warning: str | None
     notes: list[str] = field(default_factory=list)  # what SLURM printed that could not be read
+    blocked: dict[str, str] = field(default_factory=dict)  # a job that can never start: the parent that failed
 
 
 def status(settings: Settings, job_ids: list[str] | None, every: bool = False, detail: bool = False) -> StatusView:
@@ -187,13 +189,15 @@ def status(settings: Settings, job_ids: list[str] | None, every: bool = False, d
         with Registry.open(settings) as registry:
             rows = find_rows(registry, job_ids) if job_ids else registry.query(recent_since=recent_since)
             result = refresh(registry, rows)
+            blocked = {row.job_id: text for row in never_starting(result.rows) if (text := blocked_by(registry, row))}
     except RegistryDamaged as err:
         from deltajobs.registry.rebuild import status_from_run_dirs
 
         result = status_from_run_dirs(settings, job_ids, recent_since)
         result.warning = "; ".join(filter(None, [f"{err}; showing the run directories", result.warning]))
+        blocked = {}
     records, warning = finished_usage(result.rows) if detail else ({}, None)
-    return StatusView(result.rows, records, result.warning or warning, result.notes)
+    return StatusView(result.rows, records, result.warning or warning, result.notes, blocked)
 
 
 def active_jobs(settings: Settings) -> list[JobRow]:
@@ -231,6 +235,14 @@ def stop(registry: Registry, rows: list[JobRow]) -> Cancellation:
 def cancel(registry: Registry, rows: list[JobRow]) -> list[str]:
     """Cancel the rows that are not final; returns the ids cancelled (`stop` says what of the others)."""
     return stop(registry, rows).cancelled
+
+
+def cancel_never_starting(settings: Settings) -> Cancellation:
+    """Cancel every job that waits for a dependency that can never be met (a parent failed),
+    its state asked afresh first."""
+    with Registry.open(settings) as registry:
+        result = refresh(registry, [r for r in registry.query(recent_since=0) if not r.final])
+        return stop(registry, never_starting(result.rows))
 
 
 def cancel_jobs(settings: Settings, job_ids: list[str]) -> Cancellation:

@@ -133,6 +133,9 @@ class SbatchPayload(UserPayload):
         if not self.path.is_file():
             raise SpecError("run.sbatch", f"no such file: {self.path}")
         self.array()
+        for key, value in self.job.spec.environment.env.items():
+            if "," in value:  # sbatch --export=ALL,K=V,... cannot carry one
+                raise SpecError(f"environment.env.{key}", f"{value!r} holds a comma, which sbatch --export cannot pass")
 
     def array(self) -> JobArray | None:
         return array_of(read(self.path))
@@ -177,6 +180,7 @@ class SbatchPayload(UserPayload):
         spec = self.job.spec.to_dict()
         array = array_of(parsed) is not None
         env = {
+            **self.job.spec.environment.env,  # --set environment.env.K=V; a child's DELTAJOBS_PARENT_RUN_DIR(S)
             contract.RUN_DIR: str(run_dir),
             contract.CHECKPOINT_DIR: str(run_dir / "checkpoints"),
             contract.METRICS: str(run_dir / "metrics.jsonl"),

@@ -22,7 +22,7 @@ from deltajobs.errors import SpecError
 from deltajobs.payloads.choose import complete_spec, launcher_tasks
 from deltajobs.payloads.config import NAME_PATTERN, RunConfig
 from deltajobs.schema import apply_override, check_constraints, constrained, from_dict, parse_override
-from deltajobs.spec import assets
+from deltajobs.spec import assets, parents
 from deltajobs.spec.settings import Settings
 from deltajobs.train.config import TrainConfig
 
@@ -73,6 +73,8 @@ class Schedule:
     exclude: str | None = None  # nodes never to run on: gpua001,gpub[010-012]
     mail_type: str | None = None  # BEGIN,END,FAIL, ...
     mail_user: str | None = None
+    # --after's jobs that deltajobs knows: job id -> run directory (the child reads it: spec.parents)
+    parents: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -160,6 +162,7 @@ class Overrides:
     reservation: str | None = None
     mail_type: str | None = None
     mail_user: str | None = None
+    parents: dict[str, str] | None = None  # --after's jobs deltajobs knows: id -> run directory (jobs.pipeline)
 
     def as_sets(self) -> list[tuple[list[str], Any]]:
         pairs = [parse_override(text) for text in self.sets]
@@ -236,8 +239,11 @@ def resolve_job(
         path = find_job(job)
         source, raw = str(path), read_job(path)
         base = path.parent
-    for parts, value in (overrides or Overrides()).as_sets():
+    overrides = overrides or Overrides()
+    for parts, value in overrides.as_sets():
         apply_override(raw, parts, value)
+    if overrides.parents is not None or parents.has_placeholder(raw):
+        parents.apply(raw, overrides.parents or {})  # {after.run_dir} and DELTAJOBS_PARENT_RUN_DIR(S)
     if isinstance(raw.get("run"), dict):
         raw["run"] = run_paths(raw, base)
         launcher_tasks(raw)  # torchrun, accelerate launch: one per node, unless the spec says

@@ -1,0 +1,114 @@
+"""Pipelines on a real SLURM controller (minidelta), as docs/pipelines.md shows them: prepare ->
+train -> evaluate from three `submit --after`, each reading what its parent left through
+DELTAJOBS_PARENT_RUN_DIR or `{after.run_dir}` (the middle one an sbatch script as written), run in
+order; a child whose parent failed is named in `status` and cleared by `cancel --never-start`; and
+the environment record an sbatch script's job leaves when it ends. The user code uses only what the
+README documents."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from slurmutil import cli, cli_json, needs_slurm, wait_for_state
+
+pytestmark = [needs_slurm, pytest.mark.slurm]
+FINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED"}
+
+PREPARE = """\
+import os, time
+out = os.path.join(os.environ["DELTAJOBS_CHECKPOINT_DIR"], "data.txt")
+time.sleep(2)
+open(out, "w").write(f"prepared {time.time()}\\n")
+"""
+
+TRAIN = """\
+#!/bin/bash
+#SBATCH --partition=cpu
+#SBATCH --cpus-per-task=1
+#SBATCH --mem=2g
+#SBATCH --time=00:05:00
+module load python >/dev/null 2>&1 || true
+set -e
+data="$DELTAJOBS_PARENT_RUN_DIR/checkpoints/data.txt"
+test -f "$data"
+mkdir -p "$DELTAJOBS_CHECKPOINT_DIR"
+{ cat "$data"; echo "trained $(date +%s.%N)"; } > "$DELTAJOBS_CHECKPOINT_DIR/best.pt"
+echo "trained from $DELTAJOBS_PARENT_RUN_DIR"
+"""
+
+EVALUATE = """\
+import argparse, os, time
+from deltajobs import report
+parser = argparse.ArgumentParser()
+parser.add_argument("--checkpoint", required=True)
+args = parser.parse_args()
+lines = open(args.checkpoint).read().splitlines()
+print("evaluated", args.checkpoint, "parent", os.environ["DELTAJOBS_PARENT_RUN_DIR"], flush=True)
+report(lines=len(lines), evaluated_at=time.time())
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("DELTAJOBS_ACCOUNT", "bgvu-delta-cpu")
+    monkeypatch.setenv("DELTAJOBS_CLUSTER", "minidelta")
+    (tmp_path / "prepare.py").write_text(PREPARE)
+    (tmp_path / "train.sh").write_text(TRAIN)
+    (tmp_path / "evaluate.py").write_text(EVALUATE)
+    return tmp_path
+
+
+def test_prepare_train_evaluate_run_in_order_and_pass_their_outputs_on(project: Path) -> None:
+    cpu = ("-p", "cpu", "--gpus", "0", "-t", "00:05:00")
+    prepare = cli_json("submit", "prepare.py", *cpu, cwd=project)
+    train = cli_json("submit", "train.sh", "--after", prepare["job_id"], cwd=project)
+    evaluate = cli_json(
+        "submit", "evaluate.py", *cpu, "--after", train["job_id"],
+        "--", "--checkpoint", "{after.run_dir}/checkpoints/best.pt",
+        cwd=project,
+    )  # fmt: skip
+    assert wait_for_state(evaluate["job_id"], FINAL, timeout=300)["state"] == "COMPLETED", cli(
+        "logs", evaluate["job_id"], "--err"
+    ).stdout
+    for job in (prepare, train):
+        assert cli_json("status", job["job_id"])[0]["state"] == "COMPLETED"
+    best = Path(train["run_dir"]) / "checkpoints" / "best.pt"
+    prepared, trained = best.read_text().split()[1::2]  # "prepared T1", "trained T2"
+    results = json.loads((Path(evaluate["run_dir"]) / "results.json").read_text())
+    evaluated = results["history"][-1]["evaluated_at"]
+    assert float(prepared) < float(trained) < evaluated  # in order, each after its parent ended
+    assert results["history"][-1]["lines"] == 2
+    log = cli("logs", evaluate["job_id"]).stdout
+    assert f"evaluated {best} parent {train['run_dir']}" in log
+    # the sbatch script's job recorded what it ran with when it ended (its BASH_ENV's EXIT trap)
+    record = json.loads((Path(train["run_dir"]) / "env" / "job.json").read_text())
+    assert record["job_id"] == train["job_id"] and record["python"]["version"]
+    assert (Path(train["run_dir"]) / "env" / "packages.txt").read_text().strip()
+    spec = cli("show", evaluate["job_id"]).stdout
+    assert str(best) in spec  # the arguments as they ran, the placeholder expanded
+
+
+def test_a_child_of_a_failed_parent_is_named_and_cleared_by_never_start(project: Path) -> None:
+    (project / "fail.py").write_text("raise SystemExit(3)\n")
+    cpu = ("-p", "cpu", "--gpus", "0", "-t", "00:05:00")
+    parent = cli_json("submit", "fail.py", *cpu, cwd=project)
+    child = cli_json("submit", "evaluate.py", *cpu, "--after", parent["job_id"], "--", "--checkpoint", "x", cwd=project)
+    assert wait_for_state(parent["job_id"], FINAL)["state"] == "FAILED"
+    row = wait_for_state(child["job_id"], {"PENDING"})
+    for _ in range(30):
+        row = cli_json("status", child["job_id"])[0]
+        if row["reason"] == "DependencyNeverSatisfied":
+            break
+        import time
+
+        time.sleep(1)
+    assert row["blocked_by"] == f"parent {parent['job_id']} FAILED"
+    text = cli("status").stdout
+    line = next(line for line in text.splitlines() if line.startswith(child["job_id"]))
+    assert f"parent {parent['job_id']} FAILED: never starts (`deltajobs cancel --never-start`)" in line
+    done = cli("cancel", "--never-start")
+    assert done.returncode == 0 and f"{child['job_id']}: cancelled" in done.stdout
+    assert cli_json("status", child["job_id"])[0]["state"] == "CANCELLED"
+    assert cli("cancel", "--never-start").stdout.strip() == "no job waits for a parent that failed"
