@@ -13,8 +13,10 @@ from deltajobs.cli import board as _board  # noqa: F401
 from deltajobs.cli import clusters as _clusters  # noqa: F401
 from deltajobs.cli import environment as _environment  # noqa: F401
 from deltajobs.cli import notebook as _notebook  # noqa: F401
+from deltajobs.cli import provenance as _provenance  # noqa: F401
 from deltajobs.cli import registry as _registry  # noqa: F401
 from deltajobs.cli import remote as _remote  # noqa: F401
+from deltajobs.cli import rerun as _rerun  # noqa: F401
 from deltajobs.cli import resume as _resume  # noqa: F401
 from deltajobs.cli import runs as _runs  # noqa: F401
 from deltajobs.cli import setup as _setup  # noqa: F401

@@ -94,7 +94,7 @@ def submit_command(
             for line in chosen.notes:
                 note(line)
             if not chosen.ended:
-                note(f"sweep {request.sweep_id} has not ended: chosen among its points that have (--dry-run)")
+                note(f"sweep {request.sweep_id} has not ended: chosen among the points that have (--dry-run waits not)")
     jobs = [(one.resolved, one) for one in chosen.jobs] if chosen is not None else [(resolved, None)]
     told: list[str] = []
     infos: list[dict[str, object]] = []
@@ -349,6 +349,11 @@ def results_command(job_id: JobIdArg, as_json: JsonOpt = False, plot: PlotOpt = 
         from deltajobs.watch.plots import plot_curves
 
         plot_curves(data, plot, title=f"{row.name} ({row.job_id})")
+    from pathlib import Path
+
+    from deltajobs.jobs.provenance import read_record, summary, summary_dict
+
+    ran = read_record(Path(row.run_dir), row, files=False)  # what it ran with (RUN_DIR/env)
     if as_json:
         emit_json(
             {
@@ -358,9 +363,11 @@ def results_command(job_id: JobIdArg, as_json: JsonOpt = False, plot: PlotOpt = 
                 **data,
                 "attempts": [dataclasses.asdict(a) for a in record.attempts] if record is not None else [],
                 "right_sizing": [a.to_dict() for a in advice],
+                "env": summary_dict(ran),
             }
         )
         return
     typer.echo(results_text(row, data, advice, record))
+    typer.echo("\n" + "\n".join(summary(ran)))
     if plot is not None:
         typer.echo(f"wrote {plot}")

@@ -77,7 +77,8 @@ class RunDiff:
 
 def compare(a: RunRecord, b: RunRecord) -> RunDiff:
     sections: dict[str, list[Difference]] = {name: [] for name in SECTIONS}
-    sections.update(spec_differences(a, b))
+    if a.spec and b.spec:
+        sections.update(spec_differences(a, b))
     asked = any(d.key == "partition" for d in sections["resources"])  # else the partition each ran on
     if a.partition and b.partition and a.partition != b.partition and not asked:
         sections["resources"].append(Difference("partition (ran on)", a.partition, b.partition))
@@ -175,7 +176,7 @@ def args_map(args: list[str]) -> dict[str, str]:
     index, position = 0, 0
     while index < len(args):
         token = args[index]
-        if token.startswith("-") and len(token) > 1 and not _numeric(token):
+        if _option(token):
             key, equals, value = token.partition("=")
             if not equals and index + 1 < len(args) and not _option(args[index + 1]):
                 value, index = args[index + 1], index + 1
@@ -217,7 +218,8 @@ def _numeric(token: str) -> bool:
 def code_differences(a: RunRecord, b: RunRecord) -> tuple[list[Difference], dict[str, str]]:
     """The commits, then the files: from both snapshots where there are two, else the sbatch script
     as submitted and the uncommitted changes each run recorded (`git diff HEAD`)."""
-    found, texts = [], {}
+    found: list[Difference] = []
+    texts: dict[str, str] = {}
     if a.git is not None and b.git is not None and a.git.commit != b.git.commit:
         found.append(Difference("commit", _commit(a), _commit(b)))
     if a.code is not None and b.code is not None:
@@ -245,7 +247,7 @@ def file_differences(a: dict[str, CodeFile], b: dict[str, CodeFile], texts: dict
             continue
         found.append(Difference(path, old.digest[:12] if old else None, new.digest[:12] if new else None))
         if (old is None or old.text is not None) and (new is None or new.text is not None):
-            texts[path] = unified(old.text if old else "", new.text if new else "", path)
+            texts[path] = unified(old.text or "" if old else "", new.text or "" if new else "", path)
     return found
 
 
@@ -326,7 +328,9 @@ def node_differences(env_a: EnvFacts, env_b: EnvFacts, told: set[str]) -> list[D
     ]
     if not told & {_norm(name) for name in NCCL_PACKAGES}:  # else the packages said it
         pairs.insert(3, ("NCCL", torch_a.get("nccl"), torch_b.get("nccl")))
-    return [Difference(key, _str(x), _str(y)) for key, x, y in pairs if x != y]
+    return [
+        Difference(key, None if x is None else str(x), None if y is None else str(y)) for key, x, y in pairs if x != y
+    ]
 
 
 def _where(python: dict[str, Any]) -> str | None:
@@ -335,10 +339,6 @@ def _where(python: dict[str, Any]) -> str | None:
 
 def _models(lines: list[str]) -> str | None:
     return ", ".join(sorted(set(gpu_models(lines)))) or None
-
-
-def _str(value: Any) -> str | None:
-    return None if value is None else str(value)
 
 
 def _norm(name: str) -> str:
@@ -355,6 +355,8 @@ def metric_rows(a: dict[str, float], b: dict[str, float]) -> list[MetricRow]:
 def _notes(a: RunRecord, b: RunRecord) -> list[str]:
     notes = []
     for label, record in (("A", a), ("B", b)):
+        if not record.spec:
+            notes.append(f"{label} ({record.job_id}): spec.yaml not found: spec, arguments and resources not compared")
         if record.env is None:
             notes.append(
                 f"{label} ({record.job_id}): environment not recorded: packages, modules and nodes not compared"

@@ -21,6 +21,7 @@ import yaml
 from deltajobs.injob.provenance import CONDA_FILE, DIFF_FILE, ENV_DIR, GIT_FILE, JOB_FILE, PACKAGES_FILE
 from deltajobs.payloads.sbatch import SCRIPT
 from deltajobs.payloads.snapshot import CODE_DIR
+from deltajobs.registry.refresh import refresh
 from deltajobs.registry.schema import JobRow
 from deltajobs.registry.store import Registry
 from deltajobs.spec.settings import Settings
@@ -35,6 +36,7 @@ _GPU_LINE = re.compile(r"^GPU \d+: (.+?)(?: \(UUID: [^)]*\))?$")
 class EnvFacts:
     """env/job.json: where and with what the job ran (its latest attempt)."""
 
+    recorded_at: float | None = None
     host: str | None = None
     nodes: str | None = None
     python: dict[str, Any] | None = None  # executable, version, prefix, env (venv, conda or system)
@@ -81,7 +83,8 @@ class RunRecord:
     conda: dict[str, str] | None  # name -> version=build (env/conda.txt)
     git: GitInfo | None
     code_diff: str | None  # env/code.diff: `git diff HEAD` at submit
-    code: dict[str, CodeFile] | None  # RUN_DIR/code, by path relative to it; None: no snapshot
+    snapshot: Path | None  # RUN_DIR/code: the code as submitted; None: none taken
+    code: dict[str, CodeFile] | None  # its files by relative path; None: no snapshot, or not read
     script: CodeFile | None  # job.sh: an sbatch script as submitted
     metrics: dict[str, float]
 
@@ -100,16 +103,19 @@ class RunRecord:
         return next(iter(sorted((self.run_dir / "submitit").glob("*_submission.sh"))), None)
 
 
-def load_record(settings: Settings, job_id: str) -> RunRecord:
-    """The record of the job `job_id` (or `last`); NotFoundError names an unknown id."""
+def load_record(settings: Settings, job_id: str, *, up_to_date: bool = False) -> RunRecord:
+    """The record of the job `job_id` (or `last`), its state brought up to date if asked (one squeue
+    for a job that is not final); NotFoundError names an unknown id."""
     with Registry.open(settings) as registry:
         row = registry.get(job_id)
+        if up_to_date:
+            refresh(registry, [row])
     return read_record(Path(row.run_dir), row)
 
 
-def read_record(run_dir: Path, row: JobRow | None = None) -> RunRecord:
+def read_record(run_dir: Path, row: JobRow | None = None, *, files: bool = True) -> RunRecord:
     """Everything the run directory says of what ran; `row` (the registry's) names the job, else
-    the directory's own copy of it (RUN_DIR/job.json)."""
+    the directory's own copy of it (RUN_DIR/job.json). `files`: read the snapshot's files too."""
     facts = row.to_dict() if row is not None else _json(run_dir / "job.json") or {}
     spec = _yaml(run_dir / "spec.yaml")
     env_dir = run_dir / ENV_DIR
@@ -131,7 +137,8 @@ def read_record(run_dir: Path, row: JobRow | None = None) -> RunRecord:
         conda=parse_versions(conda, "=") if conda is not None else None,
         git=_known(GitInfo, git) if git is not None else None,
         code_diff=_text(env_dir / DIFF_FILE),
-        code=read_code(code_dir) if code_dir.is_dir() else None,
+        snapshot=code_dir if code_dir.is_dir() else None,
+        code=read_code(code_dir) if files and code_dir.is_dir() else None,
         script=code_file(run_dir / SCRIPT) if (run_dir / SCRIPT).is_file() else None,
         metrics=final_metrics(_results(run_dir)),
     )
@@ -256,8 +263,8 @@ def code_text(record: RunRecord) -> str:
         )
     elif git is not None:
         parts.append(f"git repository {git.root} without commits")
-    if record.code is not None:
-        parts.append(f"snapshot in {record.run_dir / CODE_DIR}")
+    if record.snapshot is not None:
+        parts.append(f"snapshot in {record.snapshot}")
     elif record.script is not None:
         parts.append(f"script as submitted: {record.run_dir / SCRIPT}")
     return ", ".join(parts)
@@ -276,7 +283,7 @@ def summary_dict(record: RunRecord) -> dict[str, Any] | None:
         )  # fmt: skip
     if git is not None:
         data["git"] = {"commit": git.commit, "branch": git.branch, "changed": git.changed}
-    data["snapshot"] = str(record.run_dir / CODE_DIR) if record.code is not None else None
+    data["snapshot"] = str(record.snapshot) if record.snapshot is not None else None
     return data
 
 

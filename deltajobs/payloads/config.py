@@ -46,6 +46,9 @@ class RunConfig:
     workdir: str | None = None
     snapshot: bool = True
     python: str | None = None  # the interpreter for `script` (None: the job's python)
+    # Set by `deltajobs rerun`: an earlier run's code snapshot (RUN_DIR/code), copied whole instead of
+    # taking one from the live files; `script` then lies in it.
+    code_from: str | None = None
     # Set by deltajobs for an sbatch script: the spec fields it left to SLURM, which the cluster's
     # defaults fill (`resources.mem`: "--mem-per-cpu=1000M (1000M per node)"); never passed to sbatch.
     defaults: dict[str, str] = field(default_factory=dict)

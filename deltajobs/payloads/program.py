@@ -83,14 +83,22 @@ class ScriptPayload(ProgramPayload):
     def program(self, run_dir: Path | None) -> list[str]:
         script = self.script
         if run_dir is not None and self.run.snapshot:
-            plan = snapshot.plan(script)
-            script = run_dir / snapshot.CODE_DIR / script.relative_to(plan.root)
+            root = self.code_from or snapshot.plan(script).root
+            script = run_dir / snapshot.CODE_DIR / script.relative_to(root)
         return [self.python, str(script)]
+
+    @property
+    def code_from(self) -> Path | None:
+        """An earlier run's snapshot this one copies (`deltajobs rerun`), else None."""
+        return Path(self.run.code_from) if self.run.code_from else None
 
     def describe(self) -> str:
         """`python train.py --lr 0.001`: the script relative to the working directory where it lies below it."""
-        script = self.script
-        shown = script.relative_to(self.workdir) if script.is_relative_to(self.workdir) else script
+        script, code = self.script, self.code_from
+        if code is not None and script.is_relative_to(code):  # a rerun: the script as it lies in its snapshot
+            shown = script.relative_to(code)
+        else:
+            shown = script.relative_to(self.workdir) if script.is_relative_to(self.workdir) else script
         return shlex.join(["python", str(shown), *self.argv()[2:]])
 
     def check(self) -> None:
@@ -100,7 +108,10 @@ class ScriptPayload(ProgramPayload):
             raise SpecError("run.script", f"no such file: {self.run.script}")
         if script.suffix == ".py":
             compile_check(script)
-        if self.run.snapshot:
+        if self.code_from is not None:
+            if not script.is_relative_to(self.code_from) or not self.code_from.is_dir():
+                raise SpecError("run.code_from", f"{self.code_from} is not a code snapshot holding {script}")
+        elif self.run.snapshot:
             snapshot.plan(script)  # too big: refused here, before anything exists
 
     def warnings(self) -> list[str]:
@@ -121,11 +132,13 @@ class ScriptPayload(ProgramPayload):
         return lightning_warnings(source, str(shown), shape, preset={*os.environ, *spec.environment.env})
 
     def prepare(self, run_dir: Path) -> None:
-        if self.run.snapshot:
+        if self.code_from is not None:
+            snapshot.copy_run(self.code_from, run_dir)  # a rerun: the same code, and what was known of it
+        elif self.run.snapshot:
             snapshot.take(snapshot.plan(self.script), run_dir)
 
     def code_root(self) -> Path | None:
-        return self.script.parent
+        return None if self.code_from is not None else self.script.parent
 
     @property
     def snapshot(self) -> bool:

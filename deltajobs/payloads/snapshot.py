@@ -68,6 +68,19 @@ def take(snapshot: Snapshot, run_dir: Path) -> Path:
     return target
 
 
+def copy_run(code: Path, run_dir: Path) -> Path:
+    """Copy an earlier run's snapshot (its RUN_DIR/code) whole to RUN_DIR/code, with that run's
+    record of its git commit and changes (env/git.json, env/code.diff): the same code again."""
+    target = run_dir / CODE_DIR
+    shutil.copytree(code, target, symlinks=True)
+    for name in ("git.json", "code.diff"):
+        source = code.parent / "env" / name
+        if source.is_file():
+            (run_dir / "env").mkdir(exist_ok=True)
+            shutil.copy2(source, run_dir / "env" / name)
+    return target
+
+
 def git_root(directory: Path) -> Path | None:
     if shutil.which("git") is None:
         return None

@@ -24,7 +24,7 @@ def spec_key(resolved: Any) -> str:
     if "train" in spec:
         payload["train"] = {k: v for k, v in spec["train"].items() if k != "data_root"}
     else:
-        payload["run"] = {k: v for k, v in spec["run"].items() if k not in ("workdir", "snapshot")}
+        payload["run"] = {k: v for k, v in spec["run"].items() if k not in ("workdir", "snapshot", "code_from")}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 

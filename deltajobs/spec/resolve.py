@@ -96,6 +96,7 @@ class JobSpec:
     environment: Environment = field(default_factory=Environment)
     train: TrainConfig = field(default_factory=TrainConfig)
     run: RunConfig | None = None  # the user's own code instead of the packaged trainer
+    rerun_of: str | None = None  # set by `deltajobs rerun`: the job this run repeats
 
     def to_dict(self) -> dict[str, Any]:
         """The spec as plain data: `train` for the packaged trainer, else `run` (never both)."""

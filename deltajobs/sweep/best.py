@@ -24,11 +24,14 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from deltajobs.errors import SpecError
+from deltajobs.payloads.runner import METRICS_FILE
+from deltajobs.payloads.runner import read_metrics as read_reports
 from deltajobs.registry.store import Registry
 from deltajobs.schema import parse_override
 from deltajobs.slurm.parse import FINAL_STATES
 from deltajobs.spec.settings import Settings
 from deltajobs.sweep.results import (
+    NOT_METRICS,
     PointRow,
     SweepView,
     default_metric,
@@ -40,6 +43,7 @@ from deltajobs.sweep.results import (
     short_key,
 )
 from deltajobs.sweep.search import SearchSpec
+from deltajobs.sweep.trials import load_search
 
 if TYPE_CHECKING:
     from deltajobs.payloads.base import Payload
@@ -184,8 +188,9 @@ class Choice:
     def describe(self, place: int) -> str:
         """The spec description of the job trained from chosen[place]."""
         point = self.chosen[place]
-        what = f"{self.noun} {point.index} of sweep {self.sweep_id} ({self.metric} {point.value:.4f})"
-        return f"best {what}" if place == 0 else f"top {place + 1} of sweep {self.sweep_id}: {what}"
+        if place == 0:
+            return f"best {self.noun} {point.index} of sweep {self.sweep_id} ({self.metric} {point.value:.4f})"
+        return f"top {place + 1} of sweep {self.sweep_id}: {self.noun} {point.index} ({self.metric} {point.value:.4f})"
 
     def headline(self, place: int) -> str:
         """The line printed before the job's `submitted ...` lines."""
@@ -238,8 +243,6 @@ def _choose_trials(
 ) -> tuple[Choice, dict[str, int]]:
     """A search: its finished (COMPLETE) trials, by the objective in the search's direction, or by
     another --metric of their results (test_acc, what results.json holds) in its name's direction."""
-    from deltajobs.sweep.trials import load_search
-
     view, _study = load_search(settings, source.sweep_id)
     metric = request.metric or search.objective
     done = [t for t in view.trials if t.state == "COMPLETE"]
@@ -258,10 +261,21 @@ def _choose_trials(
 
 
 def _trial_metrics(trial: Any) -> dict[str, float]:
-    metrics = read_metrics(Path(trial.run_dir)) if trial.run_dir else {}
+    """A finished trial's numbers: its results.json (the trainer's), else its program's last report;
+    and the test accuracy it recorded."""
+    metrics: dict[str, float] = {}
+    if trial.run_dir:
+        run_dir = Path(trial.run_dir)
+        last = (read_reports(run_dir / METRICS_FILE) or [{}])[-1]
+        metrics = {k: float(v) for k, v in last.items() if _number(v) and k not in NOT_METRICS}
+        metrics.update(read_metrics(run_dir))
     if trial.test_acc is not None:
         metrics.setdefault("test_acc", float(trial.test_acc))
     return metrics
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def trial_values(params: dict[str, Any], search: SearchSpec) -> dict[str, Any]:

@@ -1,0 +1,175 @@
+"""`deltajobs rerun` from the outside, on this machine (the local backend): a script job, an sbatch
+script and the packaged trainer, each run again from what its run directory kept, reproduce the same
+final metrics with a fixed seed; the rerun runs the snapshot, not the live files edited since; flags
+change only what they name; what cannot be rerun says why in one line. And `--after` pipelines on
+this machine: the child waits for its parent, reads its directory, and is never started after a
+failed one (`cancel --never-start`)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from slurmutil import cli, cli_json
+
+SEEDED = """\
+import argparse, random
+from deltajobs import report
+parser = argparse.ArgumentParser()
+parser.add_argument("--seed", type=int, default=0)
+parser.add_argument("--lr", type=float, default=0.1)
+args = parser.parse_args()
+rng = random.Random(args.seed)
+loss = 1.0
+for epoch in range(1, 4):
+    loss -= args.lr * rng.random() * loss
+    report(epoch=epoch, loss=loss)
+print("VERSION 1", flush=True)
+"""
+
+SBATCH = """\
+#!/bin/bash
+#SBATCH --partition=cpu
+#SBATCH --time=00:05:00
+#SBATCH --mem=1g
+value=$(python3 -c "import random; r = random.Random(7); print(round(r.random(), 6))")
+echo "{\\"epoch\\": 1, \\"score\\": $value}" >> "$DELTAJOBS_METRICS"
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    (tmp_path / "train.py").write_text(SEEDED)
+    (tmp_path / "job.sh").write_text(SBATCH)
+    subprocess.run(["git", "-C", str(tmp_path), "add", "."], check=True)
+    subprocess.run(
+        ["git", "-C", str(tmp_path), "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "one"], check=True
+    )
+    return tmp_path
+
+
+def final(run_dir: str) -> dict[str, float]:
+    data = json.loads((Path(run_dir) / "results.json").read_text())
+    return {k: v for k, v in data["history"][-1].items() if k != "time"}  # report() stamps each line
+
+
+def test_a_script_rerun_runs_its_snapshot_with_the_same_arguments_and_metrics(project: Path) -> None:
+    first = cli_json("submit", "train.py", "--local", "--wait", "--", "--seed", "3", cwd=project)
+    assert first["state"] == "COMPLETED"
+    (project / "train.py").write_text(SEEDED.replace("VERSION 1", "VERSION 2").replace("rng.random()", "0.5"))
+    again = cli_json("rerun", first["job_id"], "--wait", cwd=project)
+    assert again["state"] == "COMPLETED" and again["rerun_of"] == first["job_id"]
+    assert final(again["run_dir"]) == final(first["run_dir"])  # the snapshot ran, not the edited file
+    assert "VERSION 1" in cli("logs", again["job_id"]).stdout
+    assert (Path(again["run_dir"]) / "code" / "train.py").read_text() == SEEDED
+    old = yaml.safe_load((Path(first["run_dir"]) / "spec.yaml").read_text())
+    new = yaml.safe_load((Path(again["run_dir"]) / "spec.yaml").read_text())
+    assert new["rerun_of"] == first["job_id"] and new["run"]["args"] == ["--seed", "3"]
+    git = json.loads((Path(again["run_dir"]) / "env" / "git.json").read_text())
+    assert git == json.loads((Path(first["run_dir"]) / "env" / "git.json").read_text())  # the code's record too
+    # what a person reads
+    text = cli("rerun", first["job_id"], cwd=project).stdout
+    assert text.startswith("submitted local-") and f"rerun of {first['job_id']} (python train.py --seed 3)" in text
+    status = cli("status", "--detail").stdout
+    assert f"rerun of {first['job_id']}" in status
+    # flags change only what they name
+    changed = cli_json("rerun", first["job_id"], "--time", "00:07:00", "--set", "run.args=[--seed, 4]", "--wait")
+    spec = yaml.safe_load((Path(changed["run_dir"]) / "spec.yaml").read_text())
+    assert spec["resources"]["time"] == "00:07:00" and spec["run"]["args"] == ["--seed", "4"]
+    assert {k: v for k, v in spec["resources"].items() if k != "time"} == {
+        k: v for k, v in old["resources"].items() if k != "time"
+    }
+    assert final(changed["run_dir"]) != final(first["run_dir"])
+
+
+def test_an_sbatch_script_rerun_submits_the_script_as_it_was_submitted(project: Path) -> None:
+    first = cli_json("submit", "job.sh", "--local", "--wait", cwd=project)
+    assert first["state"] == "COMPLETED", cli("logs", first["job_id"], "--err").stdout
+    (project / "job.sh").write_text(SBATCH.replace("Random(7)", "Random(8)"))
+    again = cli_json("rerun", first["job_id"], "--wait", cwd=project)
+    assert again["state"] == "COMPLETED"
+    assert final(again["run_dir"]) == final(first["run_dir"])
+    assert (Path(again["run_dir"]) / "job.sh").read_text() == SBATCH
+
+
+def test_a_trainer_rerun_reproduces_its_test_accuracy(tiny_mnist: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DELTAJOBS_DATA_ROOT", str(tiny_mnist))
+    tiny = ["--set", "train.epochs=1", "--set", "train.val_size=100", "--set", "train.batch_size=32"]
+    first = cli_json("submit", "mnist", "--local", "--wait", *tiny)
+    assert first["state"] == "COMPLETED", cli("logs", first["job_id"], "--err").stdout
+    again = cli_json("rerun", first["job_id"], "--wait")
+    assert again["state"] == "COMPLETED"
+    a, b = (json.loads((Path(r["run_dir"]) / "results.json").read_text()) for r in (first, again))
+    assert b["test_acc"] == a["test_acc"] and b["test_loss"] == a["test_loss"]
+
+
+def test_what_cannot_be_rerun_says_why_in_one_line(project: Path) -> None:
+    missing = cli("rerun", "12345")
+    assert missing.returncode != 0 and len(missing.stderr.strip().splitlines()) == 1
+    assert "12345" in missing.stderr and "Traceback" not in missing.stderr
+    first = cli_json("submit", "train.py", "--local", "--wait", cwd=project)
+    bad = cli("rerun", first["job_id"], "--set", "resources.nodez=2")
+    assert bad.returncode != 0 and "nodez" in bad.stderr and "Traceback" not in bad.stderr
+    runs = sorted((Path(first["run_dir"]).parent).iterdir())
+    (Path(first["run_dir"]) / "code" / "train.py").unlink()
+    gone = cli("rerun", first["job_id"])
+    assert gone.returncode != 0 and "snapshot" in gone.stderr and len(gone.stderr.strip().splitlines()) == 1
+    assert sorted((Path(first["run_dir"]).parent).iterdir()) == runs  # no run directory left behind
+
+
+PARENT = """\
+import os, pathlib, time
+time.sleep(1)
+pathlib.Path(os.environ["DELTAJOBS_CHECKPOINT_DIR"], "best.pt").write_text("weights")
+"""
+
+CHILD = """\
+import os, sys
+print("read", open(sys.argv[1]).read(), "from", os.environ["DELTAJOBS_PARENT_RUN_DIR"], flush=True)
+"""
+
+
+def test_a_local_child_waits_for_its_parent_and_reads_its_directory(tmp_path: Path) -> None:
+    (tmp_path / "parent.py").write_text(PARENT)
+    (tmp_path / "child.py").write_text(CHILD)
+    parent = cli_json("submit", "parent.py", "--local", cwd=tmp_path)
+    child = cli_json(
+        "submit", "child.py", "--local", "--after", parent["job_id"], "--wait",
+        "--", "{after.run_dir}/checkpoints/best.pt",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert child["state"] == "COMPLETED"
+    assert f"read weights from {parent['run_dir']}" in cli("logs", child["job_id"]).stdout
+    assert cli_json("status", parent["job_id"])[0]["state"] == "COMPLETED"
+
+
+def test_a_local_child_of_a_failed_parent_never_starts_and_is_cleared(tmp_path: Path) -> None:
+    (tmp_path / "fail.py").write_text("raise SystemExit(2)\n")
+    (tmp_path / "child.py").write_text(CHILD)
+    proc = cli("submit", "fail.py", "--local", "--wait", "--json", cwd=tmp_path)
+    parent = json.loads(proc.stdout)
+    assert proc.returncode == 1 and parent["state"] == "FAILED"
+    child = cli_json("submit", "child.py", "--local", "--after", parent["job_id"], "--", "x", cwd=tmp_path)
+    for _ in range(50):
+        row = cli_json("status", child["job_id"])[0]
+        if row["reason"] == "DependencyNeverSatisfied":
+            break
+        subprocess.run(["sleep", "0.2"])
+    assert row["state"] == "PENDING" and row["blocked_by"] == f"parent {parent['job_id']} FAILED"
+    assert f"parent {parent['job_id']} FAILED: never starts" in cli("status").stdout
+    assert f"{child['job_id']}: cancelled" in cli("cancel", "--never-start").stdout
+    assert cli_json("status", child["job_id"])[0]["state"] == "CANCELLED"
+    assert not (Path(child["run_dir"]) / "results.json").exists()
+
+
+def test_after_refuses_what_it_cannot_wait_for_in_one_line(tmp_path: Path) -> None:
+    (tmp_path / "child.py").write_text(CHILD)
+    for after, words in (("12;rm", "not a job id"), ("local-1-2,abc", "not a job id")):
+        proc = cli("submit", "child.py", "--local", "--after", after, cwd=tmp_path)
+        assert proc.returncode != 0 and words in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    proc = cli("submit", "child.py", "--local", "--", "{after.run_dir}/x", cwd=tmp_path)
+    assert proc.returncode != 0 and "needs --after" in proc.stderr and "Traceback" not in proc.stderr
