@@ -173,3 +173,33 @@ def test_after_refuses_what_it_cannot_wait_for_in_one_line(tmp_path: Path) -> No
         assert proc.returncode != 0 and words in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     proc = cli("submit", "child.py", "--local", "--", "{after.run_dir}/x", cwd=tmp_path)
     assert proc.returncode != 0 and "needs --after" in proc.stderr and "Traceback" not in proc.stderr
+
+
+FUNCTION_USER = """\
+import random
+from deltajobs import Executor, report
+
+def fit(seed, lr):
+    rng = random.Random(seed)
+    score = sum(rng.random() * lr for _ in range(5))
+    report(epoch=1, score=score)
+    return score
+
+if __name__ == "__main__":
+    job = Executor(local=True).submit(fit, 11, lr=0.5)
+    print(job.job_id, job.result(poll=0.2, timeout=60), flush=True)
+"""
+
+
+def test_a_function_rerun_calls_the_same_pickled_call_again(tmp_path: Path) -> None:
+    (tmp_path / "user.py").write_text(FUNCTION_USER)
+    import sys
+
+    proc = subprocess.run([sys.executable, "user.py"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    job_id, value = proc.stdout.split()
+    (tmp_path / "user.py").write_text(FUNCTION_USER.replace("rng.random() * lr", "lr"))  # not what reruns
+    again = cli_json("rerun", job_id, "--wait", cwd=tmp_path)
+    assert again["state"] == "COMPLETED"
+    results = json.loads((Path(again["run_dir"]) / "results.json").read_text())
+    assert results["history"][-1]["score"] == pytest.approx(float(value))

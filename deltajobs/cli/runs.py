@@ -368,6 +368,7 @@ def results_command(job_id: JobIdArg, as_json: JsonOpt = False, plot: PlotOpt = 
         )
         return
     typer.echo(results_text(row, data, advice, record))
-    typer.echo("\n" + "\n".join(summary(ran)))
+    if ran.env is not None or ran.git is not None:  # an older run recorded nothing: no line says so
+        typer.echo("\n" + "\n".join(summary(ran)))
     if plot is not None:
         typer.echo(f"wrote {plot}")

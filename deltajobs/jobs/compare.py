@@ -21,8 +21,9 @@ from deltajobs.injob.provenance import NCCL_PACKAGES
 from deltajobs.jobs.provenance import SCRIPT, CodeFile, EnvFacts, RunRecord, gpu_models, split_git_diff
 
 SECTIONS = ("spec", "arguments", "resources", "code", "packages", "conda", "modules", "nodes")
-# The name is in the header; defaults follow from the resources; parents are job ids and run directories.
-SPEC_NOISE = ("name", "run.defaults", "schedule.parents")
+# The name is in the header; defaults follow from the resources; parents, rerun_of and code_from (a
+# rerun's copy of the code, compared in the code section) are job ids and run directories.
+SPEC_NOISE = ("name", "run.defaults", "schedule.parents", "rerun_of", "run.code_from")
 
 
 @dataclass(frozen=True)
@@ -103,7 +104,7 @@ def spec_differences(a: RunRecord, b: RunRecord) -> dict[str, list[Difference]]:
     """The spec's keys that differ, in the spec, arguments or resources section; a run directory
     named in them (a pipeline's parent) reads as RUN_DIR, and job ids in a dependency as N."""
     roots = {str(r.run_dir.parent) for r in (a, b) if len(r.run_dir.parent.parts) > 2}
-    spec_a, spec_b = _masked(a.spec, roots), _masked(b.spec, roots)
+    spec_a, spec_b = _same_script(_masked(a.spec, roots), b.spec), _same_script(_masked(b.spec, roots), a.spec)
     flat_a, flat_b = flatten(spec_a), flatten(spec_b)
     found: dict[str, list[Difference]] = {"spec": [], "arguments": args_differences(_args(spec_a), _args(spec_b))}
     found["resources"] = []
@@ -117,6 +118,19 @@ def spec_differences(a: RunRecord, b: RunRecord) -> dict[str, list[Difference]]:
             section, label = _place(key, spec_a)
             found[section].append(Difference(label, old, new))
     return found
+
+
+def _same_script(spec: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
+    """A rerun's script lies in the snapshot it copied (`run.code_from`): it is the other run's
+    script where that one's path ends the same way (train.py, src/train.py)."""
+    run, theirs = spec.get("run"), other.get("run")
+    if not isinstance(run, dict) or not isinstance(theirs, dict) or not run.get("code_from") or not run.get("script"):
+        return spec
+    script, code, their_script = Path(str(run["script"])), Path(str(run["code_from"])), str(theirs.get("script"))
+    inside = script.relative_to(code).parts if script.is_relative_to(code) else ()
+    if inside and Path(their_script).parts[-len(inside) :] == inside:
+        return {**spec, "run": {**run, "script": their_script}}
+    return spec
 
 
 def _masked(value: Any, roots: set[str]) -> Any:

@@ -106,8 +106,7 @@ class SweepSource:
     search: SearchSpec | None = None
 
     @property
-    def noun(self) -> str:
-        """What a sweep's rows are: points; a search's: workers (its candidates are trials)."""
+    def noun(self) -> str:  # a search's rows are its workers; its candidates, trials
         return "workers" if self.search is not None else "points"
 
 
@@ -267,15 +266,12 @@ def _trial_metrics(trial: Any) -> dict[str, float]:
     if trial.run_dir:
         run_dir = Path(trial.run_dir)
         last = (read_reports(run_dir / METRICS_FILE) or [{}])[-1]
-        metrics = {k: float(v) for k, v in last.items() if _number(v) and k not in NOT_METRICS}
+        numbers = {k: v for k, v in last.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+        metrics = {k: float(v) for k, v in numbers.items() if k not in NOT_METRICS}
         metrics.update(read_metrics(run_dir))
     if trial.test_acc is not None:
         metrics.setdefault("test_acc", float(trial.test_acc))
     return metrics
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def trial_values(params: dict[str, Any], search: SearchSpec) -> dict[str, Any]:
@@ -357,7 +353,6 @@ def point_sets(choice: Choice, place: int, user_sets: list[str], args: list[str]
 class PointJob:
     """One job to submit: a chosen point's, resolved with its overrides."""
 
-    place: int  # 0: the best
     candidate: Candidate
     resolved: ResolvedJob
     headline: str
@@ -414,5 +409,5 @@ def best_jobs(
     for place, candidate in enumerate(choice.chosen):
         sets = point_sets(choice, place, user_sets, args)
         resolved = resolve([*sets.sets, *user_sets])
-        jobs.append(PointJob(place, candidate, resolved, choice.headline(place), sets.notes))
+        jobs.append(PointJob(candidate, resolved, choice.headline(place), sets.notes))
     return BestJobs(choice, jobs, ended)
