@@ -203,3 +203,20 @@ def test_a_function_rerun_calls_the_same_pickled_call_again(tmp_path: Path) -> N
     assert again["state"] == "COMPLETED"
     results = json.loads((Path(again["run_dir"]) / "results.json").read_text())
     assert results["history"][-1]["score"] == pytest.approx(float(value))
+
+
+def test_a_sweep_point_reruns_as_a_job_of_its_own_with_its_parameters(project: Path) -> None:
+    sweep = cli_json("sweep", "train.py", "--grid", "lr=0.2,0.4", "--local", "--", "--seed", "5", cwd=project)
+    point = sweep["points"][1]
+    for p in sweep["points"]:
+        for _ in range(100):
+            if cli_json("status", p["job_id"])[0]["state"] == "COMPLETED":
+                break
+            subprocess.run(["sleep", "0.3"])
+    again = cli_json("rerun", point["job_id"], "--wait", cwd=project)
+    assert again["state"] == "COMPLETED"
+    assert final(again["run_dir"]) == final(point["run_dir"])
+    spec = yaml.safe_load((Path(again["run_dir"]) / "spec.yaml").read_text())
+    assert spec["run"]["params"] == {"lr": 0.4} and spec["run"]["args"] == ["--seed", "5"]
+    row = cli_json("status", again["job_id"])[0]
+    assert row["sweep_id"] is None  # a job of its own, not a new point of the sweep

@@ -12,7 +12,7 @@ from deltajobs.injob.progress import nodes_text, restarts
 from deltajobs.jobs.lifecycle import STATE_ADVICE, attempts_text, reason_words, right_sizing
 from deltajobs.jobs.logs import ArrayResults
 from deltajobs.jobs.notebook import url_of
-from deltajobs.jobs.rerun import rerun_of
+from deltajobs.jobs.rerun import origin, rerun_of
 from deltajobs.jobs.resume import resume_chain, resume_links
 from deltajobs.registry.schema import JobRow
 from deltajobs.slurm.parse import AcctRecord
@@ -112,9 +112,11 @@ def status_table(
         if url:
             notes.append(f"{row.job_id}: notebook at {url} (`deltajobs notebook` for the laptop's tunnel)")
         links = resume_links(row) if detail or len(rows) == 1 else ""
-        origin = rerun_of(Path(row.run_dir)) if detail or len(rows) == 1 else None
-        if origin:
-            notes.append(f"{row.job_id}: rerun of {origin} (`deltajobs diff {origin} {row.job_id}`)")
+        again, description = origin(Path(row.run_dir)) if detail or len(rows) == 1 else (None, "")
+        if again:
+            notes.append(f"{row.job_id}: rerun of {again} (`deltajobs diff {again} {row.job_id}`)")
+        if description:
+            notes.append(f"{row.job_id}: {description}")
         if links:
             notes.append(f"{row.job_id}: {links} (the same run directory: `deltajobs resume`)")
         if detail and record is not None and len(record.attempts) > 1:

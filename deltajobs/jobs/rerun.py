@@ -149,17 +149,25 @@ def function_call(run_dir: Path) -> Any:
     return None
 
 
-def rerun_of(run_dir: Path) -> str | None:
-    """The job a run repeats (`deltajobs rerun`), from its spec.yaml; None for a first run."""
+def origin(run_dir: Path) -> tuple[str | None, str]:
+    """Where a run came from, from its spec.yaml: the job it reruns (`deltajobs rerun`, else None)
+    and its description (`submit --after-sweep` writes which point of which sweep)."""
     try:
         with (run_dir / "spec.yaml").open() as handle:
             head = handle.read(65536)
     except OSError:
-        return None
-    if "rerun_of:" not in head:
-        return None
+        return None, ""
+    if "rerun_of:" not in head and "description:" not in head:
+        return None, ""
     try:
-        value = (yaml.safe_load(head) or {}).get("rerun_of")
+        spec = yaml.safe_load(head) or {}
     except yaml.YAMLError:
-        return None
-    return str(value) if value else None
+        return None, ""
+    rerun = spec.get("rerun_of") if isinstance(spec, dict) else None
+    description = spec.get("description") if isinstance(spec, dict) else None
+    return (str(rerun) if rerun else None), str(description or "")
+
+
+def rerun_of(run_dir: Path) -> str | None:
+    """The job a run repeats (`deltajobs rerun`), from its spec.yaml; None for a first run."""
+    return origin(run_dir)[0]
