@@ -234,7 +234,12 @@ def test_modules_python_and_gpus_are_the_nodes_and_modules_sections(repo: Path) 
     assert a.env is not None and a.env.python is not None
     h100 = ["GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-9)"]
     python = {**a.env.python, "version": "3.99.0"}
-    job = {"modules": ["gcc/11.4.0", "cuda/12.3"], "gpus": h100, "python": python, "nodes": "gpuh001"}
+    job: dict[str, object] = {
+        "modules": ["gcc/11.4.0", "cuda/12.3"],
+        "gpus": h100,
+        "python": python,
+        "nodes": "gpuh001",
+    }
     b = make_run("local-200-2", ["--lr", "1"], job=job)
     found = compare(a, b)
     assert found.differs == ["modules", "nodes"]

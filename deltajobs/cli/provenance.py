@@ -36,7 +36,7 @@ def show_command(
     from deltajobs.jobs.provenance import load_record
     from deltajobs.spec.settings import load_settings
 
-    record = load_record(load_settings(), job_id, up_to_date=True)
+    record = load_record(load_settings(), job_id, up_to_date=True, files=False)  # the snapshot: its path
     if as_json:
         emit_json(show_dict(record, env))
     else:
@@ -215,6 +215,8 @@ def diff_text(found: RunDiff) -> str:
 
 
 def section_lines(section: str, found: RunDiff) -> list[str]:
+    from deltajobs.jobs.provenance import MAX_TEXT
+
     items = found.sections[section]
     words = [item_text(section, d) for d in items]
     title = SECTION_TITLES.get(section, section)
@@ -225,7 +227,7 @@ def section_lines(section: str, found: RunDiff) -> list[str]:
             if text:
                 lines.append(indent(text))
             elif item.key != "commit":
-                lines.append(f"    {item.key}: binary or over 512 KiB, not shown")
+                lines.append(f"    {item.key}: binary or over {MAX_TEXT // 1024} KiB, not shown")
     return lines
 
 

@@ -302,7 +302,7 @@ def shell_hook(run_dir: Path, user_bash_env: str | None) -> Path:
     lines += [
         'if [ "${SLURM_PROCID:-0}" = 0 ] && [ "${DELTAJOBS_NO_ENV_RECORD:-0}" = 0 ]; then',
         f'  trap \'__deltajobs_rc=$?; {record_cmd} --python "$(command -v python || command -v python3)" '
-        "</dev/null >/dev/null 2>&1; exit $__deltajobs_rc' EXIT",
+        "</dev/null >/dev/null 2>&1 || :; exit $__deltajobs_rc' EXIT",
         "fi",
         "",
     ]

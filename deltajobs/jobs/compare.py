@@ -9,6 +9,7 @@ shown side by side, never counted as a difference: they are the outcome.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import hashlib
 import json
@@ -33,7 +34,7 @@ class Difference:
     b: str | None
 
     def to_dict(self) -> dict[str, str | None]:
-        return {"key": self.key, "a": self.a, "b": self.b}
+        return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True)
@@ -215,15 +216,12 @@ def args_differences(a: list[str], b: list[str]) -> list[Difference]:
 
 
 def _option(token: str) -> bool:
-    return token.startswith("-") and len(token) > 1 and not _numeric(token)
-
-
-def _numeric(token: str) -> bool:
+    """`--lr`, `-v`, `--lr=1`; not `-1e-3` (a negative number is a value)."""
     try:
         float(token)
     except ValueError:
-        return False
-    return True
+        return token.startswith("-") and len(token) > 1
+    return False
 
 
 # -- the code --------------------------------------------------------------------------------------

@@ -103,14 +103,14 @@ class RunRecord:
         return next(iter(sorted((self.run_dir / "submitit").glob("*_submission.sh"))), None)
 
 
-def load_record(settings: Settings, job_id: str, *, up_to_date: bool = False) -> RunRecord:
+def load_record(settings: Settings, job_id: str, *, up_to_date: bool = False, files: bool = True) -> RunRecord:
     """The record of the job `job_id` (or `last`), its state brought up to date if asked (one squeue
-    for a job that is not final); NotFoundError names an unknown id."""
+    for a job that is not final); NotFoundError names an unknown id. `files`: as `read_record`."""
     with Registry.open(settings) as registry:
         row = registry.get(job_id)
         if up_to_date:
             refresh(registry, [row])
-    return read_record(Path(row.run_dir), row)
+    return read_record(Path(row.run_dir), row, files=files)
 
 
 def read_record(run_dir: Path, row: JobRow | None = None, *, files: bool = True) -> RunRecord:

@@ -29,7 +29,20 @@ GROUPS = {
 }
 LOCAL_ONLY = {"remote"}  # commands that manage the remotes themselves
 FETCHED = {"--plot", "--output", "-o"}  # FILE options whose file the user wants here
-READ_ONLY = {"status", "logs", "results", "render", "estimate", "check", "list", "accounts", "charge", "doctor"}
+READ_ONLY = {
+    "status",
+    "logs",
+    "results",
+    "show",
+    "diff",
+    "render",
+    "estimate",
+    "check",
+    "list",
+    "accounts",
+    "charge",
+    "doctor",
+}
 
 
 @dataclass(frozen=True)
