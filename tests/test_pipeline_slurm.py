@@ -112,3 +112,27 @@ def test_a_child_of_a_failed_parent_is_named_and_cleared_by_never_start(project:
     assert done.returncode == 0 and f"{child['job_id']}: cancelled" in done.stdout
     assert cli_json("status", child["job_id"])[0]["state"] == "CANCELLED"
     assert cli("cancel", "--never-start").stdout.strip() == "no job waits for a parent that failed"
+
+
+def test_a_slurm_job_cannot_wait_for_a_local_one(project: Path) -> None:
+    local = cli_json("submit", "prepare.py", "--local", "--wait", cwd=project)
+    runs = sorted(Path(local["run_dir"]).parent.iterdir())
+    proc = cli(
+        "submit",
+        "evaluate.py",
+        "-p",
+        "cpu",
+        "--gpus",
+        "0",
+        "--after",
+        local["job_id"],
+        "--",
+        "--checkpoint",
+        "x",
+        cwd=project,
+    )
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == (
+        f"deltajobs: error: --after: job {local['job_id']} is a local job; a slurm job can wait only for slurm jobs"
+    )
+    assert sorted(Path(local["run_dir"]).parent.iterdir()) == runs

@@ -46,9 +46,9 @@ def check_parents(resolved: ResolvedJob, settings: Settings, backend: Backend) -
             except NotFoundError:
                 continue  # its row was forgotten since; SLURM still knows the job
             if row.backend != backend.name:
-                where = "on this machine (--local)" if row.backend == "local" else f"on {row.backend}"
                 raise SpecError(
-                    "--after", f"job {job_id} ran {where}; a {backend.name} job can wait only for {backend.name} jobs"
+                    "--after",
+                    f"job {job_id} is a {row.backend} job; a {backend.name} job can wait only for {backend.name} jobs",
                 )
 
 
