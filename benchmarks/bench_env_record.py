@@ -85,7 +85,8 @@ def main() -> None:
     ):
         off, on = statistics.median(rows[name][False]), statistics.median(rows[name][True])
         print(f"| {label} | {off * 1000:.0f} ms | {on * 1000:.0f} ms | {(on - off) * 1000:+.0f} ms | {on / off:.2f}x |")
-    print(f"\nthe record itself (job.json `seconds`, in its own process): median {statistics.median(took) * 1000:.0f} ms")
+    took_ms = statistics.median(took) * 1000
+    print(f"\nthe record itself (job.json `seconds`, in its own process): median {took_ms:.0f} ms")
 
 
 if __name__ == "__main__":

@@ -133,7 +133,8 @@ def env_lines(record: RunRecord) -> list[str]:
             f"  torch:     {torch_text(env.torch).removeprefix('torch ') if env.torch else 'not installed'}",
             f"  modules:   {modules}",
             f"  nodes:     {env.nodes or env.host}" + (f" (rank 0 on {env.host})" if env.nodes != env.host else ""),
-            f"  GPUs:      {'; '.join(env.gpus) if env.gpus else 'none visible'}",
+            f"  GPUs:      {'; '.join(env.gpus) if env.gpus else 'none visible'}"
+            + (f" (driver {env.driver})" if env.driver else ""),
         ]
         if env.command:
             lines.append(f"  command:   {shlex.join(env.command)}")

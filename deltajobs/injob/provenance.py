@@ -5,8 +5,8 @@ its code was at submit (`record_code`): the facts `deltajobs show ID --env`, `re
     env/job.json       the node's view, each attempt (the latest wins): when, where (host, nodes,
                        job id), the python (executable, version, prefix; venv, conda or system),
                        the modules loaded (Lmod's LOADEDMODULES), torch with its CUDA and NCCL
-                       versions, `nvidia-smi -L`, the program (argv, working directory), how many
-                       packages, how long the record took
+                       versions, `nvidia-smi -L` and the driver's version, the program (argv,
+                       working directory), how many packages, how long the record took
     env/packages.txt   the job python's packages, `name==version` one per line, sorted (pip freeze's
                        form, read from the installed packages' metadata: no pip run, ~50 ms)
     env/conda.txt      a conda env's packages (CONDA_PREFIX's conda-meta), `name=version=build`
@@ -124,6 +124,7 @@ def record(run_dir: Path, argv: list[str] | None = None, python: str | None = No
         "modules": loaded_modules(),
         "torch": torch_facts(packages),
         "gpus": gpu_lines(),
+        "driver": gpu_driver(),
         "command": list(argv) if argv is not None else None,
         "workdir": os.getcwd(),
         "packages": len(packages),
@@ -236,6 +237,23 @@ def gpu_lines() -> list[str]:
     except (OSError, subprocess.TimeoutExpired):
         return []
     return [line.strip() for line in out.stdout.splitlines() if line.strip()] if out.returncode == 0 else []
+
+
+def gpu_driver() -> str | None:
+    """The NVIDIA driver's version the job saw (`nvidia-smi --query-gpu=driver_version`); None
+    without GPUs or nvidia-smi."""
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return None
+    try:
+        out = subprocess.run(
+            [exe, "--query-gpu=driver_version", "--format=csv,noheader"],
+            capture_output=True, text=True, timeout=15, check=False,
+        )  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    lines = out.stdout.split()
+    return lines[0] if out.returncode == 0 and lines else None
 
 
 # -- the code, at submit ---------------------------------------------------------------------------

@@ -337,6 +337,7 @@ def node_differences(env_a: EnvFacts, env_b: EnvFacts, told: set[str]) -> list[D
         ("torch CUDA", torch_a.get("cuda"), torch_b.get("cuda")),
         ("nodes", env_a.nodes or env_a.host, env_b.nodes or env_b.host),
         ("GPU models", _models(env_a.gpus), _models(env_b.gpus)),
+        ("GPU driver", env_a.driver, env_b.driver),
     ]
     if not told & {_norm(name) for name in NCCL_PACKAGES}:  # else the packages said it
         pairs.insert(3, ("NCCL", torch_a.get("nccl"), torch_b.get("nccl")))

@@ -43,6 +43,7 @@ class EnvFacts:
     modules: list[str] | None = None  # None: no module system
     torch: dict[str, Any] | None = None  # version, cuda, nccl; None: no torch
     gpus: list[str] = field(default_factory=list)  # `nvidia-smi -L`
+    driver: str | None = None  # the NVIDIA driver's version
     command: list[str] | None = None  # argv (its script in RUN_DIR/code: never compared)
     workdir: str | None = None
     packages: int | None = None  # how many
