@@ -76,6 +76,11 @@ def test_a_script_rerun_runs_its_snapshot_with_the_same_arguments_and_metrics(pr
     assert text.startswith("submitted local-") and f"rerun of {first['job_id']} (python train.py --seed 3)" in text
     status = cli("status", "--detail").stdout
     assert f"rerun of {first['job_id']}" in status
+    assert (
+        f"rerun of {first['job_id']} (`deltajobs diff {first['job_id']} {again['job_id']}`)"
+        in cli("results", again["job_id"]).stdout
+    )
+    assert cli_json("results", again["job_id"])["rerun_of"] == first["job_id"]
     # flags change only what they name
     changed = cli_json("rerun", first["job_id"], "--time", "00:07:00", "--set", "run.args=[--seed, 4]", "--wait")
     spec = yaml.safe_load((Path(changed["run_dir"]) / "spec.yaml").read_text())

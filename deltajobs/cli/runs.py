@@ -353,7 +353,10 @@ def results_command(job_id: JobIdArg, as_json: JsonOpt = False, plot: PlotOpt = 
 
     from deltajobs.jobs.provenance import read_record, summary, summary_dict
 
+    from deltajobs.jobs.rerun import origin
+
     ran = read_record(Path(row.run_dir), row, files=False)  # what it ran with (RUN_DIR/env)
+    again, description = origin(Path(row.run_dir))
     if as_json:
         emit_json(
             {
@@ -364,10 +367,16 @@ def results_command(job_id: JobIdArg, as_json: JsonOpt = False, plot: PlotOpt = 
                 "attempts": [dataclasses.asdict(a) for a in record.attempts] if record is not None else [],
                 "right_sizing": [a.to_dict() for a in advice],
                 "env": summary_dict(ran),
+                "rerun_of": again,
+                "description": description,
             }
         )
         return
     typer.echo(results_text(row, data, advice, record))
+    for line in ([f"rerun of {again} (`deltajobs diff {again} {row.job_id}`)"] if again else []) + (
+        [description] if description else []
+    ):
+        typer.echo(line)
     if ran.env is not None or ran.git is not None:  # an older run recorded nothing: no line says so
         typer.echo("\n" + "\n".join(summary(ran)))
     if plot is not None:
