@@ -64,24 +64,25 @@ def test_torch_is_never_imported_to_record_it(tmp_path: Path) -> None:
     assert out[0] != "None" and out[1] == "False"
 
 
-def test_another_interpreter_and_a_conda_env_list_their_own_packages(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    meta = tmp_path / "conda" / "conda-meta"
-    meta.mkdir(parents=True)
+def test_another_interpreter_and_a_conda_env_list_their_own_packages(tmp_path: Path) -> None:
+    # a venv's python links to the same base interpreter as ours: it must still be asked, not taken for ours
+    env_dir = tmp_path / "other"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env_dir)], check=True)
+    meta = env_dir / "conda-meta"  # ... and made to look like a conda env
+    meta.mkdir()
     for name, version, build in (("numpy", "1.26.4", "py311h"), ("python", "3.11.9", "h955ad1f_0")):
         (meta / f"{name}-{version}-{build}.json").write_text(
             json.dumps({"name": name, "version": version, "build": build})
         )
     (meta / "history").write_text("not json")
-    monkeypatch.setenv("CONDA_PREFIX", str(tmp_path / "conda"))
-    system = "/usr/bin/python3"
-    job = provenance.record(tmp_path / "run", None, system)
+    python = str(env_dir / "bin" / "python")
+    job = provenance.record(tmp_path / "run", None, python)
     env = tmp_path / "run" / "env"
     assert (env / "conda.txt").read_text() == "numpy=1.26.4=py311h\npython=3.11.9=h955ad1f_0\n"
-    assert job["python"]["executable"] == system and job["python"]["env"] == "system"
-    ours = set((env / "packages.txt").read_text().splitlines())
-    assert not any(line.lower().startswith("submitit==") for line in ours)  # the system python's, not ours
+    assert job["python"]["executable"] == python and job["python"]["env"] == "conda"
+    assert job["python"]["prefix"] == str(env_dir)
+    listed = (env / "packages.txt").read_text().lower()
+    assert "submitit==" not in listed and "torch==" not in listed and job["torch"] is None  # its own, not ours
     none = provenance.record(tmp_path / "none", None, "")
     assert none["python"] is None and none["packages"] == 0
 

@@ -152,6 +152,24 @@ def test_a_local_child_waits_for_its_parent_and_reads_its_directory(tmp_path: Pa
     assert cli_json("status", parent["job_id"])[0]["state"] == "COMPLETED"
 
 
+def test_a_three_step_local_chain_runs_in_order_and_an_sbatch_step_reads_its_parent(tmp_path: Path) -> None:
+    (tmp_path / "parent.py").write_text(PARENT)
+    (tmp_path / "middle.sh").write_text(
+        "#!/bin/bash\n#SBATCH --partition=cpu\n#SBATCH --time=00:05:00\n#SBATCH --mem=1g\n"
+        'cp "$DELTAJOBS_PARENT_RUN_DIR/checkpoints/best.pt" "$DELTAJOBS_CHECKPOINT_DIR/best.pt"\n'
+    )
+    (tmp_path / "child.py").write_text(CHILD)
+    first = cli_json("submit", "parent.py", "--local", cwd=tmp_path)
+    middle = cli_json("submit", "middle.sh", "--local", "--after", first["job_id"], cwd=tmp_path)
+    last = cli_json(
+        "submit", "child.py", "--local", "--after", middle["job_id"], "--wait",
+        "--", "{after.run_dir}/checkpoints/best.pt",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert last["state"] == "COMPLETED", cli("logs", last["job_id"]).stdout
+    assert f"read weights from {middle['run_dir']}" in cli("logs", last["job_id"]).stdout
+
+
 def test_a_local_child_of_a_failed_parent_never_starts_and_is_cleared(tmp_path: Path) -> None:
     (tmp_path / "fail.py").write_text("raise SystemExit(2)\n")
     (tmp_path / "child.py").write_text(CHILD)
@@ -159,6 +177,7 @@ def test_a_local_child_of_a_failed_parent_never_starts_and_is_cleared(tmp_path: 
     parent = json.loads(proc.stdout)
     assert proc.returncode == 1 and parent["state"] == "FAILED"
     child = cli_json("submit", "child.py", "--local", "--after", parent["job_id"], "--", "x", cwd=tmp_path)
+    grandchild = cli_json("submit", "child.py", "--local", "--after", child["job_id"], "--", "x", cwd=tmp_path)
     for _ in range(50):
         row = cli_json("status", child["job_id"])[0]
         if row["reason"] == "DependencyNeverSatisfied":
@@ -166,8 +185,11 @@ def test_a_local_child_of_a_failed_parent_never_starts_and_is_cleared(tmp_path: 
         subprocess.run(["sleep", "0.2"])
     assert row["state"] == "PENDING" and row["blocked_by"] == f"parent {parent['job_id']} FAILED"
     assert f"parent {parent['job_id']} FAILED: never starts" in cli("status").stdout
-    assert f"{child['job_id']}: cancelled" in cli("cancel", "--never-start").stdout
+    assert cli_json("status", grandchild["job_id"])[0]["reason"] == "Dependency"  # its parent only waits
+    cancelled = cli("cancel", "--never-start").stdout
+    assert f"{child['job_id']}: cancelled" in cancelled and f"{grandchild['job_id']}: cancelled" in cancelled
     assert cli_json("status", child["job_id"])[0]["state"] == "CANCELLED"
+    assert cli_json("status", grandchild["job_id"])[0]["state"] == "CANCELLED"
     assert not (Path(child["run_dir"]) / "results.json").exists()
 
 
@@ -178,6 +200,48 @@ def test_after_refuses_what_it_cannot_wait_for_in_one_line(tmp_path: Path) -> No
         assert proc.returncode != 0 and words in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     proc = cli("submit", "child.py", "--local", "--", "{after.run_dir}/x", cwd=tmp_path)
     assert proc.returncode != 0 and "needs --after" in proc.stderr and "Traceback" not in proc.stderr
+    for flags, field in (
+        (["--after", "4242"], "--after"),
+        (["--dependency", "afterany:local-1-2"], "--dependency"),
+        (["--dependency", "afterok:local-1-2"], "--after"),
+    ):
+        proc = cli("submit", "child.py", "--local", *flags, cwd=tmp_path)  # nothing here would wait for it
+        assert proc.returncode != 0 and f"error: {field}:" in proc.stderr and len(proc.stderr.strip().splitlines()) <= 2
+
+
+def test_a_local_sweep_after_a_parent_and_a_rerun_after_a_new_one(tmp_path: Path) -> None:
+    (tmp_path / "parent.py").write_text(PARENT)
+    (tmp_path / "child.py").write_text(CHILD)
+    old = cli_json("submit", "parent.py", "--local", "--wait", cwd=tmp_path)
+    sweep = cli_json(
+        "sweep", "child.py", "--grid", "seed=1,2", "--local", "--after", old["job_id"],
+        "--", "{after.run_dir}/checkpoints/best.pt",
+        cwd=tmp_path,
+    )  # fmt: skip
+    for point in sweep["points"]:
+        for _ in range(100):
+            if cli_json("status", point["job_id"])[0]["state"] == "COMPLETED":
+                break
+            subprocess.run(["sleep", "0.3"])
+        assert f"read weights from {old['run_dir']}" in cli("logs", point["job_id"]).stdout
+    child = cli_json(
+        "submit",
+        "child.py",
+        "--local",
+        "--after",
+        old["job_id"],
+        "--wait",
+        "--",
+        "{after.run_dir}/checkpoints/best.pt",
+        cwd=tmp_path,
+    )
+    new = cli_json("submit", "parent.py", "--local", "--wait", cwd=tmp_path)
+    again = cli_json("rerun", child["job_id"], "--after", new["job_id"], "--wait", cwd=tmp_path)
+    assert again["state"] == "COMPLETED"
+    assert f"read weights from {new['run_dir']}" in cli("logs", again["job_id"]).stdout  # not the old parent's
+    spec = yaml.safe_load((Path(again["run_dir"]) / "spec.yaml").read_text())
+    assert spec["run"]["args"] == [f"{new['run_dir']}/checkpoints/best.pt"]
+    assert spec["environment"]["env"]["DELTAJOBS_PARENT_RUN_DIR"] == new["run_dir"]
 
 
 FUNCTION_USER = """\

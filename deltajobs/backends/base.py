@@ -84,6 +84,9 @@ class Backend(ABC):
     first_state: ClassVar[str]  # a job's state right after submission
     fresh_environment: ClassVar[bool] = False  # jobs set their software up anew (modules, venv): check it
     compute_nodes: ClassVar[bool] = False  # jobs run on a cluster's compute nodes, not on this machine
+    # schedule.dependency is the scheduler's to honour (any kind); False: the backend waits only for
+    # --after's parents that it ran itself (schedule.parents)
+    any_dependency: ClassVar[bool] = True
 
     @abstractmethod
     def submit(self, resolved: ResolvedJob, run_dir: Path) -> Submission:

@@ -39,6 +39,7 @@ class LocalBackend(Backend):
     needs_account = False
     charges = False
     first_state = "RUNNING"
+    any_dependency = False  # it waits for --after's local jobs (local_wait), nothing else
 
     def partition(self, resolved: ResolvedJob) -> str:
         return "local"
@@ -69,7 +70,8 @@ class LocalBackend(Backend):
         folder = submitit_folder(sweep_dir)
         waves = math.ceil(len(run_dirs) / slots)  # a point's walltime includes its wait for a slot
         executor = DetachedLocalExecutor(folder=folder, max_num_timeout=res.max_requeues)
-        executor.update_parameters(timeout_min=max(1, res.seconds // 60) * waves)
+        waited = sum(_walltime(Path(d)) for d in resolved[0].spec.schedule.parents.values())  # and for its parents
+        executor.update_parameters(timeout_min=max(1, res.seconds // 60) * waves + waited // 60)
         points: list[Submission] = []
         try:
             for index, (one, run_dir) in enumerate(zip(resolved, run_dirs, strict=True)):
@@ -78,6 +80,9 @@ class LocalBackend(Backend):
                     if calls
                     else SlotJob(one.payload.task(run_dir), str(run_dir), str(folder / "slots"), slots, index)
                 )
+                parents = one.spec.schedule.parents
+                if parents:  # a sweep after --after's jobs: each point waits for them, then for a slot
+                    call = AfterParents(call, parents, str(run_dir), parent_state)
                 points.append(_submission(str(executor.submit(call).job_id), run_dir, folder))
         except BaseException:
             self.undo([p.job_id for p in points])
@@ -199,17 +204,22 @@ def _waiting_for(row: JobRow) -> str | None:
         return None
 
 
-def _walltime(run_dir: Path) -> int:
-    """A parent's walltime in seconds, from its spec.yaml (0 where it cannot be read)."""
+def _walltime(run_dir: Path, depth: int = 0) -> int:
+    """How long a parent may take to end: its walltime and its own parents', up the chain (from
+    each spec.yaml; 0 where one cannot be read)."""
     import yaml
 
     from deltajobs.clusters.units import parse_walltime
 
     try:
         spec = yaml.safe_load((run_dir / "spec.yaml").read_text()) or {}
-        return parse_walltime(str(spec["resources"]["time"]))
+        own = parse_walltime(str(spec["resources"]["time"]))
     except Exception:  # noqa: BLE001 - unreadable or malformed: no allowance for it
         return 0
+    parents = (spec.get("schedule") or {}).get("parents") or {}
+    if depth > 50 or not isinstance(parents, dict):
+        return own
+    return own + sum(_walltime(Path(str(d)), depth + 1) for d in parents.values())
 
 
 def parent_state(job_id: str, run_dir: str) -> str:
@@ -219,6 +229,8 @@ def parent_state(job_id: str, run_dir: str) -> str:
         return "RUNNING"  # not a local job: nothing here can tell (`jobs.pipeline.check_parents` refuses it)
     pid, _ = parse_id(job_id)
     folder = submitit_folder(Path(run_dir))
+    if not (folder / f"{pid}_0_log.out").exists() and (Path(run_dir).parent / "submitit").is_dir():
+        folder = Path(run_dir).parent / "submitit"  # a sweep's point: its sweep's folder (`submit_array`)
     parent = _Parent(job_id, run_dir, str(folder / f"{pid}_0_log.out"))
     return str(local_state(parent).get("state", "RUNNING"))  # type: ignore[arg-type]  # what it reads of a row
 

@@ -14,6 +14,7 @@ from typing import Any
 
 WAITING_FILE = ".waiting"  # in the run directory, while the job waits for its parents
 POLL_S = 1.0
+WAITING = ("COMPLETED", "RUNNING", "PENDING")  # a parent that may still complete (PENDING: it waits itself)
 
 
 class AfterParents:
@@ -35,7 +36,7 @@ class AfterParents:
             if all(state == "COMPLETED" for state in states.values()):
                 marker.unlink(missing_ok=True)
                 return self.task()
-            failed = {job_id: state for job_id, state in states.items() if state not in ("COMPLETED", "RUNNING")}
+            failed = {job_id: state for job_id, state in states.items() if state not in WAITING}
             text = (
                 "DependencyNeverSatisfied\n" + "".join(f"{job_id} {state}\n" for job_id, state in failed.items())
                 if failed

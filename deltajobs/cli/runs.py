@@ -352,7 +352,6 @@ def results_command(job_id: JobIdArg, as_json: JsonOpt = False, plot: PlotOpt = 
     from pathlib import Path
 
     from deltajobs.jobs.provenance import read_record, summary, summary_dict
-
     from deltajobs.jobs.rerun import origin
 
     ran = read_record(Path(row.run_dir), row, files=False)  # what it ran with (RUN_DIR/env)

@@ -164,7 +164,10 @@ def run_command(
         storage=storage,
     )
     source = flags.job(job, script_args)
-    launch = prepare_launch(source, options, flags.overrides, settings, flags.cluster, backend)
+    overrides = flags.overrides
+    if flags.after:
+        overrides.parents = flags.parents(settings)  # every point reads its parents' directories
+    launch = prepare_launch(source, options, overrides, settings, flags.cluster, backend)
     for line in launch.warnings():  # on stderr before anything is submitted, --json too
         note(f"warning: {line}")
     if launch.chosen_note and not as_json:

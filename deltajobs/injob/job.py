@@ -59,11 +59,14 @@ class StopFlag:
             signal.signal(sig, handler)
 
 
-def record_attempt(run_dir: Path, command: list[str] | None = None, python: str | None = None) -> int:
+def record_attempt(
+    run_dir: Path, command: list[str] | None = None, python: str | None = None, env: dict[str, str] | None = None
+) -> int:
     """Count this start in the run directory's attempts.json (rank 0 writes it); returns the number
     of restarts before it: DELTAJOBS_RESTART_COUNT, the same on every rank. Rank 0 also records
     what the attempt runs with in RUN_DIR/env, in a thread (`provenance.start`: `command` is the
-    program's argv, `python` the interpreter whose packages count, default this one). Rank 0 appends while
+    program's argv, `python` the interpreter whose packages count, default this one, `env` the
+    job's own environment.env). Rank 0 appends while
     the others read, in no order: each counts the starts of the other attempts, so its own attempt's
     entry, written yet or not, never counts (`attempt_key`)."""
     path = run_dir / ATTEMPTS_FILE
@@ -82,7 +85,7 @@ def record_attempt(run_dir: Path, command: list[str] | None = None, python: str 
         )
         again = diskspace.resume_hint(run_dir) or "resubmit"
         diskspace.replace_text(path, json.dumps(data, indent=1), again=again)
-        provenance.start(run_dir, command, python)
+        provenance.start(run_dir, command, python, env)
     return before
 
 

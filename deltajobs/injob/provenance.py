@@ -35,6 +35,9 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -48,28 +51,41 @@ RECORD_WAIT_S = 20  # how long a job that ends first waits for its record at exi
 DIFF_CAP = 4 * 1024 * 1024  # bytes of `git diff` kept; a bigger one is cut and says so
 NCCL_PACKAGES = ("nvidia-nccl-cu12", "nvidia-nccl-cu11", "nvidia-nccl-cu13", "nccl")
 _CUDA_LINE = re.compile(r"^cuda\s*(?::[^=]*)?=\s*['\"]([^'\"]+)['\"]", re.MULTILINE)
-# The packages of another interpreter, printed by it: pip freeze's form without running pip.
-_FREEZE = (
-    "import importlib.metadata as m\n"
+# What another interpreter says of itself, as JSON: pip freeze's form without running pip, its
+# prefixes and the CUDA its torch was built for (torch/version.py read, not imported).
+_ASK = (
+    "import importlib.metadata as m, json, re, sys\n"
     "seen = {}\n"
     "for d in m.distributions():\n"
     "    name = (d.metadata['Name'] or '').strip()\n"
     "    key = name.lower().replace('_', '-')\n"
     "    if name and key not in seen: seen[key] = f'{name}=={d.version}'\n"
-    "print('\\n'.join(sorted(seen.values(), key=str.lower)))\n"
+    "cuda = None\n"
+    "try:\n"
+    "    text = open(m.distribution('torch').locate_file('torch/version.py')).read()\n"
+    "    found = re.search(" + repr(_CUDA_LINE.pattern) + ", text, re.M)\n"
+    "    cuda = found.group(1) if found else None\n"
+    "except Exception:\n"
+    "    pass\n"
+    "print(json.dumps({'version': sys.version.split()[0], 'prefix': sys.prefix, 'base': sys.base_prefix,\n"
+    "    'packages': sorted(seen.values(), key=str.lower), 'cuda': cuda}))\n"
 )
 
 
-def enabled() -> bool:
-    return os.environ.get(OFF, "") in ("", "0")
+def enabled(env: dict[str, str] | None = None) -> bool:
+    """Unless DELTAJOBS_NO_ENV_RECORD=1 here, or in the job's own environment (`env`:
+    environment.env, which on this machine reaches only the program)."""
+    return all(source.get(OFF, "") in ("", "0") for source in (os.environ, env or {}))
 
 
-def start(run_dir: Path, argv: list[str] | None = None, python: str | None = None) -> subprocess.Popen[bytes] | None:
+def start(
+    run_dir: Path, argv: list[str] | None = None, python: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes] | None:
     """Record the environment in a process of its own, at low priority: the program starts at
     once, and an in-process trainer's `import torch` does not share its interpreter (a thread did:
     +0.3 s). A job that ends first waits for it at exit, RECORD_WAIT_S at most. None where it is
     turned off or cannot start."""
-    if not enabled():
+    if not enabled(env):
         return None
     command = [sys.executable, "-m", "deltajobs.injob.provenance", str(run_dir)]
     if python is not None:
@@ -109,9 +125,9 @@ def record(run_dir: Path, argv: list[str] | None = None, python: str | None = No
     target = Path(run_dir) / ENV_DIR
     target.mkdir(parents=True, exist_ok=True)
     python = sys.executable if python is None else python
-    own = bool(python) and _same_file(python, sys.executable)
-    packages = installed_packages() if own else other_packages(python) if python else []
-    conda = conda_packages(os.environ.get("CONDA_PREFIX"))
+    facts, packages, cuda = interpreter(python) if python else (None, [], None)
+    prefix = facts["prefix"] if facts else ""
+    conda = conda_packages(prefix) if prefix and Path(prefix, "conda-meta").is_dir() else []
     _write(target / PACKAGES_FILE, "".join(f"{line}\n" for line in packages))
     if conda:
         _write(target / CONDA_FILE, "".join(f"{line}\n" for line in conda))
@@ -120,9 +136,9 @@ def record(run_dir: Path, argv: list[str] | None = None, python: str | None = No
         "job_id": os.environ.get("SLURM_JOB_ID"),
         "host": os.uname().nodename,
         "nodes": os.environ.get("SLURM_JOB_NODELIST") or os.uname().nodename,
-        "python": python_facts(python, own) if python else None,
+        "python": facts,
         "modules": loaded_modules(),
-        "torch": torch_facts(packages),
+        "torch": torch_facts(packages, None if not python or _own(python) else {"cuda": cuda}),
         "gpus": gpu_lines(),
         "driver": gpu_driver(),
         "command": list(argv) if argv is not None else None,
@@ -149,13 +165,37 @@ def installed_packages() -> list[str]:
     return sorted(seen.values(), key=str.lower)
 
 
-def other_packages(python: str) -> list[str]:
-    """Another interpreter's packages, as it lists them; none if it cannot say."""
-    try:
-        out = subprocess.run([python, "-c", _FREEZE], capture_output=True, text=True, timeout=60, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return []
-    return [line for line in out.stdout.splitlines() if "==" in line] if out.returncode == 0 else []
+def interpreter(python: str) -> tuple[dict[str, Any] | None, list[str], str | None]:
+    """The interpreter's facts (executable, version, prefix, env: venv, conda or system), its
+    packages, and the CUDA its torch was built for; this one in-process, another by asking it."""
+    if _own(python):
+        version, prefix, base, packages, cuda = sys.version.split()[0], sys.prefix, sys.base_prefix, None, None
+    else:
+        try:
+            out = subprocess.run([python, "-c", _ASK], capture_output=True, text=True, timeout=60, check=False)
+            told = json.loads(out.stdout) if out.returncode == 0 else None
+        except (OSError, subprocess.TimeoutExpired, ValueError):
+            told = None
+        if not isinstance(told, dict):
+            return {"executable": python, "version": "", "prefix": "", "env": "unknown"}, [], None
+        version, prefix, base, cuda = told["version"], told["prefix"], told["base"], told.get("cuda")
+        packages = [line for line in told.get("packages", []) if "==" in line]
+    if Path(prefix, "conda-meta").is_dir():
+        kind = "conda"
+    elif prefix != base:
+        kind = "venv"
+    else:
+        kind = "system"
+    facts = {"executable": python, "version": version, "prefix": prefix, "env": kind}
+    return facts, installed_packages() if packages is None else packages, cuda
+
+
+def _own(python: str) -> bool:
+    """Whether `python` is this interpreter: the same path (a venv's python links to its base
+    interpreter, so the file it resolves to says nothing), or one in this same prefix."""
+    if os.path.abspath(python) == os.path.abspath(sys.executable):
+        return True
+    return Path(python).parent == Path(sys.executable).parent and Path(python).name.startswith("python")
 
 
 def conda_packages(prefix: str | None) -> list[str]:
@@ -172,26 +212,6 @@ def conda_packages(prefix: str | None) -> list[str]:
     return sorted(lines, key=str.lower)
 
 
-def python_facts(python: str, own: bool) -> dict[str, Any]:
-    """The interpreter, its version and prefix, and what kind of environment it is."""
-    if own:
-        version, prefix, base = sys.version.split()[0], sys.prefix, sys.base_prefix
-    else:
-        code = "import sys; print(sys.version.split()[0]); print(sys.prefix); print(sys.base_prefix)"
-        try:
-            out = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=30, check=False)
-            version, prefix, base = (out.stdout.splitlines() + ["", "", ""])[:3]
-        except (OSError, subprocess.TimeoutExpired):
-            version, prefix, base = "", "", ""
-    if prefix and Path(prefix, "conda-meta").is_dir():
-        kind = "conda"
-    elif prefix and prefix != base:
-        kind = "venv"
-    else:
-        kind = "system"
-    return {"executable": python, "version": version, "prefix": prefix, "env": kind}
-
-
 def loaded_modules() -> list[str] | None:
     """The modules loaded (Lmod's and Tcl modules' LOADEDMODULES), in load order; None without a
     module system."""
@@ -201,17 +221,21 @@ def loaded_modules() -> list[str] | None:
     return [name for name in text.split(":") if name]
 
 
-def torch_facts(packages: list[str]) -> dict[str, Any] | None:
-    """torch's version, the CUDA it was built for and NCCL's: from a torch this process imported
-    already, else from its files and the NCCL wheel's metadata (no import: ~2 s)."""
+def torch_facts(packages: list[str], asked: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """torch's version, the CUDA it was built for and NCCL's version: from a torch this process
+    imported already, else from its files and the NCCL wheel's metadata (no import: ~2 s); for
+    another interpreter, what it said (`asked`: its torch's CUDA)."""
     versions = dict(line.split("==", 1) for line in packages if "==" in line)
+    nccl = next((versions[name] for name in NCCL_PACKAGES if name in versions), None)
+    if asked is not None:
+        return {"version": versions["torch"], "cuda": asked.get("cuda"), "nccl": nccl} if "torch" in versions else None
     torch = sys.modules.get("torch")
     if torch is not None:
         facts: dict[str, Any] = {"version": str(torch.__version__), "cuda": torch.version.cuda}
         try:
             facts["nccl"] = ".".join(str(n) for n in torch.cuda.nccl.version())
         except Exception:
-            facts["nccl"] = None
+            facts["nccl"] = nccl
         return facts
     version = versions.get("torch")
     if version is None:
@@ -223,7 +247,6 @@ def torch_facts(packages: list[str]) -> dict[str, Any] | None:
         cuda = found.group(1) if found else None
     except (metadata.PackageNotFoundError, OSError):
         pass
-    nccl = next((versions[name] for name in NCCL_PACKAGES if name in versions), None)
     return {"version": version, "cuda": cuda, "nccl": nccl}
 
 
@@ -259,11 +282,46 @@ def gpu_driver() -> str | None:
 # -- the code, at submit ---------------------------------------------------------------------------
 
 
+_CODE_SEEN: ContextVar[dict[str, Any] | None] = ContextVar("deltajobs_code_seen", default=None)
+
+
+@contextmanager
+def one_submission() -> Iterator[None]:
+    """Within it, git is asked once per code directory: a sweep's points share one answer (their
+    code is copied at the same moment). Outside it, every call asks afresh."""
+    token = _CODE_SEEN.set({})
+    try:
+        yield
+    finally:
+        _CODE_SEEN.reset(token)
+
+
 def record_code(directory: Path, run_dir: Path, snapshot: bool) -> dict[str, Any] | None:
     """env/git.json and env/code.diff for the repository `directory` lies in (None outside one):
-    the commit, the branch, the files that differ from it, whether the run has a snapshot of them."""
-    if shutil.which("git") is None:
+    the commit, the branch, the files that differ from it, whether the run has a snapshot of them.
+    Within `one_submission`, git is asked once per directory (a sweep of 100 points asks once)."""
+    seen, key = _CODE_SEEN.get(), str(Path(directory).absolute())
+    answer = seen.get(key) if seen is not None else None
+    if answer is None:
+        answer = _ask_git(Path(directory))
+        if seen is not None:
+            seen[key] = answer
+    found, diff = answer
+    if found is None:
         return None
+    info = {**found, "snapshot": snapshot}
+    target = Path(run_dir) / ENV_DIR
+    target.mkdir(parents=True, exist_ok=True)
+    _write(target / GIT_FILE, json.dumps(info, indent=1) + "\n")
+    if diff:
+        _write(target / DIFF_FILE, diff)
+    return info
+
+
+def _ask_git(directory: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """What git says of the repository `directory` lies in; (None, None) outside one."""
+    if shutil.which("git") is None:
+        return None, None
 
     def git(*args: str) -> str | None:
         try:
@@ -276,7 +334,7 @@ def record_code(directory: Path, run_dir: Path, snapshot: bool) -> dict[str, Any
 
     root = git("rev-parse", "--show-toplevel")
     if not root:
-        return None
+        return None, None
     commit = (git("rev-parse", "HEAD") or "").strip() or None  # a repository without commits has none
     diff = git("diff", "HEAD", "--no-color", "--no-ext-diff") if commit else None
     status = git("status", "--porcelain", "--untracked-files=normal") or ""
@@ -287,15 +345,9 @@ def record_code(directory: Path, run_dir: Path, snapshot: bool) -> dict[str, Any
         "branch": (git("rev-parse", "--abbrev-ref", "HEAD") or "").strip() or None,
         "changed": [line[3:] for line in status.splitlines() if line[:2] != "??"],
         "untracked": [line[3:] for line in status.splitlines() if line[:2] == "??"],
-        "snapshot": snapshot,
         "diff_cut": cut,
     }
-    target = Path(run_dir) / ENV_DIR
-    target.mkdir(parents=True, exist_ok=True)
-    _write(target / GIT_FILE, json.dumps(info, indent=1) + "\n")
-    if diff:
-        _write(target / DIFF_FILE, diff.encode()[:DIFF_CAP].decode(errors="ignore"))
-    return info
+    return info, diff.encode()[:DIFF_CAP].decode(errors="ignore") if diff else None
 
 
 # -- an sbatch script as written -------------------------------------------------------------------
@@ -317,10 +369,14 @@ def shell_hook(run_dir: Path, user_bash_env: str | None) -> Path:
     ]
     if user_bash_env:
         lines.append(f"[ -r {shlex.quote(user_bash_env)} ] && . {shlex.quote(user_bash_env)}")
-    lines += [
+    lines += [  # the trap names a function: no path is ever quoted inside the trap's own string
+        "__deltajobs_record() {",
+        "  __deltajobs_rc=$?",
+        f'  {record_cmd} --python "$(command -v python || command -v python3)" </dev/null >/dev/null 2>&1 || :',
+        "  exit $__deltajobs_rc",
+        "}",
         'if [ "${SLURM_PROCID:-0}" = 0 ] && [ "${DELTAJOBS_NO_ENV_RECORD:-0}" = 0 ]; then',
-        f'  trap \'__deltajobs_rc=$?; {record_cmd} --python "$(command -v python || command -v python3)" '
-        "</dev/null >/dev/null 2>&1 || :; exit $__deltajobs_rc' EXIT",
+        "  trap __deltajobs_record EXIT",
         "fi",
         "",
     ]
@@ -340,13 +396,6 @@ def _write(path: Path, text: str) -> None:
         os.replace(temp, path)
     finally:
         temp.unlink(missing_ok=True)
-
-
-def _same_file(a: str, b: str) -> bool:
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return a == b
 
 
 def main(args: list[str]) -> int:

@@ -21,7 +21,7 @@ from deltajobs.clusters.units import format_duration
 from deltajobs.errors import NotFoundError, SlurmError, SpecError
 from deltajobs.injob import provenance
 from deltajobs.injob.gpu_usage import run_gpu_summary
-from deltajobs.jobs.pipeline import blocked_by, never_starting
+from deltajobs.jobs.pipeline import blocked_by, descendants, never_starting
 from deltajobs.registry.history import spec_key
 from deltajobs.registry.refresh import by_backend, refresh
 from deltajobs.registry.schema import JobRow
@@ -239,10 +239,11 @@ def cancel(registry: Registry, rows: list[JobRow]) -> list[str]:
 
 def cancel_never_starting(settings: Settings) -> Cancellation:
     """Cancel every job that waits for a dependency that can never be met (a parent failed),
-    its state asked afresh first."""
+    its state asked afresh first, and every job that waits for one of those."""
     with Registry.open(settings) as registry:
         result = refresh(registry, [r for r in registry.query(recent_since=0) if not r.final])
-        return stop(registry, never_starting(result.rows))
+        never = never_starting(result.rows)
+        return stop(registry, never + descendants(result.rows, never))  # and what waits for them
 
 
 def cancel_jobs(settings: Settings, job_ids: list[str]) -> Cancellation:

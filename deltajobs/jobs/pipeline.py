@@ -9,9 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from deltajobs.backends.base import Backend
+from deltajobs.clusters.directives import dependency_ids
 from deltajobs.errors import NotFoundError, SpecError
 from deltajobs.registry.schema import JobRow
 from deltajobs.registry.store import Registry
+from deltajobs.registry.targets import find_target
 from deltajobs.spec.resolve import ResolvedJob
 from deltajobs.spec.settings import Settings
 
@@ -27,16 +29,26 @@ def parent_dirs(settings: Settings, after: str) -> tuple[dict[str, str], list[st
     unknown: list[str] = []
     with Registry.open(settings) as registry:
         for job_id in ids:
-            try:
-                known[job_id] = registry.get(job_id).run_dir
+            try:  # a job, or an array job's id: its tasks' run directory, or its sweep's
+                known[job_id] = str(find_target(registry, job_id).directory)
             except NotFoundError:
                 unknown.append(job_id)
     return known, unknown
 
 
 def check_parents(resolved: ResolvedJob, settings: Settings, backend: Backend) -> None:
-    """A child waits only for jobs of its own backend: SLURM cannot wait for a job on this machine."""
+    """A child waits only for jobs of its own backend: SLURM cannot wait for a job on this machine,
+    and a backend that honours no dependency of its own waits only for its jobs named by --after."""
     parents = resolved.spec.schedule.parents
+    dependency = resolved.spec.schedule.dependency
+    if not backend.any_dependency and dependency and dependency != "afterok:" + ":".join(parents):
+        if any(not item.startswith("afterok:") for item in dependency.split(",")):
+            raise SpecError(
+                "--dependency",
+                f"{dependency!r} is the scheduler's; a {backend.name} job waits only for --after ID[,ID...]",
+            )
+        named = ", ".join(job_id for job_id in dependency_ids(dependency) if job_id not in parents)
+        raise SpecError("--after", f"{named}: not a {backend.name} job deltajobs ran; it waits only for those")
     if not parents:
         return
     with Registry.open(settings) as registry:
@@ -56,8 +68,6 @@ def parents_of(row: JobRow) -> list[str]:
     """The jobs a row waits for (its spec's schedule.parents and dependency ids), from its run
     directory's spec.yaml; none where it cannot be read."""
     import yaml
-
-    from deltajobs.clusters.directives import dependency_ids
 
     try:
         spec = yaml.safe_load((_spec_path(row)).read_text()) or {}
@@ -89,6 +99,23 @@ def blocked_by(registry: Registry, row: JobRow) -> str | None:
 def never_starting(rows: list[JobRow]) -> list[JobRow]:
     """The rows that wait for a dependency that can never be met."""
     return [row for row in rows if row.state == "PENDING" and row.reason == NEVER]
+
+
+def descendants(rows: list[JobRow], roots: list[JobRow]) -> list[JobRow]:
+    """The waiting rows that wait, through any chain of --after, for one of `roots` (a job that
+    will never start: its children never will either)."""
+    gone = {row.job_id for row in roots}
+    waiting = [row for row in rows if row.state == "PENDING" and row.job_id not in gone]
+    found: list[JobRow] = []
+    grew = True
+    while grew:
+        grew = False
+        for row in waiting:
+            if row.job_id not in gone and gone & set(parents_of(row)):
+                gone.add(row.job_id)
+                found.append(row)
+                grew = True
+    return found
 
 
 def _spec_path(row: JobRow) -> Path:

@@ -60,11 +60,21 @@ class Rerun:
 
 
 def previous_row(settings: Settings, ident: str) -> JobRow:
-    """The job RUN names (a job id, `last`, a run directory); its newest job where it was resumed."""
+    """The job RUN names (a job id, an array job's id or one of its tasks, `last`, a run
+    directory); its newest job where it was resumed. A sweep's id is refused: rerun one point."""
+    import os
+
     from deltajobs.jobs.resume import run_rows
+    from deltajobs.registry.targets import find_target
 
     with Registry.open(settings) as registry:
-        rows = run_rows(registry, ident)
+        if os.sep in ident or Path(ident).expanduser().is_dir():
+            rows = run_rows(registry, ident)
+        else:
+            target = find_target(registry, ident)
+            if target.is_sweep:
+                raise SpecError("RUN", f"{ident} is {target.label}: rerun one of its points by its job id")
+            rows = target.rows
     wanted = [r for r in rows if r.job_id == ident]
     return wanted[0] if wanted else rows[-1]
 
@@ -84,8 +94,11 @@ def prepare_rerun(settings: Settings, ident: str, overrides: Overrides, local: b
         raise SpecError(str(run_dir / "spec.yaml"), "is not a job spec")
     notes = same_code(raw, run_dir)
     schedule = raw.setdefault("schedule", {}) or {}
-    if schedule.get("parents") or schedule.get("dependency"):
-        waited = ", ".join(schedule.get("parents") or []) or str(schedule.get("dependency"))
+    old_parents = dict(schedule.get("parents") or {})
+    if overrides.parents:  # --after NEW: what it read of the old parents, it reads of the new, in order
+        replace_parents(raw, list(old_parents.values()), list(overrides.parents.values()))
+    elif old_parents or schedule.get("dependency"):
+        waited = ", ".join(old_parents) or str(schedule.get("dependency"))
         notes.append(f"it waited for {waited}: this run does not (it reads the same parents' directories)")
     schedule["parents"], schedule["dependency"] = {}, None
     raw["rerun_of"] = previous.job_id
@@ -95,6 +108,27 @@ def prepare_rerun(settings: Settings, ident: str, overrides: Overrides, local: b
     with rerun.call():
         rerun.resolved = resolve_job(raw, overrides, settings, cluster, require_account=backend.needs_account)
     return rerun
+
+
+def replace_parents(raw: dict[str, Any], old: list[str], new: list[str]) -> None:
+    """The old parents' run directories in a spec's run arguments (where `{after.run_dir}` was
+    expanded) made the new parents', by position; the parents' variables are set anew by the
+    resolve (`spec.parents.apply`)."""
+    pairs = list(zip(old, new, strict=False))
+    run = raw.get("run")
+    if not isinstance(run, dict) or not pairs:
+        return
+
+    def swap(text: Any) -> Any:
+        if not isinstance(text, str):
+            return text
+        for before, after in pairs:
+            text = text.replace(before, after)
+        return text
+
+    run["args"] = [swap(arg) for arg in run.get("args") or []]
+    run["command"] = swap(run.get("command"))
+    run["params"] = {key: swap(value) for key, value in (run.get("params") or {}).items()}
 
 
 def same_code(raw: dict[str, Any], run_dir: Path) -> list[str]:
@@ -120,6 +154,8 @@ def same_code(raw: dict[str, Any], run_dir: Path) -> list[str]:
         run["script"], run["code_from"] = str(script), str(code)
     if run.get("function") and function_call(run_dir) is None:
         raise NotFoundError(f"{run_dir}/submitit holds no pickled call: the function cannot be called again")
+    if run.get("command"):
+        return [f"a command has no snapshot: {run['command']} runs the live code again (`diff` shows its git changes)"]
     return []
 
 

@@ -87,7 +87,8 @@ class CommandJob:
         previous |= {sig: signal.signal(sig, self._warn) for sig in warning.WARNINGS}
         try:
             while True:
-                restarted = record_attempt(run_dir, self.argv, self.argv[0] if self.kind == "script" else None)
+                python = self.argv[0] if self.kind == "script" else None
+                restarted = record_attempt(run_dir, self.argv, python, self.env)
                 contract.reset()  # an attempt started here again has not been told to stop
                 requeue.last_attempt(restarted, self.max_requeues)  # the program's own requeue too
                 code, seconds = self._run_once(run_dir, restarted)

@@ -166,7 +166,10 @@ class SbatchPayload(UserPayload):
             )
         res = self.job.spec.resources
         argv = ["bash", str(run_dir / SCRIPT)]
-        return CommandJob(argv, str(self.workdir), str(run_dir), res.max_requeues, self.kind, shown=self.describe())
+        env = dict(self.job.spec.environment.env)  # on SLURM through --export (sbatch_options)
+        return CommandJob(
+            argv, str(self.workdir), str(run_dir), res.max_requeues, self.kind, env, shown=self.describe()
+        )
 
     def sweep_key(self, key: str) -> str:
         raise SpecError(key, "an sbatch script takes no swept values; sweep a script (train.py) or a spec instead")

@@ -8,8 +8,8 @@ them in the raw spec before it is validated:
     environment.env              DELTAJOBS_PARENT_RUN_DIR (one parent), DELTAJOBS_PARENT_RUN_DIRS
                                  (every parent's, joined by ':')
     run.args, run.command,       `{after.run_dir}` (the one parent) and `{after[N].run_dir}` (the
-    run.params' values           Nth, from 0) replaced by the directory: evaluate.py
-                                 --checkpoint {after.run_dir}/checkpoints/best.pt
+    run.params' and train.*'s    Nth, from 0) replaced by the directory: evaluate.py
+    string values                --checkpoint {after.run_dir}/checkpoints/best.pt
 """
 
 from __future__ import annotations
@@ -26,16 +26,26 @@ PLACEHOLDER = re.compile(r"\{after(?:\[(\d+)\])?\.run_dir\}")
 def apply(raw: dict[str, Any], parents: dict[str, str]) -> None:
     """The parents into the raw spec: schedule.parents, the environment, the placeholders."""
     raw.setdefault("schedule", {})["parents"] = dict(parents)
-    if parents:
+    env = (raw.get("environment") or {}).get("env")
+    if parents or isinstance(env, dict) and PARENT_RUN_DIRS in env:
         env = raw.setdefault("environment", {}).setdefault("env", {})
-        if isinstance(env, dict):
-            env[PARENT_RUN_DIRS] = ":".join(parents.values())
+        if isinstance(env, dict):  # a rerun's spec holds its old parents': these replace them
+            env.pop(PARENT_RUN_DIR, None)
+            env.pop(PARENT_RUN_DIRS, None)
+            if parents:
+                env[PARENT_RUN_DIRS] = ":".join(parents.values())
             if len(parents) == 1:
                 env[PARENT_RUN_DIR] = next(iter(parents.values()))
+    dirs = list(parents.items())
+    train = raw.get("train")
+    if isinstance(train, dict):  # --set train.data_root='{after.run_dir}/data'
+        raw["train"] = {
+            key: expand(value, dirs, f"train.{key}") if isinstance(value, str) else value
+            for key, value in train.items()
+        }
     run = raw.get("run")
     if not isinstance(run, dict):
         return
-    dirs = list(parents.items())
     if isinstance(run.get("args"), list):
         run["args"] = [expand(arg, dirs, "run.args") if isinstance(arg, str) else arg for arg in run["args"]]
     if isinstance(run.get("command"), str):
@@ -72,5 +82,5 @@ def expand(text: str, parents: list[tuple[str, str]], field: str) -> str:
 
 
 def has_placeholder(raw: dict[str, Any]) -> bool:
-    """Whether a raw spec's run section names a parent's directory (it then needs --after)."""
-    return bool(PLACEHOLDER.search(repr(raw.get("run"))))
+    """Whether a raw spec's run or train section names a parent's directory (it then needs --after)."""
+    return bool(PLACEHOLDER.search(repr(raw.get("run"))) or PLACEHOLDER.search(repr(raw.get("train"))))

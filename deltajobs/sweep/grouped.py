@@ -23,6 +23,7 @@ import yaml
 
 from deltajobs.backends.base import Backend, Submission
 from deltajobs.clusters.units import format_walltime
+from deltajobs.injob.provenance import one_submission
 from deltajobs.jobs.lifecycle import job_row, prepare_run_dir
 from deltajobs.registry.store import Registry
 from deltajobs.spec.resolve import ResolvedJob
@@ -62,8 +63,9 @@ def submit_grouped(
         sweep_dir.mkdir(parents=True, exist_ok=False)
         tasks: list[Submission] = []
         try:
-            for resolved, run_dir in zip(plan.resolved, dirs, strict=True):
-                prepare_run_dir(resolved, run_dir)
+            with one_submission():  # git asked once for every point's copy of the code
+                for resolved, run_dir in zip(plan.resolved, dirs, strict=True):
+                    prepare_run_dir(resolved, run_dir)
             for job, run_dir in zip(jobs, task_dirs, strict=True):
                 run_dir.mkdir(parents=True)
                 (run_dir / "spec.yaml").write_text(yaml.safe_dump(job.spec.to_dict(), sort_keys=False))

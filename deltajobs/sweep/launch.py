@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from deltajobs.charge.budget import check_budget
 from deltajobs.charge.estimate import describe_count, estimate_job
 from deltajobs.errors import SpecError
+from deltajobs.jobs.pipeline import check_parents
 from deltajobs.spec.context import active_cluster
 from deltajobs.sweep.layout import Layout, plan_layout
 from deltajobs.sweep.plan import SweepPlan, SweepSpec, job_label, parse_sweep, plan_sweep
@@ -127,6 +128,7 @@ class SweepLaunch:
     def submit(self, settings: Settings, backend: Backend, yes: bool) -> SweepSubmission:
         """The budget guard over all the tasks (BudgetError unless `yes`), then one submission."""
 
+        check_parents(self.task, settings, backend)
         if self.charges:
             check_budget(self.task, settings, yes, count=self.tasks)
         return submit_sweep(self.plan, settings, backend, self.max_parallel, layout=self.layout)
@@ -160,6 +162,7 @@ class SearchLaunch:
         """The budget guard (unless --budget-su caps the search below the workers' worst case), then
         ONE array of workers sharing the study."""
 
+        check_parents(self.resolved, settings, backend)
         budget = self.search.budget_su
         if self.charges and (budget is None or budget > estimate_job(self.resolved).array_su(self.workers)):
             check_budget(self.resolved, settings, yes, count=self.workers)

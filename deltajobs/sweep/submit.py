@@ -29,6 +29,7 @@ import yaml
 from deltajobs.backends.base import Backend, Submission
 from deltajobs.charge.estimate import estimate_job
 from deltajobs.errors import DeltaJobsError, SpecError
+from deltajobs.injob.provenance import one_submission
 from deltajobs.jobs.lifecycle import cancel, job_row, prepare_run_dir
 from deltajobs.registry.store import Registry
 from deltajobs.spec.resolve import ResolvedJob, resolve_job
@@ -79,8 +80,9 @@ def submit_sweep(
         sweep_dir.mkdir(parents=True, exist_ok=False)
         points: list[Submission] = []
         try:
-            for resolved, run_dir in zip(plan.resolved, dirs, strict=True):
-                prepare_run_dir(resolved, run_dir)
+            with one_submission():  # git asked once for every point's copy of the code
+                for resolved, run_dir in zip(plan.resolved, dirs, strict=True):
+                    prepare_run_dir(resolved, run_dir)
             array = backend.submit_array(plan.resolved, dirs, sweep_dir, max_parallel)
             points = array.points
             submission = SweepSubmission(
@@ -234,8 +236,9 @@ def _submit_workers(
     ]
     points: list[Submission] = []
     try:
-        for run_dir in dirs:
-            prepare_run_dir(resolved, run_dir)
+        with one_submission():  # git asked once for every point's copy of the code
+            for run_dir in dirs:
+                prepare_run_dir(resolved, run_dir)
         array = backend.submit_array([resolved] * workers, dirs, sweep_dir, None, calls=calls)
         points = array.points
     except BaseException:
