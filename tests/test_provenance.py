@@ -155,3 +155,14 @@ def test_a_failing_record_never_changes_the_scripts_status(tmp_path: Path) -> No
     finally:
         (tmp_path / "run").chmod(0o700)
     assert proc.returncode == 0
+
+
+def test_the_hook_works_in_a_run_directory_with_a_space_and_a_quote(tmp_path: Path) -> None:
+    run = tmp_path / "it's a run"
+    hook = provenance.shell_hook(run, None)
+    script = tmp_path / "job.sh"
+    script.write_text(SCRIPT.format(shebang="#!/bin/bash", code=4))
+    script.chmod(0o755)
+    proc = subprocess.run([str(script)], capture_output=True, text=True, env={**os.environ, "BASH_ENV": str(hook)})
+    assert proc.returncode == 4 and proc.stderr == ""
+    assert json.loads((run / "env" / "job.json").read_text())["python"]

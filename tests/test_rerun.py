@@ -242,6 +242,12 @@ def test_a_local_sweep_after_a_parent_and_a_rerun_after_a_new_one(tmp_path: Path
     spec = yaml.safe_load((Path(again["run_dir"]) / "spec.yaml").read_text())
     assert spec["run"]["args"] == [f"{new['run_dir']}/checkpoints/best.pt"]
     assert spec["environment"]["env"]["DELTAJOBS_PARENT_RUN_DIR"] == new["run_dir"]
+    # which parent's output each read is what diff names
+    diff = cli_json("diff", child["job_id"], again["job_id"])
+    shown = json.dumps(diff)
+    assert old["run_dir"] in shown and new["run_dir"] in shown
+    text = cli("diff", child["job_id"], again["job_id"]).stdout
+    assert "arguments" in text and "parents" in text
 
 
 FUNCTION_USER = """\

@@ -24,7 +24,12 @@ from deltajobs.jobs.provenance import SCRIPT, CodeFile, EnvFacts, RunRecord, gpu
 SECTIONS = ("spec", "arguments", "resources", "code", "packages", "conda", "modules", "nodes")
 # The name is in the header; defaults follow from the resources; parents, rerun_of and code_from (a
 # rerun's copy of the code, compared in the code section) are job ids and run directories.
-SPEC_NOISE = ("name", "run.defaults", "schedule.parents", "rerun_of", "run.code_from")
+# Not differences: the name is in the header; the parents' variables repeat schedule.parents (which
+# is one: which parent's output a run read is why it differs).
+SPEC_NOISE = (
+    *("name", "run.defaults", "rerun_of", "run.code_from"),
+    *("environment.env.DELTAJOBS_PARENT_RUN_DIR", "environment.env.DELTAJOBS_PARENT_RUN_DIRS"),
+)
 
 
 @dataclass(frozen=True)
@@ -102,10 +107,11 @@ def compare(a: RunRecord, b: RunRecord) -> RunDiff:
 
 
 def spec_differences(a: RunRecord, b: RunRecord) -> dict[str, list[Difference]]:
-    """The spec's keys that differ, in the spec, arguments or resources section; a run directory
-    named in them (a pipeline's parent) reads as RUN_DIR, and job ids in a dependency as N."""
-    roots = {str(r.run_dir.parent) for r in (a, b) if len(r.run_dir.parent.parts) > 2}
-    spec_a, spec_b = _same_script(_masked(a.spec, roots), b.spec), _same_script(_masked(b.spec, roots), a.spec)
+    """The spec's keys that differ, in the spec, arguments or resources section; each run's own
+    directory named in its spec reads as RUN_DIR, and job ids in a dependency as N (the parents
+    themselves, schedule.parents, are compared by their directories)."""
+    spec_a = _same_script(_masked(a.spec, {str(a.run_dir)}), b.spec)
+    spec_b = _same_script(_masked(b.spec, {str(b.run_dir)}), a.spec)
     flat_a, flat_b = flatten(spec_a), flatten(spec_b)
     found: dict[str, list[Difference]] = {"spec": [], "arguments": args_differences(_args(spec_a), _args(spec_b))}
     found["resources"] = []
@@ -135,14 +141,14 @@ def _same_script(spec: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
 
 
 def _masked(value: Any, roots: set[str]) -> Any:
-    """`value` with every run directory under `roots` written RUN_DIR."""
+    """`value` with each of the run directories `roots` written RUN_DIR."""
     if isinstance(value, dict):
         return {k: _masked(v, roots) for k, v in value.items()}
     if isinstance(value, list):
         return [_masked(v, roots) for v in value]
     if isinstance(value, str):
         for root in roots:
-            value = re.sub(re.escape(root) + r"/[^/\s:'\"]+", "RUN_DIR", value)
+            value = re.sub(re.escape(root) + r"(?=[/\s:'\"]|$)", "RUN_DIR", value)
     return value
 
 
