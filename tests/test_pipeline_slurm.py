@@ -136,3 +136,29 @@ def test_a_slurm_job_cannot_wait_for_a_local_one(project: Path) -> None:
         f"deltajobs: error: --after: job {local['job_id']} is a local job; a slurm job can wait only for slurm jobs"
     )
     assert sorted(Path(local["run_dir"]).parent.iterdir()) == runs
+
+
+ARRAY = """\
+#!/bin/bash
+#SBATCH --partition=cpu
+#SBATCH --cpus-per-task=1
+#SBATCH --mem=1g
+#SBATCH --time=00:05:00
+#SBATCH --array=0-1
+echo "{\\"epoch\\": 1, \\"task\\": $SLURM_ARRAY_TASK_ID}" >> "$DELTAJOBS_RUN_DIR/task-$SLURM_ARRAY_TASK_ID.jsonl"
+"""
+
+
+def test_an_array_script_is_rerun_whole_as_submitted(project: Path) -> None:
+    (project / "array.sh").write_text(ARRAY)
+    first = cli_json("submit", "array.sh", cwd=project)
+    array_id = first["job_id"]
+    for task in (0, 1):
+        assert wait_for_state(f"{array_id}_{task}", FINAL)["state"] == "COMPLETED"
+    (project / "array.sh").write_text(ARRAY.replace("0-1", "0-5"))  # edited since: not what reruns
+    again = cli_json("rerun", f"{array_id}_1", cwd=project)
+    assert again["rerun_of"] == f"{array_id}_1"
+    for task in (0, 1):
+        assert wait_for_state(f"{again['job_id']}_{task}", FINAL)["state"] == "COMPLETED"
+    assert sorted(p.name for p in Path(again["run_dir"]).glob("task-*.jsonl")) == ["task-0.jsonl", "task-1.jsonl"]
+    assert (Path(again["run_dir"]) / "job.sh").read_text() == ARRAY
