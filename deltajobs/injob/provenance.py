@@ -21,8 +21,7 @@ An sbatch script as written runs no deltajobs code: its job gets `BASH_ENV` (`sh
 EXIT trap runs `python -m deltajobs.injob.provenance RUN_DIR --python PY` when the script ends, in
 the environment the script made (its modules, its venv). DELTAJOBS_NO_ENV_RECORD=1 turns it off.
 
-Nothing here imports torch: its versions come from its metadata and files, or from the torch a
-process already imported.
+Nothing here imports torch: its versions come from its metadata and files.
 """
 
 from __future__ import annotations
@@ -222,21 +221,13 @@ def loaded_modules() -> list[str] | None:
 
 
 def torch_facts(packages: list[str], asked: dict[str, Any] | None = None) -> dict[str, Any] | None:
-    """torch's version, the CUDA it was built for and NCCL's version: from a torch this process
-    imported already, else from its files and the NCCL wheel's metadata (no import: ~2 s); for
-    another interpreter, what it said (`asked`: its torch's CUDA)."""
+    """torch's version, the CUDA it was built for and NCCL's version, from its metadata and files
+    and the NCCL wheel's metadata (never an import: ~2 s; and the same whether or not a process
+    imported torch already); for another interpreter, what it said (`asked`: its torch's CUDA)."""
     versions = dict(line.split("==", 1) for line in packages if "==" in line)
     nccl = next((versions[name] for name in NCCL_PACKAGES if name in versions), None)
     if asked is not None:
         return {"version": versions["torch"], "cuda": asked.get("cuda"), "nccl": nccl} if "torch" in versions else None
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        facts: dict[str, Any] = {"version": str(torch.__version__), "cuda": torch.version.cuda}
-        try:
-            facts["nccl"] = ".".join(str(n) for n in torch.cuda.nccl.version())
-        except Exception:
-            facts["nccl"] = nccl
-        return facts
     version = versions.get("torch")
     if version is None:
         return None
