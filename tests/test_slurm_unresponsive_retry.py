@@ -195,6 +195,7 @@ def test_an_existing_comment_is_replaced_by_the_tag() -> None:
     [
         (TIMED_OUT, True),
         ("slurm_load_jobs error: Socket timed out on send/recv operation", True),
+        ("sbatch: error: Batch job submission failed: Unexpected missing socket error", True),
         (NO_CONTACT, False),
         ("sbatch: error: Slurm temporarily unable to accept job, sleeping and retrying", False),
         ("sbatch: error: Batch job submission failed: Invalid account", None),

@@ -48,6 +48,7 @@ BUSY = {
     "socket timed out on send/recv operation": True,
     "zero bytes were transmitted or received": True,
     "connection reset by peer": True,
+    "unexpected missing socket error": True,  # SLURM_MISSING_SOCKET_ERROR: 100 sbatch at once on minidelta
     "unable to contact slurm controller": False,  # (connect failure): nothing was sent
     "connection refused": False,
     "temporarily unable to accept job": False,  # sbatch's own retries ran out
