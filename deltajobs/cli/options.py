@@ -153,12 +153,20 @@ class JobFlags:
         """The job, layered with the config and these flags, validated against the cluster."""
         from deltajobs.spec.resolve import resolve_job
 
+        return resolve_job(
+            self.job(job, args),
+            self.overrides_for(settings),
+            settings,
+            self.cluster_name(settings),
+            require_account=require_account,
+        )
+
+    def overrides_for(self, settings: Settings) -> Overrides:
+        """`overrides`, with the run directories of --after's jobs (read from the registry)."""
         overrides = self.overrides
         if self.after:
             overrides.parents = self.parents(settings)
-        return resolve_job(
-            self.job(job, args), overrides, settings, self.cluster_name(settings), require_account=require_account
-        )
+        return overrides
 
     def parents(self, settings: Settings) -> dict[str, str]:
         """--after's jobs that deltajobs submitted, with their run directories; a note for the others."""

@@ -35,10 +35,7 @@ def rerun_command(
     from deltajobs.spec.settings import load_settings
 
     settings = load_settings()
-    overrides = flags.overrides
-    if flags.after:
-        overrides.parents = flags.parents(settings)
-    rerun = prepare_rerun(settings, run, overrides, local)
+    rerun = prepare_rerun(settings, run, flags.overrides_for(settings), local)
     resolved, old = rerun.resolved, rerun.previous
     for line in rerun.notes:
         note(f"note: {line}")
@@ -61,9 +58,6 @@ def rerun_command(
             res = resolved.spec.resources
             typer.echo(f"  charge:  at most {estimate:.2f} SU ({res.time} on {resolved.partition.name})")
     if wait:
-        from deltajobs.cli.runs import follow
+        from deltajobs.cli.runs import follow_to_end
 
-        state = follow(sub.job_id, quiet=as_json)
-        if as_json:
-            emit_json({**info, "state": state})
-        raise typer.Exit(0 if state == "COMPLETED" else 1)
+        follow_to_end(sub.job_id, info, as_json)

@@ -88,9 +88,6 @@ def resume_command(
     if resume.checkpoint is None:
         note(f"{sub.run_dir} holds no checkpoint: job {sub.job_id} starts over (--restart)")
     if wait:
-        from deltajobs.cli.runs import follow
+        from deltajobs.cli.runs import follow_to_end
 
-        state = follow(sub.job_id, quiet=as_json)
-        if as_json:
-            emit_json({**info, "state": state})
-        raise typer.Exit(0 if state == "COMPLETED" else 1)
+        follow_to_end(sub.job_id, info, as_json)

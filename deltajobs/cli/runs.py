@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 import time
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -155,6 +155,15 @@ def submit_command(
             emit_json({**chosen.to_dict(), "jobs": infos})
     if wait:
         raise typer.Exit(0 if all(info["state"] == "COMPLETED" for info in infos) else 1)
+
+
+def follow_to_end(job_id: str, info: dict[str, Any], as_json: bool) -> None:
+    """`--wait`: follow the job to its end (the submit's `info` with its final state, with --json);
+    exit 0 if it COMPLETED, else 1."""
+    state = follow(job_id, quiet=as_json)
+    if as_json:
+        emit_json({**info, "state": state})
+    raise typer.Exit(0 if state == "COMPLETED" else 1)
 
 
 def follow(job_id: str, quiet: bool = False, interval: float = 2.0) -> str:

@@ -164,9 +164,7 @@ def run_command(
         storage=storage,
     )
     source = flags.job(job, script_args)
-    overrides = flags.overrides
-    if flags.after:
-        overrides.parents = flags.parents(settings)  # every point reads its parents' directories
+    overrides = flags.overrides_for(settings)  # every point reads its --after parents' directories
     launch = prepare_launch(source, options, overrides, settings, flags.cluster, backend)
     for line in launch.warnings():  # on stderr before anything is submitted, --json too
         note(f"warning: {line}")
